@@ -1,0 +1,117 @@
+"""From a unit's overlap point to the concrete data of its model pair.
+
+:class:`PairData` turns a :class:`reprsim.data.splits.Split` into what the rest of a unit needs:
+each model's training and evaluation sets (labels remapped to its training ids), the probe
+subsets of the test set, and the inputs on which adversarial transfer is measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reprsim.data import splits
+from reprsim.experiments.grid import Unit, content_hash
+
+# Probe subsets of a class split, in the order the paper reports them.
+CLASS_PROBES = ("common", "ood_one", "ood_all")
+
+
+@dataclass
+class PairData:
+    unit: Unit
+    split: splits.Split
+    train: object  # reprsim.data Dataset (inputs, labels, meta)
+    test: object
+    label: str
+
+    # ---- training -------------------------------------------------------------------------
+    def _labels(self, dataset):
+        return dataset.labels if self.split.kind == "attribute" else dataset.labels[self.label]
+
+    def train_set(self, side: str) -> tuple[np.ndarray, np.ndarray]:
+        """Model ``side``'s training inputs (n, ...) and remapped int64 labels (n,)."""
+        idx = self.split.indices(side)
+        return self.train.inputs[idx], self.split.train_labels(self._labels(self.train), side)
+
+    def num_classes(self, side: str) -> int:
+        return self.split.n_classes(side)
+
+    def test_ids(self, side: str) -> np.ndarray:
+        """Model ``side``'s training id of every test example (−1 for classes it never saw)."""
+        return self.split.map_labels(self._labels(self.test), side)
+
+    def eval_set(self, side: str) -> tuple[np.ndarray, np.ndarray]:
+        """Test inputs of the classes model ``side`` trains on, with its label ids (for accuracy)."""
+        ids = self.test_ids(side)
+        keep = ids >= 0
+        return self.test.inputs[keep], ids[keep]
+
+    # ---- probes and attacks ---------------------------------------------------------------
+    @property
+    def class_split(self) -> bool:
+        return self.split.kind in ("task", "combined")
+
+    def probe_indices(self) -> list[tuple[str, str, np.ndarray]]:
+        """``(probe_set, probe_role, test indices)``: the whole test set for data / attribute
+        overlap; ``common`` / ``ood_one`` / ``ood_all`` subsets for class splits."""
+        if not self.class_split:
+            return [("test", "id", np.arange(len(self.test.inputs)))]
+        subsets = splits.probe_subsets(self.split, self.test.labels[self.label])
+        return [(name, name, np.asarray(subsets[name], dtype=np.int64)) for name in CLASS_PROBES]
+
+    def attack_set(self) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """Inputs, labels and number of shared classes for transfer attacks.
+
+        Transfer needs one label space: the common classes of a class split (ids 0..k−1 in both
+        models), every class for data overlap, identical tasks for attribute overlap. Returns
+        empty arrays when the two models share no label space.
+        """
+        ids_a, ids_b = self.test_ids("a"), self.test_ids("b")
+        if self.class_split:
+            k = len(self.split.common_classes)
+            keep = (ids_a >= 0) & (ids_a < k)
+            return self.test.inputs[keep], ids_a[keep], k
+        if self.split.kind == "attribute" and tuple(self.split.a_attributes) != tuple(self.split.b_attributes):
+            return self.test.inputs[:0], ids_a[:0], None
+        keep = (ids_a >= 0) & (ids_a == ids_b)
+        return self.test.inputs[keep], ids_a[keep], None
+
+    @property
+    def attribute_pair(self) -> str | None:
+        if self.split.kind != "attribute":
+            return None
+        return "+".join(self.split.a_attributes) + " vs " + "+".join(self.split.b_attributes)
+
+
+def _split_for(unit: Unit, train, seed: int) -> splits.Split:
+    labels = train.labels[unit.source.label]
+    kind, mode = unit.overlap_kind, unit.mode
+    if kind == "data":
+        return splits.data_overlap_split(labels, unit.data_fraction, mode=mode, seed=seed)
+    if kind == "task":
+        return splits.task_overlap_split(labels, unit.task_fraction, mode=mode, seed=seed)
+    if kind == "combined":
+        return splits.combined_split(labels, unit.data_fraction, unit.task_fraction, mode=mode, seed=seed)
+    if kind == "attribute":
+        task_a, task_b = unit.attributes
+        return splits.attribute_task_split(train.labels, list(task_a), list(task_b), seed=seed)
+    raise ValueError(f"unknown overlap kind {kind!r}")
+
+
+def make_pair_data(unit: Unit, train, test, seed: int, cache_dir: Path | None) -> PairData:
+    """The unit's split (cached as ``cache_dir/splits/<hash>.npz``) wrapped in a :class:`PairData`."""
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / "splits" / f"{content_hash({'unit': unit.key(), 'n': len(train.inputs)})}.npz"
+    if path is not None and path.exists():
+        split = splits.Split.load(path)
+    else:
+        split = _split_for(unit, train, seed)
+        if path is not None:
+            tmp = path.with_name(path.stem + ".tmp.npz")
+            split.save(tmp)
+            tmp.replace(path)
+    return PairData(unit, split, train, test, unit.source.label)

@@ -1,0 +1,153 @@
+"""The sweep: expand a config into units, run the unfinished ones, assemble the results table.
+
+``run_experiment`` is what ``reprsim run`` calls. It is resumable: units already marked ``ok`` in
+the run folder are skipped, units that failed are rerun only with ``retry_failed=True``, and
+results are written per unit as soon as the unit finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from reprsim import __version__
+from reprsim.experiments.config import ExperimentConfig, dump_config
+from reprsim.experiments.executors import Executor, UnitTask, make_executor
+from reprsim.experiments.grid import Unit, expand, unit_record
+from reprsim.experiments.store import RunStore, git_commit
+from reprsim.experiments.unit import preflight
+
+
+def default_cache_dir() -> Path:
+    """Shared cache of splits, checkpoints and features (``$REPRSIM_CACHE`` or ``~/.cache/reprsim``)."""
+    return Path(os.environ.get("REPRSIM_CACHE", Path.home() / ".cache" / "reprsim"))
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    units: list[Unit]
+    statuses: dict[str, str]
+    ran: list[str] = field(default_factory=list)
+    results: pd.DataFrame | None = None
+    report: Path | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        return [uid for uid, status in self.statuses.items() if status == "failed"]
+
+
+def plan(config: ExperimentConfig, run_dir: str | Path) -> pd.DataFrame:
+    """The grid of units with their status in ``run_dir`` (for ``--dry-run``); touches nothing."""
+    store = RunStore(run_dir)
+    rows = []
+    for unit in expand(config):
+        row = unit.describe()
+        row["status"] = store.status(unit.unit_id) if store.root.exists() else "pending"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    executor: Executor | None = None,
+    cache_dir: str | Path | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    report: bool = True,
+) -> RunSummary:
+    """Run every unfinished unit of the sweep and write ``results.parquet`` / ``results.csv``.
+
+    Returns a :class:`RunSummary` with the per-unit statuses and the assembled results table.
+    """
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    store = RunStore(run_dir)
+    units = expand(config)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    wanted = {"pending", "failed"} if retry_failed else {"pending"}
+    store_exists = store.root.exists()
+    todo = [u for u in units if (store.status(u.unit_id) if store_exists else "pending") in wanted]
+
+    # Everything that can be checked without training is checked before any unit starts.
+    preflight(config, todo)
+    store.prepare(dump_config(config))
+    executor = executor or make_executor(config.execution)
+
+    tasks = [
+        UnitTask(config, unit, cache, log_path=store.unit_dir(unit.unit_id) / "log.txt",
+                 progress=progress and config.execution.workers == 1)
+        for unit in todo
+    ]  # fmt: skip
+    ran = []
+    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="sweep", unit="pair", disable=not progress)
+    try:
+        for task, outcome in executor.submit_all(tasks):
+            uid = task.unit.unit_id
+            store.write_unit(uid, unit_record(task.unit), outcome.get("rows"), outcome["status"])
+            ran.append(uid)
+            bar.set_postfix_str(f"{uid[:40]} {outcome['status']['status']}")
+            bar.update(1)
+            if outcome["status"]["status"] != "ok":
+                tqdm.write(f"unit {uid} failed: {outcome['status'].get('error')}", file=sys.stderr)
+    finally:
+        bar.close()
+
+    results = store.assemble([u.unit_id for u in units])
+    store.write_results(results)
+    statuses = {u.unit_id: store.status(u.unit_id) for u in units}
+    store.write_provenance(_provenance(config, units, store, started, time.perf_counter() - t0, executor))
+    summary = RunSummary(Path(run_dir), units, statuses, ran, results)
+    if report and not results.empty:
+        summary.report = _build_report(Path(run_dir))
+    return summary
+
+
+def _build_report(run_dir: Path) -> Path | None:
+    try:
+        from reprsim.analysis import build_report
+    except ImportError:
+        return None
+    try:
+        return build_report(run_dir)
+    except Exception as exc:  # the results are safe on disk; a report failure must not hide them
+        print(f"warning: the report could not be built ({exc}); retry with `reprsim report {run_dir}`", file=sys.stderr)
+        return None
+
+
+def _provenance(config, units, store, started, seconds, executor) -> dict:
+    import numpy
+    import torch
+
+    statuses = store.unit_statuses()
+    return {
+        "reprsim_version": __version__,
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "executor": type(executor).__name__,
+        "started": started.isoformat(),
+        "finished": datetime.now(timezone.utc).isoformat(),
+        "seconds_this_invocation": round(seconds, 2),
+        "config_name": config.name,
+        "units": {
+            u.unit_id: {
+                "seeds": u.seeds(),
+                "status": statuses.get(u.unit_id, {}).get("status", "pending"),
+                "timings": statuses.get(u.unit_id, {}).get("timings"),
+            }
+            for u in units
+        },
+    }

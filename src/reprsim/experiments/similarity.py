@@ -1,0 +1,42 @@
+"""The similarity stage of a unit: every measure on every requested layer pair of one probe set."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reprsim import metrics
+from reprsim.experiments.config import MeasureSpec
+
+
+def similarity_rows(spec: MeasureSpec, feats_a: dict[str, np.ndarray], feats_b: dict[str, np.ndarray],
+                    layers: list[str], seed: int) -> list[dict]:  # fmt: skip
+    """One row per (layer_a, layer_b, measure) with ``value`` and ``p_value`` (NaN unless permutations > 0).
+
+    Every requested layer pair is kept; choosing a "best" pair is left to the analysis. An empty
+    probe set (e.g. no common classes at task overlap 0), or one not larger than k, gives NaN rows, so the table records it.
+    """
+    names = spec.resolved_names()
+    rows = []
+    for layer_a in layers:
+        for layer_b in layers:
+            xa, xb = feats_a.get(layer_a), feats_b.get(layer_b)
+            if xa is None or xb is None or len(xa) <= max(int(spec.params.get("k", 0)), 3):
+                values = {name: float("nan") for name in names}
+            else:
+                xa = metrics.prepare(xa, normalize=spec.prepare.normalize, clip_quantile=spec.prepare.clip_quantile)
+                xb = metrics.prepare(xb, normalize=spec.prepare.normalize, clip_quantile=spec.prepare.clip_quantile)
+                values = metrics.compute_all(xa, xb, names=names, **_params_for(names, spec.params))
+            for name in names:
+                p_value = float("nan")
+                if spec.permutations and not np.isnan(values[name]):
+                    p_value = metrics.permutation_test(name, xa, xb, n_permutations=spec.permutations, seed=seed,
+                                                       **_params_for([name], spec.params))  # fmt: skip
+                rows.append({"layer_a": layer_a, "layer_b": layer_b, "measure": name,
+                             "value": float(values[name]), "p_value": p_value})  # fmt: skip
+    return rows
+
+
+def _params_for(names: list[str], params: dict) -> dict:
+    """The configured parameters that at least one of the selected measures takes."""
+    accepted = set().union(*(metrics.measure_params(name) for name in names)) if names else set()
+    return {key: value for key, value in params.items() if key in accepted}

@@ -1,0 +1,290 @@
+"""One unit of a sweep: split → train models A and B → probe features → measures → consequences.
+
+:func:`execute_unit` is the function every executor runs; it never raises: a failing unit
+(NaN loss, out of memory, ...) comes back as ``status: failed`` with its error, and the sweep goes
+on. Splits, trained weights and features are cached by content hash under the cache folder, so
+rerunning a sweep with other measures or probes retrains nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reprsim.errors import ReprsimError
+from reprsim.experiments.config import ExperimentConfig, SourceSpec
+from reprsim.experiments.grid import Unit, content_hash
+from reprsim.experiments.pairs import PairData, make_pair_data
+from reprsim.experiments.similarity import similarity_rows
+
+log = logging.getLogger("reprsim.unit")
+
+
+@dataclass
+class Probe:
+    """A probe set fed identically to both models."""
+
+    name: str
+    role: str  # id | common | ood_one | ood_all | ood
+    inputs: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# data loading (cached per process)
+# ---------------------------------------------------------------------------------------------
+@lru_cache(maxsize=16)
+def _load_cached(name: str, split: str, options_json: str):
+    from reprsim import data
+
+    return data.load(name, split=split, **json.loads(options_json))
+
+
+def load_source(source: SourceSpec, split: str):
+    if split == "train":
+        options = source.options
+    else:  # the test split keeps the source's options but not its training-set subsampling
+        options = {k: v for k, v in source.options.items() if k not in ("per_class", "n")} | source.test_options
+    return _load_cached(source.name, split, json.dumps(options, sort_keys=True))
+
+
+def _subsample(n_total: int, n: int, seed: int) -> np.ndarray:
+    """A seeded subsample of ``n`` row indices (all rows, in order, when ``n >= n_total``)."""
+    if n >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
+
+
+def probe_sets(config: ExperimentConfig, unit: Unit, pair: PairData, test_set, seed: int) -> list[Probe]:
+    """The unit's probe sets: in-distribution (or common / ood_one / ood_all for class splits) and extra OOD sets."""
+    from reprsim.data.transforms import match_shape
+
+    probes = []
+    for name, role, indices in pair.probe_indices():
+        idx = indices[_subsample(len(indices), config.probe_size, seed)]
+        probes.append(Probe(name, role, test_set.inputs[idx]))
+    shape = tuple(test_set.inputs.shape[1:])
+    for spec in config.probes:
+        probe_data = _load_cached(spec.source, spec.split, json.dumps(spec.options, sort_keys=True))
+        idx = _subsample(len(probe_data.inputs), config.probe_size, seed)
+        probes.append(Probe(spec.name, "ood", match_shape(probe_data.inputs[idx], shape)))
+    return probes
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+def trained_model(unit: Unit, side: str, pair: PairData, cache_dir: Path, progress: bool):
+    """Model ``side`` ('a' or 'b') of the unit, trained or loaded from the checkpoint cache.
+
+    Returns ``(model, info)`` with ``info`` holding test accuracy and training time.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from reprsim import models
+    from reprsim.train import TrainConfig, train
+
+    seeds = unit.seeds()
+    x, y = pair.train_set(side)
+    num_classes = pair.num_classes(side)
+    key = content_hash({"unit": unit.key(), "side": side, "n": len(y), "classes": num_classes})
+    weights = cache_dir / "models" / f"{key}.safetensors"
+    info_path = weights.with_suffix(".json")
+
+    torch.manual_seed(seeds[f"init_{side}"])
+    model = models.build(unit.model.name, input_shape=tuple(x.shape[1:]), num_classes=num_classes, **unit.model.options)
+    if weights.exists() and info_path.exists():
+        model.load_state_dict(load_file(str(weights)))
+        model.eval()
+        return model, json.loads(info_path.read_text())
+
+    eval_x, eval_y = pair.eval_set(side)
+    result = train(
+        model, (x, y), TrainConfig.from_dict(unit.train), seeds[f"order_{side}"],
+        eval_dataset=(eval_x, eval_y), checkpoint_dir=cache_dir / "checkpoints" / key, progress=progress,
+    )  # fmt: skip
+    info = {
+        "train_accuracy": float(result.train_accuracy),
+        "eval_accuracy": float(result.eval_accuracy),
+        "seconds": float(result.seconds),
+    }
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(tmp))
+    tmp.replace(weights)
+    info_path.write_text(json.dumps(info))
+    result.model.eval()
+    return result.model, info
+
+
+# ---------------------------------------------------------------------------------------------
+# the unit
+# ---------------------------------------------------------------------------------------------
+@contextmanager
+def _stage(timings: dict, name: str, bar=None):
+    t0 = time.perf_counter()
+    log.info("stage %s", name)
+    if bar is not None:
+        bar.set_description_str(name)
+    yield
+    timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+    if bar is not None:
+        bar.update(1)
+
+
+def _image_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: dict, progress: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from reprsim.features import extract
+
+    seeds = unit.seeds()
+    stages = 5 + len(config.consequences)
+    bar = tqdm(total=stages, desc="split", leave=False, position=1, disable=not progress)
+    with _stage(timings, "split", bar):
+        pair = make_pair_data(unit, load_source(unit.source, "train"), load_source(unit.source, "test"), seeds["split"], cache_dir)
+    with _stage(timings, "train_a", bar):
+        model_a, info_a = trained_model(unit, "a", pair, cache_dir, progress)
+    with _stage(timings, "train_b", bar):
+        model_b, info_b = trained_model(unit, "b", pair, cache_dir, progress)
+    test_set = load_source(unit.source, "test")
+    with _stage(timings, "features", bar):
+        probes = probe_sets(config, unit, pair, test_set, seeds["probe"])
+        feats = {}
+        for probe in probes:
+            for side, model in (("a", model_a), ("b", model_b)):
+                feats[probe.name, side] = (
+                    extract(model, probe.inputs, layers=config.layers, batch_size=512,
+                            cache_dir=cache_dir / "features", cache_key=_probe_key(config, unit, probe, seeds))
+                    if len(probe.inputs) else {}
+                )  # fmt: skip
+    with _stage(timings, "measures", bar):
+        rows = []
+        for probe in probes:
+            for row in similarity_rows(config.measures, feats[probe.name, "a"], feats[probe.name, "b"], config.layers, seeds["probe"]):
+                rows.append({"probe_set": probe.name, "probe_role": probe.role, "n_probe": len(probe.inputs), **row})
+    consequences: dict[str, Any] = {}
+    attack = config.consequence("attack_transfer")
+    if attack is not None:
+        with _stage(timings, "attack_transfer", bar):
+            consequences.update(_attack_columns(attack, unit, pair, test_set, model_a, model_b, seeds["attack"]))
+    bar.close()
+
+    common = unit.describe() | {
+        "status": "ok",
+        "realised_data_fraction": pair.split.realised_data_fraction,
+        "realised_task_fraction": pair.split.realised_task_fraction,
+        "acc_a": info_a["eval_accuracy"],
+        "acc_b": info_b["eval_accuracy"],
+        "train_acc_a": info_a["train_accuracy"],
+        "train_acc_b": info_b["train_accuracy"],
+        "attribute_pair": pair.attribute_pair,
+    }
+    return [common | row | consequences for row in rows]
+
+
+def _probe_key(config: ExperimentConfig, unit: Unit, probe: Probe, seeds: dict) -> str:
+    spec = next((p.model_dump(mode="json") for p in config.probes if p.name == probe.name), None)
+    return content_hash({"unit": unit.key(), "probe": probe.name, "spec": spec, "size": config.probe_size,
+                         "seed": seeds["probe"], "n": len(probe.inputs)})  # fmt: skip
+
+
+def _attack_columns(spec, unit: Unit, pair: PairData, test_set, model_a, model_b, seed: int) -> dict[str, float]:
+    from reprsim.attacks.transfer import attack_transfer_stage
+
+    inputs, labels, shared = pair.attack_set()
+    if len(labels) == 0:  # no label space shared by the two models (e.g. task overlap 0)
+        return {"transfer_asr": float("nan")}
+    eps = spec.eps_data if unit.overlap_kind == "data" else spec.eps_task
+    return attack_transfer_stage(
+        model_a, model_b, inputs, labels, attack=spec.attack, eps=eps, steps=spec.steps, n=spec.n,
+        seed=seed, num_shared_classes=shared, **spec.params,
+    )  # fmt: skip
+
+
+def execute_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, *, log_path: Path | None = None,
+                 progress: bool = False) -> dict:  # fmt: skip
+    """Run one unit; return ``{"rows": [...] | None, "status": {...}}`` (never raises)."""
+    handler = _attach_log(log_path)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.execution.threads_per_unit)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        if unit.source.name == "chat":
+            from reprsim.experiments.chat_unit import chat_unit
+
+            rows = chat_unit(config, unit, Path(cache_dir), timings, progress)
+        else:
+            rows = _image_unit(config, unit, Path(cache_dir), timings, progress)
+        timings["total"] = round(time.perf_counter() - t0, 3)
+        return {"rows": rows, "status": {"status": "ok", "timings": timings, "n_rows": len(rows)}}
+    except Exception as exc:  # recorded, not raised: the sweep continues with the other units
+        log.exception("unit %s failed", unit.unit_id)
+        timings["total"] = round(time.perf_counter() - t0, 3)
+        return {"rows": None, "status": {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                         "traceback": traceback.format_exc(), "timings": timings}}  # fmt: skip
+    finally:
+        torch.set_num_threads(previous_threads)
+        if handler is not None:
+            logging.getLogger("reprsim").removeHandler(handler)
+            handler.close()
+
+
+def _attach_log(log_path: Path | None) -> logging.Handler | None:
+    if log_path is None:
+        return None
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("reprsim")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def preflight(config: ExperimentConfig, units: list[Unit]) -> None:
+    """Check, before any training, that every unit's data loads, split is feasible and layers exist.
+
+    Raises :class:`ReprsimError` with the unit and the fix.
+    """
+    if not units:
+        return
+    if units[0].source.name == "chat":
+        from reprsim.experiments.chat_unit import chat_preflight
+
+        chat_preflight(config, units)
+        return
+    from reprsim import models
+
+    for spec in config.probes:
+        try:
+            _load_cached(spec.source, spec.split, json.dumps(spec.options, sort_keys=True))
+        except (ValueError, FileNotFoundError, ReprsimError) as exc:
+            raise ReprsimError(f"probes.{spec.name}: {exc}") from None
+    checked_models = set()
+    for unit in units:
+        try:
+            train_set, test_set = load_source(unit.source, "train"), load_source(unit.source, "test")
+            pair = make_pair_data(unit, train_set, test_set, unit.seeds()["split"], cache_dir=None)
+        except (ValueError, FileNotFoundError, ReprsimError) as exc:
+            raise ReprsimError(f"unit {unit.unit_id}: {exc}") from None
+        model_key = (unit.model.name, json.dumps(unit.model.options, sort_keys=True), pair.num_classes("a"))
+        if model_key in checked_models:
+            continue
+        checked_models.add(model_key)
+        x, _ = pair.train_set("a")
+        model = models.build(unit.model.name, input_shape=tuple(x.shape[1:]), num_classes=pair.num_classes("a"),
+                             **unit.model.options)  # fmt: skip
+        available = set(models.layers(model)) | {"penultimate"}
+        missing = [layer for layer in config.layers if layer not in available]
+        if missing:
+            raise ReprsimError(f"layers: {missing} are not layers of model {unit.model.name!r}; available: {sorted(available)}")

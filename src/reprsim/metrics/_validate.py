@@ -1,0 +1,125 @@
+"""Shared input checks: every public entry point of :mod:`reprsim.metrics` goes through here.
+
+``as_features`` turns one numpy array / torch tensor / nested list into a 2-D torch tensor in the
+working precision; ``check_paired_features`` owns the rule "same number of rows, any number of
+columns" for a pair. Messages name the argument, what was received and how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+_FLOAT_KINDS = {torch.float32, torch.float64}
+
+
+def as_features(X: Any, name: str = "X") -> torch.Tensor:
+    """Validate one feature matrix and return it as a torch tensor of shape (n_samples, n_features).
+
+    float64 input stays float64 and float32 stays float32 (half precision is promoted to float32,
+    integers and booleans to float64). The tensor keeps the input's device and is never copied
+    when it already has a working dtype.
+
+    Raises
+    ------
+    TypeError
+        For objects that are not arrays/tensors or for complex dtypes.
+    ValueError
+        For input that is not 2-D, empty, or contains NaN/inf.
+    """
+    if isinstance(X, torch.Tensor):
+        t = X.detach()
+    elif isinstance(X, (np.ndarray, list, tuple)) or np.isscalar(X):
+        arr = np.asarray(X)
+        if arr.dtype == object:
+            raise TypeError(
+                f"{name} must be a numeric array of shape (n_samples, n_features); got an object array "
+                "(ragged rows?). Pass a rectangular numpy array or torch tensor."
+            )
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{name} has dtype {arr.dtype}; expected real numbers. Convert it with X.astype(np.float64)."
+            )
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    else:
+        raise TypeError(
+            f"{name} must be a numpy array or torch tensor of shape (n_samples, n_features); "
+            f"got {type(X).__name__}."
+        )
+    if t.is_complex():
+        raise TypeError(f"{name} has complex dtype {t.dtype}; similarity measures need real features.")
+    if t.ndim != 2:
+        hint = ""
+        if t.ndim == 1:
+            hint = (
+                f" Reshape it with {name}.reshape(-1, 1) if it holds one feature per sample, "
+                f"or {name}.reshape(1, -1) if it is a single sample."
+            )
+        elif t.ndim > 2:
+            hint = f" Flatten the trailing dimensions with {name}.reshape({name}.shape[0], -1) or pool them first."
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_features); got {t.ndim}-D input of shape {tuple(t.shape)}.{hint}"
+        )
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); it needs at least one sample and one feature.")
+    if t.dtype not in _FLOAT_KINDS:
+        t = t.to(torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else torch.float64)
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        count = int((~finite).sum())
+        raise ValueError(
+            f"{name} contains {count} NaN or inf value(s) (first at row {bad[0]}, column {bad[1]}); "
+            "remove or impute them before computing similarities."
+        )
+    return t
+
+
+def check_paired_features(X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a pair of feature matrices with the same rows (inputs) in the same order.
+
+    Returns ``(X, Y)`` as tensors of shapes (n, d1) and (n, d2) with a common working dtype
+    (float64 if either input is float64, else float32) on a common device.
+    """
+    Xt = as_features(X, "X")
+    Yt = as_features(Y, "Y")
+    if Xt.shape[0] != Yt.shape[0]:
+        raise ValueError(
+            f"X and Y must have the same number of rows (the same inputs in the same order); got "
+            f"X.shape={tuple(Xt.shape)} and Y.shape={tuple(Yt.shape)}. Extract both on the same probe set."
+        )
+    if Xt.device != Yt.device:
+        raise ValueError(
+            f"X is on {Xt.device} and Y on {Yt.device}; move both to the same device first."
+        )
+    if Xt.dtype != Yt.dtype:
+        Xt, Yt = Xt.to(torch.float64), Yt.to(torch.float64)
+    return Xt, Yt
+
+
+def check_int(value: Any, name: str, low: int, high: int | None = None, why: str = "") -> int:
+    """Return ``value`` as an int after checking ``low <= value <= high`` (``high`` None: no bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")
+    v = int(value)
+    if v < low or (high is not None and v > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be {bound}; got {v}.{(' ' + why) if why else ''}")
+    return v
+
+
+def check_float(value: Any, name: str, low: float | None = None, high: float | None = None,
+                low_open: bool = True) -> float:
+    """Return ``value`` as a float after checking it is finite and inside (low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__}).")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite; got {v}.")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}; got {v}.")
+    if high is not None and v > high:
+        raise ValueError(f"{name} must be <= {high}; got {v}.")
+    return v

@@ -1,0 +1,227 @@
+"""Nearest-neighbour measures: mutual, Jaccard, cycle, LCS and edit-distance kNN, second-order
+cosine, and CKNNA.
+
+Neighbours come from :func:`reprsim.metrics._blocks.neighbours`: by inner product (cosine on
+L2-normalised rows), self excluded by index, ties ordered by increasing row index, exactly k per
+row. They are computed once per representation and shared by all measures (lists for a smaller k
+are prefixes). All per-sample work is vectorised over rows (no Python loop over samples); LCS and
+Levenshtein run their k×k dynamic programme on all n rows at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from reprsim.metrics._blocks import neighbours
+from reprsim.metrics._pair import Pair, Side
+from reprsim.metrics._validate import as_features, check_int
+
+
+def nearest_neighbors(X: object, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The neighbour lists every kNN measure uses, for inspection and per-sample analysis.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    k : int, 1 <= k < n_samples
+
+    Returns
+    -------
+    (indices, inner_products): int64 array (n, k) and float64 array (n, k). Row i lists the k rows
+    j ≠ i with the largest ⟨x_i, x_j⟩ in decreasing order; equal values are ordered by increasing j.
+    """
+    t = as_features(X, "X")
+    k = check_int(k, "k", 1, t.shape[0] - 1, why="k must be smaller than the number of samples.")
+    side = Side(t)
+    idx, vals = neighbours(Pair(side, side), side, k)
+    return idx.cpu().numpy(), vals.cpu().numpy()
+
+
+def _lists(pair: Pair, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return neighbours(pair, pair.x, k)[0], neighbours(pair, pair.y, k)[0]
+
+
+def _matches(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """eq[i, p, q] = (a[i, p] == b[i, q]); shape (n, k, k) bool."""
+    return a[:, :, None] == b[:, None, :]
+
+
+def mutual_knn_scores(pair: Pair, k: int) -> np.ndarray:
+    """Per-sample |kNN_X(i) ∩ kNN_Y(i)| / k, shape (n,)."""
+    a, b = _lists(pair, k)
+    return (_matches(a, b).sum((1, 2)).to(torch.float64) / k).cpu().numpy()
+
+
+def mutual_knn(pair: Pair, k: int = 10) -> float:
+    """Mutual kNN alignment (Huh et al. 2024): mean over i of |kNN_X(i) ∩ kNN_Y(i)| / k.
+
+    Range [0, 1]; 1 = every sample has the same k neighbours in both representations; expectation
+    k/(n−1) for independent representations. Invariant to anything that preserves the inner-product
+    ranking (orthogonal transforms, positive scaling; row-wise scaling after L2 normalisation).
+    Cost O(n²(d1 + d2)) time in row blocks, O(nk) memory.
+    """
+    return float(mutual_knn_scores(pair, k).mean())
+
+
+def jaccard_knn(pair: Pair, k: int = 10) -> float:
+    """Mean Jaccard index |A ∩ B| / |A ∪ B| of the two k-neighbour sets (ReSi benchmark).
+
+    Range [0, 1]; 1 = identical neighbour sets; ≈ k/(2(n−1)) under independence. Cost as mutual_knn.
+    """
+    a, b = _lists(pair, k)
+    c = _matches(a, b).sum((1, 2)).to(torch.float64)
+    return float((c / (2 * k - c)).mean())
+
+
+def cycle_knn(pair: Pair, k: int = 10) -> float:
+    """Cycle kNN (the paper's): fraction of samples i that are among the X-neighbours of at least one
+    of i's Y-neighbours.
+
+    Range [0, 1]; 1 = every sample is reached back; expectation ≈ 1 − (1 − k/(n−1))^k under
+    independence. Not symmetric, and cycle_knn(X, X) < 1 in general (kNN relations are not
+    symmetric). Cost as mutual_knn plus O(nk²).
+    """
+    a, b = _lists(pair, k)
+    n = a.shape[0]
+    hop = a[b]  # (n, k, k): X-neighbours of each Y-neighbour of i
+    hit = (hop == torch.arange(n, device=a.device)[:, None, None]).flatten(1).any(1)
+    return float(hit.to(torch.float64).mean())
+
+
+def lcs_lengths(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Longest-common-subsequence length of each pair of rows of ``a`` and ``b`` (both (n, k) ints).
+
+    The textbook O(k²) dynamic programme, run for all n rows at once. Returns int array (n,).
+    """
+    n, k = a.shape
+    prev = np.zeros((n, k + 1), dtype=np.int32)
+    for i in range(k):
+        cur = np.zeros_like(prev)
+        eq = a[:, i:i + 1] == b
+        for j in range(k):
+            cur[:, j + 1] = np.where(eq[:, j], prev[:, j] + 1, np.maximum(prev[:, j + 1], cur[:, j]))
+        prev = cur
+    return prev[:, k]
+
+
+def levenshtein(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Levenshtein distance (unit insert/delete/substitute) of each pair of rows, vectorised over rows.
+
+    ``a``, ``b``: (n, k) int arrays. Returns int array (n,).
+    """
+    n, k = a.shape
+    prev = np.broadcast_to(np.arange(k + 1, dtype=np.int32), (n, k + 1)).copy()
+    for i in range(k):
+        cur = np.empty_like(prev)
+        cur[:, 0] = i + 1
+        sub = (a[:, i:i + 1] != b).astype(np.int32)
+        for j in range(k):
+            cur[:, j + 1] = np.minimum(np.minimum(prev[:, j + 1] + 1, cur[:, j] + 1), prev[:, j] + sub[:, j])
+        prev = cur
+    return prev[:, k]
+
+
+def lcs_knn(pair: Pair, k: int = 10) -> float:
+    """Mean length of the longest common subsequence of the two *ordered* neighbour lists, divided by k.
+
+    Range [0, 1]; 1 = identical ordered lists. (The paper's CSVs hold the unnormalised value, i.e.
+    this times k.) Cost as mutual_knn plus O(nk²).
+    """
+    a, b = _lists(pair, k)
+    return float(lcs_lengths(a.cpu().numpy(), b.cpu().numpy()).mean() / k)
+
+
+def edit_distance_knn(pair: Pair, k: int = 10) -> float:
+    """1 − mean Levenshtein distance between the ordered neighbour lists / k (the paper's definition).
+
+    Range [0, 1]; 1 = identical ordered lists, 0 = no position can be matched. Cost as lcs_knn.
+    """
+    a, b = _lists(pair, k)
+    return float(1.0 - levenshtein(a.cpu().numpy(), b.cpu().numpy()).mean() / k)
+
+
+def _gather_inner(F: torch.Tensor, idx: torch.Tensor, rows: int = 4096) -> torch.Tensor:
+    """⟨f_i, f_idx[i, p]⟩ for all i, p in float64, shape (n, m), computed in row blocks."""
+    out = torch.empty(idx.shape, dtype=torch.float64, device=F.device)
+    for s in range(0, F.shape[0], rows):
+        e = min(F.shape[0], s + rows)
+        out[s:e] = torch.einsum("id,ipd->ip", F[s:e], F[idx[s:e]]).to(torch.float64)
+    return out
+
+
+def second_order_cosine(pair: Pair, k: int = 10) -> float:
+    """Second-order cosine similarity (Hamilton et al. 2016; ReSi benchmark).
+
+    For each i, take U(i) = kNN_X(i) ∪ kNN_Y(i), the vectors s_X = (⟨x_i, x_j⟩)_{j∈U(i)} and
+    s_Y = (⟨y_i, y_j⟩)_{j∈U(i)}, and their cosine; return the mean over i. On L2-normalised rows the
+    inner products are Hamilton's cosine similarities. Range [−1, 1]; 1 = the same similarity
+    profile over the joint neighbourhood. Cost as mutual_knn plus O(nk(d1 + d2)).
+    """
+    ia, va = neighbours(pair, pair.x, k)
+    ib, vb = neighbours(pair, pair.y, k)
+    fresh_b = ~_matches(ib, ia).any(2)  # Y-neighbours not already among the X-neighbours
+    sx = torch.cat([va, _gather_inner(pair.x.F, ib)], 1)
+    sy = torch.cat([_gather_inner(pair.y.F, ia), vb], 1)
+    mask = torch.cat([torch.ones_like(fresh_b), fresh_b], 1).to(torch.float64)
+    sx, sy = sx * mask, sy * mask
+    nx, ny = torch.linalg.vector_norm(sx, dim=1), torch.linalg.vector_norm(sy, dim=1)
+    bad = ((nx == 0) | (ny == 0)).nonzero()
+    if bad.numel():
+        raise ValueError(f"second_order_cosine: sample {int(bad[0])} has all-zero similarities to its "
+                         "neighbours (zero rows?); drop zero rows or L2-normalise with prepare().")
+    return float(((sx * sy).sum(1) / (nx * ny)).mean())
+
+
+def _hsic_u_sparse(A: sp.csr_matrix, B: sp.csr_matrix, n: int) -> float:
+    """Song et al. unbiased HSIC of two sparse (n, n) matrices with zero diagonal (not necessarily
+    symmetric): [Σ A∘Bᵀ + (1ᵀA1)(1ᵀB1)/((n−1)(n−2)) − 2·(1ᵀA)(B1)/(n−2)] / (n(n−3))."""
+    t1 = float(A.multiply(B.T).sum())
+    colA = np.asarray(A.sum(0)).ravel()
+    rowB = np.asarray(B.sum(1)).ravel()
+    return (t1 + A.sum() * B.sum() / ((n - 1) * (n - 2)) - 2.0 * float(colA @ rowB) / (n - 2)) / (n * (n - 3))
+
+
+def cknna(pair: Pair, k: int = 10) -> float:
+    """CKNNA (Huh et al. 2024): CKA restricted to mutual-neighbour pairs, with the unbiased HSIC.
+
+    With K = XXᵀ, L = YYᵀ (raw inner products, as in the paper — not centred), M_K[i, j] = 1 if
+    j ∈ kNN_X(i), M_L likewise, M = M_K ∘ M_L:
+    CKNNA = HSIC_u(M∘K, M∘L) / √(HSIC_u(M_K∘K, M_K∘K) · HSIC_u(M_L∘L, M_L∘L)).
+    No epsilon in the denominator and no flooring at 0 (the paper's code had both). Range ≈ [−1, 1];
+    1 = identical neighbourhoods with proportional similarities. Needs n ≥ 4. Cost as mutual_knn
+    plus O(nk²); the masked kernels are sparse (≤ nk entries). Not translation invariant, and not
+    symmetric: M∘K is not a symmetric matrix, so the (K̃1)ᵀ(L̃1)-type term of HSIC_u depends on order.
+    """
+    n = pair.n
+    ia, va = neighbours(pair, pair.x, k)
+    ib, vb = neighbours(pair, pair.y, k)
+    eq = _matches(ia, ib)  # (n, k, k)
+    both = eq.any(2)  # X-list positions whose neighbour is also a Y-neighbour
+    l_at = (eq.to(torch.float64) * vb[:, None, :]).sum(2)  # L_ij at X-list positions (if mutual)
+    rows = np.repeat(np.arange(n), k)
+    cols_a = ia.cpu().numpy().ravel()
+    cols_b = ib.cpu().numpy().ravel()
+    m = both.cpu().numpy().ravel()
+
+    def csr(vals: np.ndarray, cols: np.ndarray, keep: np.ndarray | None = None) -> sp.csr_matrix:
+        if keep is not None:
+            vals, r, cols = vals[keep], rows[keep], cols[keep]
+        else:
+            r = rows
+        return sp.csr_matrix((vals, (r, cols)), shape=(n, n))
+
+    va_np, vb_np = va.cpu().numpy().ravel(), vb.cpu().numpy().ravel()
+    skl = _hsic_u_sparse(csr(va_np, cols_a, m), csr(l_at.cpu().numpy().ravel(), cols_a, m), n)
+    Ka, Lb = csr(va_np, cols_a), csr(vb_np, cols_b)
+    skk = _hsic_u_sparse(Ka, Ka, n)
+    sll = _hsic_u_sparse(Lb, Lb, n)
+    if not (skk > 0 and sll > 0):
+        side = "X" if not skk > 0 else "Y"
+        raise ValueError(f"cknna is undefined: the neighbourhood self-similarity of {side} is "
+                         f"{min(skk, sll):.3g} (≤ 0); this happens for (near-)constant features. "
+                         "Check the features or use another k.")
+    return float(skl / math.sqrt(skk * sll))

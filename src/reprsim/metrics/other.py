@@ -1,0 +1,130 @@
+"""Shape and geometry measures: orthogonal Procrustes, RSA, and cross-validated linear regression."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+from reprsim.metrics._pair import Pair
+
+
+def procrustes(pair: Pair) -> float:
+    """Orthogonal Procrustes similarity (Williams et al. 2021, angular shape metric's cosine).
+
+    With X̂ = X̃/‖X̃‖_F, Ŷ = Ỹ/‖Ỹ‖_F (centred, unit Frobenius norm):
+    max over orthogonal Q of ⟨X̂Q, Ŷ⟩ = ‖X̂ᵀŶ‖_* (nuclear norm). d1 ≠ d2 is handled exactly as
+    zero-padding the narrower side (the nuclear norm of the d1×d2 cross product).
+    Range [0, 1]; 1 = equal up to rotation, isotropic scaling and translation. Cost
+    O(n·d1·d2 + d1·d2·min(d1, d2)).
+    """
+    tx, ty = float(pair.x.sq_centred.sum()), float(pair.y.sq_centred.sum())
+    if not (tx > 0 and ty > 0):
+        raise ValueError(f"procrustes is undefined: {'X' if not tx > 0 else 'Y'} is constant (all rows "
+                         "identical). Check the features.")
+    return float(torch.linalg.svdvals(pair.cross_c).sum() / math.sqrt(tx * ty))
+
+
+def procrustes_distance(pair: Pair) -> float:
+    """Angular Procrustes shape distance arccos(procrustes similarity) (Williams et al. 2021), a metric.
+
+    Range [0, π/2]; 0 = equal up to rotation, scaling and translation. The arccos argument is
+    limited to [−1, 1] to absorb rounding (e.g. 1 + 1e-16 for X vs X). Cost as procrustes.
+    """
+    return float(math.acos(max(-1.0, min(1.0, procrustes(pair)))))
+
+
+def _corr_rdm_upper(F: torch.Tensor, which: str) -> torch.Tensor:
+    """Correlation-distance RDM 1 − corr(f_i, f_j) (correlation across features), full (m, m) f64."""
+    Z = F.to(torch.float64)
+    Z = Z - Z.mean(1, keepdim=True)
+    norms = torch.linalg.vector_norm(Z, dim=1, keepdim=True)
+    bad = (norms[:, 0] == 0).nonzero()
+    if bad.numel():
+        raise ValueError(f"rsa: row {int(bad[0])} of {which} is constant across features, so its "
+                         "correlation distance is undefined; drop constant rows.")
+    Z = Z / norms
+    return 1.0 - Z @ Z.T
+
+
+def rsa(pair: Pair, max_rows: int = 5000, seed: int = 0) -> float:
+    """Representational similarity analysis (Kriegeskorte et al. 2008): Spearman correlation between the
+    upper triangles (i < j) of the two correlation-distance RDMs, D_ij = 1 − Pearson(f_i, f_j).
+
+    Ranks the n(n−1)/2 pairs, so above ``max_rows`` rows it uses a seeded random subsample of
+    ``max_rows`` rows and warns. Ties get average ranks. Pairs of bootstrap copies of one sample are
+    left out. Range [−1, 1]; 1 = the same ordering of pairwise dissimilarities. Invariant to
+    monotone transforms of either RDM, to scaling and to per-row offsets. Cost O(m²(d1 + d2) + m² log m),
+    m = min(n, max_rows).
+    """
+    n = pair.n
+    rows = torch.arange(n)
+    if n > max_rows:
+        warnings.warn(f"rsa: n={n} > max_rows={max_rows}; using a random subsample of {max_rows} rows "
+                      f"(seed={seed}). Raise max_rows for the exact value (O(n²) memory).", stacklevel=3)
+        rows = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False)))
+    rows = rows.to(pair.x.F.device)
+    Dx = _corr_rdm_upper(pair.x.F[rows], "X")
+    Dy = _corr_rdm_upper(pair.y.F[rows], "Y")
+    m = rows.numel()
+    iu = torch.triu_indices(m, m, offset=1, device=Dx.device)
+    keep = None
+    if pair.groups is not None:
+        g = pair.groups[rows]
+        keep = (g[iu[0]] != g[iu[1]]).cpu().numpy()
+    dx = Dx[iu[0], iu[1]].cpu().numpy()
+    dy = Dy[iu[0], iu[1]].cpu().numpy()
+    del Dx, Dy
+    if keep is not None:
+        dx, dy = dx[keep], dy[keep]
+    rx, ry = rankdata(dx), rankdata(dy)
+    rx -= rx.mean()
+    ry -= ry.mean()
+    den = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    if not den > 0:
+        raise ValueError("rsa is undefined: one RDM has all pairwise dissimilarities equal.")
+    return float(rx @ ry / den)
+
+
+def linear_regression(pair: Pair, alpha: float = 1e-3, n_folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated ridge R² of predicting Y from X (ReSi's linear regression measure).
+
+    Rows are split into ``n_folds`` seeded folds; on each training part the ridge map
+    W = (X̃ᵀX̃ + λI)⁻¹X̃ᵀỸ is fitted with λ = alpha · tr(X̃ᵀX̃)/d1 (relative, so scale invariant), and
+    R² = 1 − Σ_folds ‖Y_test − Ŷ_test‖² / Σ_folds ‖Y_test − ȳ_train‖². Not symmetric.
+    Range (−∞, 1]; 1 = Y is an exact linear function of X, ≤ 0 = no better than the mean.
+    Cost O(n·d1·(d1 + d2) + n_folds·d1³), float64.
+    """
+    n = pair.n
+    X = pair.x.centred.to(torch.float64)
+    Y = pair.y.centred.to(torch.float64)
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), n_folds)
+    parts = []
+    for f in folds:
+        idx = torch.as_tensor(f, device=X.device)
+        Xf, Yf = X[idx], Y[idx]
+        parts.append((idx, Xf.sum(0), Yf.sum(0), Xf.T @ Xf, Xf.T @ Yf))
+    S_x = sum(p[1] for p in parts)
+    S_y = sum(p[2] for p in parts)
+    G = sum(p[3] for p in parts)
+    C = sum(p[4] for p in parts)
+    d1 = X.shape[1]
+    sse = sst = 0.0
+    for idx, sx, sy, Gf, Cf in parts:
+        m = n - idx.numel()
+        mx, my = (S_x - sx) / m, (S_y - sy) / m
+        Gt = (G - Gf) - m * torch.outer(mx, mx)
+        Ct = (C - Cf) - m * torch.outer(mx, my)
+        lam = alpha * float(torch.trace(Gt)) / d1
+        if not lam > 0:
+            raise ValueError("linear_regression: X is constant on a training fold; R² is undefined.")
+        W = torch.linalg.solve(Gt + lam * torch.eye(d1, dtype=Gt.dtype, device=Gt.device), Ct)
+        resid = (Y[idx] - my) - (X[idx] - mx) @ W
+        sse += float((resid ** 2).sum())
+        sst += float(((Y[idx] - my) ** 2).sum())
+    if not sst > 0:
+        raise ValueError("linear_regression: Y is constant, so R² is undefined.")
+    return 1.0 - sse / sst

@@ -1,0 +1,245 @@
+"""The measure registry and the ``compute`` / ``compute_all`` entry points.
+
+A registry entry (:class:`Measure`) is data: the function, its parameters with defaults and
+checks, what kind of number it returns and its range, and a reference. The "unknown measure"
+error, the CLI's ``--measure`` choices and parameter routing in ``compute_all`` all read it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from reprsim.metrics import cca, cka, knn, other
+from reprsim.metrics._blocks import run_pass
+from reprsim.metrics._pair import Pair, make_pair
+from reprsim.metrics._validate import check_float, check_int, check_paired_features
+
+
+def _k(v: Any, n: int) -> int:
+    return check_int(v, "k", 1, n - 1, why=f"k must be smaller than the number of samples n={n} "
+                     "(each sample needs k other samples as neighbours); use a smaller k or more samples.")
+
+
+def _sigma(v: Any, n: int) -> float | str:
+    if v == "median":
+        return v
+    return check_float(v, "sigma", low=0.0)
+
+
+def _dim(v: Any, n: int) -> int | None:
+    return None if v is None else check_int(v, "dim", 1)
+
+
+def _keep(v: Any, n: int) -> float:
+    return check_float(v, "keep", low=0.0, high=1.0)
+
+
+def _max_rows(v: Any, n: int) -> int:
+    return check_int(v, "max_rows", 4)
+
+
+def _seed(v: Any, n: int) -> int:
+    return check_int(v, "seed", 0)
+
+
+def _alpha(v: Any, n: int) -> float:
+    return check_float(v, "alpha", low=0.0)
+
+
+def _folds(v: Any, n: int) -> int:
+    return check_int(v, "n_folds", 2, max(2, n // 2), why=f"each fold needs ≥ 2 samples (n={n}).")
+
+
+@dataclass(frozen=True)
+class Param:
+    default: Any
+    check: Callable[[Any, int], Any]
+    help: str
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One registered similarity measure."""
+
+    name: str
+    fn: Callable[..., float]
+    params: Mapping[str, Param] = field(default_factory=dict)
+    kind: str = "similarity"  # or "distance"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    symmetric: bool = True
+    min_n: int = 2
+    uses_knn: bool = False
+    reference: str = ""
+
+    @property
+    def summary(self) -> str:
+        """First line of the implementing function's docstring."""
+        return (self.fn.__doc__ or "").strip().splitlines()[0]
+
+
+_K = {"k": Param(10, _k, "number of neighbours")}
+_INF = float("inf")
+
+_ENTRIES = [
+    Measure("cka", cka.linear_cka, reference="Kornblith et al. 2019"),
+    Measure("unbiased_cka", cka.unbiased_cka, value_range=(-1.0, 1.0), min_n=4, reference="Song et al. 2012"),
+    Measure("mutual_knn", knn.mutual_knn, _K, uses_knn=True, reference="Huh et al. 2024"),
+    Measure("cycle_knn", knn.cycle_knn, _K, symmetric=False, uses_knn=True, reference="Huh et al. 2024"),
+    Measure("lcs_knn", knn.lcs_knn, _K, symmetric=True, uses_knn=True, reference="Huh et al. 2024 (code)"),
+    Measure("edit_distance_knn", knn.edit_distance_knn, _K, uses_knn=True, reference="Huh et al. 2024 (code)"),
+    Measure("cknna", knn.cknna, _K, value_range=(-1.0, 1.0), min_n=4, symmetric=False, uses_knn=True, reference="Huh et al. 2024"),
+    Measure("svcca", cca.svcca, {"dim": Param(None, _dim, "components kept (default: 99% variance)"),
+                                 "keep": Param(0.99, _keep, "variance fraction kept when dim is None")},
+            reference="Raghu et al. 2017"),
+    Measure("rbf_cka", cka.rbf_cka, {"sigma": Param("median", _sigma, "RBF bandwidth or 'median'")},
+            reference="Kornblith et al. 2019"),
+    Measure("pwcca", cca.pwcca, symmetric=False, reference="Morcos et al. 2018"),
+    Measure("mean_cca", cca.mean_cca, reference="Hotelling 1936; Raghu et al. 2017"),
+    Measure("procrustes", other.procrustes, reference="Williams et al. 2021"),
+    Measure("procrustes_distance", other.procrustes_distance, kind="distance", value_range=(0.0, 1.5707963267948966),
+            reference="Williams et al. 2021"),
+    Measure("rsa", other.rsa, {"max_rows": Param(5000, _max_rows, "row subsample above this n"),
+                               "seed": Param(0, _seed, "subsample seed")},
+            value_range=(-1.0, 1.0), min_n=3, reference="Kriegeskorte et al. 2008"),
+    Measure("jaccard_knn", knn.jaccard_knn, _K, uses_knn=True, reference="Klabunde et al. 2023 (ReSi)"),
+    Measure("second_order_cosine", knn.second_order_cosine, _K, value_range=(-1.0, 1.0), uses_knn=True,
+            reference="Hamilton et al. 2016"),
+    Measure("linear_regression", other.linear_regression,
+            {"alpha": Param(1e-3, _alpha, "relative ridge penalty"), "n_folds": Param(5, _folds, "CV folds"),
+             "seed": Param(0, _seed, "fold seed")},
+            value_range=(-_INF, 1.0), symmetric=False, min_n=4, reference="Klabunde et al. 2023 (ReSi)"),
+]
+
+MEASURES: Mapping[str, Measure] = MappingProxyType({m.name: m for m in _ENTRIES})
+"""Registry: measure name → :class:`Measure`. ``list(MEASURES)`` gives the valid names."""
+
+PAPER_MEASURES: tuple[str, ...] = ("cka", "unbiased_cka", "mutual_knn", "cycle_knn", "lcs_knn",
+                                   "edit_distance_knn", "cknna", "svcca")
+"""The paper's 8 measures, in the paper's order."""
+
+
+def get_measure(name: Any) -> Measure:
+    """Registry lookup with an error that lists the valid names."""
+    if not isinstance(name, str) or name not in MEASURES:
+        raise ValueError(f"unknown measure {name!r}; valid measures are: {', '.join(MEASURES)}.")
+    return MEASURES[name]
+
+
+def resolve_params(m: Measure, n: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults filled in and every value checked; rejects parameters the measure does not take."""
+    unknown = sorted(set(params) - set(m.params))
+    if unknown:
+        takes = ", ".join(m.params) if m.params else "no parameters"
+        raise ValueError(f"measure {m.name!r} does not take parameter(s) {', '.join(unknown)}; it takes {takes}.")
+    if n < m.min_n:
+        raise ValueError(f"measure {m.name!r} needs at least {m.min_n} samples; got n={n}. Use more samples.")
+    return {p: spec.check(params.get(p, spec.default), n) for p, spec in m.params.items()}
+
+
+def evaluate(pair: Pair, name: str, params: Mapping[str, Any]) -> float:
+    """Run one measure on an existing Pair (checked parameters); returns a Python float."""
+    m = get_measure(name)
+    return float(m.fn(pair, **resolve_params(m, pair.n, params)))
+
+
+def compute(name: str, X: Any, Y: Any, **params: Any) -> float:
+    """Compute one similarity measure between two representations of the same n inputs.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`MEASURES` (e.g. ``"cka"``, ``"mutual_knn"``).
+    X : array-like of shape (n_samples, d1)
+    Y : array-like of shape (n_samples, d2)
+        numpy arrays or torch tensors; rows must correspond. float64 is computed in float64;
+        float32 runs large products in float32 with float64 accumulation.
+    **params
+        The measure's parameters (see ``MEASURES[name].params``); others raise ValueError.
+
+    Returns
+    -------
+    float
+    """
+    m = get_measure(name)
+    Xt, Yt = check_paired_features(X, Y)
+    p = resolve_params(m, Xt.shape[0], params)
+    return float(m.fn(make_pair(Xt, Yt), **p))
+
+
+def plan_pair(pair: Pair, names: list[str], resolved: dict[str, dict[str, Any]]) -> None:
+    """Run the shared blocked pass once for every neighbour list and RBF kernel the measures need."""
+    ks = [resolved[n_]["k"] for n_ in names if MEASURES[n_].uses_knn]
+    sigmas = []
+    if "rbf_cka" in names and resolved["rbf_cka"]["sigma"] != "median":
+        s = float(resolved["rbf_cka"]["sigma"])
+        sigmas.append((s, s))
+    elif "rbf_cka" in names:
+        try:
+            sx, sy = cka.median_distance(pair.x), cka.median_distance(pair.y)
+            if sx > 0 and sy > 0:
+                sigmas.append((sx, sy))
+        except ValueError:
+            pass
+    try:
+        run_pass(pair, knn_k=max(ks) if ks else None, rbf_sigmas=sigmas)
+    except ValueError:
+        pass  # each measure reports its own error below
+
+
+def compute_all(X: Any, Y: Any, names: list[str] | tuple[str, ...] | None = None, *,
+                on_error: str = "raise", **params: Any) -> dict[str, float]:
+    """Compute several measures at once, sharing centred products, Gram blocks and neighbour lists.
+
+    Parameters
+    ----------
+    X, Y : array-like of shapes (n_samples, d1), (n_samples, d2)
+    names : list of measure names, default=None (every measure in :data:`MEASURES`)
+    on_error : {"raise", "nan"}, default="raise"
+        With "nan", a measure that is undefined for this input returns NaN and a warning says why.
+    **params
+        Passed to every selected measure that takes them (e.g. ``k=10`` to all kNN measures);
+        a parameter that no selected measure takes raises ValueError.
+
+    Returns
+    -------
+    dict mapping each name (in the order given) to a float.
+    """
+    if on_error not in ("raise", "nan"):
+        raise ValueError(f"on_error must be 'raise' or 'nan'; got {on_error!r}.")
+    if names is None:
+        names = list(MEASURES)
+    elif isinstance(names, str):
+        names = [names]
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise ValueError("names is empty; pass None for every measure or a list of names from MEASURES.")
+    ms = [get_measure(n_) for n_ in names]
+    accepted = {p for m in ms for p in m.params}
+    unused = sorted(set(params) - accepted)
+    if unused:
+        raise ValueError(f"parameter(s) {', '.join(unused)} are not taken by any selected measure "
+                         f"({', '.join(names)}); remove them or select a measure that takes them.")
+    Xt, Yt = check_paired_features(X, Y)
+    n = Xt.shape[0]
+    resolved = {m.name: resolve_params(m, n, {p: v for p, v in params.items() if p in m.params}) for m in ms}
+    pair = make_pair(Xt, Yt)
+    return run_measures(pair, names, resolved, on_error)
+
+
+def run_measures(pair: Pair, names: list[str], resolved: dict[str, dict[str, Any]],
+                 on_error: str = "raise") -> dict[str, float]:
+    """Evaluate already-resolved measures on one Pair after one shared planning pass."""
+    plan_pair(pair, names, resolved)
+    out: dict[str, float] = {}
+    for name in names:
+        try:
+            out[name] = float(MEASURES[name].fn(pair, **resolved[name]))
+        except ValueError as exc:
+            if on_error == "raise":
+                raise
+            warnings.warn(f"{name}: {exc}", stacklevel=3)
+            out[name] = float("nan")
+    return out

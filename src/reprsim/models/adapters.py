@@ -1,0 +1,229 @@
+"""Adapters that give user models reprsim's layer names (and optional pixel normalisation).
+
+* :class:`NamedLayers` wraps any ``torch.nn.Module``; the user names the layers to read.
+* :class:`HFModel` / :func:`load_hf_model` wrap a Hugging Face ``transformers`` model loaded
+  from a local directory (never from the hub). ``transformers`` is an optional dependency
+  (extra ``[hf]``); it is imported only when these are used.
+
+Wrapped models behave like zoo models: ``reprsim.models.layers``, ``default_layer``,
+``input_normalization``, ``reprsim.train.train`` and ``reprsim.features.extract`` all work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from reprsim.models.common import Normalize
+
+__all__ = ["NamedLayers", "HFModel", "load_hf_model"]
+
+
+def _check_path(module: nn.Module, path: str, what: str) -> None:
+    modules = dict(module.named_modules())
+    bare = path.removesuffix(":input")
+    if bare not in modules:
+        sample = [n for n in modules if n][:12]
+        raise ValueError(
+            f"{what}: {path!r} is not a sub-module of {type(module).__name__}; "
+            f"paths look like {sample} (see model.named_modules()); append ':input' to read a module's input."
+        )
+
+
+def _last_linear(module: nn.Module) -> str | None:
+    linears = [n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n]
+    return linears[-1] if linears else None
+
+
+class NamedLayers(nn.Module):
+    """Wrap any module so its representations can be read by name.
+
+    Args:
+        module: the user's model; ``forward`` arguments are passed through unchanged (after
+            ``normalize`` on the first argument when ``normalization`` is given).
+        layers: either a mapping ``{public_name: module_path}`` or a list of module paths
+            (used as their own names). A path ending in ``":input"`` reads the module's input.
+        default: the public name (or path) of the default representation. When omitted:
+            ``"penultimate"`` if named, else the input of the last ``nn.Linear`` of ``module``.
+            The default is always reachable as ``"penultimate"``.
+        normalization: optional ``(mean, std)`` per channel, for a model that expects
+            normalised images, so that the wrapper takes pixels in [0, 1].
+
+    Returns from ``forward``: whatever ``module`` returns.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        layers: Mapping[str, str] | Sequence[str],
+        default: str | None = None,
+        normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"NamedLayers: module must be a torch.nn.Module, got {type(module).__name__}.")
+        mapping = dict(layers) if isinstance(layers, Mapping) else {str(p): str(p) for p in layers}
+        if not mapping:
+            raise ValueError("NamedLayers: name at least one layer, e.g. layers={'penultimate': 'fc:input'}.")
+        for name, path in mapping.items():
+            _check_path(module, path, f"NamedLayers layer {name!r}")
+        self.normalize: nn.Module = Normalize(*normalization) if normalization is not None else nn.Identity()
+        self.model = module
+        if default is None:
+            if "penultimate" in mapping:
+                default_path = mapping["penultimate"]
+            else:
+                last = _last_linear(module)
+                if last is None:
+                    raise ValueError("NamedLayers: module has no nn.Linear head; pass default=<layer name>.")
+                default_path = f"{last}:input"
+        else:
+            default_path = mapping.get(default, default)
+            _check_path(module, default_path, "NamedLayers default")
+        mapping.setdefault("penultimate", default_path)
+        if mapping["penultimate"] != default_path:
+            raise ValueError("NamedLayers: 'penultimate' names a different layer than default; drop one of them.")
+        self.reprsim_layers = {name: f"model.{path}" for name, path in mapping.items()}
+        self.reprsim_default_layer = "penultimate"
+
+    def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """Return ``module(normalize(x), *args, **kwargs)``."""
+        return self.model(self.normalize(x), *args, **kwargs)
+
+
+_TASKS = ("causal-lm", "sequence-classification", "base")
+
+
+def _find_blocks(hf: nn.Module) -> tuple[str, int]:
+    n_layers = getattr(getattr(hf, "config", None), "num_hidden_layers", None)
+    best: tuple[str, int] | None = None
+    for name, m in hf.named_modules():
+        if isinstance(m, nn.ModuleList) and len(m) > 0:
+            if len(m) == n_layers:
+                return name, len(m)
+            if best is None or len(m) > best[1]:
+                best = (name, len(m))
+    if best is None:
+        raise ValueError(f"HFModel: could not find the transformer blocks of {type(hf).__name__}.")
+    return best
+
+
+class HFModel(nn.Module):
+    """A Hugging Face ``transformers`` model with reprsim's interface.
+
+    ``forward(input_ids=None, *, inputs_embeds=None, attention_mask=None)`` returns a plain
+    tensor: logits (B, T, vocab) for ``task="causal-lm"``, (B, num_labels) for
+    ``"sequence-classification"``, or the last hidden state (B, T, D) for ``"base"``.
+    Layers: ``embed`` (input embeddings), ``blocks.<i>`` (each transformer block), and
+    ``penultimate`` (the input of the LM / classification head, i.e. the hidden states after
+    the final norm; for ``"base"`` the last hidden state).
+    """
+
+    def __init__(self, hf_model: nn.Module, task: str = "causal-lm") -> None:
+        super().__init__()
+        if task not in _TASKS:
+            raise ValueError(f"HFModel: task must be one of {_TASKS}, got {task!r}.")
+        self.task = task
+        self.hf = hf_model
+        names = {id(m): n for n, m in hf_model.named_modules()}
+        layers: dict[str, str] = {}
+        emb = hf_model.get_input_embeddings()
+        if emb is not None and id(emb) in names:
+            layers["embed"] = f"hf.{names[id(emb)]}"
+        block_path, n_blocks = _find_blocks(hf_model)
+        layers.update({f"blocks.{i}": f"hf.{block_path}.{i}" for i in range(n_blocks)})
+        if task == "causal-lm":
+            head = hf_model.get_output_embeddings()
+            if head is None or id(head) not in names:
+                raise ValueError(f"HFModel: {type(hf_model).__name__} has no output embedding (LM head); "
+                                 "use task='base'.")
+            layers["penultimate"] = f"hf.{names[id(head)]}:input"
+        elif task == "sequence-classification":
+            head_name = next((n for n in ("score", "classifier") if isinstance(getattr(hf_model, n, None), nn.Module)), None)
+            if head_name is None:
+                raise ValueError(f"HFModel: cannot find the classification head ('score' or 'classifier') "
+                                 f"of {type(hf_model).__name__}.")
+            layers["penultimate"] = f"hf.{head_name}:input"
+        else:
+            layers["penultimate"] = "hf"
+        layers["logits"] = "hf"
+        self.reprsim_layers = layers
+        self.reprsim_default_layer = "penultimate"
+
+    @property
+    def config(self) -> Any:
+        """The wrapped model's ``transformers`` config."""
+        return self.hf.config
+
+    def get_input_embeddings(self) -> nn.Module:
+        """Return the token embedding module (weight shape (vocab_size, hidden_size))."""
+        return self.hf.get_input_embeddings()
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Return logits (see the class docstring); pass exactly one of input_ids / inputs_embeds."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("HFModel.forward: pass exactly one of input_ids or inputs_embeds.")
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask, "return_dict": True}
+        if input_ids is not None:
+            kwargs["input_ids"] = input_ids.long()
+        else:
+            kwargs["inputs_embeds"] = inputs_embeds
+        if self.task == "causal-lm":
+            kwargs["use_cache"] = False
+        out = self.hf(**kwargs)
+        return out.last_hidden_state if self.task == "base" else out.logits
+
+
+def load_hf_model(
+    path: str | Path,
+    task: str = "causal-lm",
+    *,
+    num_labels: int | None = None,
+    **from_pretrained_kwargs: Any,
+) -> HFModel:
+    """Load a ``transformers`` model from a local directory (no hub access) and wrap it.
+
+    Args:
+        path: directory written by ``save_pretrained`` (``config.json`` + weights).
+        task: "causal-lm" (AutoModelForCausalLM), "sequence-classification"
+            (AutoModelForSequenceClassification, set ``num_labels``) or "base" (AutoModel).
+        num_labels: number of classes for a sequence-classification head.
+        **from_pretrained_kwargs: passed to ``from_pretrained`` (e.g. ``dtype``).
+
+    Returns: an :class:`HFModel` (train mode, CPU).
+    """
+    try:
+        import transformers
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "load_hf_model needs the optional dependency 'transformers': pip install 'reprsim[hf]'."
+        ) from exc
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        raise ValueError(
+            f"load_hf_model: {str(path)!r} is not a local model directory with a config.json; reprsim never "
+            "downloads weights. Save the model with model.save_pretrained(dir) and pass that dir."
+        )
+    if task not in _TASKS:
+        raise ValueError(f"load_hf_model: task must be one of {_TASKS}, got {task!r}.")
+    auto = {
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "sequence-classification": transformers.AutoModelForSequenceClassification,
+        "base": transformers.AutoModel,
+    }[task]
+    kwargs = dict(from_pretrained_kwargs)
+    kwargs["local_files_only"] = True
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    hf_model = auto.from_pretrained(str(directory), **kwargs)
+    hf_model.train()
+    return HFModel(hf_model, task=task)

@@ -1,0 +1,192 @@
+"""Model registry: build zoo models by name and query their named layers.
+
+``build(name, ...)`` returns a plain ``torch.nn.Module``. Zoo models follow the layer-naming
+protocol of :mod:`reprsim.models.common` (``reprsim_layers`` / ``reprsim_default_layer``);
+any other module is served by a generic fallback (all module paths; the default layer is the
+input of the last ``nn.Linear``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reprsim.models.cnn import CNN
+from reprsim.models.common import Normalize
+from reprsim.models.gpt import GPT_PRESETS, build_gpt
+from reprsim.models.mlp import MLP
+from reprsim.models.resnet import ResNet
+from reprsim.models.vit import VIT_PRESETS, ViT
+
+__all__ = [
+    "available",
+    "build",
+    "default_layer",
+    "input_normalization",
+    "layers",
+    "resolve_layer",
+    "PENULTIMATE",
+]
+
+#: Public name of the representation the paper compares (the input of the classification head).
+PENULTIMATE = "penultimate"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: the constructor, its kind ("image" or "lm"), fixed kwargs and a summary."""
+
+    factory: Callable[..., nn.Module]
+    kind: str
+    summary: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelSpec] = {
+    "mlp": ModelSpec(MLP, "image", "multi-layer perceptron (hidden=(512, 256))"),
+    "cnn": ModelSpec(CNN, "image", "small VGG-style CNN, channels 32-64-128, fast on CPU"),
+    "resnet": ModelSpec(ResNet, "image", "CIFAR-style ResNet (depth 18|34, width multiplier)"),
+    "resnet18": ModelSpec(ResNet, "image", "ResNet-18 (width multiplier)", {"depth": 18}),
+    "resnet34": ModelSpec(ResNet, "image", "ResNet-34 (width multiplier)", {"depth": 34}),
+    "vit": ModelSpec(ViT, "image", "Vision Transformer (preset tiny|small|base, patch/depth/width)"),
+    **{
+        f"vit_{p}": ModelSpec(ViT, "image", f"ViT-{p} preset", {"preset": p})
+        for p in VIT_PRESETS
+    },
+    "gpt": ModelSpec(build_gpt, "lm", "nanoGPT-style decoder (preset nano|micro|mini|small)"),
+    **{
+        f"gpt_{p}": ModelSpec(build_gpt, "lm", f"GPT {p} preset", {"preset": p})
+        for p in GPT_PRESETS
+    },
+}
+
+
+def available() -> list[str]:
+    """Return the sorted names accepted by :func:`build`."""
+    return sorted(_REGISTRY)
+
+
+def _check_kwargs(name: str, factory: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:
+    params = inspect.signature(factory).parameters
+    allowed = [p for p in params if p not in ("self",)]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"build({name!r}): unknown option(s) {unknown}; accepted options are {allowed}.")
+
+
+def build(
+    name: str,
+    *,
+    input_shape: Sequence[int] | None = None,
+    num_classes: int | None = None,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a zoo model by name and return it (an ``nn.Module`` in train mode, on CPU).
+
+    Image models (``mlp``, ``cnn``, ``resnet``, ``resnet18``, ``resnet34``, ``vit``, ``vit_*``)
+    need ``input_shape=(C, H, W)`` and ``num_classes``; they take pixels in [0, 1] of shape
+    (N, C, H, W) and return logits (N, num_classes). Language models (``gpt``, ``gpt_*``) need
+    ``vocab_size`` and ``block_size`` (and accept ``preset``); they map token ids (B, T) to
+    logits (B, T, vocab_size). Other keyword arguments go to the model's constructor.
+    ``seed``, when given, makes the initial weights reproducible without touching the global
+    random state.
+    """
+    key = name.lower().replace("-", "_")
+    if key not in _REGISTRY:
+        raise ValueError(f"Unknown model {name!r}; available models: {', '.join(available())}.")
+    spec = _REGISTRY[key]
+    clash = sorted(set(kwargs) & set(spec.fixed))
+    if clash:
+        raise ValueError(f"build({name!r}) fixes {clash}; use the generic name (e.g. 'resnet', 'vit', 'gpt') to set it.")
+    options = {**spec.fixed, **kwargs}
+    if spec.kind == "image":
+        if input_shape is None or num_classes is None:
+            raise ValueError(f"build({name!r}) needs input_shape=(C, H, W) and num_classes.")
+        options.update(input_shape=tuple(input_shape), num_classes=num_classes)
+    elif input_shape is not None or num_classes is not None:
+        raise ValueError(f"build({name!r}) is a language model: pass vocab_size and block_size, "
+                         "not input_shape/num_classes.")
+    _check_kwargs(name, spec.factory, options)
+    if seed is None:
+        return spec.factory(**options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return spec.factory(**options)
+
+
+def _generic_default(model: nn.Module) -> str:
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n]
+    if not linears:
+        raise ValueError(
+            f"{type(model).__name__} has no named layers and no nn.Linear head; wrap it with "
+            "reprsim.models.adapters.NamedLayers(model, layers={...}, default=...) to name them."
+        )
+    return f"{linears[-1]}:input"
+
+
+def layers(model: nn.Module) -> list[str]:
+    """Return the layer names usable by :func:`reprsim.features.extract`, in forward order.
+
+    Zoo and adapted models list their public names (always including ``"penultimate"``);
+    other modules list every sub-module path.
+    """
+    named = getattr(model, "reprsim_layers", None)
+    if named:
+        return list(named)
+    return [n for n, _ in model.named_modules() if n]
+
+
+def default_layer(model: nn.Module) -> str:
+    """Return the name of the default representation: the penultimate one (input of the head).
+
+    For zoo models this is ``"penultimate"`` (for GPT it resolves to the ``ln_f`` output).
+    """
+    name = getattr(model, "reprsim_default_layer", None)
+    return name if name is not None else _generic_default(model)
+
+
+def resolve_layer(model: nn.Module, name: str) -> tuple[nn.Module, bool]:
+    """Map a layer name to ``(module, capture_input)`` for a forward hook.
+
+    ``name`` may be a public name from :func:`layers`, ``"penultimate"`` (alias of the default
+    layer), or a raw path from ``model.named_modules()`` optionally ending in ``":input"``
+    (capture the module's first input instead of its output).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"layer names must be strings, got {type(name).__name__}.")
+    path = name
+    named = getattr(model, "reprsim_layers", None) or {}
+    if name in named:
+        path = named[name]
+    elif name == PENULTIMATE and default_layer(model) != PENULTIMATE:
+        return resolve_layer(model, default_layer(model))
+    capture_input = path.endswith(":input")
+    path = path.removesuffix(":input")
+    modules = dict(model.named_modules())
+    if path not in modules:
+        raise ValueError(
+            f"Unknown layer {name!r} for {type(model).__name__}; valid names: {layers(model)} "
+            "(or any path in model.named_modules(), optionally with ':input')."
+        )
+    return modules[path], capture_input
+
+
+def input_normalization(model: nn.Module) -> tuple[Tensor, Tensor] | None:
+    """Return the model's internal input normalisation ``(mean, std)`` (each shape (C,)), or None.
+
+    Attacks use it to work in pixel space: the model's input is ``pixels`` in [0, 1] and it
+    computes ``(pixels - mean) / std`` itself in its first module ``normalize``.
+    """
+    norm = getattr(model, "normalize", None)
+    if not isinstance(norm, Normalize):
+        found = [m for m in model.modules() if isinstance(m, Normalize)]
+        norm = found[0] if len(found) == 1 else None
+    if norm is None:
+        return None
+    return norm.mean.detach().clone(), norm.std.detach().clone()

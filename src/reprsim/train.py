@@ -1,0 +1,9 @@
+"""Training for classifiers and language models: ``train(model, dataset, config, seed)``.
+
+See :class:`TrainConfig` for the options and :func:`train` for datasets, checkpoints and resume.
+"""
+
+from reprsim.training.config import TrainConfig
+from reprsim.training.loop import TrainResult, evaluate, evaluate_lm, train
+
+__all__ = ["TrainConfig", "TrainResult", "evaluate", "evaluate_lm", "train"]

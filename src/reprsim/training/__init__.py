@@ -1,0 +1,6 @@
+"""Training internals; the public entry points are re-exported by :mod:`reprsim.train`."""
+
+from reprsim.training.config import TrainConfig
+from reprsim.training.loop import TrainResult, evaluate, evaluate_lm, train
+
+__all__ = ["TrainConfig", "TrainResult", "evaluate", "evaluate_lm", "train"]

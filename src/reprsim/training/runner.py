@@ -1,0 +1,214 @@
+"""The epoch/step loop behind :func:`reprsim.train.train` (resume, early stopping, checkpoints)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from reprsim.training import checkpoint as ckpt
+from reprsim.training.config import TrainConfig
+from reprsim.training.loop import (
+    TrainResult,
+    _check_resumable,
+    _eval_classifier,
+    _make_optimizer,
+    _rng_state,
+    augment,
+    evaluate_all,
+    prepare_data,
+    schedule_lr,
+)
+
+__all__ = ["run_training"]
+
+
+def _final_metrics(model: nn.Module, is_lm: bool, data: Any, val: Any, ev: Any, cfg: TrainConfig,
+                   dev: torch.device) -> dict[str, float | None]:
+    scores = evaluate_all(model, is_lm, val, ev, cfg, dev)
+    if is_lm:
+        prefix = "eval" if ev is not None else "val" if val is not None else None
+        loss = scores.get(f"{prefix}_loss") if prefix else None
+        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)) if loss is not None else None,
+                "train_accuracy": None, "eval_accuracy": None}
+    train_acc = _eval_classifier(model, data, cfg.eval_batch_size, dev)[0]
+    return {"train_accuracy": train_acc, "eval_accuracy": scores.get("eval_accuracy"),
+            "eval_loss": scores.get("eval_loss"), "perplexity": None,
+            **({"val_accuracy": scores["val_accuracy"]} if "val_accuracy" in scores else {})}
+
+
+def _result_from_final(model: nn.Module, path: Path, started: float) -> TrainResult:
+    meta = ckpt.read_meta(path)
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+    m = meta["metrics"]
+    return TrainResult(model=model, history=meta["history"], seconds=time.perf_counter() - started,
+                       train_accuracy=m.get("train_accuracy"), eval_accuracy=m.get("eval_accuracy"),
+                       eval_loss=m.get("eval_loss"), perplexity=m.get("perplexity"), checkpoint_path=path,
+                       best_epoch=meta.get("best_epoch"), stopped_early=meta.get("stopped", False),
+                       resumed_from_epoch=meta["epoch"], steps=meta["global_step"], metrics=m)
+
+
+def run_training(
+    model: nn.Module,
+    dataset: Any,
+    cfg: TrainConfig,
+    seed: int,
+    eval_dataset: Any,
+    checkpoint_dir: str | Path | None,
+    progress: bool,
+    dev: torch.device,
+    callback: Callable[[dict[str, Any]], None] | None,
+) -> TrainResult:
+    """Run (or resume) training; the caller has already seeded the global RNG and set threads."""
+    started = time.perf_counter()
+    model.to(dev)
+    fingerprint = ckpt.model_fingerprint(model)
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / ckpt.FINAL
+        if final.is_file():
+            _check_resumable(ckpt.read_meta(final), cfg, seed, fingerprint, directory)
+            return _result_from_final(model, final, started)
+
+    is_lm, data, val, ev = prepare_data(model, dataset, eval_dataset, cfg, seed)
+    monitor = "val" if val is not None else "eval" if ev is not None else None
+    if cfg.early_stopping_patience is not None and monitor is None:
+        raise ValueError("early_stopping_patience needs held-out data: set val_fraction > 0 or pass eval_dataset.")
+    if is_lm:
+        spe = cfg.eval_interval
+        n_epochs = math.ceil(cfg.max_steps / spe)
+        total = cfg.max_steps
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * spe)
+    else:
+        n = len(data)
+        spe = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+        if spe < 1:
+            raise ValueError(f"drop_last with batch_size {cfg.batch_size} > {n} training examples leaves no batch.")
+        n_epochs, total = cfg.epochs, cfg.epochs * spe
+        warmup = round(cfg.warmup_epochs * spe)
+
+    optimizer = _make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"score": None, "epoch": None, "bad": 0, "state": None}
+    start_epoch, step, stopped = 0, 0, False
+    last = directory / ckpt.LAST if directory is not None else None
+    if last is not None and last.is_file():
+        meta, rng, best_state = ckpt.load_state(last, model, optimizer)
+        _check_resumable(meta, cfg, seed, fingerprint, directory)  # type: ignore[arg-type]
+        torch.set_rng_state(rng["torch"])
+        gen.set_state(rng["data"])
+        if "cuda" in rng and dev.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], dev)
+        history, start_epoch, step, stopped = meta["history"], meta["epoch"], meta["global_step"], meta["stopped"]
+        best = {"score": meta["best_score"], "epoch": meta["best_epoch"], "bad": meta["bad"], "state": best_state}
+
+    use_amp = dev.type == "cuda" and cfg.mixed_precision
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
+    labels_checked = is_lm
+    bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    model.train()
+    try:
+        for epoch in range(start_epoch, n_epochs):
+            if stopped:
+                break
+            t0 = time.perf_counter()
+            bar.set_description(f"epoch {epoch + 1}/{n_epochs}")
+            if is_lm:
+                n_steps = min(spe, cfg.max_steps - epoch * spe)
+                batches = (data.windows(cfg.batch_size, cfg.block_size, gen) for _ in range(n_steps))
+            else:
+                perm = torch.randperm(len(data), generator=gen)
+                batches = (data.batch(perm[s * cfg.batch_size:(s + 1) * cfg.batch_size], torch.device("cpu"))
+                           for s in range(spe))
+            loss_sum = torch.zeros((), dtype=torch.float64)
+            correct, seen, count = 0, 0, 0
+            lr = cfg.lr
+            for xb, yb in batches:
+                xb = augment(xb, cfg, gen).to(dev, non_blocking=True)
+                yb = yb.to(dev, non_blocking=True)
+                lr = schedule_lr(cfg, step, total, warmup, spe, n_epochs)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast():
+                    logits = model(xb)
+                if not labels_checked:
+                    if logits.dim() != 2 or int(data.y.max()) >= logits.shape[-1]:
+                        raise ValueError(
+                            f"train: the model outputs {tuple(logits.shape)} logits but labels go up to "
+                            f"{int(data.y.max())}; build it with num_classes >= {int(data.y.max()) + 1}."
+                        )
+                    labels_checked = True
+                flat = logits.float().reshape(-1, logits.shape[-1])
+                loss = F.cross_entropy(flat, yb.reshape(-1), label_smoothing=0.0 if is_lm else cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                with torch.no_grad():
+                    loss_sum += loss.detach().double().cpu() * yb.numel()
+                    correct += int((flat.argmax(-1) == yb.reshape(-1)).sum())
+                count += yb.numel()
+                seen += 1
+                bar.update(1)
+                if seen % 10 == 0 or seen == 1:
+                    bar.set_postfix(loss=f"{float(loss_sum) / count:.3f}", acc=f"{correct / count:.3f}")
+            entry: dict[str, Any] = {
+                "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": float(loss_sum) / max(count, 1),
+                "train_accuracy": correct / max(count, 1), "seconds": time.perf_counter() - t0,
+            }
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == n_epochs:
+                entry.update(evaluate_all(model, is_lm, val, ev, cfg, dev))
+                if monitor is not None:
+                    score = -entry[f"{monitor}_loss"] if is_lm else entry[f"{monitor}_accuracy"]
+                    if best["score"] is None or score > best["score"]:
+                        best.update(score=score, epoch=epoch + 1, bad=0)
+                        if cfg.early_stopping_patience is not None:
+                            best["state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    else:
+                        best["bad"] += 1
+                        if cfg.early_stopping_patience is not None and best["bad"] >= cfg.early_stopping_patience:
+                            stopped = True
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
+            if directory is not None:
+                meta = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, "epoch": epoch + 1,
+                        "global_step": step, "history": history, "best_score": best["score"],
+                        "best_epoch": best["epoch"], "bad": best["bad"], "stopped": stopped}
+                ckpt.save_state(directory, model, optimizer, _rng_state(gen, dev), best["state"], meta)
+            if callback is not None:
+                callback(entry)
+    finally:
+        bar.close()
+
+    if best["state"] is not None and cfg.restore_best:
+        model.load_state_dict(best["state"])
+    metrics = _final_metrics(model, is_lm, data, val, ev, cfg, dev)
+    path = None
+    if directory is not None:
+        meta = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, "epoch": len(history),
+                "global_step": step, "history": history, "best_epoch": best["epoch"], "stopped": stopped,
+                "metrics": metrics}
+        path = ckpt.save_weights(model, meta, directory)
+    return TrainResult(model=model, history=history, seconds=time.perf_counter() - started,
+                       train_accuracy=metrics["train_accuracy"], eval_accuracy=metrics["eval_accuracy"],
+                       eval_loss=metrics["eval_loss"], perplexity=metrics["perplexity"], checkpoint_path=path,
+                       best_epoch=best["epoch"], stopped_early=stopped, resumed_from_epoch=start_epoch,
+                       steps=step, metrics=metrics)
