@@ -277,8 +277,9 @@ def test_stage_other_attacks_and_task_overlap(images6):
     s = attack_transfer_stage(a, b, x, y % 5, attack="pgd", eps=2 / 255, steps=2, n=10, num_shared_classes=5,
                               norm="l2", both_directions=False)
     assert "transfer_asr_ba" not in s
-    s = attack_transfer_stage(a, b, x, y, attack="mi_fgsm", eps=8 / 255, n=20, targeted=True)
-    assert "targeted_transfer_asr" in s
+    s = attack_transfer_stage(a, b, x.double().numpy(), y.numpy(), attack="mi_fgsm", eps=8 / 255, n=20,
+                              targeted=True)
+    assert s["targeted_whitebox_asr"] > 0 and "targeted_transfer_asr_ba" in s
     with pytest.raises(ValueError, match="valid names"):
         attack_transfer_stage(a, b, x, y, attack="gcg")
     with pytest.raises(ValueError, match="unknown parameter"):

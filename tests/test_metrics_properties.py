@@ -27,8 +27,9 @@ def test_identity_is_one_for_every_similarity(xy):
     got = compute_all(X, X.copy())
     # cycle_knn(X, X) is the fraction of samples that are a neighbour of one of their own neighbours:
     # below 1 in general, because kNN relations are not symmetric
-    for name in set(SIMILARITIES) - {"cycle_knn"}:
+    for name in set(SIMILARITIES) - {"cycle_knn", "linear_regression"}:
         assert got[name] == pytest.approx(1.0, abs=1e-9), name
+    assert 1 - 1e-5 < got["linear_regression"] < 1  # the ridge penalty shrinks the fit slightly
     assert got["procrustes_distance"] == pytest.approx(0.0, abs=1e-6)
 
 

@@ -60,6 +60,28 @@ def test_svcca_dim_and_rbf_sigma():
     assert compute("svcca", X, Y, dim=4) == pytest.approx(svcca_ref(X, Y, dim=4), abs=1e-6)
     assert compute("svcca", X, Y, keep=0.5) == pytest.approx(svcca_ref(X, Y, keep=0.5), abs=1e-6)
     assert compute("rbf_cka", X, Y, sigma=2.5) == pytest.approx(REFERENCES["rbf_cka"](X, Y, 2.5), abs=1e-6)
+    # large ‖x‖²/σ²: the distance-form path instead of the exp(⟨x_i, x_j⟩/σ²) factorisation
+    assert compute("rbf_cka", X * 3, Y * 3, sigma=1.5) == pytest.approx(
+        REFERENCES["rbf_cka"](X * 3, Y * 3, 1.5), abs=1e-6)
+
+
+def test_rbf_cka_blocked_equals_dense(monkeypatch):
+    import reprsim.metrics._blocks as blocks
+
+    X, Y = PAIRS[2]
+    expected = REFERENCES["rbf_cka"](X, Y)
+    monkeypatch.setattr(blocks, "TILE_BYTES", 7 * 7 * 8)  # 7×7 tiles
+    assert compute_all(X, Y, names=["rbf_cka", "mutual_knn"])["rbf_cka"] == pytest.approx(expected, abs=1e-6)
+    assert compute("mutual_knn", X, Y) == pytest.approx(mutual_ref(X, Y, 10), abs=1e-12)
+
+
+def test_average_ranks_match_scipy():
+    from scipy.stats import rankdata
+
+    from reprsim.metrics.other import average_ranks
+
+    x = np.random.default_rng(0).integers(0, 40, 3000).astype(float)
+    assert np.array_equal(average_ranks(x), rankdata(x))
 
 
 def test_lcs_and_levenshtein_textbook_cases():

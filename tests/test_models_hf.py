@@ -42,7 +42,8 @@ def test_fine_tune_causal_lm_reduces_loss(tmp_path):
     _tiny_gpt2_dir(tmp_path)
     model = load_hf_model(tmp_path)
     tokens = np.tile(np.arange(8), 300)
-    cfg = dict(optimizer="adamw", lr=3e-3, batch_size=8, block_size=12, max_steps=40, eval_interval=20, eval_batches=2)
+    cfg = dict(optimizer="adamw", lr=3e-3, batch_size=8, block_size=12, max_steps=40, eval_interval=20, eval_batches=2,
+               num_threads=1)
     result = train(model, tokens, cfg, seed=0, eval_dataset=tokens[:200], progress=False)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.eval_loss < np.log(40)  # better than uniform over the vocabulary

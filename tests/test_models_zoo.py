@@ -82,6 +82,18 @@ def test_resnet_depth_width_and_stems():
     assert tin(torch.rand(2, 3, 64, 64)).shape == (2, 7)
 
 
+def test_cnn_block_orders_and_width():
+    fast = M.build("cnn", input_shape=(3, 16, 16), num_classes=3, seed=0)
+    classic = M.build("cnn", input_shape=(3, 16, 16), num_classes=3, seed=0, pool_before_norm=False)
+    assert [type(m).__name__ for m in fast.block1] == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+    assert [type(m).__name__ for m in classic.block1] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    deep = M.build("cnn", input_shape=(3, 16, 16), num_classes=3, convs_per_block=2, width=0.5)
+    assert sum(isinstance(m, nn.Conv2d) for m in deep.modules()) == 6
+    assert deep.block3[-4].out_channels == 64 and deep.penultimate[0].in_features == 64
+    x = _x()
+    assert classic(x).shape == deep(x).shape == (6, 3)
+
+
 def test_vit_presets_and_patch_tokens():
     for preset, width in (("tiny", 192), ("small", 384), ("base", 768)):
         assert M.VIT_PRESETS[preset].width == width
@@ -115,6 +127,8 @@ def test_build_errors_are_clear():
         M.build("resnet", input_shape=(3, 8, 8), num_classes=2, depth=50)
     with pytest.raises(ValueError, match="patch_size"):
         M.build("vit", input_shape=(3, 30, 30), num_classes=2, patch_size=4)
+    with pytest.raises(ValueError, match="embedding dimension"):
+        M.build("vit", input_shape=(3, 8, 8), num_classes=2, width=0.5)
     with pytest.raises(ValueError, match="fixes"):
         M.build("resnet18", input_shape=(3, 8, 8), num_classes=2, depth=34)
     with pytest.raises(ValueError, match="language model"):

@@ -188,6 +188,8 @@ def extract(
             if isinstance(inputs, torch.utils.data.Dataset) and not isinstance(inputs, Tensor):
                 raise ValueError("extract: pass cache_key (a name for the probe set) when inputs is a Dataset.")
             cache_key = "inputs:" + inputs_hash(inputs)  # type: ignore[arg-type]
+        is_dataset = isinstance(inputs, torch.utils.data.Dataset) and not isinstance(inputs, Tensor)
+        n_rows = None if is_dataset else len(inputs)
         cdir = Path(cache_dir)
         cdir.mkdir(parents=True, exist_ok=True)
         weights = state_hash(model)
@@ -197,7 +199,9 @@ def extract(
             files[n] = _cache_file(cdir, {"state": weights, "probe": cache_key, "layer": n,
                                           "module": path, "input": as_input, "pool": pools[n]})
             if files[n].is_file():
-                results[n] = np.load(files[n])
+                cached = np.load(files[n])
+                if n_rows is None or cached.shape[0] == n_rows:  # a stale key for other inputs is recomputed
+                    results[n] = cached
     todo = [n for n in names if n not in results]
     if todo:
         results.update(_run(model, inputs, todo, targets, pools, batch_size, device))

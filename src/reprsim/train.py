@@ -4,6 +4,7 @@ See :class:`TrainConfig` for the options and :func:`train` for datasets, checkpo
 """
 
 from reprsim.training.config import TrainConfig
-from reprsim.training.loop import TrainResult, evaluate, evaluate_lm, train
+from reprsim.training.loop import train
+from reprsim.training.parts import TrainResult, evaluate, evaluate_lm
 
 __all__ = ["TrainConfig", "TrainResult", "evaluate", "evaluate_lm", "train"]

@@ -71,6 +71,11 @@ class AttackResult:
 
 
 # ------------------------------------------------------------------ batched scoring
+def _upcast(x: Tensor) -> Tensor:
+    """Half-precision logits to float32 for the loss; float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _batch(prompts: Sequence[AttackPrompt], suffixes: Tensor, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
     """Sequences for every (suffix, prompt) pair, suffix-major: row = s * P + p.
 
@@ -106,7 +111,7 @@ def _losses_and_hits(lm: CausalLM, prompts: Sequence[AttackPrompt], suffixes: Te
             sl = slice(start, start + max_rows)
             logits = lm.logits(ids[sl])
             rows = torch.arange(logits.shape[0]).unsqueeze(1)
-            sel = logits[rows, pos[sl].to(logits.device)].float()  # (R, Lt, V)
+            sel = _upcast(logits[rows, pos[sl].to(logits.device)])  # (R, Lt, V)
             t = tgt[sl].to(logits.device)
             ce = F.cross_entropy(sel.transpose(1, 2), t, ignore_index=-100, reduction="none")
             valid = t != -100
@@ -152,7 +157,7 @@ def token_gradients(model: nn.Module | CausalLM, prompts: Sequence[AttackPrompt]
         b = len(pr.before)
         rows.append(torch.cat([embeds[i, :b], suffix_emb, embeds[i, b + s.shape[1]:]], dim=0))
     logits = lm.logits_from_embeds(torch.stack(rows))
-    sel = logits[torch.arange(len(prompts)).unsqueeze(1), pos.to(logits.device)].float()
+    sel = _upcast(logits[torch.arange(len(prompts)).unsqueeze(1), pos.to(logits.device)])
     t = tgt.to(logits.device)
     ce = F.cross_entropy(sel.transpose(1, 2), t, ignore_index=-100, reduction="none")
     valid = (t != -100).float()
@@ -404,7 +409,12 @@ def jailbreak_transfer_stage(model_a: nn.Module, model_b: nn.Module, world, spli
     random_suffixes = [torch.as_tensor(allowed)[torch.randint(0, len(allowed), (suffix_len,), generator=gen)].tolist()
                        for _ in eval_req]
     out: dict[str, float] = {"jailbreak_n_eval": float(n_eval)}
-    for tag, src, vic in (("", model_a, model_b), ("_ba", model_b, model_a)):
+    directions = [("", model_a, model_b), ("_ba", model_b, model_a)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        directions = tqdm(directions, desc=f"jailbreak {method} (A->B, B->A)", leave=False)
+    for tag, src, vic in directions:
         src.eval()
         vic.eval()
         if mode == "universal":

@@ -209,6 +209,12 @@ def _as_inputs(inputs: Any, labels: Any, targets: Any) -> tuple[Tensor, Tensor, 
     return x, y.long(), t
 
 
+def _match_dtype(x: Tensor, model: nn.Module) -> Tensor:
+    """Cast x to the model's floating dtype (e.g. float64 numpy images for a float32 model)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return x if dtype is None or x.dtype == dtype else x.to(dtype)
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, x: Tensor) -> Tensor:
     logits = model(x)
@@ -260,9 +266,10 @@ def transfer(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
     x, y, t = _as_inputs(inputs, labels, targets)
-    dtype = next((p.dtype for p in source.parameters() if p.is_floating_point()), None)
-    if dtype is not None and x.dtype != dtype:
-        x = x.to(dtype)  # e.g. float64 numpy images for a float32 model
+    x = _match_dtype(x, source)
+    if x.ndim == 4:
+        # Same values, NHWC layout: convolutions run ~25-40% faster on CPU (benchmarks/README_attacks.md).
+        x = x.contiguous(memory_format=torch.channels_last)
     targeted = bool(getattr(attack, "targeted", False))
     if targeted and t is None:
         raise ValueError("the attack is targeted: pass targets=(N,) target labels.")
@@ -327,12 +334,11 @@ def _num_classes(model: nn.Module, x: Tensor, k: int | None) -> int:
     if k is not None:
         return k
     model.eval()
-    return int(_predict_logits(model, x[:1]).shape[1])
-
-
-@torch.no_grad()
-def _predict_logits(model: nn.Module, x: Tensor) -> Tensor:
-    return model(x)
+    with torch.no_grad():
+        logits = model(_match_dtype(x[:1], model))
+    if not isinstance(logits, Tensor) or logits.ndim != 2:
+        raise ValueError("model must return logits of shape (N, n_classes).")
+    return int(logits.shape[1])
 
 
 def attack_transfer_stage(
@@ -346,7 +352,7 @@ def attack_transfer_stage(
     Draws ``n`` probe inputs with ``numpy.random.default_rng(seed)`` (all of them if fewer; after
     ``label_map`` filtering for task-overlap pairs), attacks them with
     ``make_attack(attack, eps=eps, steps=steps, **attack_params)`` (``steps`` is ignored by
-    ``fgsm``; ``seed`` also seeds PGD's random start unless given in ``attack_params``; with
+    ``fgsm``; ``seed`` seeds the probe subset and, for PGD, the random start; with
     ``targeted=True`` the targets are seeded random labels other than the true one), and
     measures transfer with :func:`transfer`. Defaults are the paper's (§7a): MI-FGSM, L∞,
     ε = 1/255 (use 2/255 for task-overlap pairs), 3 steps, μ = 1, 500 probe images.
@@ -361,7 +367,7 @@ def attack_transfer_stage(
     if attack != "fgsm":
         params["steps"] = steps
     if attack == "pgd":
-        params.setdefault("seed", seed)
+        params["seed"] = seed
     atk = make_attack(attack, **params)
     x, y, _ = _as_inputs(inputs, labels, None)
     if label_map is not None:

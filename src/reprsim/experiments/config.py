@@ -269,6 +269,11 @@ def _check_against_registries(config: ExperimentConfig) -> None:
     unknown = [n for n in names if n not in metrics.MEASURES]
     if unknown:
         raise ConfigError(f"measures.names: unknown measure(s) {unknown}; valid: {sorted(metrics.MEASURES)}")
+    accepted = {param for name in names for param in metrics.MEASURES[name].params}
+    stray = sorted(set(config.measures.params) - accepted)
+    if stray:
+        raise ConfigError(f"measures.params: {stray} is taken by none of the selected measures; "
+                          f"they accept {sorted(accepted)}")
     if config.sources[0].name != "chat":
         from reprsim import models
         from reprsim.train import TrainConfig

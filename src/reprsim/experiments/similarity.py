@@ -38,5 +38,5 @@ def similarity_rows(spec: MeasureSpec, feats_a: dict[str, np.ndarray], feats_b: 
 
 def _params_for(names: list[str], params: dict) -> dict:
     """The configured parameters that at least one of the selected measures takes."""
-    accepted = set().union(*(metrics.measure_params(name) for name in names)) if names else set()
+    accepted = {param for name in names for param in metrics.MEASURES[name].params}
     return {key: value for key, value in params.items() if key in accepted}

@@ -1,9 +1,10 @@
-"""One blocked pass over the rows of the n×n Gram matrices of X and Y.
+"""One tiled pass over the upper triangle of the n×n Gram matrices of X and Y.
 
-For each block of rows the pass forms ``G_b = F_b Fᵀ`` (shape (b, n), never the full n×n matrix)
-and feeds it to the consumers that were requested: exact top-k neighbour search and the sums an
-RBF-kernel HSIC needs. Neighbour search and RBF kernels share the same Gram blocks, so
-``compute_all`` pays for the O(n²d) products once per side.
+The pass forms tiles ``G_IJ = F_I F_Jᵀ`` (row blocks I ≤ J; the full n×n matrix is never held) and
+feeds each tile, and its transpose, to the consumers that were requested: exact top-k neighbour
+search and the sums an RBF-kernel HSIC needs. Gram matrices are symmetric, so only the upper
+triangle of tiles is formed (half the products), and neighbour search and RBF kernels share the
+same tiles: ``compute_all`` pays for the O(n²d) products once.
 
 Neighbour rule (documented contract): neighbours of i are the k rows j ≠ i with the largest inner
 product ⟨f_i, f_j⟩, ordered by decreasing inner product; equal inner products are ordered by
@@ -19,125 +20,221 @@ import torch
 
 from reprsim.metrics._pair import Pair, Side, _sum64
 
-# Bytes one (b, n) Gram block may take; a few blocks are alive at once.
-BLOCK_BYTES = 192 * 2**20
+# Bytes one (b, b) tile may take; a handful of tiles are alive at once.
+TILE_BYTES = 64 * 2**20
 _TIE_MARGIN = 8
+# exp(⟨f_i, f_j⟩/σ²) is formed directly when ‖f‖²/σ² stays below this (no fp32 overflow in products)
+_EXP_SAFE = 40.0
 
 
-def block_rows(n: int, dtype: torch.dtype) -> int:
-    """Rows per block so that one (rows, n) block stays within ``BLOCK_BYTES``."""
+def tile_rows(n: int, dtype: torch.dtype) -> int:
+    """Rows per tile side so that one (b, b) tile stays within ``TILE_BYTES``."""
     item = 8 if dtype == torch.float64 else 4
-    return max(1, min(n, BLOCK_BYTES // (item * n)))
+    return max(1, min(n, int(math.isqrt(TILE_BYTES // item))))
 
 
-def _topk_block(S: torch.Tensor, start: int, k: int, groups: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of a (b, n) similarity block under the documented tie rule; modifies ``S`` in place."""
-    b, n = S.shape
-    rows = torch.arange(b, device=S.device)
-    S[rows, rows + start] = -math.inf
+def _mask(G: torch.Tensor, i0: int, j0: int, groups: torch.Tensor | None) -> None:
+    """Set entries (i, i) and, with ``groups``, entries of copies of one sample to −inf in a tile."""
+    if i0 == j0:
+        r = torch.arange(G.shape[0], device=G.device)
+        G[r, r] = -math.inf
     if groups is not None:
-        S.masked_fill_(groups[start:start + b, None] == groups[None, :], -math.inf)
-    m = min(k + _TIE_MARGIN, n)
-    vals, idx = torch.topk(S, m, dim=1, largest=True, sorted=True)
-    last = vals[:, m - 1].clone()
-    # order candidates by (value desc, index asc): sort by index, then stable sort by value
-    o = torch.argsort(idx, dim=1)
-    idx, vals = idx.gather(1, o), vals.gather(1, o)
-    o = torch.sort(vals, dim=1, descending=True, stable=True).indices
-    idx, vals = idx.gather(1, o)[:, :k].clone(), vals.gather(1, o)[:, :k].clone()
-    if m < n:
-        # a tie that may extend beyond the candidate window: redo those rows with a full stable sort
-        spill = (last == vals[:, k - 1]).nonzero().flatten()
-        for r in spill.tolist():
-            o = torch.sort(S[r], descending=True, stable=True).indices[:k]
-            idx[r], vals[r] = o, S[r, o]
-    if bool(torch.isinf(vals).any()):
-        raise ValueError(
-            f"k={k} is too large: some rows have fewer than k other samples to choose neighbours from "
-            "(after excluding copies of the same sample); use a smaller k."
-        )
-    return idx, vals.to(torch.float64)
+        G.masked_fill_(groups[i0:i0 + G.shape[0], None] == groups[None, j0:j0 + G.shape[1]], -math.inf)
 
 
-def _rbf_block(G: torch.Tensor, sq_b: torch.Tensor, sq: torch.Tensor, start: int, sigma: float) -> torch.Tensor:
-    """exp(−‖f_i − f_j‖² / (2σ²)) for a block, from its Gram block; squared distances are computed as
-    ‖f_i‖² + ‖f_j‖² − 2⟨f_i, f_j⟩, rounded negatives set to 0 and the diagonal set to exactly 0."""
+class _TopK:
+    """Running top-m candidates per row (m = k + a tie margin), merged tile by tile."""
+
+    def __init__(self, n: int, k: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.n, self.k, self.m = n, k, min(k + _TIE_MARGIN, n)
+        self.vals = torch.full((n, self.m), -math.inf, dtype=dtype, device=device)
+        self.idx = torch.full((n, self.m), -1, dtype=torch.long, device=device)
+
+    def add(self, S: torch.Tensor, r0: int, c0: int) -> None:
+        """Merge the candidates of tile S (rows r0.., columns c0..)."""
+        m = min(self.m, S.shape[1])
+        tv, ti = torch.topk(S, m, dim=1)
+        rows = slice(r0, r0 + S.shape[0])
+        v = torch.cat([self.vals[rows], tv], 1)
+        i = torch.cat([self.idx[rows], ti + c0], 1)
+        bv, pos = torch.topk(v, self.m, dim=1)
+        self.vals[rows], self.idx[rows] = bv, i.gather(1, pos)
+
+    def finish(self, F: torch.Tensor, groups: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Order by (value desc, index asc), keep k; rows whose tie may reach past the candidates are
+        redone exactly with a full stable sort of their row."""
+        k, m = self.k, self.m
+        o = torch.argsort(self.idx, dim=1)
+        idx, vals = self.idx.gather(1, o), self.vals.gather(1, o)
+        o = torch.sort(vals, dim=1, descending=True, stable=True).indices
+        idx, vals = idx.gather(1, o)[:, :k].clone(), vals.gather(1, o)[:, :k].clone()
+        if m < self.n:
+            last = self.vals.min(1).values  # the m-th largest value of each row
+            for r in (last == vals[:, k - 1]).nonzero().flatten().tolist():
+                s = (F[r:r + 1] @ F.T)
+                _mask(s, r, 0, None)
+                s[0, r] = -math.inf
+                if groups is not None:
+                    s.masked_fill_(groups[None, :] == groups[r], -math.inf)
+                o = torch.sort(s[0], descending=True, stable=True).indices[:k]
+                idx[r], vals[r] = o, s[0, o]
+        if bool(torch.isinf(vals).any()):
+            raise ValueError(
+                f"k={k} is too large: some rows have fewer than k other samples to choose neighbours from "
+                "(after excluding copies of the same sample); use a smaller k."
+            )
+        return idx, vals.to(torch.float64)
+
+
+def _rbf_tile(G: torch.Tensor, sq_i: torch.Tensor, sq_j: torch.Tensor, same: bool, sigma: float) -> torch.Tensor:
+    """exp(−‖f_i − f_j‖²/(2σ²)) for a tile from its (unmasked) Gram tile; squared distances are
+    ‖f_i‖² + ‖f_j‖² − 2⟨f_i, f_j⟩ with rounded negatives set to 0 and the diagonal to exactly 0."""
     K = G.mul(2.0)
-    K.sub_(sq_b.to(G.dtype)[:, None]).sub_(sq.to(G.dtype)[None, :])
+    K.sub_(sq_i.to(G.dtype)[:, None]).sub_(sq_j.to(G.dtype)[None, :])
     K.clamp_(max=0.0)
-    rows = torch.arange(G.shape[0], device=G.device)
-    K[rows, rows + start] = 0.0
+    if same:
+        r = torch.arange(G.shape[0], device=G.device)
+        K[r, r] = 0.0
     K.mul_(1.0 / (2.0 * sigma * sigma)).exp_()
     return K
 
 
 def _rbf_view(side: Side) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Features used for RBF distances: the raw ones when their mean is small against their spread
-    (or in float64), so the neighbour-search Gram block can be reused; else the centred ones."""
+    (or in float64), so the neighbour-search tiles can be reused; else the centred ones."""
     if side.dtype == torch.float64:
         return side.F, side.sq_raw, True
-    spread = float(side.sq_centred.mean())
-    offset = float((side.mean64 ** 2).sum())
-    if offset <= spread:
+    if float((side.mean64 ** 2).sum()) <= float(side.sq_centred.mean()):
         return side.F, side.sq_raw, True
     return side.centred, side.sq_centred, False
+
+
+class _RBFAccumulator:
+    """Accumulates Σ K∘L, Σ K∘K, Σ L∘L and the row sums of K and L over tiles (float64 across rows).
+
+    Fast form (when ‖f_i‖²/σ² ≤ 40 on both sides): K_ij = a_i a_j exp(⟨f_i, f_j⟩/σ²) with
+    a_i = exp(−‖f_i‖²/(2σ²)): one exp per tile and side plus matrix–vector products. The diagonal
+    and copies of one sample (distance exactly 0) are masked in the tile and added back as K = 1.
+    Otherwise the distance form :func:`_rbf_tile` is used on unmasked tiles.
+    """
+
+    def __init__(self, n: int, sx: float, sy: float, sqx: torch.Tensor, sqy: torch.Tensor,
+                 mult: torch.Tensor | None, dtype: torch.dtype) -> None:
+        self.sx, self.sy, self.sqx, self.sqy = sx, sy, sqx, sqy
+        self.fast = float(sqx.max()) / sx**2 <= _EXP_SAFE and float(sqy.max()) / sy**2 <= _EXP_SAFE
+        self.ax = torch.exp(-sqx / (2 * sx**2)).to(dtype)
+        self.ay = torch.exp(-sqy / (2 * sy**2)).to(dtype)
+        self.w = torch.ones(n, dtype=torch.float64, device=sqx.device) if mult is None else mult
+        self.skl = self.skk = self.sll = 0.0
+        self.rk = torch.zeros(n, dtype=torch.float64, device=sqx.device)
+        self.rl = torch.zeros_like(self.rk)
+
+    def add(self, Gx: torch.Tensor, Gy: torch.Tensor, i0: int, j0: int) -> None:
+        """Add tile (I, J) and, when I ≠ J, its mirror (J, I). Fast form: tiles already masked."""
+        I = slice(i0, i0 + Gx.shape[0])
+        J = slice(j0, j0 + Gx.shape[1])
+        twice = 1.0 if i0 == j0 else 2.0
+        f64 = torch.float64
+        if self.fast:
+            E = Gx.mul(1.0 / self.sx**2).exp_()
+            F = Gy.mul(1.0 / self.sy**2).exp_()
+            ax, ay = self.ax, self.ay
+            self.rk[I] += ax[I].to(f64) * (E @ ax[J]).to(f64)
+            self.rl[I] += ay[I].to(f64) * (F @ ay[J]).to(f64)
+            if twice == 2.0:
+                self.rk[J] += ax[J].to(f64) * (ax[I] @ E).to(f64)
+                self.rl[J] += ay[J].to(f64) * (ay[I] @ F).to(f64)
+            P = E * F
+            axy = ax * ay
+            self.skl += twice * float(axy[I].to(f64) @ (P @ axy[J]).to(f64))
+            del P
+            ax2, ay2 = ax.square(), ay.square()
+            self.skk += twice * float(ax2[I].to(f64) @ (E.square_() @ ax2[J]).to(f64))
+            self.sll += twice * float(ay2[I].to(f64) @ (F.square_() @ ay2[J]).to(f64))
+        else:
+            K = _rbf_tile(Gx, self.sqx[I], self.sqx[J], i0 == j0, self.sx)
+            L = _rbf_tile(Gy, self.sqy[I], self.sqy[J], i0 == j0, self.sy)
+            self.skl += twice * float(_sum64(K * L))
+            self.skk += twice * float(_sum64(K * K))
+            self.sll += twice * float(_sum64(L * L))
+            self.rk[I] += _sum64(K, 1)
+            self.rl[I] += _sum64(L, 1)
+            if twice == 2.0:
+                self.rk[J] += _sum64(K, 0)
+                self.rl[J] += _sum64(L, 0)
+
+    def hsic(self, n: int) -> tuple[float, float, float]:
+        rk, rl = self.rk, self.rl
+        if self.fast:  # add back the masked entries (diagonal and copies), K = L = 1 there
+            rk, rl = rk + self.w, rl + self.w
+            ws = float(self.w.sum())
+            skl, skk, sll = self.skl + ws, self.skk + ws, self.sll + ws
+        else:
+            skl, skk, sll = self.skl, self.skk, self.sll
+        sk, sl = float(rk.sum()), float(rl.sum())
+        hxy = skl - 2.0 / n * float(rk @ rl) + sk * sl / n**2
+        hxx = skk - 2.0 / n * float(rk @ rk) + sk * sk / n**2
+        hyy = sll - 2.0 / n * float(rl @ rl) + sl * sl / n**2
+        return hxy, hxx, hyy
 
 
 def run_pass(pair: Pair, knn_k: int | None = None, rbf_sigmas: list[tuple[float, float]] | None = None) -> None:
     """Fill ``pair.x.knn``/``pair.y.knn`` (for ``knn_k``) and ``pair.rbf[(σx, σy)]`` in one pass.
 
     ``pair.rbf[(σx, σy)]`` becomes ``(hsic_xy, hsic_xx, hsic_yy)``: biased HSIC values tr(KHLH),
-    tr(KHKH), tr(LHLH) accumulated in float64.
+    tr(KHKH), tr(LHLH) (row sums accumulated in float64).
     """
-    rbf_sigmas = [s for s in (rbf_sigmas or []) if s not in pair.rbf]
-    sides = []
+    rbf_sigmas = [s for s in dict.fromkeys(rbf_sigmas or []) if s not in pair.rbf]
+    sides: list[Side] = []
     if knn_k is not None:
         sides = [s for s in dict.fromkeys((pair.x, pair.y)) if s.knn is None or s.knn[0].shape[1] < knn_k]
     if not sides and not rbf_sigmas:
         return
-    n = pair.n
-    X, Y = pair.x, pair.y
-    step = block_rows(n, X.dtype)
-    knn_out = {id(s): ([], []) for s in sides}
+    n, X, Y, groups = pair.n, pair.x, pair.y, pair.groups
+    b = tile_rows(n, X.dtype)
+    tops = {id(s): _TopK(n, knn_k, s.dtype, s.F.device) for s in sides}
+    accs: dict[tuple[float, float], _RBFAccumulator] = {}
     if rbf_sigmas:
         vx, sqx, rawx = _rbf_view(X)
         vy, sqy, rawy = _rbf_view(Y)
-        acc = {s: [torch.zeros((), dtype=torch.float64) for _ in range(3)] + [torch.zeros(n, dtype=torch.float64),
-                                                                            torch.zeros(n, dtype=torch.float64)]
-               for s in rbf_sigmas}
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        G = {}
-        for side in (X, Y):
-            if side in sides or (rbf_sigmas and _rbf_view(side)[2]):
-                G[id(side)] = side.F[start:stop] @ side.F.T
-        if rbf_sigmas:
-            Gx = G[id(X)] if rawx else vx[start:stop] @ vx.T
-            Gy = G[id(Y)] if rawy else vy[start:stop] @ vy.T
-            for (sx, sy) in rbf_sigmas:
-                Kb = _rbf_block(Gx, sqx[start:stop], sqx, start, sx)
-                Lb = _rbf_block(Gy, sqy[start:stop], sqy, start, sy)
-                a = acc[(sx, sy)]
-                a[0] += _sum64(Kb * Lb)
-                a[1] += _sum64(Kb * Kb)
-                a[2] += _sum64(Lb * Lb)
-                a[3][start:stop] = _sum64(Kb, 1)
-                a[4][start:stop] = _sum64(Lb, 1)
-                del Kb, Lb
-        for side in sides:
-            idx, vals = _topk_block(G[id(side)], start, knn_k, pair.groups)
-            knn_out[id(side)][0].append(idx)
-            knn_out[id(side)][1].append(vals)
-        del G
+        mult = pair.multiplicity()
+        accs = {s: _RBFAccumulator(n, s[0], s[1], sqx, sqy, mult, X.dtype) for s in rbf_sigmas}
+    starts = list(range(0, n, b))
+    for i0 in starts:
+        for j0 in starts[starts.index(i0):]:
+            I, J = slice(i0, i0 + b), slice(j0, j0 + b)
+            G = {}
+            for side in (X, Y):
+                if side in sides or (rbf_sigmas and _rbf_view(side)[2]):
+                    G[id(side)] = side.F[I] @ side.F[J].T
+            slow = [a for a in accs.values() if not a.fast]
+            if slow:  # the distance form needs unmasked tiles: take them before masking
+                gx = G[id(X)] if rawx else vx[I] @ vx[J].T
+                gy = G[id(Y)] if rawy else vy[I] @ vy[J].T
+                for acc in slow:
+                    acc.add(gx, gy, i0, j0)
+            for key, S in G.items():
+                _mask(S, i0, j0, groups)
+            for side in sides:
+                S = G[id(side)]
+                tops[id(side)].add(S, i0, j0)
+                if i0 != j0:
+                    tops[id(side)].add(S.T, j0, i0)
+            fast = [a for a in accs.values() if a.fast]
+            if fast:
+                gx = G[id(X)] if rawx else vx[I] @ vx[J].T
+                gy = G[id(Y)] if rawy else vy[I] @ vy[J].T
+                if not rawx:
+                    _mask(gx, i0, j0, groups)
+                if not rawy:
+                    _mask(gy, i0, j0, groups)
+                for acc in fast:
+                    acc.add(gx, gy, i0, j0)
+            del G
     for side in sides:
-        side.knn = (torch.cat(knn_out[id(side)][0]), torch.cat(knn_out[id(side)][1]))
-    for s in rbf_sigmas:
-        skl, skk, sll, rk, rl = acc[s]
-        sk, sl = rk.sum(), rl.sum()
-        hxy = skl - 2.0 / n * (rk @ rl) + sk * sl / n**2
-        hxx = skk - 2.0 / n * (rk @ rk) + sk * sk / n**2
-        hyy = sll - 2.0 / n * (rl @ rl) + sl * sl / n**2
-        pair.rbf[s] = (float(hxy), float(hxx), float(hyy))
+        side.knn = tops[id(side)].finish(side.F, groups)
+    for s, acc in accs.items():
+        pair.rbf[s] = acc.hsic(n)
 
 
 def neighbours(pair: Pair, side: Side, k: int) -> tuple[torch.Tensor, torch.Tensor]:

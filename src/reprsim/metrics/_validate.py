@@ -40,7 +40,7 @@ def as_features(X: Any, name: str = "X") -> torch.Tensor:
             )
         if arr.dtype.kind not in "biuf":
             raise TypeError(
-                f"{name} has dtype {arr.dtype}; expected real numbers. Convert it with X.astype(np.float64)."
+                f"{name} has dtype {arr.dtype}; expected real numbers in a numpy array or torch tensor. Convert it with {name}.astype(np.float64)."
             )
         t = torch.from_numpy(np.ascontiguousarray(arr))
     else:

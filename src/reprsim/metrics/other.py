@@ -7,7 +7,6 @@ import warnings
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from reprsim.metrics._pair import Pair
 
@@ -50,7 +49,24 @@ def _corr_rdm_upper(F: torch.Tensor, which: str) -> torch.Tensor:
     return 1.0 - Z @ Z.T
 
 
-def rsa(pair: Pair, max_rows: int = 5000, seed: int = 0) -> float:
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..m of a 1-D array, ties given their average rank (as scipy.stats.rankdata), float64."""
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    v, order = torch.sort(xt, stable=True)
+    v, order = v.numpy(), order.numpy()
+    m = v.size
+    new = np.empty(m, dtype=bool)
+    new[0] = True
+    np.not_equal(v[1:], v[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], m)  # exclusive
+    avg = (starts + ends - 1) / 2.0 + 1.0  # average of ranks start+1 .. end
+    ranks = np.empty(m, dtype=np.float64)
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def rsa(pair: Pair, max_rows: int = 3000, seed: int = 0) -> float:
     """Representational similarity analysis (Kriegeskorte et al. 2008): Spearman correlation between the
     upper triangles (i < j) of the two correlation-distance RDMs, D_ij = 1 − Pearson(f_i, f_j).
 
@@ -80,7 +96,7 @@ def rsa(pair: Pair, max_rows: int = 5000, seed: int = 0) -> float:
     del Dx, Dy
     if keep is not None:
         dx, dy = dx[keep], dy[keep]
-    rx, ry = rankdata(dx), rankdata(dy)
+    rx, ry = average_ranks(dx), average_ranks(dy)
     rx -= rx.mean()
     ry -= ry.mean()
     den = math.sqrt(float(rx @ rx) * float(ry @ ry))

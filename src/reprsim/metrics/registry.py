@@ -70,7 +70,7 @@ class Measure:
     kind: str = "similarity"  # or "distance"
     value_range: tuple[float, float] = (0.0, 1.0)
     symmetric: bool = True
-    min_n: int = 2
+    min_n: int = 3
     uses_knn: bool = False
     reference: str = ""
 
@@ -101,7 +101,7 @@ _ENTRIES = [
     Measure("procrustes", other.procrustes, reference="Williams et al. 2021"),
     Measure("procrustes_distance", other.procrustes_distance, kind="distance", value_range=(0.0, 1.5707963267948966),
             reference="Williams et al. 2021"),
-    Measure("rsa", other.rsa, {"max_rows": Param(5000, _max_rows, "row subsample above this n"),
+    Measure("rsa", other.rsa, {"max_rows": Param(3000, _max_rows, "row subsample above this n"),
                                "seed": Param(0, _seed, "subsample seed")},
             value_range=(-1.0, 1.0), min_n=3, reference="Kriegeskorte et al. 2008"),
     Measure("jaccard_knn", knn.jaccard_knn, _K, uses_knn=True, reference="Klabunde et al. 2023 (ReSi)"),

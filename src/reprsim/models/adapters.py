@@ -142,7 +142,8 @@ class HFModel(nn.Module):
                                  "use task='base'.")
             layers["penultimate"] = f"hf.{names[id(head)]}:input"
         elif task == "sequence-classification":
-            head_name = next((n for n in ("score", "classifier") if isinstance(getattr(hf_model, n, None), nn.Module)), None)
+            heads = [n for n in ("score", "classifier") if isinstance(getattr(hf_model, n, None), nn.Module)]
+            head_name = heads[0] if heads else None
             if head_name is None:
                 raise ValueError(f"HFModel: cannot find the classification head ('score' or 'classifier') "
                                  f"of {type(hf_model).__name__}.")

@@ -103,7 +103,9 @@ def build(
     spec = _REGISTRY[key]
     clash = sorted(set(kwargs) & set(spec.fixed))
     if clash:
-        raise ValueError(f"build({name!r}) fixes {clash}; use the generic name (e.g. 'resnet', 'vit', 'gpt') to set it.")
+        raise ValueError(
+            f"build({name!r}) fixes {clash}; use the generic name (e.g. 'resnet', 'vit', 'gpt') to set it."
+        )
     options = {**spec.fixed, **kwargs}
     if spec.kind == "image":
         if input_shape is None or num_classes is None:

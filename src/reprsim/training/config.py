@@ -30,7 +30,12 @@ class TrainConfig:
 
     Early stopping (``early_stopping_patience`` evaluations without improvement) monitors the
     held-out split carved with ``val_fraction`` when > 0, else ``eval_dataset``; the best
-    weights are restored when ``restore_best``.
+    weights are restored when ``restore_best``. Classifiers are scored by accuracy, LMs by loss.
+
+    ``label_smoothing``, ``crop_padding`` and ``hflip`` apply to classifiers only (augmentation
+    only to float image batches (N, C, H, W)); ``block_size``, ``max_steps``, ``eval_interval``,
+    ``eval_batches`` and ``warmup_steps`` to language models only. ``mixed_precision`` acts
+    on CUDA only (bf16 autocast when supported, else fp16 with loss scaling).
     """
 
     epochs: int = 10

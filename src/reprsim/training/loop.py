@@ -1,186 +1,219 @@
-"""The training loop for classifiers and language models (see :func:`train`)."""
+"""The training loop: :func:`train` for classifiers and language models (resume, early stopping, checkpoints)."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
-from reprsim.errors import ReprsimError
 from reprsim.training import checkpoint as ckpt
 from reprsim.training.config import TrainConfig
-from reprsim.training.data import (
-    ClassificationData,
-    TokenData,
-    as_classification,
-    as_tokens,
-    is_lm_dataset,
-    random_crop,
-    random_hflip,
+from reprsim.training.parts import (
+    TrainResult,
+    augment,
+    check_resumable,
+    eval_classifier,
+    evaluate_all,
+    make_optimizer,
+    pick_device,
+    prepare_data,
+    rng_state,
+    schedule_lr,
+    threads,
 )
-from reprsim.training.schedule import lr_at
 
-__all__ = ["TrainResult", "train", "evaluate", "evaluate_lm"]
-
-#: Seed of the evaluation windows of language models: the same for every model and run, so
-#: the two models of a pair are scored on the same text.
-LM_EVAL_SEED = 1234
-#: Config fields that do not change the trained weights (ignored when matching checkpoints).
-_RUNTIME_FIELDS = ("num_threads", "eval_batch_size")
+__all__ = ["train", "run_training"]
 
 
-@dataclass
-class TrainResult:
-    """What :func:`train` returns.
-
-    ``history`` holds one dict per epoch (LMs: per ``eval_interval`` steps) with ``epoch``,
-    ``step``, ``lr``, ``train_loss``, ``train_accuracy`` (running, on augmented batches) and,
-    when evaluated, ``val_*`` / ``eval_*`` loss and accuracy. ``train_accuracy`` and
-    ``eval_accuracy`` are clean accuracies of the final model (classifiers); ``eval_loss`` and
-    ``perplexity`` are for LMs (on ``eval_dataset``, else the held-out split).
-    """
-
-    model: nn.Module
-    history: list[dict[str, Any]]
-    seconds: float
-    train_accuracy: float | None = None
-    eval_accuracy: float | None = None
-    eval_loss: float | None = None
-    perplexity: float | None = None
-    checkpoint_path: Path | None = None
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    resumed_from_epoch: int = 0
-    steps: int = 0
-    metrics: dict[str, Any] = field(default_factory=dict)
+def _final_metrics(model: nn.Module, is_lm: bool, data: Any, val: Any, ev: Any, cfg: TrainConfig,
+                   dev: torch.device) -> dict[str, float | None]:
+    scores = evaluate_all(model, is_lm, val, ev, cfg, dev)
+    if is_lm:
+        prefix = "eval" if ev is not None else "val" if val is not None else None
+        loss = scores.get(f"{prefix}_loss") if prefix else None
+        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)) if loss is not None else None,
+                "train_accuracy": None, "eval_accuracy": None}
+    train_acc = eval_classifier(model, data, cfg.eval_batch_size, dev)[0]
+    return {"train_accuracy": train_acc, "eval_accuracy": scores.get("eval_accuracy"),
+            "eval_loss": scores.get("eval_loss"), "perplexity": None,
+            **({"val_accuracy": scores["val_accuracy"]} if "val_accuracy" in scores else {})}
 
 
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
+def _result_from_final(model: nn.Module, path: Path, started: float) -> TrainResult:
+    meta = ckpt.read_meta(path)
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+    m = meta["metrics"]
+    return TrainResult(model=model, history=meta["history"], seconds=time.perf_counter() - started,
+                       train_accuracy=m.get("train_accuracy"), eval_accuracy=m.get("eval_accuracy"),
+                       eval_loss=m.get("eval_loss"), perplexity=m.get("perplexity"), checkpoint_path=path,
+                       best_epoch=meta.get("best_epoch"), stopped_early=meta.get("stopped", False),
+                       resumed_from_epoch=meta["epoch"], steps=meta["global_step"], metrics=m)
+
+
+def run_training(
+    model: nn.Module,
+    dataset: Any,
+    cfg: TrainConfig,
+    seed: int,
+    eval_dataset: Any,
+    checkpoint_dir: str | Path | None,
+    progress: bool,
+    dev: torch.device,
+    callback: Callable[[dict[str, Any]], None] | None,
+) -> TrainResult:
+    """Run (or resume) training; the caller has already seeded the global RNG and set threads."""
+    started = time.perf_counter()
+    model.to(dev)
+    fingerprint = ckpt.model_fingerprint(model)
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / ckpt.FINAL
+        if final.is_file():
+            check_resumable(ckpt.read_meta(final), cfg, seed, fingerprint, directory)
+            return _result_from_final(model, final, started)
+
+    is_lm, data, val, ev = prepare_data(model, dataset, eval_dataset, cfg, seed)
+    monitor = "val" if val is not None else "eval" if ev is not None else None
+    if cfg.early_stopping_patience is not None and monitor is None:
+        raise ValueError("early_stopping_patience needs held-out data: set val_fraction > 0 or pass eval_dataset.")
+    if is_lm:
+        spe = cfg.eval_interval
+        n_epochs = math.ceil(cfg.max_steps / spe)
+        total = cfg.max_steps
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * spe)
+    else:
+        n = len(data)
+        spe = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+        if spe < 1:
+            raise ValueError(f"drop_last with batch_size {cfg.batch_size} > {n} training examples leaves no batch.")
+        n_epochs, total = cfg.epochs, cfg.epochs * spe
+        warmup = round(cfg.warmup_epochs * spe)
+
+    optimizer = make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"score": None, "epoch": None, "bad": 0, "state": None}
+    start_epoch, step, stopped = 0, 0, False
+    last = directory / ckpt.LAST if directory is not None else None
+    if last is not None and last.is_file():
+        meta, rng, best_state = ckpt.load_state(last, model, optimizer)
+        check_resumable(meta, cfg, seed, fingerprint, directory)  # type: ignore[arg-type]
+        torch.set_rng_state(rng["torch"])
+        gen.set_state(rng["data"])
+        if "cuda" in rng and dev.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], dev)
+        history, start_epoch, step, stopped = meta["history"], meta["epoch"], meta["global_step"], meta["stopped"]
+        best = {"score": meta["best_score"], "epoch": meta["best_epoch"], "bad": meta["bad"], "state": best_state}
+
+    use_amp = dev.type == "cuda" and cfg.mixed_precision
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
+    labels_checked = is_lm
+    bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    model.train()
     try:
-        yield
+        for epoch in range(start_epoch, n_epochs):
+            if stopped:
+                break
+            t0 = time.perf_counter()
+            bar.set_description(f"epoch {epoch + 1}/{n_epochs}")
+            if is_lm:
+                n_steps = min(spe, cfg.max_steps - epoch * spe)
+                batches = (data.windows(cfg.batch_size, cfg.block_size, gen) for _ in range(n_steps))
+            else:
+                perm = torch.randperm(len(data), generator=gen)
+                batches = (data.batch(perm[s * cfg.batch_size:(s + 1) * cfg.batch_size], torch.device("cpu"))
+                           for s in range(spe))
+            loss_sum = torch.zeros((), dtype=torch.float64)
+            correct, seen, count = 0, 0, 0
+            lr = cfg.lr
+            for xb, yb in batches:
+                xb = augment(xb, cfg, gen).to(dev, non_blocking=True)
+                yb = yb.to(dev, non_blocking=True)
+                lr = schedule_lr(cfg, step, total, warmup, spe, n_epochs)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast():
+                    logits = model(xb)
+                if not labels_checked:
+                    if logits.dim() != 2 or int(data.y.max()) >= logits.shape[-1]:
+                        raise ValueError(
+                            f"train: the model outputs {tuple(logits.shape)} logits but labels go up to "
+                            f"{int(data.y.max())}; build it with num_classes >= {int(data.y.max()) + 1}."
+                        )
+                    labels_checked = True
+                flat = logits.float().reshape(-1, logits.shape[-1])
+                loss = F.cross_entropy(flat, yb.reshape(-1), label_smoothing=0.0 if is_lm else cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                with torch.no_grad():
+                    loss_sum += loss.detach().double().cpu() * yb.numel()
+                    correct += int((flat.argmax(-1) == yb.reshape(-1)).sum())
+                count += yb.numel()
+                seen += 1
+                bar.update(1)
+                if seen % 10 == 0 or seen == 1:
+                    bar.set_postfix(loss=f"{float(loss_sum) / count:.3f}", acc=f"{correct / count:.3f}")
+            entry: dict[str, Any] = {
+                "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": float(loss_sum) / max(count, 1),
+                "train_accuracy": correct / max(count, 1), "seconds": time.perf_counter() - t0,
+            }
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == n_epochs:
+                entry.update(evaluate_all(model, is_lm, val, ev, cfg, dev))
+                if monitor is not None:
+                    score = -entry[f"{monitor}_loss"] if is_lm else entry[f"{monitor}_accuracy"]
+                    if best["score"] is None or score > best["score"]:
+                        best.update(score=score, epoch=epoch + 1, bad=0)
+                        if cfg.early_stopping_patience is not None:
+                            best["state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    else:
+                        best["bad"] += 1
+                        if cfg.early_stopping_patience is not None and best["bad"] >= cfg.early_stopping_patience:
+                            stopped = True
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
+            if directory is not None:
+                meta = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, "epoch": epoch + 1,
+                        "global_step": step, "history": history, "best_score": best["score"],
+                        "best_epoch": best["epoch"], "bad": best["bad"], "stopped": stopped}
+                ckpt.save_state(directory, model, optimizer, rng_state(gen, dev), best["state"], meta)
+            if callback is not None:
+                callback(entry)
     finally:
-        torch.set_num_threads(old)
+        bar.close()
 
-
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _vocab_size(model: nn.Module) -> int | None:
-    size = getattr(model, "vocab_size", None)
-    if isinstance(size, int):
-        return size
-    get = getattr(model, "get_input_embeddings", None)
-    emb = get() if callable(get) else None
-    return getattr(emb, "num_embeddings", None)
-
-
-@torch.no_grad()
-def _eval_classifier(model: nn.Module, data: ClassificationData, batch_size: int, dev: torch.device) -> tuple[float, float]:
-    was_training = model.training
-    model.eval()
-    correct, loss_sum = 0, 0.0
-    try:
-        for start in range(0, len(data), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(data)))
-            xb, yb = data.batch(idx, dev)
-            logits = model(xb).float()
-            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-            correct += int((logits.argmax(-1) == yb).sum())
-    finally:
-        model.train(was_training)
-    return correct / len(data), loss_sum / len(data)
-
-
-@torch.no_grad()
-def _eval_lm(model: nn.Module, data: TokenData, cfg: TrainConfig, dev: torch.device) -> tuple[float, float]:
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator().manual_seed(LM_EVAL_SEED)
-    loss_sum, correct, count = 0.0, 0, 0
-    try:
-        for _ in range(cfg.eval_batches):
-            xb, yb = data.windows(cfg.batch_size, cfg.block_size, gen)
-            xb, yb = xb.to(dev), yb.to(dev)
-            logits = model(xb).float()
-            loss_sum += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), reduction="sum"))
-            correct += int((logits.argmax(-1) == yb).sum())
-            count += yb.numel()
-    finally:
-        model.train(was_training)
-    return loss_sum / count, correct / count
-
-
-def evaluate(model: nn.Module, dataset: Any, batch_size: int = 512, device: str | torch.device | None = None) -> float:
-    """Return the top-1 accuracy in [0, 1] of a classifier on ``(inputs, labels)`` (or a Dataset of (x, y)).
-
-    Runs in eval mode without gradients; the model's train/eval mode is restored afterwards.
-    """
-    data = as_classification(dataset, "evaluate dataset")
-    return _eval_classifier(model, data, batch_size, _pick_device(device))[0]
-
-
-def evaluate_lm(
-    model: nn.Module, tokens: Any, block_size: int, batch_size: int = 64, batches: int = 20,
-    device: str | torch.device | None = None,
-) -> float:
-    """Return the mean next-token cross-entropy (nats) of an LM on fixed random windows of ``tokens``."""
-    cfg = TrainConfig(block_size=block_size, batch_size=batch_size, eval_batches=batches)
-    data = as_tokens(tokens, block_size, _vocab_size(model), "evaluate_lm tokens")
-    return _eval_lm(model, data, cfg, _pick_device(device))[0]
-
-
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("train: the model has no trainable parameters.")
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
-
-
-def _check_resumable(meta: dict[str, Any], cfg: TrainConfig, seed: int, fingerprint: str, where: Path) -> None:
-    want = {k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_FIELDS}
-    have = {k: v for k, v in meta.get("config", {}).items() if k not in _RUNTIME_FIELDS}
-    problems = []
-    if have != want:
-        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-        problems.append(f"config differs in {diff}")
-    if meta.get("seed") != seed:
-        problems.append(f"seed {meta.get('seed')} != {seed}")
-    if meta.get("fingerprint") != fingerprint:
-        problems.append("model architecture differs")
-    if problems:
-        raise ReprsimError(
-            f"Checkpoint in {where} belongs to another run ({'; '.join(problems)}); use a fresh checkpoint_dir "
-            "or delete the old one."
-        )
-
-
-def _rng_state(gen: torch.Generator, dev: torch.device) -> dict[str, Tensor]:
-    state = {"torch": torch.get_rng_state(), "data": gen.get_state()}
-    if dev.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(dev)
-    return state
+    if best["state"] is not None and cfg.restore_best:
+        model.load_state_dict(best["state"])
+    metrics = _final_metrics(model, is_lm, data, val, ev, cfg, dev)
+    path = None
+    if directory is not None:
+        meta = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, "epoch": len(history),
+                "global_step": step, "history": history, "best_epoch": best["epoch"], "stopped": stopped,
+                "metrics": metrics}
+        path = ckpt.save_weights(model, meta, directory)
+    return TrainResult(model=model, history=history, seconds=time.perf_counter() - started,
+                       train_accuracy=metrics["train_accuracy"], eval_accuracy=metrics["eval_accuracy"],
+                       eval_loss=metrics["eval_loss"], perplexity=metrics["perplexity"], checkpoint_path=path,
+                       best_epoch=best["epoch"], stopped_early=stopped, resumed_from_epoch=start_epoch,
+                       steps=step, metrics=metrics)
 
 
 def train(
@@ -221,67 +254,8 @@ def train(
         raise TypeError(f"train: seed must be an int, got {seed!r}.")
     if not isinstance(model, nn.Module):
         raise TypeError(f"train: model must be a torch.nn.Module, got {type(model).__name__}.")
-    dev = _pick_device(device)
+    dev = pick_device(device)
     devices = [dev.index or 0] if dev.type == "cuda" else []
-    with _threads(cfg.num_threads), torch.random.fork_rng(devices=devices):
+    with threads(cfg.num_threads), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        from reprsim.training.runner import run_training  # local import keeps this module small
-
         return run_training(model, dataset, cfg, seed, eval_dataset, checkpoint_dir, progress, dev, callback)
-
-
-def prepare_data(
-    model: nn.Module, dataset: Any, eval_dataset: Any, cfg: TrainConfig, seed: int
-) -> tuple[bool, Any, Any, Any]:
-    """Return (is_lm, train data, held-out data or None, eval data or None)."""
-    split_gen = torch.Generator().manual_seed(seed + 7919)
-    if is_lm_dataset(dataset):
-        vocab = _vocab_size(model)
-        data: Any = as_tokens(dataset, cfg.block_size, vocab, "dataset")
-        val = None
-        if cfg.val_fraction > 0:
-            data, val = data.split_tail(cfg.val_fraction)
-            as_tokens(list(torch.split(data.tokens, data.lengths.tolist())), cfg.block_size, vocab, "training part")
-            as_tokens(list(torch.split(val.tokens, val.lengths.tolist())), cfg.block_size, vocab, "held-out part")
-        ev = as_tokens(eval_dataset, cfg.block_size, vocab, "eval_dataset") if eval_dataset is not None else None
-        return True, data, val, ev
-    data = as_classification(dataset, "dataset")
-    val = None
-    if cfg.val_fraction > 0:
-        data, val = data.split(cfg.val_fraction, split_gen)
-    ev = as_classification(eval_dataset, "eval_dataset") if eval_dataset is not None else None
-    return False, data, val, ev
-
-
-def augment(xb: Tensor, cfg: TrainConfig, gen: torch.Generator) -> Tensor:
-    """Apply the configured random crop and horizontal flip to float images (N, C, H, W)."""
-    if xb.dim() != 4 or not xb.dtype.is_floating_point:
-        return xb
-    if cfg.crop_padding:
-        xb = random_crop(xb, cfg.crop_padding, gen)
-    if cfg.hflip:
-        xb = random_hflip(xb, gen)
-    return xb
-
-
-def schedule_lr(cfg: TrainConfig, step: int, total: int, warmup: int, spe: int, epochs: int) -> float:
-    """Learning rate of step ``step`` for this config (see :func:`reprsim.training.schedule.lr_at`)."""
-    return lr_at(step, base_lr=cfg.lr, total_steps=total, warmup_steps=warmup, schedule=cfg.schedule,
-                 steps_per_epoch=spe, min_lr_ratio=cfg.min_lr_ratio, step_size=cfg.step_size,
-                 step_gamma=cfg.step_gamma, epochs=epochs)
-
-
-def evaluate_all(model: nn.Module, is_lm: bool, val: Any, ev: Any, cfg: TrainConfig, dev: torch.device) -> dict[str, float]:
-    """Score the held-out split and the eval set; returns e.g. {'val_loss', 'val_accuracy', 'eval_loss', ...}."""
-    out: dict[str, float] = {}
-    for prefix, data in (("val", val), ("eval", ev)):
-        if data is None:
-            continue
-        if is_lm:
-            loss, acc = _eval_lm(model, data, cfg, dev)
-            out.update({f"{prefix}_loss": loss, f"{prefix}_accuracy": acc,
-                        f"{prefix}_perplexity": math.exp(min(loss, 50.0))})
-        else:
-            acc, loss = _eval_classifier(model, data, cfg.eval_batch_size, dev)
-            out.update({f"{prefix}_loss": loss, f"{prefix}_accuracy": acc})
-    return out
