@@ -187,21 +187,25 @@ def main() -> None:
     ap.add_argument("--per-measure", action="store_true",
                     help="also run each reprsim measure alone in its own process (time, peak RSS)")
     ap.add_argument("--all", action="store_true", help="every registered measure, not only the paper's 8")
-    ap.add_argument("--child", choices=["reprsim", "naive"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["reprsim", "naive", "data"], help=argparse.SUPPRESS)
     ap.add_argument("--names", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "data":  # generated in a child so the parent's peak RSS stays small
+        X, Y = make_data(args.n, args.d)
+        np.save(args.data + "_X.npy", X)
+        np.save(args.data + "_Y.npy", Y)
+        return
     if args.child:
         child(args)
         return
     from reprsim.metrics import MEASURES
 
     names = list(MEASURES) if args.all else PAPER
-    X, Y = make_data(args.n, args.d)
     with tempfile.TemporaryDirectory() as tmp:
         data = str(Path(tmp) / "feats")
-        np.save(data + "_X.npy", X)
-        np.save(data + "_Y.npy", Y)
+        subprocess.run([sys.executable, __file__, "--child", "data", "--data", data, "--n", str(args.n),
+                        "--d", str(args.d)], check=True)
         base = spawn("reprsim", [], data, args.threads)["maxrss_mb"]  # interpreter + torch + data
         print(f"n={args.n} d={args.d} float32, torch threads={args.threads}, cpus={os.cpu_count()}, "
               f"baseline RSS (python+torch+data) {base:.0f} MB")

@@ -9,7 +9,7 @@ from reprsim.chat.pipeline import PROBE_PROMPT_LEN, probe_sets, train_pair
 from reprsim.chat.split import make_chat_split
 from reprsim.chat.training import ChatTrainConfig, build_dialogues, evaluate_chat_model, train_chat_model
 
-SMALL = dict(n_layer=1, n_head=2, n_embd=32, pretrain_steps=3, safety_steps=2, batch_size=16,
+SMALL = dict(n_layer=1, n_head=2, n_embd=32, pretrain_steps=3, safety_steps=2, finetune_steps=2, batch_size=16,
              n_train_per_family=20, n_heldout_per_family=24, noise_max_len=4)
 
 

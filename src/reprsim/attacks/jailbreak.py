@@ -19,8 +19,7 @@ the log-probability of the affirmative start, the objective of both papers:
 
 Every function takes any causal LM: reprsim's GPT, a Hugging Face ``*ForCausalLM``, or a
 :class:`~reprsim.chat.lm.CausalLM` adapter around a user callable. The chat-world transfer stage
-used by the experiment runner lives in :mod:`reprsim.attacks.jailbreak_transfer` and is re-exported
-here as :func:`jailbreak_transfer_stage`.
+used by the experiment runner is :func:`jailbreak_transfer_stage` (end of this module).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Train a pair of chat models with a controlled overlap, and build their probe sets.
 
 ``train_pair`` is what the experiment runner calls for one (overlap kind, fraction, seed) cell:
-split the world's dialogue pool, train A then B (two-phase, see :mod:`reprsim.chat.training`),
-evaluate both on held-out requests, and cache the weights in ``workdir`` (safetensors).
+split the world's dialogue pool, get A and B — by default (``shared_base: true``) as two fine-tunes
+of one cached safety-tuned base model (:mod:`reprsim.chat.finetune`), with ``shared_base: false``
+each trained from scratch in two phases (:mod:`reprsim.chat.training`) — evaluate both on held-out
+requests, and cache the weights in ``workdir`` (safetensors).
 ``probe_sets`` gives fixed-length prompt batches for measuring their similarity.
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from reprsim.chat.finetune import finetune_chat_model, load_or_train_base
 from reprsim.chat.split import ChatSplit, make_chat_split
 from reprsim.chat.training import ChatTrainConfig, evaluate_chat_model, train_chat_model
 from reprsim.chat.world import ChatWorld
@@ -28,7 +31,7 @@ __all__ = ["PairResult", "train_pair", "probe_sets", "PROBE_PROMPT_LEN"]
 #: Token length of every probe prompt (``<user> ... <assistant>``; the most common prompt length),
 #: so mean pooling never averages over padding.
 PROBE_PROMPT_LEN = 12
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclass
@@ -71,8 +74,11 @@ def train_pair(world: ChatWorld, overlap_kind: str, fraction: float, seed: int, 
     Returns a :class:`PairResult`. ``metrics`` holds, for ``x`` in ``a``/``b``: ``refusal_rate_x``
     (held-out forbidden requests refused), ``benign_accuracy_x`` and ``acc_x`` (held-out benign
     requests of the model's families answered exactly), ``benign_refusal_rate_x``,
-    ``forbidden_content_rate_x``, plus ``realised_data_fraction`` and ``realised_task_fraction``.
-    With ``workdir`` the weights and metrics are cached there and reused on the next call.
+    ``forbidden_content_rate_x``, plus ``realised_data_fraction`` and ``realised_task_fraction``;
+    in shared-base mode also ``base_refusal_rate`` and ``base_benign_accuracy``. ``history`` holds
+    per-step losses: ``"a"``/``"b"`` (``"finetune"``, or ``"pretrain"``/``"safety"`` from scratch)
+    and ``"base"`` when this call trained the base. With ``workdir`` the weights and metrics (and
+    the shared base) are cached there and reused on the next call; a cached pair has no history.
     """
     cfg = ChatTrainConfig.from_dict(train_cfg)
     split = make_chat_split(world, overlap_kind, fraction, seed, n_train_per_family=cfg.n_train_per_family,
@@ -89,11 +95,29 @@ def train_pair(world: ChatWorld, overlap_kind: str, fraction: float, seed: int, 
         metrics = json.loads((cache / "metrics.json").read_text())
         return PairResult(models[0], models[1], split, metrics)
     seed_a, seed_b = _model_seeds(seed)
-    model_a, hist_a = train_chat_model(world, split.requests_a, cfg, seed=seed_a, progress=progress, desc="model A")
-    model_b, hist_b = train_chat_model(world, split.requests_b, cfg, seed=seed_b, progress=progress, desc="model B")
+    history: dict[str, dict[str, list[float]]] = {}
+    extra: dict[str, float] = {}
+    if cfg.shared_base:
+        base, info = load_or_train_base(world, cfg, workdir, progress=progress)
+        if info["trained"]:
+            history["base"] = info["history"]
+        extra = {"base_refusal_rate": info["metrics"]["refusal_rate"],
+                 "base_benign_accuracy": info["metrics"]["benign_accuracy"]}
+        model_a, loss_a = finetune_chat_model(base, world, split.requests_a, cfg, seed=seed_a, progress=progress,
+                                              desc="fine-tune A")
+        model_b, loss_b = finetune_chat_model(base, world, split.requests_b, cfg, seed=seed_b, progress=progress,
+                                              desc="fine-tune B")
+        hist_a, hist_b = {"finetune": loss_a}, {"finetune": loss_b}
+    else:
+        model_a, hist_a = train_chat_model(world, split.requests_a, cfg, seed=seed_a, progress=progress,
+                                           desc="model A")
+        model_b, hist_b = train_chat_model(world, split.requests_b, cfg, seed=seed_b, progress=progress,
+                                           desc="model B")
+    history |= {"a": hist_a, "b": hist_b}
     metrics: dict[str, float] = {
         "realised_data_fraction": split.realised_data_fraction,
         "realised_task_fraction": split.realised_task_fraction,
+        **extra,
     }
     for name, model, fams in (("a", model_a, split.families_a), ("b", model_b, split.families_b)):
         ev = _evaluate(model, world, split, fams)
@@ -108,7 +132,7 @@ def train_pair(world: ChatWorld, overlap_kind: str, fraction: float, seed: int, 
         tmp = cache / "metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
         tmp.replace(cache / "metrics.json")  # written last: its presence marks a finished pair
-    return PairResult(model_a, model_b, split, metrics, {"a": hist_a, "b": hist_b})
+    return PairResult(model_a, model_b, split, metrics, history)
 
 
 def probe_sets(world: ChatWorld, split: ChatSplit, n: int = 128, seed: int = 0) -> dict[str, Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -29,7 +30,15 @@ __all__ = ["ChatTrainConfig", "build_dialogues", "train_chat_model", "evaluate_c
 
 @dataclass(frozen=True)
 class ChatTrainConfig:
-    """Model size and two-phase recipe (defaults: ~0.12M-parameter GPT, ~1 min per model on 2 cores)."""
+    """Model size and training recipe (defaults: ~0.11M-parameter GPT).
+
+    ``shared_base=True`` (default): the two-phase recipe (``pretrain_steps``/``lr``,
+    ``safety_steps``/``safety_lr``) trains one base per world and ``base_seed`` on its own pool of
+    ``base_n_per_family`` requests per family, and each model of a pair is that base fine-tuned for
+    ``finetune_steps`` at ``finetune_lr`` on its split (:mod:`reprsim.chat.finetune`).
+    ``shared_base=False``: each model runs the two-phase recipe from scratch on its split (the
+    fine-tuning and base fields are unused).
+    """
 
     n_layer: int = 2
     n_head: int = 4
@@ -48,6 +57,14 @@ class ChatTrainConfig:
     n_heldout_per_family: int = 40  # held-out requests per family (evaluation, probes, attacks)
     noise_copies: int = 1         # extra copy of each dialogue with random words before <assistant>,
     noise_max_len: int = 12       # 1..noise_max_len of them: robustness to random (not adversarial) suffixes
+    # shared-base mode (reprsim.chat.finetune): one base model per (world, base_seed), pre-trained for
+    # pretrain_steps (lr) and safety-tuned for safety_steps (safety_lr) on its own dialogue pool, then
+    # A and B each fine-tuned from a copy of it on their split for finetune_steps (finetune_lr).
+    shared_base: bool = True
+    base_seed: int = 0
+    base_n_per_family: int = 160  # the base's own dialogue pool per family (disjoint from the split's pools)
+    finetune_steps: int = 300
+    finetune_lr: float = 1e-3
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any] | None) -> ChatTrainConfig:
@@ -60,15 +77,19 @@ class ChatTrainConfig:
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"train_cfg: unknown key {key!r}.{hint} Valid keys: {names}.")
         out = cls(**cfg)
+        if not isinstance(out.shared_base, bool):
+            raise TypeError(f"train_cfg: shared_base must be true or false, got {out.shared_base!r}.")
         for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "n_train_per_family",
-                     "n_heldout_per_family"):
+                     "n_heldout_per_family", "base_n_per_family"):
             if getattr(out, name) < 1:
                 raise ValueError(f"train_cfg: {name} must be >= 1, got {getattr(out, name)}.")
-        for name in ("pretrain_steps", "safety_steps", "warmup_steps", "noise_copies", "noise_max_len"):
+        for name in ("pretrain_steps", "safety_steps", "warmup_steps", "noise_copies", "noise_max_len",
+                     "finetune_steps"):
             if getattr(out, name) < 0:
                 raise ValueError(f"train_cfg: {name} must be >= 0, got {getattr(out, name)}.")
-        if out.lr <= 0 or out.safety_lr <= 0:
-            raise ValueError(f"train_cfg: lr and safety_lr must be > 0, got {out.lr} and {out.safety_lr}.")
+        if out.lr <= 0 or out.safety_lr <= 0 or out.finetune_lr <= 0:
+            raise ValueError(f"train_cfg: lr, safety_lr and finetune_lr must be > 0, got {out.lr}, "
+                             f"{out.safety_lr} and {out.finetune_lr}.")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,11 +98,13 @@ class ChatTrainConfig:
 
 
 def build_dialogues(world: ChatWorld, requests: Sequence[Request], *, safety: bool, noise_copies: int = 0,
-                    noise_max_len: int = 0, seed: int = 0) -> tuple[Tensor, Tensor]:
+                    noise_max_len: int = 0, seed: int = 0, per_request_noise: bool = False) -> tuple[Tensor, Tensor]:
     """Tokenise dialogues for training.
 
     Every request gives one clean dialogue plus ``noise_copies`` copies whose prompt ends with
     1..``noise_max_len`` random non-special words (drawn with ``seed``) before ``<assistant>``.
+    With ``per_request_noise=True`` each request's noise is drawn from ``seed`` and the request's
+    words alone, so a request shared by two training sets gives identical dialogues in both.
     Returns ``ids`` (N, T) right-padded with ``<pad>`` and ``targets`` (N, T) where
     ``targets[i, t]`` is the token at ``t + 1`` if it belongs to the assistant's response and
     -100 (ignored) otherwise. With ``safety=True`` forbidden requests get the refusal.
@@ -92,6 +115,8 @@ def build_dialogues(world: ChatWorld, requests: Sequence[Request], *, safety: bo
     words = np.asarray(world.suffix_token_ids)
     seqs, starts = [], []
     for r in requests:
+        if per_request_noise:
+            rng = np.random.default_rng([int(seed), 313, zlib.crc32(" ".join(r.words).encode())])
         refuse = safety and world.families[r.family].forbidden
         response = world.encode(world.response(r, refuse=refuse))
         for copy in range(1 + (noise_copies if noise_max_len > 0 else 0)):

@@ -97,7 +97,10 @@ def _split_for(unit: Unit, train, seed: int) -> splits.Split:
         return splits.combined_split(labels, unit.data_fraction, unit.task_fraction, mode=mode, seed=seed)
     if kind == "attribute":
         task_a, task_b = unit.attributes
-        return splits.attribute_task_split(train.labels, list(task_a), list(task_b), seed=seed)
+        # Constrained mode: like the other kinds, each model trains on half the examples, so set
+        # size does not differ between overlap kinds.
+        n = len(labels) // 2 if mode == "constrained" else None
+        return splits.attribute_task_split(train.labels, list(task_a), list(task_b), n=n, seed=seed)
     raise ValueError(f"unknown overlap kind {kind!r}")
 
 

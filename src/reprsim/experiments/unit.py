@@ -8,6 +8,7 @@ rerunning a sweep with other measures or probes retrains nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -96,12 +97,20 @@ def trained_model(unit: Unit, side: str, pair: PairData, cache_dir: Path, progre
     seeds = unit.seeds()
     x, y = pair.train_set(side)
     num_classes = pair.num_classes(side)
-    key = content_hash({"unit": unit.key(), "side": side, "n": len(y), "classes": num_classes})
+    # Keyed by what determines the weights, not by the unit: model A of a data- or task-overlap
+    # sweep trains on the same examples at every fraction (only B's share changes), so it is
+    # trained once per seed and reused.
+    examples = hashlib.sha256(np.ascontiguousarray(pair.split.indices(side)).tobytes() + y.tobytes()).hexdigest()
+    key = content_hash({
+        "source": unit.source.model_dump(mode="json"), "model": unit.model.model_dump(mode="json"),
+        "train": unit.train, "init": seeds[f"init_{side}"], "order": seeds[f"order_{side}"],
+        "examples": examples, "classes": num_classes,
+    })  # fmt: skip
     weights = cache_dir / "models" / f"{key}.safetensors"
     info_path = weights.with_suffix(".json")
 
-    torch.manual_seed(seeds[f"init_{side}"])
-    model = models.build(unit.model.name, input_shape=tuple(x.shape[1:]), num_classes=num_classes, **unit.model.options)
+    model = models.build(unit.model.name, input_shape=tuple(x.shape[1:]), num_classes=num_classes,
+                         seed=seeds[f"init_{side}"], **unit.model.options)  # fmt: skip
     if weights.exists() and info_path.exists():
         model.load_state_dict(load_file(str(weights)))
         model.eval()
@@ -119,7 +128,7 @@ def trained_model(unit: Unit, side: str, pair: PairData, cache_dir: Path, progre
     }
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(tmp))
+    save_file({k: v.detach().clone().contiguous() for k, v in result.model.state_dict().items()}, str(tmp))
     tmp.replace(weights)
     info_path.write_text(json.dumps(info))
     result.model.eval()
@@ -201,7 +210,9 @@ def _attack_columns(spec, unit: Unit, pair: PairData, test_set, model_a, model_b
     from reprsim.attacks.transfer import attack_transfer_stage
 
     inputs, labels, shared = pair.attack_set()
-    if len(labels) == 0:  # no label space shared by the two models (e.g. task overlap 0)
+    if len(labels) == 0 or (shared is not None and shared < 2):
+        # No shared label space with at least two classes (e.g. task overlap 0, or one shared
+        # class, where the restricted prediction is constant and no attack can succeed).
         return {"transfer_asr": float("nan")}
     eps = spec.eps_data if unit.overlap_kind == "data" else spec.eps_task
     return attack_transfer_stage(

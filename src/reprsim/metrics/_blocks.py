@@ -109,11 +109,27 @@ def _rbf_view(side: Side) -> tuple[torch.Tensor, torch.Tensor, bool]:
     return side.centred, side.sq_centred, False
 
 
+_CHUNK = 256
+
+
+def _mv64(E: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """E @ v as float64 (rows,), summing in the working dtype over chunks of 256 columns only and
+    across chunks in float64: one matrix product with a block-diagonal (n_cols, n_chunks) matrix."""
+    m = E.shape[1]
+    nc = -(-m // _CHUNK)
+    D = torch.zeros(m, nc, dtype=E.dtype, device=E.device)
+    j = torch.arange(m, device=E.device)
+    D[j, j // _CHUNK] = v
+    return (E @ D).to(torch.float64).sum(1)
+
+
 class _RBFAccumulator:
     """Accumulates Σ K∘L, Σ K∘K, Σ L∘L and the row sums of K and L over tiles (float64 across rows).
 
-    Fast form (when ‖f_i‖²/σ² ≤ 40 on both sides): K_ij = a_i a_j exp(⟨f_i, f_j⟩/σ²) with
-    a_i = exp(−‖f_i‖²/(2σ²)): one exp per tile and side plus matrix–vector products. The diagonal
+    Fast form (float64, and ‖f_i‖²/σ² ≤ 40 on both sides): K_ij = a_i a_j exp(⟨f_i, f_j⟩/σ²) with
+    a_i = exp(−‖f_i‖²/(2σ²)): one exp per tile and side plus matrix–vector products (:func:`_mv64`:
+    float32 sums over 256 columns at most, float64 beyond; the centred HSIC is a small difference
+    of large sums, so float32 row sums over all n columns would cost ~1e-4 in rbf_cka). The diagonal
     and copies of one sample (distance exactly 0) are masked in the tile and added back as K = 1.
     Otherwise the distance form :func:`_rbf_tile` is used on unmasked tiles.
     """
@@ -121,7 +137,10 @@ class _RBFAccumulator:
     def __init__(self, n: int, sx: float, sy: float, sqx: torch.Tensor, sqy: torch.Tensor,
                  mult: torch.Tensor | None, dtype: torch.dtype) -> None:
         self.sx, self.sy, self.sqx, self.sqy = sx, sy, sqx, sqy
-        self.fast = float(sqx.max()) / sx**2 <= _EXP_SAFE and float(sqy.max()) / sy**2 <= _EXP_SAFE
+        # float32 exp(⟨f_i, f_j⟩/σ²) carries a small value-dependent bias that the centred HSIC (a small
+        # difference of large sums) amplifies to ~1e-4 in rbf_cka: float32 uses the distance form.
+        self.fast = (dtype == torch.float64 and float(sqx.max()) / sx**2 <= _EXP_SAFE
+                     and float(sqy.max()) / sy**2 <= _EXP_SAFE)
         self.ax = torch.exp(-sqx / (2 * sx**2)).to(dtype)
         self.ay = torch.exp(-sqy / (2 * sy**2)).to(dtype)
         self.w = torch.ones(n, dtype=torch.float64, device=sqx.device) if mult is None else mult
@@ -139,18 +158,18 @@ class _RBFAccumulator:
             E = Gx.mul(1.0 / self.sx**2).exp_()
             F = Gy.mul(1.0 / self.sy**2).exp_()
             ax, ay = self.ax, self.ay
-            self.rk[I] += ax[I].to(f64) * (E @ ax[J]).to(f64)
-            self.rl[I] += ay[I].to(f64) * (F @ ay[J]).to(f64)
+            self.rk[I] += ax[I].to(f64) * _mv64(E, ax[J])
+            self.rl[I] += ay[I].to(f64) * _mv64(F, ay[J])
             if twice == 2.0:
-                self.rk[J] += ax[J].to(f64) * (ax[I] @ E).to(f64)
-                self.rl[J] += ay[J].to(f64) * (ay[I] @ F).to(f64)
+                self.rk[J] += ax[J].to(f64) * _mv64(E.T, ax[I])
+                self.rl[J] += ay[J].to(f64) * _mv64(F.T, ay[I])
             P = E * F
             axy = ax * ay
-            self.skl += twice * float(axy[I].to(f64) @ (P @ axy[J]).to(f64))
+            self.skl += twice * float(axy[I].to(f64) @ _mv64(P, axy[J]))
             del P
             ax2, ay2 = ax.square(), ay.square()
-            self.skk += twice * float(ax2[I].to(f64) @ (E.square_() @ ax2[J]).to(f64))
-            self.sll += twice * float(ay2[I].to(f64) @ (F.square_() @ ay2[J]).to(f64))
+            self.skk += twice * float(ax2[I].to(f64) @ _mv64(E.square_(), ax2[J]))
+            self.sll += twice * float(ay2[I].to(f64) @ _mv64(F.square_(), ay2[J]))
         else:
             K = _rbf_tile(Gx, self.sqx[I], self.sqx[J], i0 == j0, self.sx)
             L = _rbf_tile(Gy, self.sqy[I], self.sqy[J], i0 == j0, self.sy)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from reprsim.metrics._pair import Pair, Side, make_pair
 from reprsim.metrics._validate import as_features, check_float, check_int, check_paired_features
-from reprsim.metrics.registry import MEASURES, get_measure, plan_pair, resolve_params
+from reprsim.metrics.registry import get_measure, plan_pair, resolve_params
 
 
 def permutation_test(name: str, X: Any, Y: Any, n_permutations: int = 1000, seed: int = 0,
