@@ -48,9 +48,9 @@ def test_combined_grid_is_the_cartesian_product():
 def test_unit_ids_depend_on_training_content_only():
     config = parse_config(quick())
     other_measures = copy.deepcopy(quick())
-    other_measures["measures"]["names"] = ["cka"]
+    other_measures["measures"] = {"names": ["cka"], "params": {}}
     other_train = copy.deepcopy(quick())
-    other_train["train"]["epochs"] = 3
+    other_train["train"]["epochs"] += 1
     ids = [u.unit_id for u in expand(config)]
     assert ids == [u.unit_id for u in expand(parse_config(other_measures))]
     assert set(ids).isdisjoint(u.unit_id for u in expand(parse_config(other_train)))
@@ -75,6 +75,7 @@ def test_component_seeds_are_spawned_and_distinct():
         (lambda d: d.update(seeds=[1, 1]), "duplicates"),
         (lambda d: d.pop("sources"), "sources: required key is missing"),
         (lambda d: d["measures"].update(names=["ckaa"]), "unknown measure(s) ['ckaa']"),
+        (lambda d: d["measures"].update(names=["cka"]), "measures.params: ['k'] is taken by none"),
         (lambda d: d["models"][0].update(name="transformer9000"), "unknown model 'transformer9000'"),
         (lambda d: d["train"].update(epochs="many"), "train"),
         (lambda d: d.update(consequences=["jailbreak_transfer"]), "jailbreak_transfer needs the 'chat' source"),

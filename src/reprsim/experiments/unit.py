@@ -65,15 +65,15 @@ def _subsample(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
 
 
-def probe_sets(config: ExperimentConfig, unit: Unit, pair: PairData, test_set, seed: int) -> list[Probe]:
+def probe_sets(config: ExperimentConfig, pair: PairData, seed: int) -> list[Probe]:
     """The unit's probe sets: in-distribution (or common / ood_one / ood_all for class splits) and extra OOD sets."""
     from reprsim.data.transforms import match_shape
 
     probes = []
     for name, role, indices in pair.probe_indices():
         idx = indices[_subsample(len(indices), config.probe_size, seed)]
-        probes.append(Probe(name, role, test_set.inputs[idx]))
-    shape = tuple(test_set.inputs.shape[1:])
+        probes.append(Probe(name, role, pair.test.inputs[idx]))
+    shape = tuple(pair.test.inputs.shape[1:])
     for spec in config.probes:
         probe_data = _load_cached(spec.source, spec.split, json.dumps(spec.options, sort_keys=True))
         idx = _subsample(len(probe_data.inputs), config.probe_size, seed)
@@ -164,9 +164,8 @@ def _image_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: 
         model_a, info_a = trained_model(unit, "a", pair, cache_dir, progress)
     with _stage(timings, "train_b", bar):
         model_b, info_b = trained_model(unit, "b", pair, cache_dir, progress)
-    test_set = load_source(unit.source, "test")
     with _stage(timings, "features", bar):
-        probes = probe_sets(config, unit, pair, test_set, seeds["probe"])
+        probes = probe_sets(config, pair, seeds["probe"])
         feats = {}
         for probe in probes:
             for side, model in (("a", model_a), ("b", model_b)):
@@ -184,7 +183,7 @@ def _image_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: 
     attack = config.consequence("attack_transfer")
     if attack is not None:
         with _stage(timings, "attack_transfer", bar):
-            consequences.update(_attack_columns(attack, unit, pair, test_set, model_a, model_b, seeds["attack"]))
+            consequences.update(_attack_columns(attack, unit, pair, model_a, model_b, seeds["attack"]))
     bar.close()
 
     common = unit.describe() | {
@@ -206,7 +205,7 @@ def _probe_key(config: ExperimentConfig, unit: Unit, probe: Probe, seeds: dict) 
                          "seed": seeds["probe"], "n": len(probe.inputs)})  # fmt: skip
 
 
-def _attack_columns(spec, unit: Unit, pair: PairData, test_set, model_a, model_b, seed: int) -> dict[str, float]:
+def _attack_columns(spec, unit: Unit, pair: PairData, model_a, model_b, seed: int) -> dict[str, float]:
     from reprsim.attacks.transfer import attack_transfer_stage
 
     inputs, labels, shared = pair.attack_set()
