@@ -5,7 +5,7 @@ Wall time on a shared machine depends on the other processes; the CPU time of th
 
 Run by hand: ``python benchmarks/bench_attacks.py [--n 1000] [--threads 2] [--batch-size 250]``.
 Uses ``reprsim.models.build("cnn", ...)`` when the model zoo provides it, else a stand-in 3-block
-conv net (32-64-128 channels, BN, ReLU, max-pool, linear head). Results: ``README_attacks.md``.
+conv net (32-64-128 channels, BN, ReLU, max-pool, linear head). Results: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training / extraction speed benchmark (run by hand; results go in README_train.md).
+"""Training / extraction speed benchmark (run by hand; results go in benchmarks/README.md).
 
     python benchmarks/bench_train.py                 # cnn pair on 10k 32x32 images + GPT tokens/s
     python benchmarks/bench_train.py --quick         # a 1-epoch smoke run

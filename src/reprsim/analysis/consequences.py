@@ -54,7 +54,7 @@ def consequence_links(
     probe set, per overlap kind and pooled over kinds (``overlap_kind == "all"``). Consequences are
     the columns of :data:`reprsim.analysis.load.CONSEQUENCE_COLUMNS` present in the table, each
     direction (``_ba`` = B→A) separately; control columns (white-box success, clean error) are
-    included so a reader can see they do not move.
+    included so a reader can see they do not move, except columns that are constant in the run.
 
     Returns
     -------
@@ -67,7 +67,7 @@ def consequence_links(
     rows: list[dict[str, Any]] = []
     for c in cols:
         sub = data[np.isfinite(pd.to_numeric(data[c], errors="coerce"))]
-        if sub.empty:
+        if sub.empty or sub[c].nunique() < 2:  # a constant column (e.g. a control at 0) has no trend
             continue
         units = sub.drop_duplicates("unit_id")
         for kind, u in units.groupby("overlap_kind", sort=False):

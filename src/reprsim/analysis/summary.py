@@ -17,7 +17,7 @@ from reprsim.analysis.agreement import measure_agreement, significance_summary
 from reprsim.analysis.consequences import consequence_links
 from reprsim.analysis.effects import combined_effects, ensure_prepared, fraction_means, overlap_effects
 
-__all__ = ["summarize", "measure_label", "kind_label", "fmt_ci", "headline_probe_set", "jsonable"]
+__all__ = ["summarize", "measure_label", "kind_label", "fmt_ci", "headline_probe_set", "headline_probe_sets", "jsonable"]
 
 _MEASURE_LABELS = {
     "cka": "CKA", "unbiased_cka": "unbiased CKA", "linear_cka": "linear CKA", "rbf_cka": "RBF CKA",
@@ -100,6 +100,14 @@ def headline_probe_set(effects: pd.DataFrame, kind: str) -> str | None:
         if not hit.empty:
             return str(hit["probe_set"].iloc[0])
     return str(sub["probe_set"].iloc[0])
+
+
+def headline_probe_sets(effects: pd.DataFrame, kind: str) -> list[str]:
+    """The probe sets a kind's headline findings use: :func:`headline_probe_set` plus every fully
+    out-of-distribution probe set (role ``ood``), which no class split confounds."""
+    main = headline_probe_set(effects, kind)
+    sub = effects[(effects["overlap_kind"] == kind) & (effects["probe_role"] == "ood")]
+    return ([main] if main is not None else []) + sorted(set(sub["probe_set"].astype(str)) - {main})
 
 
 def _trend(low: float, high: float) -> str:
@@ -244,14 +252,14 @@ def summarize(
     findings: list[dict[str, Any]] = []
     headline_probes: set[str] = set()
     for kind in effects["overlap_kind"].unique():
-        hp = headline_probe_set(effects, kind)
+        hps = headline_probe_sets(effects, kind)
         for _, r in effects[effects["overlap_kind"] == kind].iterrows():
             trend, text = _effect_sentence(r)
             findings.append({"topic": "overlap", "overlap_kind": kind, "measure": r["measure"],
                              "probe_set": r["probe_set"], "probe_role": r["probe_role"], "trend": trend,
-                             "headline": r["probe_set"] == hp, "sentence": text})  # fmt: skip
-        if kind != "task" and hp:
-            headline_probes.add(hp)
+                             "headline": r["probe_set"] in hps, "sentence": text})  # fmt: skip
+        if kind != "task" and hps:
+            headline_probes.add(hps[0])
     findings += _combined_sentences(comb, headline_probes)
     for _, r in links.iterrows():
         trend, text = _link_sentence(r)

@@ -268,7 +268,7 @@ def transfer(
     x, y, t = _as_inputs(inputs, labels, targets)
     x = _match_dtype(x, source)
     if x.ndim == 4:
-        # Same values, NHWC layout: convolutions run ~25-40% faster on CPU (benchmarks/README_attacks.md).
+        # Same values, NHWC layout: convolutions run ~25-40% faster on CPU (benchmarks/README.md).
         x = x.contiguous(memory_format=torch.channels_last)
     targeted = bool(getattr(attack, "targeted", False))
     if targeted and t is None:

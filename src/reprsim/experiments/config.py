@@ -189,6 +189,10 @@ class ExperimentConfig(_Strict):
             elif isinstance(item, dict) and len(item) == 1 and "kind" not in item:
                 (kind, params), = item.items()
                 item = {"kind": kind, **(params or {})}
+            if isinstance(item, dict) and item.get("kind") == "jailbreak_transfer":
+                # the stage's options may be written inline, next to kind
+                inline = {k: v for k, v in item.items() if k not in ("kind", "params")}
+                item = {"kind": "jailbreak_transfer", "params": {**item.get("params", {}), **inline}}
             out.append(item)
         return out
 

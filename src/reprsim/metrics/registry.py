@@ -165,7 +165,7 @@ def compute(name: str, X: Any, Y: Any, **params: Any) -> float:
 
     Notes
     -----
-    float32 error (measured, benchmarks/README_metrics.md): on n=5000, d=512 features, float32
+    float32 error (measured, benchmarks/README.md): on n=5000, d=512 features, float32
     input gave every measure within 1.1e-8 of the float64 computation on the same values (prepared
     features, and features with mean offsets of 300–500); neighbour lists were identical. Features
     are centred in float64 before any product; sums and HSIC terms are accumulated in float64.
