@@ -19,6 +19,9 @@ from reprsim.errors import ConfigError
 
 OverlapKind = Literal["data", "task", "combined", "attribute"]
 
+# Sources whose units train language models (their own unit pipelines) instead of image classifiers.
+LM_SOURCES = frozenset({"chat", "text"})
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -205,18 +208,18 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExperimentConfig":
-        chat = [s.name for s in self.sources if s.name == "chat"]
-        if chat and len(chat) != len(self.sources):
-            raise ValueError("sources: the 'chat' source cannot be mixed with image sources in one config")
+        lm = [s.name for s in self.sources if s.name in LM_SOURCES]
+        if lm and len(lm) != len(self.sources):
+            raise ValueError(f"sources: the language-model sources {sorted(LM_SOURCES)} cannot be mixed with image sources")
         kinds = {c.kind for c in self.consequences}
-        if "jailbreak_transfer" in kinds and not chat:
-            raise ValueError("consequences: jailbreak_transfer needs the 'chat' source (language-model pairs)")
-        if "attack_transfer" in kinds and chat:
-            raise ValueError("consequences: attack_transfer needs an image source, not 'chat'")
-        if chat:
+        if "jailbreak_transfer" in kinds and lm != ["chat"] * len(self.sources):
+            raise ValueError("consequences: jailbreak_transfer needs the 'chat' source (chat-model pairs)")
+        if "attack_transfer" in kinds and lm:
+            raise ValueError(f"consequences: attack_transfer needs an image source, not {lm[0]!r}")
+        if lm:
             bad = [d.kind for d in self.overlap.designs if d.kind not in ("data", "task")]
             if bad:
-                raise ValueError(f"overlap.designs: the chat source supports kinds 'data' and 'task', not {bad}")
+                raise ValueError(f"overlap.designs: the {lm[0]} source supports kinds 'data' and 'task', not {bad}")
         return self
 
     def consequence(self, kind: str) -> AttackTransferSpec | JailbreakTransferSpec | None:
@@ -278,7 +281,7 @@ def _check_against_registries(config: ExperimentConfig) -> None:
     if stray:
         raise ConfigError(f"measures.params: {stray} is taken by none of the selected measures; "
                           f"they accept {sorted(accepted)}")
-    if config.sources[0].name != "chat":
+    if config.sources[0].name != "chat":  # chat models are built by reprsim.chat from their train config
         from reprsim import models
         from reprsim.train import TrainConfig
 

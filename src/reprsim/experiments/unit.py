@@ -233,6 +233,10 @@ def execute_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, *, log_p
             from reprsim.experiments.chat_unit import chat_unit
 
             rows = chat_unit(config, unit, Path(cache_dir), timings, progress)
+        elif unit.source.name == "text":
+            from reprsim.experiments.text_unit import text_unit
+
+            rows = text_unit(config, unit, Path(cache_dir), timings, progress)
         else:
             rows = _image_unit(config, unit, Path(cache_dir), timings, progress)
         timings["total"] = round(time.perf_counter() - t0, 3)
@@ -272,6 +276,11 @@ def preflight(config: ExperimentConfig, units: list[Unit]) -> None:
         from reprsim.experiments.chat_unit import chat_preflight
 
         chat_preflight(config, units)
+        return
+    if units[0].source.name == "text":
+        from reprsim.experiments.text_unit import text_preflight
+
+        text_preflight(config, units)
         return
     from reprsim import models
 
