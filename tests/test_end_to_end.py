@@ -29,6 +29,8 @@ def test_quick_config_runs_through_the_cli_and_reports(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_units"] == 4
     assert "<img" in (out / "report.html").read_text()
+    assert set(zip(df.layer_a, df.layer_b)) == {(a, b) for a in ("hidden.0", "penultimate") for b in ("hidden.0", "penultimate")}
+    assert (out / "figures" / "layers.png").exists()
 
 
 def test_default_data_shows_similarity_and_transfer_rising_with_data_overlap(tmp_path):

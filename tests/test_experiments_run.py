@@ -194,3 +194,19 @@ def test_local_and_ray_executors_give_identical_results(tmp_path):
     local = load_results(tmp_path / "local").sort_values(key).reset_index(drop=True)
     remote = load_results(tmp_path / "ray").sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(local[key + ["value", "acc_a", "acc_b"]], remote[key + ["value", "acc_a", "acc_b"]])
+
+
+def test_every_layer_pair_is_kept_and_permutation_p_values_are_recorded(tmp_path):
+    config = tiny_config(
+        layers=["block2", "penultimate"],
+        probes=[],
+        overlap={"designs": [{"kind": "data", "fractions": [1.0]}]},
+        measures={"names": ["cka"], "params": {}, "permutations": 19},
+    )
+    run(config, tmp_path / "run", tmp_path / "cache")
+    df = load_results(tmp_path / "run")
+    assert sorted(zip(df.layer_a, df.layer_b)) == [
+        ("block2", "block2"), ("block2", "penultimate"), ("penultimate", "block2"), ("penultimate", "penultimate")]  # fmt: skip
+    # p = (1 + #{null ≥ observed}) / (K + 1) with K = 19
+    assert df.p_value.between(1 / 20, 1).all()
+    assert np.allclose((df.p_value * 20) % 1, 0)

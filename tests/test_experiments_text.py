@@ -4,19 +4,22 @@ import numpy as np
 import pytest
 
 import reprsim.train
+from reprsim.data.text import list_domains
 from reprsim.errors import ReprsimError
 from reprsim.experiments import load_results, parse_config, run_experiment
 from reprsim.experiments.grid import expand
-from reprsim.experiments.text_unit import make_text_pair, sample_windows, text_options, text_preflight
+from reprsim.experiments.text_unit import (
+    domain_tokens,
+    make_text_pair,
+    sample_windows,
+    text_options,
+    text_preflight,
+)
 
 DOMAINS = ["shakespeare", "bible", "python_code", "python_docs", "fortunes", "jargon"]
 
-try:  # the six domains ship with installed packages (scripts/setup.sh)
-    from reprsim.data.text import list_domains
-
-    _INSTALLED = set(list_domains(available_only=True))
-except Exception:  # pragma: no cover
-    _INSTALLED = set()
+# the six domains ship with installed packages (scripts/setup.sh)
+_INSTALLED = set(list_domains(available_only=True))
 pytestmark = pytest.mark.skipif(not set(DOMAINS) <= _INSTALLED, reason="needs the six text domains: run scripts/setup.sh")
 
 
@@ -96,6 +99,33 @@ def test_splits_follow_the_paper_rules():
     assert len(set(task.domains["a"]) & set(task.domains["b"])) == 1 and len(task.domains["a"]) == 3
     # balance: every domain contributes the same number of training bytes
     assert len({len(d) for d in task.train["a"] + task.train["b"]}) == 1
+
+
+@pytest.mark.parametrize("balance", ["truncate", "repeat", "none"])
+def test_task_balance_evens_out_domains(balance):
+    source = {"name": "text", "options": {"domains": DOMAINS, "max_bytes": 40000 if balance == "truncate" else None,
+                                          "balance": balance}}
+    config = parse_config(tiny_config([{"kind": "task", "fractions": [0.0]}], sources=[source]))
+    unit = expand(config)[0]
+    opts = text_options(unit.source)
+    pair = make_text_pair(unit, opts, block_size=16)
+    totals = {}
+    for side in ("a", "b"):
+        for doc in pair.train[side]:  # documents of one domain are whole copies or leading pieces of it
+            name = next(d for d in pair.domains[side] if _is_prefix(doc, d, opts))
+            totals[name] = totals.get(name, 0) + len(doc)
+    assert set(totals) == set(DOMAINS)
+    full = {d: len(domain_tokens(d, opts.max_bytes, opts.val_fraction)[0]) for d in DOMAINS}
+    if balance == "none":
+        assert totals == full
+    else:  # every domain contributes as many training bytes as the target length
+        target = min(full.values()) if balance == "truncate" else max(full.values())
+        assert set(totals.values()) == {target}
+
+
+def _is_prefix(doc, name, opts) -> bool:
+    tokens = domain_tokens(name, opts.max_bytes, opts.val_fraction)[0]
+    return len(doc) <= len(tokens) and np.array_equal(tokens[:len(doc)], doc)
 
 
 def test_sample_windows_are_seeded_contiguous_and_inside_documents():

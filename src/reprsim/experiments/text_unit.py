@@ -7,9 +7,12 @@ The paper's nanoGPT experiments (PAPER.md §1c, §1d, §2D, §4), on the offline
   each model gets half of them, ``round(f · n_chunks/2)`` shared
   (:func:`reprsim.data.splits.chunk_split`); training windows lie inside a model's chunks.
 * **task overlap**: each model trains on ``per_model`` (3) of the domains, ``round(3f)`` shared
-  (:func:`reprsim.data.splits.corpus_split`). With ``balance`` (default) every domain's training
-  part is cut to the length of the shortest listed domain, so a uniform random window of the
-  model's token list is a uniform domain followed by a uniform window, as in the paper.
+  (:func:`reprsim.data.splits.corpus_split`). The paper draws a uniform domain, then a uniform
+  window; training draws uniform windows over all of a model's tokens, so ``balance`` evens the
+  domains out: ``"truncate"`` (default, exact) cuts every domain's training part to the shortest
+  listed one, ``"repeat"`` keeps all text and repeats each domain up to the longest one's
+  length (whole copies plus a leading piece; uniform up to the window edges), ``"none"``
+  samples domains in proportion to their length.
 
 The last ``val_fraction`` of every domain's byte stream is validation: never trained on, it
 gives the probe windows and the held-out scores. Representations are the configured layers
@@ -18,7 +21,7 @@ over the window.
 
 Source options (``sources: [{name: text, options: {...}}]``): ``domains`` (list of names),
 ``max_bytes`` (truncate each domain first, for speed), ``val_fraction`` (default 0.1),
-``balance`` (default true), ``n_chunks`` (default 80), ``per_model`` (default 3). The model is a
+``balance`` (default ``"truncate"``), ``n_chunks`` (default 80), ``per_model`` (default 3). The model is a
 zoo language model (``gpt``, ``gpt_nano``, ...) built with ``vocab_size=256`` and
 ``block_size=train.block_size``.
 """
@@ -41,10 +44,12 @@ from reprsim.errors import ReprsimError
 from reprsim.experiments.config import ExperimentConfig, SourceSpec
 from reprsim.experiments.grid import Unit, content_hash
 from reprsim.experiments.similarity import similarity_rows
+from reprsim.experiments.weights import cached_model
 
 VOCAB_SIZE = 256
 EVAL_SEED = 0  # held-out scoring windows: the same for every model, so A and B are comparable
 _OPTIONS = ("domains", "max_bytes", "val_fraction", "balance", "n_chunks", "per_model")
+_BALANCE = ("truncate", "repeat", "none")
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class TextOptions:
     domains: tuple[str, ...]
     max_bytes: int | None = None
     val_fraction: float = 0.1
-    balance: bool = True
+    balance: str = "truncate"  # truncate | repeat | none
     n_chunks: int = 80
     per_model: int = 3
 
@@ -87,7 +92,10 @@ def text_options(source: SourceSpec) -> TextOptions:
         value = opts.get(key, TextOptions.__dataclass_fields__[key].default)
         if isinstance(value, bool) or not isinstance(value, int) or value < (2 if key == "n_chunks" else 1):
             raise ValueError(f"sources.text.options.{key} must be an int >= {2 if key == 'n_chunks' else 1}, got {value!r}")
-    return TextOptions(tuple(domains), max_bytes, float(val_fraction), bool(opts.get("balance", True)),
+    balance = opts.get("balance", "truncate")
+    if balance not in _BALANCE:
+        raise ValueError(f"sources.text.options.balance must be one of {list(_BALANCE)}, got {balance!r}")
+    return TextOptions(tuple(domains), max_bytes, float(val_fraction), balance,
                        int(opts.get("n_chunks", 80)), int(opts.get("per_model", 3)))  # fmt: skip
 
 
@@ -99,7 +107,7 @@ def domain_tokens(name: str, max_bytes: int | None, val_fraction: float) -> tupl
     tokens = encode(load_domain(name))
     if max_bytes is not None:
         tokens = tokens[:max_bytes]
-    cut = len(tokens) - int(round(len(tokens) * val_fraction))
+    cut = len(tokens) - round(len(tokens) * val_fraction)
     return tokens[:cut], tokens[cut:]
 
 
@@ -126,18 +134,30 @@ def make_text_pair(unit: Unit, opts: TextOptions, block_size: int) -> TextPair:
     if unit.overlap_kind == "task":
         split = corpus_split(list(opts.domains), unit.task_fraction, per_model=opts.per_model, seed=seed)
         parts = {d: domain_tokens(d, opts.max_bytes, opts.val_fraction)[0] for d in opts.domains}
-        length = min(len(t) for t in parts.values()) if opts.balance else None
+        shortest, longest = min(len(t) for t in parts.values()), max(len(t) for t in parts.values())
+        if opts.balance == "truncate":
+            parts = {d: t[:shortest] for d, t in parts.items()}
+        docs = {d: _repeat_to(t, longest, block_size) if opts.balance == "repeat" else [t] for d, t in parts.items()}
         domains = {side: [opts.domains[i] for i in classes] for side, classes in (("a", split.a_classes), ("b", split.b_classes))}
-        train = {side: [parts[d][:length] for d in names] for side, names in domains.items()}
+        train = {side: [doc for d in names for doc in docs[d]] for side, names in domains.items()}
         return TextPair(split, train, domains)
     raise ValueError(f"the text source supports overlap kinds 'data' and 'task', not {unit.overlap_kind!r}")
+
+
+def _repeat_to(tokens: np.ndarray, total: int, block_size: int) -> list[np.ndarray]:
+    """``tokens`` listed whole ``total // len`` times plus a leading piece, ``total`` tokens in all.
+
+    A piece too short for one training window (``<= block_size``) is dropped.
+    """
+    copies, rest = divmod(total, len(tokens))
+    return [tokens] * copies + ([tokens[:rest]] if rest > block_size else [])
 
 
 def sample_windows(docs: list[np.ndarray], n: int, length: int, seed: int | list[int]) -> np.ndarray:
     """``n`` windows of ``length`` tokens: a uniform document, then a uniform start inside it.
 
     Returns an int64 array of shape (n, length); (0, length) when ``docs`` is empty or ``n`` is 0.
-    Documents shorter than ``length`` are skipped; if all are, ValueError says how to fix it.
+    Documents shorter than ``length`` are skipped (all of them too short also gives (0, length)).
     """
     docs = [d for d in docs if len(d) >= length]
     if not docs or n == 0:
@@ -169,7 +189,8 @@ def heldout_scores(model: torch.nn.Module, windows: np.ndarray, batch_size: int 
             chunk = torch.from_numpy(windows[s:s + batch_size]).to(device)
             x, y = chunk[:, :-1], chunk[:, 1:]
             logits = model(x).float()
-            loss_sum += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"))
+            flat = logits.reshape(-1, logits.shape[-1])
+            loss_sum += float(torch.nn.functional.cross_entropy(flat, y.reshape(-1), reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
             count += y.numel()
     finally:
@@ -194,8 +215,6 @@ def trained_text_model(unit: Unit, side: str, pair: TextPair, opts: TextOptions,
     ``(model in eval mode, info)`` with ``val_loss``, ``perplexity`` and ``acc`` (next-token
     accuracy) on validation windows of the model's own domains, and ``seconds``.
     """
-    from safetensors.torch import load_file, save_file
-
     from reprsim.train import TrainConfig, train
 
     cfg = TrainConfig.from_dict(unit.train)
@@ -209,30 +228,18 @@ def trained_text_model(unit: Unit, side: str, pair: TextPair, opts: TextOptions,
         "order": seeds[f"order_{side}"], "tokens": digest.hexdigest(), "vocab": VOCAB_SIZE,
         "validation": [pair.domains[side], opts.max_bytes, opts.val_fraction],
     })  # fmt: skip
-    weights = cache_dir / "models" / f"text-{key}.safetensors"
-    info_path = weights.with_suffix(".json")
-    model = _build(unit, side, cfg.block_size)
-    if weights.exists() and info_path.exists():
-        model.load_state_dict(load_file(str(weights)))
-        model.eval()
-        return model, json.loads(info_path.read_text())
-
     validation = _validation(opts, pair.domains[side])
-    eval_set = [v for v in validation if len(v) > cfg.block_size] if cfg.early_stopping_patience is not None else None
-    result = train(model, [np.asarray(d, dtype=np.int64) for d in pair.train[side]], cfg, seeds[f"order_{side}"],
-                   eval_dataset=eval_set or None, checkpoint_dir=cache_dir / "checkpoints" / f"text-{key}",
-                   progress=progress)  # fmt: skip
-    n_eval = cfg.eval_batches * cfg.batch_size
-    info = heldout_scores(result.model, sample_windows(validation, n_eval, cfg.block_size + 1, EVAL_SEED),
-                          cfg.eval_batch_size) | {"seconds": float(result.seconds)}  # fmt: skip
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(".tmp")
-    # clone: the GPT ties lm_head to the embedding, and safetensors refuses shared storage
-    save_file({k: v.detach().clone().contiguous() for k, v in result.model.state_dict().items()}, str(tmp))
-    tmp.replace(weights)
-    info_path.write_text(json.dumps(info))
-    result.model.eval()
-    return result.model, info
+
+    def fit(model, checkpoint_dir):
+        eval_set = [v for v in validation if len(v) > cfg.block_size] if cfg.early_stopping_patience is not None else None
+        result = train(model, [np.asarray(d, dtype=np.int64) for d in pair.train[side]], cfg, seeds[f"order_{side}"],
+                       eval_dataset=eval_set or None, checkpoint_dir=checkpoint_dir, progress=progress)  # fmt: skip
+        n_eval = cfg.eval_batches * cfg.batch_size
+        info = heldout_scores(result.model, sample_windows(validation, n_eval, cfg.block_size + 1, EVAL_SEED),
+                              cfg.eval_batch_size) | {"seconds": float(result.seconds)}  # fmt: skip
+        return result.model, info
+
+    return cached_model(_build(unit, side, cfg.block_size), f"text-{key}", cache_dir, fit)
 
 
 def text_probes(unit: Unit, pair: TextPair, opts: TextOptions, n: int, length: int,

@@ -27,6 +27,7 @@ from reprsim.experiments.config import ExperimentConfig, SourceSpec
 from reprsim.experiments.grid import Unit, content_hash
 from reprsim.experiments.pairs import PairData, make_pair_data
 from reprsim.experiments.similarity import similarity_rows
+from reprsim.experiments.weights import cached_model
 
 log = logging.getLogger("reprsim.unit")
 
@@ -89,8 +90,6 @@ def trained_model(unit: Unit, side: str, pair: PairData, cache_dir: Path, progre
 
     Returns ``(model, info)`` with ``info`` holding test accuracy and training time.
     """
-    from safetensors.torch import load_file, save_file
-
     from reprsim import models
     from reprsim.train import TrainConfig, train
 
@@ -106,33 +105,17 @@ def trained_model(unit: Unit, side: str, pair: PairData, cache_dir: Path, progre
         "train": unit.train, "init": seeds[f"init_{side}"], "order": seeds[f"order_{side}"],
         "examples": examples, "classes": num_classes,
     })  # fmt: skip
-    weights = cache_dir / "models" / f"{key}.safetensors"
-    info_path = weights.with_suffix(".json")
-
     model = models.build(unit.model.name, input_shape=tuple(x.shape[1:]), num_classes=num_classes,
                          seed=seeds[f"init_{side}"], **unit.model.options)  # fmt: skip
-    if weights.exists() and info_path.exists():
-        model.load_state_dict(load_file(str(weights)))
-        model.eval()
-        return model, json.loads(info_path.read_text())
 
-    eval_x, eval_y = pair.eval_set(side)
-    result = train(
-        model, (x, y), TrainConfig.from_dict(unit.train), seeds[f"order_{side}"],
-        eval_dataset=(eval_x, eval_y), checkpoint_dir=cache_dir / "checkpoints" / key, progress=progress,
-    )  # fmt: skip
-    info = {
-        "train_accuracy": float(result.train_accuracy),
-        "eval_accuracy": float(result.eval_accuracy),
-        "seconds": float(result.seconds),
-    }
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(".tmp")
-    save_file({k: v.detach().clone().contiguous() for k, v in result.model.state_dict().items()}, str(tmp))
-    tmp.replace(weights)
-    info_path.write_text(json.dumps(info))
-    result.model.eval()
-    return result.model, info
+    def fit(model, checkpoint_dir):
+        result = train(model, (x, y), TrainConfig.from_dict(unit.train), seeds[f"order_{side}"],
+                       eval_dataset=pair.eval_set(side), checkpoint_dir=checkpoint_dir, progress=progress)  # fmt: skip
+        info = {"train_accuracy": float(result.train_accuracy), "eval_accuracy": float(result.eval_accuracy),
+                "seconds": float(result.seconds)}  # fmt: skip
+        return result.model, info
+
+    return cached_model(model, key, cache_dir, fit)
 
 
 # ---------------------------------------------------------------------------------------------
