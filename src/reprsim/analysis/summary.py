@@ -116,6 +116,12 @@ def _trend(low: float, high: float) -> str:
     return "rises" if low > 0 else ("falls" if high < 0 else "flat")
 
 
+def _is_distance(measure: str) -> bool:
+    from reprsim.metrics import MEASURES
+
+    return measure in MEASURES and MEASURES[measure].kind == "distance"
+
+
 def _effect_sentence(r: pd.Series) -> tuple[str, str]:
     m, kind = measure_label(r["measure"]), kind_label(r["overlap_kind"])
     where = f"on probe set '{r['probe_set']}'" + (f" ({r['probe_role']})" if r["probe_role"] else "")
@@ -126,6 +132,8 @@ def _effect_sentence(r: pd.Series) -> tuple[str, str]:
         "flat": "does not rise (the slope's 95% CI includes 0)",
         "undetermined": "cannot be assessed (too few units or fraction levels)",
     }[trend]
+    if _is_distance(r["measure"]) and trend in ("rises", "falls"):
+        verb += " (a distance: lower means more similar)"
     d = _decimals(r["value_at_min"], r["value_at_max"], r["value_at_max"] - r["value_at_min"])
     text = (
         f"{m} {verb} with {kind} {where}: slope {fmt_ci(r['slope'], r['slope_low'], r['slope_high'])}, "
