@@ -210,3 +210,17 @@ def test_every_layer_pair_is_kept_and_permutation_p_values_are_recorded(tmp_path
     # p = (1 + #{null ≥ observed}) / (K + 1) with K = 19
     assert df.p_value.between(1 / 20, 1).all()
     assert np.allclose((df.p_value * 20) % 1, 0)
+
+
+def test_worker_processes_stream_each_units_stages(tmp_path):
+    from reprsim.experiments.executors import LocalExecutor, UnitTask
+    from reprsim.experiments.grid import expand
+
+    config = parse_config(tiny_config(probes=[]))
+    tasks = [UnitTask(config, unit, tmp_path / "cache") for unit in expand(config)[:2]]
+    seen: dict[str, list[str]] = {}
+    outcomes = list(LocalExecutor(workers=2).submit_all(tasks, on_stage=lambda uid, st: seen.setdefault(uid, []).append(st)))
+    assert {task.unit.unit_id for task, _ in outcomes} == set(seen)
+    for stages in seen.values():
+        assert stages == ["split", "train_a", "train_b", "features", "measures"]
+    assert all(outcome["status"]["status"] == "ok" for _, outcome in outcomes)

@@ -6,17 +6,20 @@ runs each unit as a Ray task declaring its CPU/GPU needs. Both call the same
 writes the run folder (workers of a cluster need not share its file system).
 
 Adding an executor (e.g. Slurm through ``submitit``) means implementing ``submit_all``: take a list
-of :class:`UnitTask` and yield ``(task, outcome)`` pairs as units finish.
+of :class:`UnitTask` and yield ``(task, outcome)`` pairs as units finish (optionally calling
+``on_stage(unit_id, stage)`` as units move through their stages).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from queue import Empty
+from typing import Any
 
 from reprsim.errors import ReprsimError
 from reprsim.experiments.config import ExecutionSpec, ExperimentConfig
@@ -33,18 +36,23 @@ class UnitTask:
     cache_dir: Path
     log_path: Path | None = None
     progress: bool = False
+    stage_queue: Any = None  # a multiprocessing queue receiving the unit's stage records
 
     def __call__(self) -> dict:
-        return execute_unit(self.config, self.unit, self.cache_dir, log_path=self.log_path, progress=self.progress)
+        return execute_unit(self.config, self.unit, self.cache_dir, log_path=self.log_path, progress=self.progress,
+                            stage_queue=self.stage_queue)  # fmt: skip
 
 
 def _run_task(task: UnitTask) -> dict:
     return task()
 
 
+StageCallback = Callable[[str, str], None]
+
+
 class Executor(ABC):
     @abstractmethod
-    def submit_all(self, tasks: list[UnitTask]) -> Iterator[tuple[UnitTask, dict]]:
+    def submit_all(self, tasks: list[UnitTask], on_stage: StageCallback | None = None) -> Iterator[tuple[UnitTask, dict]]:
         """Run the tasks; yield ``(task, outcome)`` as each finishes (any order)."""
 
 
@@ -54,22 +62,38 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int = 1):
         self.workers = workers
 
-    def submit_all(self, tasks: list[UnitTask]) -> Iterator[tuple[UnitTask, dict]]:
-        if self.workers <= 1 or len(tasks) <= 1:
+    def submit_all(self, tasks: list[UnitTask], on_stage: StageCallback | None = None) -> Iterator[tuple[UnitTask, dict]]:
+        if self.workers <= 1 or len(tasks) <= 1:  # in this process: the unit shows its own stage bar
             for task in tasks:
                 yield task, task()
             return
         context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+        manager = context.Manager() if on_stage is not None else None
+        queue = manager.Queue() if manager is not None else None
+        if queue is not None:
+            tasks = [replace(task, stage_queue=queue) for task in tasks]
         pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
         try:
             pending = {pool.submit(_run_task, task): task for task in tasks}
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait(pending, timeout=None if queue is None else 0.5, return_when=FIRST_COMPLETED)
+                _drain_stages(queue, on_stage)
                 for future in done:
                     task = pending.pop(future)
                     yield task, future.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            if manager is not None:
+                manager.shutdown()
+
+
+def _drain_stages(queue: Any, on_stage: StageCallback | None) -> None:
+    while queue is not None and on_stage is not None:
+        try:
+            record = queue.get_nowait()
+        except Empty:
+            return
+        on_stage(record.unit_id, record.getMessage().removeprefix("stage "))
 
 
 class RayExecutor(Executor):
@@ -89,8 +113,8 @@ class RayExecutor(Executor):
             ray.init(**init_kwargs)
         self._remote = ray.remote(num_cpus=threads_per_unit, num_gpus=gpus_per_unit, max_retries=0)(_run_task)
 
-    def submit_all(self, tasks: list[UnitTask]) -> Iterator[tuple[UnitTask, dict]]:
-        ray = self._ray
+    def submit_all(self, tasks: list[UnitTask], on_stage: StageCallback | None = None) -> Iterator[tuple[UnitTask, dict]]:
+        ray = self._ray  # stages are not streamed back from a cluster: each unit's log has them
         pending = {self._remote.remote(task): task for task in tasks}
         try:
             while pending:

@@ -91,16 +91,20 @@ def run_experiment(
     ]  # fmt: skip
     ran = []
     bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="sweep", unit="pair", disable=not progress)
+    # With worker processes, a second line shows the stage of every running unit.
+    stages = _StageLine({u.unit_id: u for u in todo}, enabled=progress and config.execution.workers > 1)
     try:
-        for task, outcome in executor.submit_all(tasks):
+        for task, outcome in executor.submit_all(tasks, on_stage=stages.update if stages.enabled else None):
             uid = task.unit.unit_id
             store.write_unit(uid, unit_record(task.unit), outcome.get("rows"), outcome["status"])
             ran.append(uid)
-            bar.set_postfix_str(f"{uid[:40]} {outcome['status']['status']}")
+            stages.finish(uid)
+            bar.set_postfix_str(f"{_label(task.unit)} {outcome['status']['status']}")
             bar.update(1)
             if outcome["status"]["status"] != "ok":
                 tqdm.write(f"unit {uid} failed: {outcome['status'].get('error')}", file=sys.stderr)
     finally:
+        stages.close()
         bar.close()
 
     results = store.assemble([u.unit_id for u in units])
@@ -111,6 +115,38 @@ def run_experiment(
     if report and not results.empty:
         summary.report = _build_report(Path(run_dir))
     return summary
+
+
+def _label(unit: Unit) -> str:
+    """A short name of a unit for progress displays, e.g. ``task t=0.4 s=1``."""
+    parts = [unit.overlap_kind]
+    if unit.data_fraction is not None and unit.overlap_kind != "attribute":
+        parts.append(f"d={unit.data_fraction:g}")
+    if unit.task_fraction is not None and unit.overlap_kind != "data":
+        parts.append(f"t={unit.task_fraction:g}")
+    return " ".join(parts + [f"s={unit.seed}"])
+
+
+class _StageLine:
+    """A progress line listing the current stage of each running unit."""
+
+    def __init__(self, units: dict[str, Unit], enabled: bool):
+        self.units, self.enabled, self.running = units, enabled, {}
+        self.line = tqdm(total=0, bar_format="{desc}", position=1, leave=False, disable=not enabled)
+
+    def update(self, unit_id: str, stage: str) -> None:
+        self.running[unit_id] = stage
+        self._show()
+
+    def finish(self, unit_id: str) -> None:
+        self.running.pop(unit_id, None)
+        self._show()
+
+    def _show(self) -> None:
+        self.line.set_description_str(" | ".join(f"{_label(self.units[u])}: {s}" for u, s in self.running.items()))
+
+    def close(self) -> None:
+        self.line.close()
 
 
 def _build_report(run_dir: Path) -> Path | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import logging.handlers
 import time
 import traceback
 from contextlib import contextmanager
@@ -204,9 +205,17 @@ def _attack_columns(spec, unit: Unit, pair: PairData, model_a, model_b, seed: in
 
 
 def execute_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, *, log_path: Path | None = None,
-                 progress: bool = False) -> dict:  # fmt: skip
-    """Run one unit; return ``{"rows": [...] | None, "status": {...}}`` (never raises)."""
-    handler = _attach_log(log_path)
+                 progress: bool = False, stage_queue: Any = None) -> dict:  # fmt: skip
+    """Run one unit; return ``{"rows": [...] | None, "status": {...}}`` (never raises).
+
+    Stages are logged to ``log_path`` and, when ``stage_queue`` (a multiprocessing queue) is given,
+    sent to it as log records carrying ``unit_id``, so a driver can show what each worker is doing.
+    """
+    handlers = [h for h in (_file_handler(log_path), _stage_handler(stage_queue, unit.unit_id)) if h is not None]
+    root = logging.getLogger("reprsim")
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.execution.threads_per_unit)
     timings: dict[str, float] = {}
@@ -231,20 +240,39 @@ def execute_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, *, log_p
                                          "traceback": traceback.format_exc(), "timings": timings}}  # fmt: skip
     finally:
         torch.set_num_threads(previous_threads)
-        if handler is not None:
-            logging.getLogger("reprsim").removeHandler(handler)
+        for handler in handlers:
+            root.removeHandler(handler)
             handler.close()
 
 
-def _attach_log(log_path: Path | None) -> logging.Handler | None:
+def _file_handler(log_path: Path | None) -> logging.Handler | None:
     if log_path is None:
         return None
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("reprsim")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    return handler
+
+
+class _StageRecords(logging.Filter):
+    """Passes only this module's "stage NAME" records, tagged with the unit they belong to."""
+
+    def __init__(self, unit_id: str):
+        super().__init__()
+        self.unit_id = unit_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != log.name or not record.getMessage().startswith("stage "):
+            return False
+        record.unit_id = self.unit_id
+        return True
+
+
+def _stage_handler(queue: Any, unit_id: str) -> logging.Handler | None:
+    if queue is None:
+        return None
+    handler = logging.handlers.QueueHandler(queue)
+    handler.addFilter(_StageRecords(unit_id))
     return handler
 
 
