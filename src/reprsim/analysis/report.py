@@ -102,25 +102,25 @@ pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}.finding{margin
 _FLOAT = "{:.4g}".format
 
 
-def _records_frame(records: Any) -> pd.DataFrame:
-    return pd.DataFrame(records) if records else pd.DataFrame()
+def _records_frame(records: Any, columns: list[str] | None = None) -> pd.DataFrame:
+    """The records as a DataFrame, restricted to ``columns`` (those present) when given."""
+    frame = pd.DataFrame(records) if records else pd.DataFrame()
+    if columns and not frame.empty:
+        frame = frame[[c for c in columns if c in frame.columns]]
+    return frame
 
 
 def _html_table(records: Any, columns: list[str] | None = None) -> str:
-    frame = _records_frame(records)
+    frame = _records_frame(records, columns)
     if frame.empty:
         return '<p class="note">(nothing to show)</p>'
-    if columns:
-        frame = frame[[c for c in columns if c in frame.columns]]
     return frame.to_html(index=False, border=0, na_rep="", float_format=_FLOAT, escape=True)
 
 
 def _md_table(records: Any, columns: list[str] | None = None) -> str:
-    frame = _records_frame(records)
+    frame = _records_frame(records, columns)
     if frame.empty:
         return "(nothing to show)\n"
-    if columns:
-        frame = frame[[c for c in columns if c in frame.columns]]
 
     def cell(v: Any) -> str:
         if v is None or (isinstance(v, float) and not np.isfinite(v)):

@@ -14,7 +14,7 @@ from pathlib import Path
 from reprsim.errors import ReprsimError
 from reprsim.experiments.config import ExperimentConfig
 from reprsim.experiments.grid import Unit
-from reprsim.experiments.similarity import similarity_rows
+from reprsim.experiments.similarity import probe_rows
 
 # probe prompt group -> probe role (see reprsim.chat.pipeline.probe_sets)
 _ROLES = {"forbidden": "id", "benign": "common", "benign_one": "ood_one", "ood": "ood_all"}
@@ -33,30 +33,32 @@ def _fraction(unit: Unit) -> float:
 def chat_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: dict, progress: bool) -> list[dict]:
     from reprsim.attacks.jailbreak import jailbreak_transfer_stage
     from reprsim.chat.pipeline import probe_sets, train_pair
-    from reprsim.experiments.unit import _stage
+    from reprsim.experiments.unit import timed_stage
     from reprsim.features import extract
 
     seeds = unit.seeds()
     world = _world(unit)
-    with _stage(timings, "train_pair"):
+    with timed_stage(timings, "train_pair"):
         pair = train_pair(world, unit.overlap_kind, _fraction(unit), unit.seed, dict(unit.train),
                           workdir=cache_dir / "chat", progress=progress)  # fmt: skip
-    with _stage(timings, "features"):
+    with timed_stage(timings, "features"):
         probes = probe_sets(world, pair.split, n=config.probe_size, seed=seeds["probe"])
         feats = {
             (name, side): extract(model, tokens, layers=config.layers, pool="mean")
             for name, tokens in probes.items()
             for side, model in (("a", pair.model_a), ("b", pair.model_b))
         }
-    with _stage(timings, "measures"):
-        rows = []
-        for name, tokens in probes.items():
-            for row in similarity_rows(config.measures, feats[name, "a"], feats[name, "b"], config.layers, seeds["probe"]):
-                rows.append({"probe_set": name, "probe_role": _ROLES.get(name, "id"), "n_probe": len(tokens), **row})
+    with timed_stage(timings, "measures"):
+        rows = [
+            row
+            for name, tokens in probes.items()
+            for row in probe_rows(config.measures, name, _ROLES.get(name, "id"), len(tokens), feats[name, "a"],
+                                  feats[name, "b"], config.layers, seeds["probe"])  # fmt: skip
+        ]
     consequences = {}
     spec = config.consequence("jailbreak_transfer")
     if spec is not None:
-        with _stage(timings, "jailbreak_transfer"):
+        with timed_stage(timings, "jailbreak_transfer"):
             consequences = jailbreak_transfer_stage(pair.model_a, pair.model_b, world, pair.split,
                                                     seed=seeds["attack"], **spec.params)  # fmt: skip
     common = unit.describe() | {"status": "ok"} | pair.metrics

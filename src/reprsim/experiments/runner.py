@@ -51,7 +51,7 @@ def plan(config: ExperimentConfig, run_dir: str | Path) -> pd.DataFrame:
     rows = []
     for unit in expand(config):
         row = unit.describe()
-        row["status"] = store.status(unit.unit_id) if store.root.exists() else "pending"
+        row["status"] = store.status(unit.unit_id)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -76,8 +76,7 @@ def run_experiment(
     units = expand(config)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     wanted = {"pending", "failed"} if retry_failed else {"pending"}
-    store_exists = store.root.exists()
-    todo = [u for u in units if (store.status(u.unit_id) if store_exists else "pending") in wanted]
+    todo = [u for u in units if store.status(u.unit_id) in wanted]
 
     # Everything that can be checked without training is checked before any unit starts.
     preflight(config, todo)

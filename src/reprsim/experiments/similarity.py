@@ -16,15 +16,14 @@ def similarity_rows(spec: MeasureSpec, feats_a: dict[str, np.ndarray], feats_b: 
     probe set (e.g. no common classes at task overlap 0), or one not larger than k, gives NaN rows, so the table records it.
     """
     names = spec.resolved_names()
+    prepared_a, prepared_b = _prepared(spec, feats_a, layers), _prepared(spec, feats_b, layers)
     rows = []
     for layer_a in layers:
         for layer_b in layers:
-            xa, xb = feats_a.get(layer_a), feats_b.get(layer_b)
-            if xa is None or xb is None or len(xa) <= max(int(spec.params.get("k", 0)), 3):
+            xa, xb = prepared_a.get(layer_a), prepared_b.get(layer_b)
+            if xa is None or xb is None:
                 values = {name: float("nan") for name in names}
             else:
-                xa = metrics.prepare(xa, normalize=spec.prepare.normalize, clip_quantile=spec.prepare.clip_quantile)
-                xb = metrics.prepare(xb, normalize=spec.prepare.normalize, clip_quantile=spec.prepare.clip_quantile)
                 values = metrics.compute_all(xa, xb, names=names, **_params_for(names, spec.params))
             for name in names:
                 p_value = float("nan")
@@ -34,6 +33,24 @@ def similarity_rows(spec: MeasureSpec, feats_a: dict[str, np.ndarray], feats_b: 
                 rows.append({"layer_a": layer_a, "layer_b": layer_b, "measure": name,
                              "value": float(values[name]), "p_value": p_value})  # fmt: skip
     return rows
+
+
+def probe_rows(spec: MeasureSpec, probe_set: str, probe_role: str, n_probe: int, feats_a: dict[str, np.ndarray],
+               feats_b: dict[str, np.ndarray], layers: list[str], seed: int) -> list[dict]:  # fmt: skip
+    """:func:`similarity_rows` of one probe set, each row tagged with ``probe_set``, ``probe_role``
+    and ``n_probe`` (the result-table columns every unit type writes)."""
+    tags = {"probe_set": probe_set, "probe_role": probe_role, "n_probe": n_probe}
+    return [tags | row for row in similarity_rows(spec, feats_a, feats_b, layers, seed)]
+
+
+def _prepared(spec: MeasureSpec, feats: dict[str, np.ndarray], layers: list[str]) -> dict[str, np.ndarray]:
+    """Each requested layer's features prepared once (layers missing or with ≤ max(k, 3) rows left out)."""
+    min_rows = max(int(spec.params.get("k", 0)), 3)
+    return {
+        layer: metrics.prepare(feats[layer], normalize=spec.prepare.normalize, clip_quantile=spec.prepare.clip_quantile)
+        for layer in layers
+        if layer in feats and len(feats[layer]) > min_rows
+    }
 
 
 def _params_for(names: list[str], params: dict) -> dict:

@@ -43,7 +43,7 @@ import torch
 from reprsim.errors import ReprsimError
 from reprsim.experiments.config import ExperimentConfig, SourceSpec
 from reprsim.experiments.grid import Unit, content_hash
-from reprsim.experiments.similarity import similarity_rows
+from reprsim.experiments.similarity import probe_rows
 from reprsim.experiments.weights import cached_model
 
 VOCAB_SIZE = 256
@@ -272,20 +272,20 @@ def text_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: di
     ``probe_set``, ``probe_role``, ``n_probe`` and the similarity columns (``layer_a``,
     ``layer_b``, ``measure``, ``value``, ``p_value``).
     """
-    from reprsim.experiments.unit import _stage
+    from reprsim.experiments.unit import timed_stage
     from reprsim.features import extract
     from reprsim.train import TrainConfig
 
     opts = text_options(unit.source)
     cfg = TrainConfig.from_dict(unit.train)
     seeds = unit.seeds()
-    with _stage(timings, "split"):
+    with timed_stage(timings, "split"):
         pair = make_text_pair(unit, opts, cfg.block_size)
-    with _stage(timings, "train_a"):
+    with timed_stage(timings, "train_a"):
         model_a, info_a = trained_text_model(unit, "a", pair, opts, cache_dir, progress)
-    with _stage(timings, "train_b"):
+    with timed_stage(timings, "train_b"):
         model_b, info_b = trained_text_model(unit, "b", pair, opts, cache_dir, progress)
-    with _stage(timings, "features"):
+    with timed_stage(timings, "features"):
         probes = text_probes(unit, pair, opts, config.probe_size, cfg.block_size, seeds["probe"])
         feats = {}
         for name, _, windows in probes:
@@ -295,11 +295,13 @@ def text_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: di
                             batch_size=cfg.eval_batch_size, cache_dir=cache_dir / "features")
                     if len(windows) else {}
                 )  # fmt: skip
-    with _stage(timings, "measures"):
-        rows = []
-        for name, role, windows in probes:
-            for row in similarity_rows(config.measures, feats[name, "a"], feats[name, "b"], config.layers, seeds["probe"]):
-                rows.append({"probe_set": name, "probe_role": role, "n_probe": len(windows), **row})
+    with timed_stage(timings, "measures"):
+        rows = [
+            row
+            for name, role, windows in probes
+            for row in probe_rows(config.measures, name, role, len(windows), feats[name, "a"], feats[name, "b"],
+                                  config.layers, seeds["probe"])  # fmt: skip
+        ]
     common = unit.describe() | {
         "status": "ok",
         "realised_data_fraction": float(pair.split.realised_data_fraction),
@@ -317,8 +319,8 @@ def text_preflight(config: ExperimentConfig, units: list[Unit]) -> None:
 
     Raises :class:`ReprsimError` naming the problem and the fix.
     """
-    from reprsim import models
     from reprsim.data.text import list_domains
+    from reprsim.experiments.unit import check_layers
     from reprsim.train import TrainConfig
 
     if config.probes:
@@ -366,7 +368,4 @@ def text_preflight(config: ExperimentConfig, units: list[Unit]) -> None:
         except (TypeError, ValueError) as exc:
             raise ReprsimError(f"models.{name}: {exc} (the text source needs a language model, "
                                "e.g. gpt or gpt_nano)") from None
-        available = set(models.layers(model)) | {"penultimate"}
-        missing = [layer for layer in config.layers if layer not in available]
-        if missing:
-            raise ReprsimError(f"layers: {missing} are not layers of model {name!r}; available: {sorted(available)}")
+        check_layers(model, config.layers, name)

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from reprsim.errors import ReprsimError
-from reprsim.experiments.config import ExperimentConfig, SourceSpec
+from reprsim.experiments.config import ExperimentConfig, ProbeSpec, SourceSpec
 from reprsim.experiments.grid import Unit, content_hash
 from reprsim.experiments.pairs import PairData, make_pair_data
-from reprsim.experiments.similarity import similarity_rows
+from reprsim.experiments.similarity import probe_rows
 from reprsim.experiments.weights import cached_model
 
 log = logging.getLogger("reprsim.unit")
@@ -60,6 +60,10 @@ def load_source(source: SourceSpec, split: str):
     return _load_cached(source.name, split, json.dumps(options, sort_keys=True))
 
 
+def load_probe(spec: ProbeSpec):
+    return _load_cached(spec.source, spec.split, json.dumps(spec.options, sort_keys=True))
+
+
 def _subsample(n_total: int, n: int, seed: int) -> np.ndarray:
     """A seeded subsample of ``n`` row indices (all rows, in order, when ``n >= n_total``)."""
     if n >= n_total:
@@ -77,7 +81,7 @@ def probe_sets(config: ExperimentConfig, pair: PairData, seed: int) -> list[Prob
         probes.append(Probe(name, role, pair.test.inputs[idx]))
     shape = tuple(pair.test.inputs.shape[1:])
     for spec in config.probes:
-        probe_data = _load_cached(spec.source, spec.split, json.dumps(spec.options, sort_keys=True))
+        probe_data = load_probe(spec)
         idx = _subsample(len(probe_data.inputs), config.probe_size, seed)
         probes.append(Probe(spec.name, "ood", match_shape(probe_data.inputs[idx], shape)))
     return probes
@@ -123,7 +127,7 @@ def trained_model(unit: Unit, side: str, pair: PairData, cache_dir: Path, progre
 # the unit
 # ---------------------------------------------------------------------------------------------
 @contextmanager
-def _stage(timings: dict, name: str, bar=None):
+def timed_stage(timings: dict, name: str, bar=None):
     t0 = time.perf_counter()
     log.info("stage %s", name)
     if bar is not None:
@@ -142,13 +146,13 @@ def _image_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: 
     seeds = unit.seeds()
     stages = 5 + len(config.consequences)
     bar = tqdm(total=stages, desc="split", leave=False, position=1, disable=not progress)
-    with _stage(timings, "split", bar):
+    with timed_stage(timings, "split", bar):
         pair = make_pair_data(unit, load_source(unit.source, "train"), load_source(unit.source, "test"), seeds["split"], cache_dir)
-    with _stage(timings, "train_a", bar):
+    with timed_stage(timings, "train_a", bar):
         model_a, info_a = trained_model(unit, "a", pair, cache_dir, progress)
-    with _stage(timings, "train_b", bar):
+    with timed_stage(timings, "train_b", bar):
         model_b, info_b = trained_model(unit, "b", pair, cache_dir, progress)
-    with _stage(timings, "features", bar):
+    with timed_stage(timings, "features", bar):
         probes = probe_sets(config, pair, seeds["probe"])
         feats = {}
         for probe in probes:
@@ -158,15 +162,17 @@ def _image_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: 
                             cache_dir=cache_dir / "features", cache_key=_probe_key(config, unit, probe, seeds))
                     if len(probe.inputs) else {}
                 )  # fmt: skip
-    with _stage(timings, "measures", bar):
-        rows = []
-        for probe in probes:
-            for row in similarity_rows(config.measures, feats[probe.name, "a"], feats[probe.name, "b"], config.layers, seeds["probe"]):
-                rows.append({"probe_set": probe.name, "probe_role": probe.role, "n_probe": len(probe.inputs), **row})
+    with timed_stage(timings, "measures", bar):
+        rows = [
+            row
+            for probe in probes
+            for row in probe_rows(config.measures, probe.name, probe.role, len(probe.inputs), feats[probe.name, "a"],
+                                  feats[probe.name, "b"], config.layers, seeds["probe"])  # fmt: skip
+        ]
     consequences: dict[str, Any] = {}
     attack = config.consequence("attack_transfer")
     if attack is not None:
-        with _stage(timings, "attack_transfer", bar):
+        with timed_stage(timings, "attack_transfer", bar):
             consequences.update(_attack_columns(attack, unit, pair, model_a, model_b, seeds["attack"]))
     bar.close()
 
@@ -297,7 +303,7 @@ def preflight(config: ExperimentConfig, units: list[Unit]) -> None:
 
     for spec in config.probes:
         try:
-            _load_cached(spec.source, spec.split, json.dumps(spec.options, sort_keys=True))
+            load_probe(spec)
         except (ValueError, FileNotFoundError, ReprsimError) as exc:
             raise ReprsimError(f"probes.{spec.name}: {exc}") from None
     checked_models = set()
@@ -314,7 +320,14 @@ def preflight(config: ExperimentConfig, units: list[Unit]) -> None:
         x, _ = pair.train_set("a")
         model = models.build(unit.model.name, input_shape=tuple(x.shape[1:]), num_classes=pair.num_classes("a"),
                              **unit.model.options)  # fmt: skip
-        available = set(models.layers(model)) | {"penultimate"}
-        missing = [layer for layer in config.layers if layer not in available]
-        if missing:
-            raise ReprsimError(f"layers: {missing} are not layers of model {unit.model.name!r}; available: {sorted(available)}")
+        check_layers(model, config.layers, unit.model.name)
+
+
+def check_layers(model, layers: list[str], model_name: str) -> None:
+    """Raise :class:`ReprsimError` when a requested layer is not a layer of ``model``."""
+    from reprsim import models
+
+    available = set(models.layers(model)) | {"penultimate"}
+    missing = [layer for layer in layers if layer not in available]
+    if missing:
+        raise ReprsimError(f"layers: {missing} are not layers of model {model_name!r}; available: {sorted(available)}")
