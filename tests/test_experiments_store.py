@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from reprsim.errors import ReprsimError
-from reprsim.experiments.store import RunStore, atomic_write_json, load_results
+from reprsim.experiments.store import RunStore, atomic_write_json
+from reprsim.results import load_results
 
 
 def _rows(uid, n=2):
@@ -62,5 +63,5 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
 
 
 def test_load_results_explains_a_non_run_folder(tmp_path):
-    with pytest.raises(ReprsimError, match="not a reprsim run folder"):
+    with pytest.raises(ReprsimError, match="holds no results table"):
         load_results(tmp_path)

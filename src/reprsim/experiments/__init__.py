@@ -3,6 +3,6 @@
 from reprsim.experiments.config import ExperimentConfig, load_config, parse_config
 from reprsim.experiments.grid import Unit, expand
 from reprsim.experiments.runner import plan, run_experiment
-from reprsim.experiments.store import load_results
+from reprsim.results import load_results
 
 __all__ = ["ExperimentConfig", "Unit", "expand", "load_config", "load_results", "parse_config", "plan", "run_experiment"]

@@ -25,13 +25,8 @@ from typing import Any
 
 import pandas as pd
 
+from reprsim import results
 from reprsim.errors import ReprsimError
-
-RESULT_COLUMNS = (
-    "unit_id", "status", "source", "model", "overlap_kind", "data_fraction", "task_fraction",
-    "realised_data_fraction", "realised_task_fraction", "seed", "probe_set", "probe_role", "n_probe",
-    "layer_a", "layer_b", "measure", "value", "p_value", "acc_a", "acc_b",
-)  # fmt: skip
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -73,7 +68,7 @@ class RunStore:
     # ---- folder-level -------------------------------------------------------------------
     def prepare(self, config_yaml: str) -> None:
         """Create the folder, or check that an existing one belongs to the same config."""
-        config_path = self.root / "config.yaml"
+        config_path = self.root / results.CONFIG_FILE
         if config_path.exists():
             if config_path.read_text() != config_yaml:
                 raise ReprsimError(
@@ -93,61 +88,37 @@ class RunStore:
         atomic_write_bytes(config_path, config_yaml.encode())
 
     def unit_dir(self, unit_id: str) -> Path:
-        return self.root / "units" / unit_id
+        return self.root / results.UNITS_DIR / unit_id
 
     def status(self, unit_id: str) -> str:
         """'ok', 'failed' or 'pending'."""
-        path = self.unit_dir(unit_id) / "status.json"
-        if not path.exists():
-            return "pending"
-        return json.loads(path.read_text()).get("status", "pending")
+        return results.unit_status(self.root, unit_id)
 
     # ---- unit-level ---------------------------------------------------------------------
     def write_unit(self, unit_id: str, record: dict, rows: list[dict] | None, status: dict) -> None:
         """Persist one unit's outcome; ``status.json`` is written last so it marks completion."""
         unit_dir = self.unit_dir(unit_id)
-        atomic_write_json(unit_dir / "unit.json", record)
+        atomic_write_json(unit_dir / results.UNIT_FILES["record"], record)
         if rows is not None:
-            atomic_write_frame(unit_dir / "rows.parquet", pd.DataFrame(rows))
-        atomic_write_json(unit_dir / "status.json", status)
+            atomic_write_frame(unit_dir / results.UNIT_FILES["rows"], pd.DataFrame(rows))
+        atomic_write_json(unit_dir / results.UNIT_FILES["status"], status)
 
     def unit_statuses(self) -> dict[str, dict]:
         out = {}
-        for path in sorted((self.root / "units").glob("*/status.json")):
+        for path in sorted((self.root / results.UNITS_DIR).glob(f"*/{results.UNIT_FILES['status']}")):
             out[path.parent.name] = json.loads(path.read_text())
         return out
 
     def assemble(self, unit_ids: list[str] | None = None) -> pd.DataFrame:
         """Concatenate the rows of every finished unit (in grid order when ``unit_ids`` is given)."""
-        ids = unit_ids if unit_ids is not None else sorted(self.unit_statuses())
-        frames = [
-            pd.read_parquet(self.unit_dir(uid) / "rows.parquet")
-            for uid in ids
-            if self.status(uid) == "ok"
-        ]
-        if not frames:
-            return pd.DataFrame(columns=list(RESULT_COLUMNS))
-        frame = pd.concat(frames, ignore_index=True)
-        first = [c for c in RESULT_COLUMNS if c in frame.columns]
-        return frame[first + [c for c in frame.columns if c not in first]]
+        return results.assemble_units(self.root, unit_ids)
 
     def write_results(self, frame: pd.DataFrame) -> None:
-        atomic_write_frame(self.root / "results.parquet", frame)
-        atomic_write_frame(self.root / "results.csv", frame)
+        atomic_write_frame(self.root / results.RESULTS_PARQUET, frame)
+        atomic_write_frame(self.root / results.RESULTS_CSV, frame)
 
     def write_provenance(self, provenance: dict) -> None:
-        atomic_write_json(self.root / "provenance.json", provenance)
-
-
-def load_results(run_dir: str | Path) -> pd.DataFrame:
-    """The results table of a run folder as a pandas DataFrame (one row per unit × probe × layer pair × measure)."""
-    root = Path(run_dir)
-    table = root / "results.parquet"
-    if table.exists():
-        return pd.read_parquet(table)
-    if (root / "units").is_dir():
-        return RunStore(root).assemble()
-    raise ReprsimError(f"{root} is not a reprsim run folder (no results.parquet or units/); run `reprsim run` first")
+        atomic_write_json(self.root / results.PROVENANCE_FILE, provenance)
 
 
 def git_commit() -> str | None:

@@ -1,0 +1,123 @@
+"""The results-table contract: its columns, probe roles, the run-folder files and :func:`load_results`.
+
+Every sweep unit (and :func:`reprsim.compare_models`) ends in the same tidy table, one row per
+(unit, probe set, layer pair, measure). The runner writes it, the analysis reads it, and a
+researcher can hand the analysis a table produced elsewhere as long as it has
+:data:`CONTRACT_COLUMNS`. Nothing else in reprsim spells these names out again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from reprsim.errors import ReprsimError
+
+__all__ = [
+    "CLASS_PROBE_ROLES",
+    "CONFIG_FILE",
+    "CONSEQUENCE_COLUMNS",
+    "CONTRACT_COLUMNS",
+    "PROBE_ROLES",
+    "PROVENANCE_FILE",
+    "REPORT_HTML",
+    "REPORT_MD",
+    "RESULTS_CSV",
+    "RESULTS_PARQUET",
+    "RESULT_COLUMNS",
+    "SUMMARY_FILE",
+    "UNITS_DIR",
+    "UNIT_FILES",
+    "assemble_units",
+    "load_results",
+    "order_columns",
+    "unit_status",
+]
+
+#: The columns a table must have to be analysed (a table made elsewhere needs only these).
+CONTRACT_COLUMNS: tuple[str, ...] = (
+    "unit_id", "source", "model", "overlap_kind", "data_fraction", "task_fraction", "seed",
+    "probe_set", "layer_a", "layer_b", "measure", "value",
+)  # fmt: skip
+
+#: The columns every sweep row carries, in display order; kinds add their own columns after these
+#: (per-model metrics such as ``val_loss_a``, consequence columns such as ``transfer_asr``).
+RESULT_COLUMNS: tuple[str, ...] = (
+    "unit_id", "status", "source", "model", "overlap_kind", "data_fraction", "task_fraction",
+    "realised_data_fraction", "realised_task_fraction", "seed", "probe_set", "probe_role", "n_probe",
+    "n_probe_classes", "layer_a", "layer_b", "measure", "value", "p_value", "acc_a", "acc_b",
+)  # fmt: skip
+
+#: What a probe set is, relative to the two models' training data.
+#: ``id``: in-distribution for both; ``common``: classes (tasks, domains) both models trained on;
+#: ``ood_one``: seen by exactly one model; ``ood_all``: of the source but seen by neither;
+#: ``ood``: another source altogether. ``*_fixed`` sets hold their class composition fixed
+#: across the fractions of a task-overlap sweep (the plain sets change with the fraction).
+PROBE_ROLES: tuple[str, ...] = ("id", "common", "common_fixed", "ood_one", "ood_one_fixed", "ood_all", "ood")
+#: Probe roles of a class (task) split, in the order the paper reports them.
+CLASS_PROBE_ROLES: tuple[str, ...] = ("common", "ood_one", "ood_all")
+
+#: Consequence columns the analysis relates to similarity, in display order. Each may come with
+#: ``_low``/``_high`` interval columns and a ``_ba`` (victim → source) direction.
+CONSEQUENCE_COLUMNS: tuple[str, ...] = (
+    "transfer_asr", "transfer_asr_conditional", "whitebox_asr", "victim_clean_error",
+    "jailbreak_transfer_asr", "jailbreak_whitebox_asr", "jailbreak_baseline_asr", "jailbreak_random_suffix_asr",
+)  # fmt: skip
+
+# ---- the run folder --------------------------------------------------------------------------
+RESULTS_PARQUET = "results.parquet"
+RESULTS_CSV = "results.csv"
+CONFIG_FILE = "config.yaml"
+PROVENANCE_FILE = "provenance.json"
+SUMMARY_FILE = "summary.json"
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+UNITS_DIR = "units"
+#: Files of ``units/<unit_id>/``: what the unit is, its rows, its status (written last), its log.
+UNIT_FILES = {"record": "unit.json", "rows": "rows.parquet", "status": "status.json", "log": "log.txt"}
+
+
+def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the :data:`RESULT_COLUMNS` it has first, in contract order, then the rest."""
+    first = [c for c in RESULT_COLUMNS if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def unit_status(root: Path, unit_id: str) -> str:
+    """``ok``, ``failed`` or ``pending`` (no status file yet) for one unit of a run folder."""
+    path = Path(root) / UNITS_DIR / unit_id / UNIT_FILES["status"]
+    if not path.is_file():
+        return "pending"
+    return json.loads(path.read_text()).get("status", "pending")
+
+
+def assemble_units(root: str | Path, unit_ids: list[str] | None = None) -> pd.DataFrame:
+    """The rows of every finished (``ok``) unit of a run folder, in the order of ``unit_ids``
+    (default: sorted unit folders); an empty table with :data:`RESULT_COLUMNS` when none is."""
+    root = Path(root)
+    if unit_ids is None:
+        unit_ids = sorted(p.name for p in (root / UNITS_DIR).glob("*") if p.is_dir())
+    frames = [pd.read_parquet(root / UNITS_DIR / uid / UNIT_FILES["rows"])
+              for uid in unit_ids if unit_status(root, uid) == "ok"]  # fmt: skip
+    if not frames:
+        return pd.DataFrame(columns=list(RESULT_COLUMNS))
+    return order_columns(pd.concat(frames, ignore_index=True))
+
+
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    """The results table of a run folder (one row per unit × probe set × layer pair × measure).
+
+    Reads ``results.parquet``, else ``results.csv``, else assembles the finished units of
+    ``units/`` (a run still in progress). Raises :class:`ReprsimError` for a folder with none.
+    """
+    root = Path(run_dir)
+    if (root / RESULTS_PARQUET).is_file():
+        return pd.read_parquet(root / RESULTS_PARQUET)
+    if (root / RESULTS_CSV).is_file():
+        return pd.read_csv(root / RESULTS_CSV)
+    if (root / UNITS_DIR).is_dir():
+        return assemble_units(root)
+    raise ReprsimError(f"{root} holds no results table ({RESULTS_PARQUET}, {RESULTS_CSV} or {UNITS_DIR}/); "
+                       "run `reprsim run` first, or point at a folder with one of them")
