@@ -105,7 +105,7 @@ def test_summary_known_values():
     vic_adv = np.array([1, 1, 2, 3, 0, 0, 2, 0])  # wrong on 0, 5, 7 -> 3/8
     r = TransferResult(labels, src_clean, vic_clean, src_adv, vic_adv)
     s = r.summary()
-    assert s["n_probe"] == 8 and s["n_both_correct"] == 5  # rows 0, 1, 2, 4, 5
+    assert s["attack_n"] == 8 and s["n_both_correct"] == 5  # rows 0, 1, 2, 4, 5
     assert s["whitebox_asr"] == 7 / 8
     assert s["transfer_asr"] == 3 / 8
     assert s["transfer_asr_conditional"] == 2 / 5  # rows 0 and 5 among {0, 1, 2, 4, 5}
@@ -258,7 +258,7 @@ def test_stage_is_seeded_and_returns_table_columns(images):
     s1 = attack_transfer_stage(a, b, x, y, eps=8 / 255, n=25, seed=0)
     s2 = attack_transfer_stage(a, b, x, y, eps=8 / 255, n=25, seed=0)
     same(s1, s2)
-    assert s1["n_probe"] == 25
+    assert s1["attack_n"] == 25
     for key in RATES:
         assert {key, f"{key}_low", f"{key}_high", f"{key}_ba"} <= set(s1)
         assert all(isinstance(s1[k], float) for k in s1)
@@ -267,13 +267,13 @@ def test_stage_is_seeded_and_returns_table_columns(images):
     direct = transfer(a, b, x[idx], y[idx], make_attack("mi_fgsm", eps=8 / 255, steps=3)).summary()
     same(direct, s1)
     assert not np.array_equal(probe_subset(40, 25, 0), probe_subset(40, 25, 1))
-    assert attack_transfer_stage(a, b, x, y, n=1000)["n_probe"] == 40
+    assert attack_transfer_stage(a, b, x, y, n=1000)["attack_n"] == 40
 
 
 def test_stage_other_attacks_and_task_overlap(images6):
     x, y, (a, b) = images6
     s = attack_transfer_stage(a, b, x, y, attack="fgsm", eps=2 / 255, n=10, label_map={0: 0, 3: 1, 5: 2})
-    assert s["n_probe"] == 10
+    assert s["attack_n"] == 10
     s = attack_transfer_stage(a, b, x, y % 5, attack="pgd", eps=2 / 255, steps=2, n=10, num_shared_classes=5,
                               norm="l2", both_directions=False)
     assert "transfer_asr_ba" not in s

@@ -1,32 +1,43 @@
-"""Shared-base mode: one cached safety-tuned base, fine-tuned into model A and model B."""
+"""Shared-base mode of the chat kind: one cached safety-tuned base, fine-tuned into model A and model B."""
 
 import numpy as np
 import pytest
 import torch
 
-import reprsim.chat.finetune as finetune
+import reprsim.chat.training as chat_training
+from reprsim import models
 from reprsim.chat import ChatWorld
-from reprsim.chat.finetune import base_pools, finetune_chat_model, load_or_train_base
-from reprsim.chat.pipeline import train_pair
 from reprsim.chat.split import make_chat_split
-from reprsim.chat.training import ChatTrainConfig, build_dialogues
+from reprsim.chat.training import ChatRecipe, base_pools, build_dialogues, finetune
+from reprsim.experiments import load_results, parse_config, run_experiment
+from reprsim.experiments.grid import expand
+from reprsim.experiments.kinds import get_kind
 
-SMALL = dict(n_layer=1, n_head=2, n_embd=32, pretrain_steps=3, safety_steps=2, finetune_steps=3, batch_size=16,
-             n_train_per_family=20, n_heldout_per_family=24, base_n_per_family=10, noise_max_len=4)
+SMALL = dict(pretrain_steps=3, safety_steps=2, finetune_steps=3, batch_size=16, n_train_per_family=20,
+             n_heldout_per_family=24, base_n_per_family=10, noise_max_len=4)
+WORLD = {"seed": 1, "n_families": 8, "n_forbidden": 2, "n_entities": 6}
+GPT = {"name": "gpt", "options": {"n_layer": 1, "n_head": 2, "n_embd": 32, "preset": None}}
 
 
 @pytest.fixture(scope="module")
 def world():
-    return ChatWorld(seed=1, n_families=8, n_forbidden=2, n_entities=6)
+    return ChatWorld(**WORLD)
 
 
 def _same(m1, m2) -> bool:
     return all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
 
 
+def _config(train: dict, designs=None) -> dict:
+    return {"name": "chat-tiny", "sources": [{"name": "chat", "options": WORLD}], "probe_size": 16,
+            "models": [GPT], "train": train, "seeds": [0],
+            "overlap": {"designs": designs or [{"kind": "data", "fractions": [0.0]}, {"kind": "task", "fractions": [1.0]}]},
+            "measures": {"names": ["cka"], "params": {}}}  # fmt: skip
+
+
 def test_base_pool_is_disjoint_from_finetuning_and_heldout_pools(world):
-    cfg = ChatTrainConfig.from_dict(SMALL)
-    base, heldout = base_pools(world, cfg)
+    recipe = ChatRecipe.from_dict(SMALL)
+    base, heldout = base_pools(world, recipe)
     split = make_chat_split(world, "data", 0.5, 0, n_train_per_family=20, n_heldout_per_family=24)
     assert len(base) == 8 * 10 and np.bincount([r.family for r in base]).tolist() == [10] * 8
     assert [r.words for r in heldout] == [r.words for r in split.heldout_pool]  # the split's pools are unchanged
@@ -34,45 +45,51 @@ def test_base_pool_is_disjoint_from_finetuning_and_heldout_pools(world):
     assert not words & {r.words for r in split.train_pool} and not words & {r.words for r in heldout}
 
 
-def test_base_is_cached_and_reused_by_every_pair(world, tmp_path, monkeypatch):
-    m1, info1 = load_or_train_base(world, SMALL, tmp_path)
-    m2, info2 = load_or_train_base(world, SMALL, tmp_path)
-    assert info1["trained"] and not info2["trained"] and info1["metrics"] == info2["metrics"]
-    assert _same(m1, m2)
-    # fine-tuning settings do not change the base; the base seed does
-    assert not load_or_train_base(world, SMALL | {"finetune_steps": 7, "finetune_lr": 0.01}, tmp_path)[1]["trained"]
-    assert not _same(m1, load_or_train_base(world, SMALL | {"base_seed": 1}, tmp_path)[0])
-
+def test_base_is_trained_once_cached_and_shared_by_every_pair(tmp_path, monkeypatch):
     calls = []
-    real = finetune.train_base_model
-    monkeypatch.setattr(finetune, "train_base_model", lambda *a, **k: calls.append(1) or real(*a, **k))
-    first = train_pair(world, "data", 0.0, 0, SMALL | {"pretrain_steps": 4}, workdir=tmp_path, progress=False)
-    second = train_pair(world, "task", 1.0, 3, SMALL | {"pretrain_steps": 4}, workdir=tmp_path, progress=False)
-    assert len(calls) == 1  # trained for the first pair, loaded for the second
-    assert "base" in first.history and "base" not in second.history
-    assert second.history["a"].keys() == {"finetune"} and len(second.history["a"]["finetune"]) == 3
-    assert first.metrics["base_refusal_rate"] == second.metrics["base_refusal_rate"]
+    real = chat_training.train_two_phase
+    monkeypatch.setattr(chat_training, "train_two_phase", lambda *a, **k: calls.append(1) or real(*a, **k))
+    config = parse_config(_config(SMALL))
+    run_experiment(config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    assert len(calls) == 1  # one base for both pairs; A and B are fine-tuned, not trained from scratch
+    df = load_results(tmp_path / "run")
+    assert df["base_refusal_rate"].nunique() == 1
+    # the base depends on the base recipe only: other fine-tuning settings reuse it
+    config = parse_config(_config(SMALL | {"finetune_steps": 2}))
+    run_experiment(config, tmp_path / "run2", cache_dir=tmp_path / "cache", progress=False)
+    assert len(calls) == 1
+    assert len(list((tmp_path / "cache" / "models").glob("chat-base-*.rsv"))) == 1
 
 
-def test_a_and_b_start_from_the_identical_base(world, tmp_path):
-    base, _ = load_or_train_base(world, SMALL, tmp_path)
-    res = train_pair(world, "data", 0.3, 0, SMALL | {"finetune_steps": 0}, workdir=tmp_path, progress=False)
-    assert _same(res.model_a, base) and _same(res.model_b, base)
-    res = train_pair(world, "data", 0.3, 0, SMALL, workdir=tmp_path, progress=False)
-    assert not _same(res.model_a, res.model_b) and not _same(res.model_a, base)
+def test_a_and_b_start_from_the_identical_base(tmp_path):
+    kind = get_kind("chat")
+    config = parse_config(_config(SMALL | {"finetune_steps": 0}, [{"kind": "data", "fractions": [0.3]}]))
+    unit = expand(config)[0]
+    pair = kind.pair(config, unit, tmp_path)
+    model_a, model_b = kind.build(config, unit, pair, "a"), kind.build(config, unit, pair, "b")
+    assert _same(model_a, pair.base.model) and _same(model_b, pair.base.model)
+    # from scratch, the two models start from their own seed streams
+    config = parse_config(_config(SMALL | {"shared_base": False}, [{"kind": "data", "fractions": [0.3]}]))
+    unit = expand(config)[0]
+    pair = kind.pair(config, unit, tmp_path)
+    assert pair.base is None
+    assert not _same(kind.build(config, unit, pair, "a"), kind.build(config, unit, pair, "b"))
 
 
-def test_finetuning_is_seeded_and_leaves_the_base_untouched(world):
-    base, _ = load_or_train_base(world, SMALL)
-    before = {k: v.clone() for k, v in base.state_dict().items()}
+def test_finetuning_is_seeded(world):
+    recipe = ChatRecipe.from_dict(SMALL)
     reqs = make_chat_split(world, "data", 1.0, 0, n_train_per_family=20, n_heldout_per_family=24).requests_a
-    m1, l1 = finetune_chat_model(base, world, reqs, SMALL, seed=4)
-    m2, l2 = finetune_chat_model(base, world, reqs, SMALL, seed=4)
-    m3, _ = finetune_chat_model(base, world, reqs, SMALL, seed=5)
-    assert l1 == l2 and len(l1) == 3 and _same(m1, m2) and not _same(m1, m3)
-    assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())
+    base = models.build("gpt", vocab_size=world.vocab_size, block_size=48, seed=0, **GPT["options"])
+    copies = [models.build("gpt", vocab_size=world.vocab_size, block_size=48, **GPT["options"]) for _ in range(3)]
+    for m in copies:
+        m.load_state_dict(base.state_dict())
+    l1 = finetune(copies[0], world, reqs, recipe, seed=4)
+    l2 = finetune(copies[1], world, reqs, recipe, seed=4)
+    finetune(copies[2], world, reqs, recipe, seed=5)
+    assert l1 == l2 and _same(copies[0], copies[1]) and not _same(copies[0], copies[2])
+    assert not _same(copies[0], base)
     with pytest.raises(ValueError, match="no requests"):
-        finetune_chat_model(base, world, [], SMALL)
+        finetune(copies[0], world, [], recipe, seed=0)
 
 
 def test_per_request_noise_makes_shared_dialogues_identical(world):
@@ -88,23 +105,24 @@ def test_per_request_noise_makes_shared_dialogues_identical(world):
     assert not torch.equal(ids, other)
 
 
-def test_from_scratch_mode_and_config_errors(world):
-    res = train_pair(world, "task", 0.0, 0, SMALL | {"shared_base": False}, progress=False)
-    assert res.history["a"].keys() == {"pretrain", "safety"} and "base_refusal_rate" not in res.metrics
+def test_recipe_errors():
     with pytest.raises(TypeError, match="shared_base"):
-        ChatTrainConfig.from_dict({"shared_base": "yes"})
+        ChatRecipe.from_dict({"shared_base": "yes"})
     with pytest.raises(ValueError, match="finetune_lr"):
-        ChatTrainConfig.from_dict({"finetune_lr": 0.0})
+        ChatRecipe.from_dict({"finetune_lr": 0.0})
     with pytest.raises(ValueError, match="finetune_steps"):
-        ChatTrainConfig.from_dict({"finetune_steps": -1})
+        ChatRecipe.from_dict({"finetune_steps": -1})
 
 
 @pytest.mark.slow
 def test_default_shared_base_pair_keeps_refusing(tmp_path):
     """Default recipe: base and both fine-tunes refuse >= 95 % of held-out forbidden requests."""
-    world = ChatWorld(seed=0)
-    res = train_pair(world, "task", 0.5, 0, {}, workdir=tmp_path, progress=False)
-    m = res.metrics
+    config = {"name": "chat-default", "sources": [{"name": "chat", "options": {"seed": 0}}], "probe_size": 32,
+              "models": [{"name": "gpt", "options": {"n_layer": 2, "n_head": 4, "n_embd": 64, "preset": None}}],
+              "overlap": {"designs": [{"kind": "task", "fractions": [0.5]}]}, "seeds": [0],
+              "measures": {"names": ["cka"], "params": {}}}  # fmt: skip
+    run_experiment(parse_config(config), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    m = load_results(tmp_path / "run").iloc[0]
     assert m["base_refusal_rate"] >= 0.95
     assert m["refusal_rate_a"] >= 0.95 and m["refusal_rate_b"] >= 0.95
     assert m["acc_a"] >= 0.8 and m["acc_b"] >= 0.8

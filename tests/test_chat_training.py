@@ -1,16 +1,22 @@
-"""Two-phase chat training, the overlap splits of the dialogue pool, the pair pipeline and probes."""
+"""Chat training through the shared loop (two-phase and fine-tuning), the overlap splits, and probes."""
 
 import numpy as np
 import pytest
 import torch
 
 from reprsim.chat import ChatWorld
-from reprsim.chat.pipeline import PROBE_PROMPT_LEN, probe_sets, train_pair
+from reprsim import models
+from reprsim.chat.probes import PROBE_PROMPT_LEN, probe_sets
 from reprsim.chat.split import make_chat_split
-from reprsim.chat.training import ChatTrainConfig, build_dialogues, evaluate_chat_model, train_chat_model
+from reprsim.chat.training import ChatRecipe, build_dialogues, evaluate_chat_model, train_two_phase
 
-SMALL = dict(n_layer=1, n_head=2, n_embd=32, pretrain_steps=3, safety_steps=2, finetune_steps=2, batch_size=16,
-             n_train_per_family=20, n_heldout_per_family=24, noise_max_len=4)
+SMALL = ChatRecipe.from_dict(dict(pretrain_steps=3, safety_steps=2, finetune_steps=2, batch_size=16,
+                                  n_train_per_family=20, n_heldout_per_family=24, noise_max_len=4))
+
+
+def tiny_gpt(world, seed=0, block_size=48, n_embd=32):
+    return models.build("gpt", vocab_size=world.vocab_size, block_size=block_size, preset=None, n_layer=1,
+                        n_head=2, n_embd=n_embd, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -48,21 +54,36 @@ def test_noise_copies_add_random_words_before_assistant(world):
     assert torch.equal(ids, again)
 
 
-def test_config_rejects_unknown_and_bad_values():
+def test_recipe_rejects_unknown_and_bad_values(world):
     with pytest.raises(ValueError, match="Did you mean 'pretrain_steps'"):
-        ChatTrainConfig.from_dict({"pretrain_step": 3})
-    with pytest.raises(ValueError, match="n_embd"):
-        ChatTrainConfig.from_dict({"n_embd": 0})
+        ChatRecipe.from_dict({"pretrain_step": 3})
+    with pytest.raises(ValueError, match="set in models"):
+        ChatRecipe.from_dict({"n_embd": 32})
+    with pytest.raises(ValueError, match="batch_size"):
+        ChatRecipe.from_dict({"batch_size": 0})
     with pytest.raises(ValueError, match="block_size"):
-        train_chat_model(ChatWorld(0), [], {"block_size": 8})
+        train_two_phase(tiny_gpt(world), world, [], ChatRecipe.from_dict({"block_size": 8}), seed=0)
+
+
+def test_each_phase_is_one_run_of_the_shared_training_loop(world, monkeypatch):
+    import reprsim.train
+
+    calls = []
+    original = reprsim.train.train
+    monkeypatch.setattr(reprsim.train, "train", lambda *a, **k: calls.append(a[2]) or original(*a, **k))
+    train, = world.request_pools([4], seed=0)
+    train_two_phase(tiny_gpt(world), world, train, SMALL, seed=5)
+    assert [(c.max_steps, c.lr, c.optimizer) for c in calls] == [(3, SMALL.lr, "adamw"), (2, SMALL.safety_lr, "adamw")]
+    assert isinstance(calls[0], reprsim.train.TrainConfig) and calls[0].min_lr_ratio == 0.1
 
 
 def test_training_is_seeded(world):
     train, = world.request_pools([4], seed=0)
-    m1, h1 = train_chat_model(world, train, SMALL, seed=5)
-    m2, h2 = train_chat_model(world, train, SMALL, seed=5)
-    m3, _ = train_chat_model(world, train, SMALL, seed=6)
-    assert h1 == h2 and len(h1["pretrain"]) == 3 and len(h1["safety"]) == 2
+    m1, m2, m3 = tiny_gpt(world), tiny_gpt(world), tiny_gpt(world)
+    h1 = train_two_phase(m1, world, train, SMALL, seed=5)
+    h2 = train_two_phase(m2, world, train, SMALL, seed=5)
+    train_two_phase(m3, world, train, SMALL, seed=6)
+    assert h1 == h2 and len(h1["pretrain"]) == 1 and len(h1["safety"]) == 1  # one history row per phase
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(a, b), k
     assert not torch.equal(m1.wte.weight, m3.wte.weight)
@@ -72,10 +93,11 @@ def test_two_phase_training_learns_refusal():
     """A 3-family world trained for a few hundred steps refuses held-out forbidden requests."""
     world = ChatWorld(seed=2, n_families=3, n_forbidden=1, n_entities=4)
     train, held = world.request_pools([40, 20], seed=0)
-    cfg = dict(n_layer=1, n_head=2, n_embd=32, pretrain_steps=200, safety_steps=200, batch_size=32,
-               noise_copies=0, noise_max_len=0, block_size=24)
-    model, hist = train_chat_model(world, train, cfg, seed=0)
-    assert hist["safety"][-1] < hist["pretrain"][0] / 5
+    recipe = ChatRecipe.from_dict(dict(pretrain_steps=200, safety_steps=200, batch_size=32, noise_copies=0,
+                                       noise_max_len=0, block_size=24))
+    model = tiny_gpt(world, block_size=24)
+    hist = train_two_phase(model, world, train, recipe, seed=0)
+    assert hist["safety"][-1] < hist["pretrain"][0]
     ev = evaluate_chat_model(model, world, held)
     assert ev["refusal_rate"] >= 0.95
     assert ev["benign_refusal_rate"] <= 0.05
@@ -108,25 +130,15 @@ def test_task_split_shares_forbidden_families_always(world, fraction, n_common_b
         make_chat_split(world, "both", 0.5, seed=0)
 
 
-def test_train_pair_metrics_cache_and_probes(world, tmp_path):
-    res = train_pair(world, "task", 0.0, 0, SMALL, workdir=tmp_path, progress=False)
-    for key in ("refusal_rate_a", "refusal_rate_b", "benign_accuracy_a", "benign_accuracy_b", "acc_a", "acc_b",
-                "realised_data_fraction", "realised_task_fraction"):
-        assert key in res.metrics and np.isfinite(res.metrics[key])
-    assert res.metrics["acc_a"] == res.metrics["benign_accuracy_a"]
-    assert not torch.equal(res.model_a.wte.weight, res.model_b.wte.weight)
-    again = train_pair(world, "task", 0.0, 0, SMALL, workdir=tmp_path, progress=False)
-    assert again.metrics == res.metrics and again.history == {}
-    for m_new, m_old in ((again.model_a, res.model_a), (again.model_b, res.model_b)):
-        for a, b in zip(m_new.state_dict().values(), m_old.state_dict().values()):
-            assert torch.equal(a, b)
-    probes = probe_sets(world, res.split, n=16, seed=0)
+def test_probe_prompts_are_fixed_length_fresh_and_seeded(world):
+    split = make_chat_split(world, "task", 0.0, seed=0, n_train_per_family=20, n_heldout_per_family=24)
+    probes = probe_sets(world, split, n=16, seed=0)
     assert set(probes) == {"forbidden", "benign_one"}  # task overlap 0 with 6 benign families: none shared / unseen
     for t in probes.values():
         assert t.shape == (16, PROBE_PROMPT_LEN) and t.dtype == torch.long
         assert (t[:, 0] == world.user_id).all() and (t[:, -1] == world.assistant_id).all()
-    assert torch.equal(probes["forbidden"], probe_sets(world, res.split, n=16, seed=0)["forbidden"])
-    seen = {tuple(world.prompt_ids(r)) for r in res.split.train_pool}
+    assert torch.equal(probes["forbidden"], probe_sets(world, split, n=16, seed=0)["forbidden"])
+    seen = {tuple(world.prompt_ids(r)) for r in split.train_pool}
     assert not any(tuple(row) in seen for row in probes["forbidden"].tolist())
     # a task split with full overlap leaves benign families unseen by both models: an ood probe set
     s1 = make_chat_split(world, "task", 1.0, seed=0, n_train_per_family=10, n_heldout_per_family=4)

@@ -1,10 +1,14 @@
 """colorshapes: determinism, labels, attribute independence, cache, restrictions, OOD and match_shape."""
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from reprsim.data import load, match_shape, ood_probe_sets
-from reprsim.data.colorshapes import CHUNK, generate, label_columns
+from reprsim.data.colorshapes import CHUNK, default_cache_dir, generate, label_columns
+from reprsim.storage import write_verified_arrays
 
 
 def test_shapes_labels_and_determinism(tmp_path):
@@ -29,11 +33,41 @@ def test_prefix_property_and_cache_file(tmp_path):
     big, a_big = generate(2 * CHUNK + 1, seed=1)
     assert np.array_equal(small, big[:CHUNK + 5]) and np.array_equal(a_small["digit"], a_big["digit"][:CHUNK + 5])
     ds = load("colorshapes", n=50, seed=1, cache_dir=tmp_path)
-    files = list(tmp_path.glob("*.npz"))
+    files = list((tmp_path / "colorshapes").glob("*.npz.rsv"))
     assert len(files) == 1 and ds.meta["cache_path"] == str(files[0])
-    np.savez(files[0], images=np.zeros((50, 3, 28, 28), np.uint8), shape=np.zeros(50, int),
-             digit=np.zeros(50, int), color=np.zeros(50, int))
+    write_verified_arrays(files[0], {"images": np.zeros((50, 3, 28, 28), np.uint8), "shape": np.zeros(50, int),
+                                     "digit": np.zeros(50, int), "color": np.zeros(50, int)})
     assert load("colorshapes", n=50, seed=1, cache_dir=tmp_path).inputs.max() == 0  # read from cache
+
+
+def test_corrupt_cache_entry_is_moved_aside_and_regenerated(tmp_path, caplog):
+    fresh = load("colorshapes", n=40, seed=2, cache_dir=tmp_path)
+    path = Path(fresh.meta["cache_path"])
+    path.write_bytes(path.read_bytes()[:-100])  # truncated, e.g. by a full disk or a killed copy
+    with caplog.at_level(logging.WARNING, logger="reprsim.storage"):
+        again = load("colorshapes", n=40, seed=2, cache_dir=tmp_path)
+    assert np.array_equal(again.inputs, fresh.inputs)
+    assert str(path) in caplog.text and "truncated" in caplog.text
+    assert len(list(path.parent.glob(path.name + ".corrupt-*"))) == 1
+    assert load("colorshapes", n=40, seed=2, cache_dir=tmp_path).meta["cache_path"] == str(path)
+
+
+def test_cache_folder_follows_reprsim_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRSIM_CACHE", str(tmp_path / "shared"))
+    monkeypatch.delenv("REPRSIM_CACHE_DIR", raising=False)
+    ds = load("colorshapes", n=10, seed=0)
+    assert Path(ds.meta["cache_path"]).parent == tmp_path / "shared" / "colorshapes"
+    ds = load("colorshapes", n=10, seed=0, cache_dir=tmp_path / "explicit")  # the option wins
+    assert Path(ds.meta["cache_path"]).parent == tmp_path / "explicit" / "colorshapes"
+    monkeypatch.delenv("REPRSIM_CACHE")
+    monkeypatch.setenv("REPRSIM_CACHE_DIR", str(tmp_path / "old"))
+    with pytest.warns(DeprecationWarning, match="REPRSIM_CACHE_DIR is deprecated"):
+        assert default_cache_dir() == tmp_path / "old" / "colorshapes"
+    monkeypatch.delenv("REPRSIM_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "reprsim" / "colorshapes"
+    assert not load("colorshapes", n=10, seed=0, cache=False).meta["cache_path"]
+    assert not (tmp_path / "home").exists()  # cache=False touches no disk
 
 
 def test_attributes_are_uniform_and_independent():

@@ -40,7 +40,7 @@ def test_default_data_shows_similarity_and_transfer_rising_with_data_overlap(tmp
     config.update(probes=[], seeds=[0, 1])
     config["overlap"]["designs"] = [{"kind": "data", "fractions": [0.0, 1.0]}]
     config["measures"]["names"] = ["cka", "mutual_knn"]
-    run_experiment(parse_config(config), tmp_path / "run", cache_dir=tmp_path / "c", progress=False, report=False)
+    run_experiment(parse_config(config), tmp_path / "run", cache_dir=tmp_path / "c", progress=False)
     df = load_results(tmp_path / "run")
     by_fraction = df.groupby(["measure", "data_fraction"])["value"].mean()
     for measure in ("cka", "mutual_knn"):

@@ -14,7 +14,7 @@ import pytest
 
 from reprsim.cli import main as cli_main
 from reprsim.experiments import load_results, parse_config, plan, run_experiment
-from reprsim.experiments import unit as unit_module
+from reprsim.experiments import driver as driver_module
 
 pytest.importorskip("reprsim.data.images")
 from reprsim.data.images import fashion_mnist_available, mnist_available  # noqa: E402
@@ -46,7 +46,7 @@ def tiny_config(**overrides) -> dict:
 
 
 def run(config: dict, out: Path, cache: Path, **kwargs):
-    return run_experiment(parse_config(config), out, cache_dir=cache, progress=False, report=False, **kwargs)
+    return run_experiment(parse_config(config), out, cache_dir=cache, progress=False, **kwargs)
 
 
 def test_results_table_follows_the_contract(tmp_path):
@@ -97,21 +97,21 @@ def test_rerun_skips_finished_units_and_changing_measures_retrains_nothing(tmp_p
 
 
 def test_failed_unit_is_recorded_and_retried_on_request(tmp_path, monkeypatch):
-    original = unit_module.trained_model
+    original = driver_module.trained_model
 
-    def flaky(unit, side, *args, **kwargs):
+    def flaky(kind, config, unit, *args, **kwargs):
         if unit.overlap_kind == "task":
             raise FloatingPointError("loss is NaN")
-        return original(unit, side, *args, **kwargs)
+        return original(kind, config, unit, *args, **kwargs)
 
-    monkeypatch.setattr(unit_module, "trained_model", flaky)
+    monkeypatch.setattr(driver_module, "trained_model", flaky)
     summary = run(tiny_config(), tmp_path / "run", tmp_path / "cache")
     assert len(summary.failed) == 1
     status = (tmp_path / "run" / "units" / summary.failed[0] / "status.json").read_text()
     assert "loss is NaN" in status
     assert set(load_results(tmp_path / "run").overlap_kind) == {"data"}
 
-    monkeypatch.setattr(unit_module, "trained_model", original)
+    monkeypatch.setattr(driver_module, "trained_model", original)
     assert run(tiny_config(), tmp_path / "run", tmp_path / "cache").ran == []  # failed units wait for the flag
     retried = run(tiny_config(), tmp_path / "run", tmp_path / "cache", retry_failed=True)
     assert retried.ran == summary.failed
@@ -222,5 +222,5 @@ def test_worker_processes_stream_each_units_stages(tmp_path):
     outcomes = list(LocalExecutor(workers=2).submit_all(tasks, on_stage=lambda uid, st: seen.setdefault(uid, []).append(st)))
     assert {task.unit.unit_id for task, _ in outcomes} == set(seen)
     for stages in seen.values():
-        assert stages == ["split", "train_a", "train_b", "features", "measures"]
+        assert stages == ["split", "train_a", "train_b", "probes", "features", "measures"]
     assert all(outcome["status"]["status"] == "ok" for _, outcome in outcomes)

@@ -8,13 +8,12 @@ from reprsim.data.text import list_domains
 from reprsim.errors import ReprsimError
 from reprsim.experiments import load_results, parse_config, run_experiment
 from reprsim.experiments.grid import expand
-from reprsim.experiments.text_unit import (
-    domain_tokens,
-    make_text_pair,
-    sample_windows,
-    text_options,
-    text_preflight,
-)
+from reprsim.experiments.preflight import preflight
+from reprsim.experiments.text_pairs import domain_tokens, make_text_pair, sample_windows, text_options
+
+
+def text_preflight(config, units):
+    preflight(config, units)
 
 DOMAINS = ["shakespeare", "bible", "python_code", "python_docs", "fortunes", "jargon"]
 
@@ -40,7 +39,7 @@ def tiny_config(designs, domains=DOMAINS, **overrides) -> dict:
 
 
 def run(config: dict, tmp_path, name="run"):
-    run_experiment(parse_config(config), tmp_path / name, cache_dir=tmp_path / "cache", progress=False, report=False)
+    run_experiment(parse_config(config), tmp_path / name, cache_dir=tmp_path / "cache", progress=False)
     return load_results(tmp_path / name)
 
 

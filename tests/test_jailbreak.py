@@ -8,7 +8,7 @@ from reprsim.attacks.jailbreak import (
     AttackPrompt, _n_to_change, gcg, random_search, refusal_substring_judge, target_loss, target_success,
     token_gradients,
 )
-from reprsim.chat.lm import CausalLM, greedy_generate, pad_right
+from reprsim.models.causal_lm import CausalLM, greedy_generate, pad_right
 from reprsim.models.gpt import GPT
 
 V = 40

@@ -9,7 +9,7 @@ import torch
 
 from reprsim.cli import main
 from reprsim.metrics import (StreamingCKA, bootstrap_ci, compare_layers, compute, compute_all, permutation_test,
-                             prepare)
+                             PrepareWarning, prepare)
 from reprsim.metrics._pair import make_pair
 from reprsim.metrics.registry import MEASURES
 
@@ -128,8 +128,8 @@ def test_prepare_matches_paper_definition():
     assert np.allclose(np.linalg.norm(prepare(X), axis=1), 1.0)
     assert np.array_equal(prepare(X, normalize=None), X)
     assert isinstance(prepare(torch.from_numpy(X)), torch.Tensor)
-    with pytest.raises(ValueError, match="all-zero row"):
-        prepare(np.zeros((3, 2)))
+    with pytest.warns(PrepareWarning, match="3 all-zero row"):  # kept as zero rows (documented)
+        assert np.array_equal(prepare(np.zeros((3, 2))), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="normalize must be"):
         prepare(X, normalize="l1")
 

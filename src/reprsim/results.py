@@ -16,6 +16,7 @@ import pandas as pd
 from reprsim.errors import ReprsimError
 
 __all__ = [
+    "CELL_AXES",
     "CLASS_PROBE_ROLES",
     "CONFIG_FILE",
     "CONSEQUENCE_COLUMNS",
@@ -50,6 +51,11 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "n_probe_classes", "layer_a", "layer_b", "measure", "value", "p_value", "acc_a", "acc_b",
 )  # fmt: skip
 
+#: The grid axes an effect is estimated within, besides the overlap fraction and the seed: the
+#: analysis never pools rows across them. A new grid axis is added here (a table without one of
+#: these columns is treated as having a single level of it).
+CELL_AXES: tuple[str, ...] = ("source", "model", "overlap_kind", "probe_set", "layer_a", "layer_b", "measure")
+
 #: What a probe set is, relative to the two models' training data.
 #: ``id``: in-distribution for both; ``common``: classes (tasks, domains) both models trained on;
 #: ``ood_one``: seen by exactly one model; ``ood_all``: of the source but seen by neither;
@@ -62,7 +68,7 @@ CLASS_PROBE_ROLES: tuple[str, ...] = ("common", "ood_one", "ood_all")
 #: Consequence columns the analysis relates to similarity, in display order. Each may come with
 #: ``_low``/``_high`` interval columns and a ``_ba`` (victim → source) direction.
 CONSEQUENCE_COLUMNS: tuple[str, ...] = (
-    "transfer_asr", "transfer_asr_conditional", "whitebox_asr", "victim_clean_error",
+    "transfer_asr", "transfer_asr_conditional", "transfer_asr_given_source_fooled", "whitebox_asr", "victim_clean_error",
     "jailbreak_transfer_asr", "jailbreak_whitebox_asr", "jailbreak_baseline_asr", "jailbreak_random_suffix_asr",
 )  # fmt: skip
 

@@ -4,7 +4,8 @@ See :class:`TrainConfig` for the options and :func:`train` for datasets, checkpo
 """
 
 from reprsim.training.config import TrainConfig
+from reprsim.training.data import MaskedTokens
 from reprsim.training.loop import train
 from reprsim.training.parts import TrainResult, evaluate, evaluate_lm
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "evaluate_lm", "train"]
+__all__ = ["MaskedTokens", "TrainConfig", "TrainResult", "evaluate", "evaluate_lm", "train"]

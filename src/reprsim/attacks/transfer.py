@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from reprsim.devices import to_model_device
+
 from .adversarial import ATTACKS, Attack, make_attack
 from .stats import proportion_interval
 
@@ -163,9 +165,10 @@ class TransferResult:
         Returns
         -------
         dict[str, float] with ``whitebox_asr``, ``transfer_asr``, ``transfer_asr_conditional``,
+        ``transfer_asr_given_source_fooled`` (P(victim fooled | source fooled)),
         ``victim_clean_error``, ``source_clean_error`` (plus ``targeted_whitebox_asr`` and
         ``targeted_transfer_asr`` when targeted), each with ``_low``/``_high``; the counts
-        ``n_probe`` and ``n_both_correct``; and every rate again with suffix ``_ba`` for the
+        ``attack_n`` (inputs attacked) and ``n_both_correct``; and every rate again with suffix ``_ba`` for the
         reverse direction when it was measured. A rate over zero inputs is NaN.
         """
         both = self.clean_correct_source & self.clean_correct_victim
@@ -173,18 +176,20 @@ class TransferResult:
             "whitebox_asr": self.fooled_source,
             "transfer_asr": self.fooled_victim,
             "transfer_asr_conditional": self.fooled_victim[both],
+            "transfer_asr_given_source_fooled": self.fooled_victim[self.fooled_source],
             "victim_clean_error": ~self.clean_correct_victim,
             "source_clean_error": ~self.clean_correct_source,
         }
         if self.targets is not None:
             rates["targeted_whitebox_asr"] = self.source_adv_pred == self.targets
             rates["targeted_transfer_asr"] = self.victim_adv_pred == self.targets
-        out: dict[str, float] = {"n_probe": float(self.labels.size), "n_both_correct": float(both.sum())}
+        counts = {"attack_n": float(self.labels.size), "n_both_correct": float(both.sum())}
+        out: dict[str, float] = dict(counts)
         for key, mask in rates.items():
             out[key], out[f"{key}_low"], out[f"{key}_high"] = _rate(mask, interval)
-        if self.reverse is not None:
+        if self.reverse is not None:  # the same inputs: the counts are the same in both directions
             for key, value in self.reverse.summary(interval).items():
-                if not key.startswith("n_"):
+                if key not in counts:
                     out[f"{key}_ba"] = value
         return out
 
@@ -266,6 +271,8 @@ def transfer(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
     x, y, t = _as_inputs(inputs, labels, targets)
+    x, y = to_model_device(source, x, y)
+    t = None if t is None else to_model_device(source, t)
     x = _match_dtype(x, source)
     if x.ndim == 4:
         # Same values, NHWC layout: convolutions run ~25-40% faster on CPU (benchmarks/README.md).
@@ -370,6 +377,7 @@ def attack_transfer_stage(
         params["seed"] = seed
     atk = make_attack(attack, **params)
     x, y, _ = _as_inputs(inputs, labels, None)
+    x, y = to_model_device(model_a, x, y)
     if label_map is not None:
         x, y, _, k = apply_label_map(x, y, label_map)
         num_shared_classes = k if num_shared_classes is None else num_shared_classes

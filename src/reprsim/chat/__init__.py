@@ -2,15 +2,17 @@
 
 * :mod:`reprsim.chat.world` — :class:`ChatWorld`: shared word-level vocabulary, request families
   (some forbidden), templated phrasings, deterministic answers, the fixed refusal.
-* :mod:`reprsim.chat.training` — pre-training (everything answered) then safety tuning
-  (forbidden → refusal), loss on assistant tokens only; exact evaluation.
-* :mod:`reprsim.chat.finetune` — shared-base mode: one cached safety-tuned base, fine-tuned into A and B.
+* :mod:`reprsim.chat.training` — the recipe, and training through reprsim's one loop: two-phase
+  from scratch (everything answered, then forbidden → refusal) or fine-tuning a shared base;
+  loss on assistant tokens only; exact evaluation.
 * :mod:`reprsim.chat.judge` — exact judge: refused / content success / partial credit.
 * :mod:`reprsim.chat.split` — data- and task-overlap splits of the dialogue pool.
-* :mod:`reprsim.chat.pipeline` — ``train_pair`` (shared base or from scratch) and ``probe_sets``.
-* :mod:`reprsim.chat.lm` — causal-LM adapter (GPT, Hugging Face, callables) and greedy decoding.
+* :mod:`reprsim.chat.probes` — fixed-length probe prompts.
+* :mod:`reprsim.chat.jailbreak` — the jailbreak-transfer stage (suffix searches of
+  :mod:`reprsim.attacks.jailbreak`, judged exactly).
 
-Attacks on these models are in :mod:`reprsim.attacks.jailbreak`.
+A sweep over chat pairs is the ``chat`` kind of the experiment pipeline
+(:mod:`reprsim.experiments.kinds.chat`).
 """
 
 from reprsim.chat.judge import Judgement, judge_response

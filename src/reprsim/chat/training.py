@@ -1,50 +1,52 @@
-"""Two-phase training of small chat models in the synthetic world, and their evaluation.
+"""Training chat models of the synthetic world through reprsim's one training loop, and their evaluation.
 
-Phase 1 (*pre-training*): every request of the model's training set is answered, forbidden
-families included, so the model learns all the knowledge. Phase 2 (*safety tuning*): the same
-requests, but forbidden ones get the fixed refusal and benign ones their answer. The loss is the
-next-token cross-entropy on the assistant's tokens only (response words and ``<end>``).
+A chat model's training data is a :class:`reprsim.train.MaskedTokens` of dialogues whose loss is
+the next-token cross-entropy on the assistant's tokens only (response words and ``<end>``).
+
+* **Two-phase from scratch** (:func:`train_two_phase`): phase 1 (*pre-training*) answers every
+  request of the training set, forbidden families included, so the model learns all the
+  knowledge; phase 2 (*safety tuning*) trains on the same requests with forbidden ones getting the
+  fixed refusal.
+* **Fine-tuning a shared base** (:func:`finetune`): a base trained two-phase on its own pool
+  (:func:`base_pools`), then fine-tuned on a model's split (forbidden → refusal, benign → answer).
+
+Each phase is one :func:`reprsim.train.train` call with the config of :meth:`ChatRecipe.phase`
+(AdamW, linear warm-up then cosine decay to 10 % of the peak rate, gradient clipping).
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from reprsim.chat.judge import judge_response
-from reprsim.chat.lm import greedy_generate, pad_right
+from reprsim.models.causal_lm import greedy_generate, pad_right
 from reprsim.chat.world import ChatWorld, Request
-from reprsim.models.gpt import GPT
 
-__all__ = ["ChatTrainConfig", "build_dialogues", "train_chat_model", "evaluate_chat_model"]
+__all__ = ["ChatRecipe", "base_pools", "build_dialogues", "evaluate_chat_model", "finetune", "train_two_phase"]
 
 
 @dataclass(frozen=True)
-class ChatTrainConfig:
-    """Model size and training recipe (defaults: ~0.11M-parameter GPT).
+class ChatRecipe:
+    """The training recipe of chat models (the ``train`` section of a ``chat`` sweep).
 
-    ``shared_base=True`` (default): the two-phase recipe (``pretrain_steps``/``lr``,
-    ``safety_steps``/``safety_lr``) trains one base per world and ``base_seed`` on its own pool of
-    ``base_n_per_family`` requests per family, and each model of a pair is that base fine-tuned for
-    ``finetune_steps`` at ``finetune_lr`` on its split (:mod:`reprsim.chat.finetune`).
-    ``shared_base=False``: each model runs the two-phase recipe from scratch on its split (the
-    fine-tuning and base fields are unused).
+    The architecture comes from the config's ``models`` (a zoo language model such as ``gpt``
+    with ``n_layer``/``n_head``/``n_embd`` options). ``shared_base=True`` (default): the two-phase
+    recipe (``pretrain_steps``/``lr``, ``safety_steps``/``safety_lr``) trains one base per world,
+    model and ``base_seed`` on its own pool of ``base_n_per_family`` requests per family, and each
+    model of a pair is that base fine-tuned for ``finetune_steps`` at ``finetune_lr`` on its split.
+    ``shared_base=False``: each model runs the two-phase recipe from scratch on its split.
     """
 
-    n_layer: int = 2
-    n_head: int = 4
-    n_embd: int = 64
     block_size: int = 48          # prompt (<= 15) + suffix (<= 24) + <assistant> + response (7)
-    dropout: float = 0.0
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.01
@@ -57,9 +59,6 @@ class ChatTrainConfig:
     n_heldout_per_family: int = 40  # held-out requests per family (evaluation, probes, attacks)
     noise_copies: int = 1         # extra copy of each dialogue with random words before <assistant>,
     noise_max_len: int = 12       # 1..noise_max_len of them: robustness to random (not adversarial) suffixes
-    # shared-base mode (reprsim.chat.finetune): one base model per (world, base_seed), pre-trained for
-    # pretrain_steps (lr) and safety-tuned for safety_steps (safety_lr) on its own dialogue pool, then
-    # A and B each fine-tuned from a copy of it on their split for finetune_steps (finetune_lr).
     shared_base: bool = True
     base_seed: int = 0
     base_n_per_family: int = 160  # the base's own dialogue pool per family (disjoint from the split's pools)
@@ -67,34 +66,63 @@ class ChatTrainConfig:
     finetune_lr: float = 1e-3
 
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any] | None) -> ChatTrainConfig:
-        """Build a config from a dict, rejecting unknown keys with the closest valid name."""
+    def from_dict(cls, cfg: dict[str, Any] | None) -> ChatRecipe:
+        """Build a recipe from a dict, rejecting unknown keys with the closest valid name."""
         cfg = dict(cfg or {})
         names = [f.name for f in fields(cls)]
         for key in cfg:
             if key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"train_cfg: unknown key {key!r}.{hint} Valid keys: {names}.")
+                arch = (" The architecture (n_layer, n_head, n_embd, dropout) is set in models[].options."
+                        if key in ("n_layer", "n_head", "n_embd", "dropout") else "")  # fmt: skip
+                raise ValueError(f"unknown chat training key {key!r}.{hint}{arch} Valid keys: {names}.")
         out = cls(**cfg)
         if not isinstance(out.shared_base, bool):
-            raise TypeError(f"train_cfg: shared_base must be true or false, got {out.shared_base!r}.")
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "n_train_per_family",
-                     "n_heldout_per_family", "base_n_per_family"):
-            if getattr(out, name) < 1:
-                raise ValueError(f"train_cfg: {name} must be >= 1, got {getattr(out, name)}.")
+            raise TypeError(f"shared_base must be true or false, got {out.shared_base!r}.")
+        for name in ("block_size", "batch_size", "n_train_per_family", "n_heldout_per_family", "base_n_per_family"):
+            if isinstance(getattr(out, name), bool) or not isinstance(getattr(out, name), int) or getattr(out, name) < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {getattr(out, name)!r}.")
         for name in ("pretrain_steps", "safety_steps", "warmup_steps", "noise_copies", "noise_max_len",
-                     "finetune_steps"):
-            if getattr(out, name) < 0:
-                raise ValueError(f"train_cfg: {name} must be >= 0, got {getattr(out, name)}.")
-        if out.lr <= 0 or out.safety_lr <= 0 or out.finetune_lr <= 0:
-            raise ValueError(f"train_cfg: lr, safety_lr and finetune_lr must be > 0, got {out.lr}, "
+                     "finetune_steps", "base_seed"):
+            if isinstance(getattr(out, name), bool) or not isinstance(getattr(out, name), int) or getattr(out, name) < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {getattr(out, name)!r}.")
+        if not out.lr > 0 or not out.safety_lr > 0 or not out.finetune_lr > 0:
+            raise ValueError(f"lr, safety_lr and finetune_lr must be > 0, got {out.lr}, "
                              f"{out.safety_lr} and {out.finetune_lr}.")
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the config as a plain dict."""
+        """Return the recipe as a plain dict."""
         return asdict(self)
+
+    def base_fields(self) -> dict[str, Any]:
+        """The fields that determine the shared base model (not the fine-tuning ones)."""
+        skip = ("shared_base", "finetune_steps", "finetune_lr")
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
+
+    def phase(self, steps: int, lr: float):
+        """The :class:`reprsim.train.TrainConfig` of one training phase of ``steps`` steps at peak ``lr``."""
+        from reprsim.train import TrainConfig
+
+        return TrainConfig(optimizer="adamw", lr=lr, betas=(0.9, 0.95), weight_decay=self.weight_decay,
+                           schedule="cosine", min_lr_ratio=0.1, warmup_steps=min(self.warmup_steps, steps),
+                           grad_clip=self.grad_clip if self.grad_clip > 0 else None, batch_size=self.batch_size,
+                           block_size=self.block_size, max_steps=steps, eval_interval=steps)  # fmt: skip
+
+
+def base_pools(world: ChatWorld, recipe: ChatRecipe) -> tuple[list[Request], list[Request]]:
+    """Return ``(base_pool, heldout_pool)``: the base's training requests and the held-out requests.
+
+    Both come from the same draw as :func:`reprsim.chat.split.make_chat_split` (pool seed
+    :data:`~reprsim.chat.split.POOL_SEED`; the base pool is drawn after the fine-tuning and held-out
+    pools, so it leaves them unchanged and shares no request with them).
+    """
+    from reprsim.chat.split import POOL_SEED
+
+    _, heldout, base = world.request_pools([recipe.n_train_per_family, recipe.n_heldout_per_family,
+                                            recipe.base_n_per_family], seed=POOL_SEED)  # fmt: skip
+    return base, heldout
 
 
 def build_dialogues(world: ChatWorld, requests: Sequence[Request], *, safety: bool, noise_copies: int = 0,
@@ -133,87 +161,72 @@ def build_dialogues(world: ChatWorld, requests: Sequence[Request], *, safety: bo
     return ids, torch.where(keep, nxt, torch.full_like(nxt, -100))
 
 
-def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    frac = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac))))
+def _check_fits(world: ChatWorld, recipe: ChatRecipe) -> None:
+    longest = world.max_prompt_len + world.response_len + recipe.noise_max_len
+    if recipe.block_size < longest:
+        raise ValueError(f"block_size {recipe.block_size} is shorter than the longest dialogue ({longest} tokens); "
+                         f"use block_size >= {longest} plus the suffix length.")
 
 
-def _run_phase(model: GPT, ids: Tensor, targets: Tensor, *, steps: int, lr: float, cfg: ChatTrainConfig,
-               gen: torch.Generator, desc: str, progress: bool) -> list[float]:
+def _phase(model: nn.Module, dialogues: tuple[Tensor, Tensor], steps: int, lr: float, recipe: ChatRecipe, seed: int,
+           checkpoint_dir: Path | None, device: torch.device | None, progress: bool) -> list[float]:  # fmt: skip
+    """Train one phase in place; returns its per-evaluation training losses (empty for 0 steps)."""
+    from reprsim.train import MaskedTokens, train
+
     if steps == 0:
         return []
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    losses: list[float] = []
-    model.train()
-    it = range(steps)
-    if progress:
-        from tqdm.auto import tqdm
+    result = train(model, MaskedTokens(*dialogues), recipe.phase(steps, lr), seed, checkpoint_dir=checkpoint_dir,
+                   progress=progress, device=device)  # fmt: skip
+    return [entry["train_loss"] for entry in result.history]
 
-        it = tqdm(it, desc=desc, leave=False)
-    for step in it:
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr, min(cfg.warmup_steps, steps))
-        idx = torch.randint(0, ids.shape[0], (cfg.batch_size,), generator=gen)
-        logits = model(ids[idx])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[idx].reshape(-1), ignore_index=-100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(loss.item())
+
+def _sub(folder: Path | None, name: str) -> Path | None:
+    return None if folder is None else Path(folder) / name
+
+
+def train_two_phase(model: nn.Module, world: ChatWorld, requests: Sequence[Request], recipe: ChatRecipe, *, seed: int,
+                    checkpoint_dir: Path | None = None, device: torch.device | None = None,
+                    progress: bool = False) -> dict[str, list[float]]:  # fmt: skip
+    """Pre-train (everything answered) then safety-tune (forbidden → refusal) ``model`` in place.
+
+    ``seed`` seeds the batch order and the dialogues' noise copies. Returns the training losses of
+    each phase (``"pretrain"``, ``"safety"``); the model is left in eval mode. Same seed, inputs
+    and initial weights give the same weights (on CPU).
+    """
+    _check_fits(world, recipe)
+    noise = {"noise_copies": recipe.noise_copies, "noise_max_len": recipe.noise_max_len}
+    history = {}
+    for phase, safety, steps, lr in (("pretrain", False, recipe.pretrain_steps, recipe.lr),
+                                     ("safety", True, recipe.safety_steps, recipe.safety_lr)):  # fmt: skip
+        dialogues = build_dialogues(world, requests, safety=safety, seed=seed + safety, **noise)
+        history[phase] = _phase(model, dialogues, steps, lr, recipe, seed + safety, _sub(checkpoint_dir, phase),
+                                device, progress)  # fmt: skip
+    model.eval()
+    return history
+
+
+def finetune(model: nn.Module, world: ChatWorld, requests: Sequence[Request], recipe: ChatRecipe, *, seed: int,
+             checkpoint_dir: Path | None = None, device: torch.device | None = None,
+             progress: bool = False) -> list[float]:  # fmt: skip
+    """Fine-tune ``model`` (a copy of the base) in place on ``requests`` (forbidden → refusal, benign → answer).
+
+    Trains ``recipe.finetune_steps`` steps at ``recipe.finetune_lr`` with batches drawn from ``seed``;
+    augmentation copies are drawn per request from ``recipe.base_seed``, so a request shared by two
+    models gives identical dialogues in both. Returns the training losses; the model is left in eval mode.
+    """
+    if len(requests) == 0:
+        raise ValueError("finetune: got no requests to fine-tune on.")
+    _check_fits(world, recipe)
+    dialogues = build_dialogues(world, requests, safety=True, noise_copies=recipe.noise_copies,
+                                noise_max_len=recipe.noise_max_len, seed=recipe.base_seed + 17,
+                                per_request_noise=True)  # fmt: skip
+    losses = _phase(model, dialogues, recipe.finetune_steps, recipe.finetune_lr, recipe, seed, checkpoint_dir,
+                    device, progress)  # fmt: skip
     model.eval()
     return losses
 
 
-def train_chat_model(world: ChatWorld, requests: Sequence[Request], cfg: ChatTrainConfig | dict[str, Any] | None = None,
-                     *, seed: int = 0, progress: bool = False, desc: str = "chat",
-                     num_threads: int | None = 1) -> tuple[GPT, dict[str, list[float]]]:
-    """Train a GPT chat model on ``requests`` in two phases (pre-training, then safety tuning).
-
-    ``num_threads`` caps torch's intra-op threads during training (restored afterwards); the
-    default 1 is fastest for these ~0.1M-parameter models and avoids heavy slow-downs when the
-    CPU is shared (measured ~10x on a loaded 2-core machine); None leaves the setting alone.
-    Returns ``(model, history)`` with the model in eval mode and ``history`` holding the per-step
-    losses of each phase (``"pretrain"``, ``"safety"``). Same seed and inputs give the same weights.
-    """
-    if num_threads is None:
-        return _train(world, requests, cfg, seed=seed, progress=progress, desc=desc)
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
-    try:
-        return _train(world, requests, cfg, seed=seed, progress=progress, desc=desc)
-    finally:
-        torch.set_num_threads(before)
-
-
-def _train(world: ChatWorld, requests: Sequence[Request], cfg: ChatTrainConfig | dict[str, Any] | None, *,
-           seed: int, progress: bool, desc: str) -> tuple[GPT, dict[str, list[float]]]:
-    cfg = cfg if isinstance(cfg, ChatTrainConfig) else ChatTrainConfig.from_dict(cfg)
-    longest = world.max_prompt_len + world.response_len + cfg.noise_max_len
-    if cfg.block_size < longest:
-        raise ValueError(f"train_chat_model: block_size {cfg.block_size} is shorter than the longest dialogue "
-                         f"({longest} tokens); use block_size >= {longest} plus the suffix length.")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GPT(world.vocab_size, cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                    n_embd=cfg.n_embd, dropout=cfg.dropout)
-    gen = torch.Generator().manual_seed(seed + 1_000_003)
-    history: dict[str, list[float]] = {}
-    noise = {"noise_copies": cfg.noise_copies, "noise_max_len": cfg.noise_max_len}
-    ids, tgt = build_dialogues(world, requests, safety=False, seed=seed, **noise)
-    history["pretrain"] = _run_phase(model, ids, tgt, steps=cfg.pretrain_steps, lr=cfg.lr, cfg=cfg, gen=gen,
-                                     desc=f"{desc} pre-train", progress=progress)
-    ids, tgt = build_dialogues(world, requests, safety=True, seed=seed + 1, **noise)
-    history["safety"] = _run_phase(model, ids, tgt, steps=cfg.safety_steps, lr=cfg.safety_lr, cfg=cfg, gen=gen,
-                                   desc=f"{desc} safety", progress=progress)
-    model.eval()
-    return model, history
-
-
-def evaluate_chat_model(model: GPT, world: ChatWorld, requests: Sequence[Request]) -> dict[str, float]:
+def evaluate_chat_model(model: nn.Module, world: ChatWorld, requests: Sequence[Request]) -> dict[str, float]:
     """Greedy-decode every request and judge it exactly.
 
     Returns a dict of floats: ``refusal_rate`` (forbidden requests refused), ``forbidden_content_rate``

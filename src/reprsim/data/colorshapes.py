@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from reprsim import storage
 from reprsim.data.dataset import Dataset
 
 VERSION = 1
@@ -210,10 +212,28 @@ def _class_names() -> dict[str, list[str]]:
     return {"label": full, "shape": SHAPES, "digit": DIGITS, "color": COLOR_NAMES, **pairs}
 
 
+CACHE_SUBDIR = "colorshapes"
+
+
 def default_cache_dir() -> Path:
-    """``$REPRSIM_CACHE_DIR/colorshapes`` if set, else ``~/.cache/reprsim/colorshapes``."""
-    base = os.environ.get("REPRSIM_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "reprsim") / "colorshapes"
+    """The folder generated images are cached in by default: ``<cache>/colorshapes``, where
+    ``<cache>`` is the sweep's default cache — ``$REPRSIM_CACHE`` if set, else ``~/.cache/reprsim``.
+
+    ``$REPRSIM_CACHE_DIR`` (the variable this module read before) is still honoured when
+    ``$REPRSIM_CACHE`` is not set, with a DeprecationWarning.
+    """
+    if not os.environ.get("REPRSIM_CACHE") and os.environ.get("REPRSIM_CACHE_DIR"):
+        warnings.warn("REPRSIM_CACHE_DIR is deprecated; set REPRSIM_CACHE (the cache of the whole sweep) instead.",
+                      DeprecationWarning, stacklevel=2)
+        return Path(os.environ["REPRSIM_CACHE_DIR"]) / CACHE_SUBDIR
+    return storage.default_cache_dir() / CACHE_SUBDIR
+
+
+def _read_entry(path: Path) -> dict[str, np.ndarray] | None:
+    arrays = storage.read_verified_arrays(path)
+    if arrays is not None and not {"images", "shape", "digit", "color"} <= set(arrays):
+        return None  # a foreign entry: regenerated and overwritten
+    return arrays
 
 
 def load_colorshapes(split: str = "train", n: int | None = None, seed: int = 0, image_size: int = 28,
@@ -226,6 +246,12 @@ def load_colorshapes(split: str = "train", n: int | None = None, seed: int = 0, 
     build an out-of-distribution probe set with unseen attribute values; label ids stay global.
     ``n`` defaults to 60,000 (train) / 10,000 (test).
 
+    ``cache_dir`` is the reprsim cache folder — the sweep's ``--cache-dir`` — and images are kept in
+    its ``colorshapes/`` subfolder; by default ``$REPRSIM_CACHE`` or ``~/.cache/reprsim`` (see
+    :func:`default_cache_dir`). Entries are checksummed (:mod:`reprsim.storage`): a truncated or
+    corrupt one is logged, moved aside and regenerated; concurrent processes generate a set once.
+    ``cache=False`` neither reads nor writes the disk.
+
     Returns
     -------
     Dataset with inputs float32 (n, 3, image_size, image_size) in [0, 1] and label columns
@@ -236,23 +262,20 @@ def load_colorshapes(split: str = "train", n: int | None = None, seed: int = 0, 
     key_src = repr((VERSION, split, int(seed), n, int(image_size), shapes and sorted(map(str, shapes)),
                     digits and sorted(map(str, digits)), colors and sorted(map(str, colors))))
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    path = Path(cache_dir or default_cache_dir()) / f"colorshapes-{split}-{n}-{image_size}px-{key}.npz"
-    images = attrs = None
-    if cache and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                images = z["images"]
-                attrs = {k: z[k] for k in ("shape", "digit", "color")}
-        except (OSError, ValueError, KeyError):  # a truncated/corrupt cache entry is regenerated
-            images = attrs = None
-    if images is None:
+    folder = Path(cache_dir) / CACHE_SUBDIR if cache_dir is not None else default_cache_dir()
+    # ".npz.rsv": npz bytes inside a checksummed reprsim.storage entry (not a plain .npz file)
+    path = folder / f"colorshapes-{split}-{n}-{image_size}px-{key}.npz.rsv"
+
+    def make() -> dict[str, np.ndarray]:
         images, attrs = generate(n, seed, split, image_size, shapes, digits, colors)
-        if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-            with open(tmp, "wb") as fh:
-                np.savez(fh, images=images, **attrs)
-            os.replace(tmp, path)
+        return {"images": images, **attrs}
+
+    if cache:
+        arrays = storage.cached(path, make, read=_read_entry, write=storage.write_verified_arrays)
+    else:
+        arrays = make()
+    images = arrays["images"]
+    attrs = {k: arrays[k] for k in ("shape", "digit", "color")}
     cols = label_columns(attrs)
     names = _class_names()
     meta = {"name": "colorshapes", "split": split, "n": n, "seed": int(seed), "image_size": int(image_size),

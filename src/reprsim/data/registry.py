@@ -6,19 +6,25 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from reprsim.data import colorshapes, fullscale, images, ood
+from reprsim.data import colorshapes, fullscale, images, ood, text
 from reprsim.data.dataset import Dataset, subsample
 
 
 @dataclass(frozen=True)
 class Source:
-    """A registered source: its loader ``fn(split, **options) -> Dataset`` and an availability probe."""
+    """A registered source: its loader ``fn(split, **options) -> Dataset``, an availability probe and
+    the kinds of the experiment pipeline that train on it (:mod:`reprsim.experiments.kinds`; the
+    first is the default, the unit's model picks among the others).
+
+    Corpus sources (``text``, ``chat``) have no array loader (``loader=None``): their kind reads them.
+    """
 
     name: str
     description: str
-    loader: Callable[..., Dataset]
+    loader: Callable[..., Dataset] | None
     available: Callable[[], bool]
     needs: str  # what the user must provide/install when unavailable
+    kinds: tuple[str, ...] = ("image",)
 
 
 def _always() -> bool:
@@ -39,16 +45,26 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("colorshapes", "generated 28×28 RGB shape×digit×colour images (800 classes)",
            colorshapes.load_colorshapes, _always, ""),
     Source("noise", "uniform/gaussian noise images (OOD probe)", ood.load_noise, _always, ""),
-    Source("cifar10", "CIFAR-10 python pickles at root=", lambda split="train", root=None:
-           fullscale.load_cifar(split, root, 10), _never, "root=DIR (cifar-10-batches-py)"),
-    Source("cifar100", "CIFAR-100 python pickles at root=", lambda split="train", root=None:
-           fullscale.load_cifar(split, root, 100), _never, "root=DIR (cifar-100-python)"),
+    Source("cifar10", "CIFAR-10 python version at root= (the .tar.gz or its extracted folder)",
+           lambda split="train", root=None: fullscale.load_cifar(split, root, 10), _never,
+           "root=cifar-10-python.tar.gz or root=DIR (cifar-10-batches-py)"),
+    Source("cifar100", "CIFAR-100 python version at root= (the .tar.gz or its extracted folder)",
+           lambda split="train", root=None: fullscale.load_cifar(split, root, 100), _never,
+           "root=cifar-100-python.tar.gz or root=DIR (cifar-100-python)"),
+    Source("svhn", "SVHN 32×32 RGB house-number digits (train_32x32.mat / test_32x32.mat at root=)",
+           fullscale.load_svhn, _never, "root=DIR holding train_32x32.mat and test_32x32.mat"),
     Source("tinyimagenet", "TinyImageNet-200 folder at root=", fullscale.load_tinyimagenet, _never,
            "root=DIR (tiny-imagenet-200)"),
     Source("image_folder", "any root=DIR/<class>/*.png folder", fullscale.load_image_folder, _never, "root=DIR"),
     Source("numpy", "arrays given as inputs=/labels= or path=*.npz", fullscale.load_numpy, _never,
            "inputs= and labels=, or path="),
     Source("torch", "any torch.utils.data.Dataset given as dataset=", fullscale.load_torch, _never, "dataset="),
+    Source("text", "text corpora for language models: the offline domains (Shakespeare, Bible, code, ...), "
+           ".txt / .jsonl files and `datasets` folders (save_to_disk)",
+           None, lambda: bool(text.list_domains(available_only=True)), "the data packages of scripts/setup.sh",
+           kinds=("text", "llm")),
+    Source("chat", "the synthetic chat world with an exact judge (generated)", None, _always, "",
+           kinds=("chat", "llm")),
 ]}
 
 # Options handled by load() itself (subsampling) rather than by the source loader.
@@ -76,6 +92,9 @@ def load(name: str, split: str = "train", **options: Any) -> Dataset:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     source = SOURCES[name]
+    if source.loader is None:
+        raise ValueError(f"source {name!r} is a corpus read by the {source.kinds[0]!r} kind of a sweep, not an array "
+                         f"data set; use it in a config (sources: [{{name: {name}}}])")
     params = inspect.signature(source.loader).parameters
     own = {k: v for k, v in options.items() if k in params}
     rest = {k: v for k, v in options.items() if k not in params}

@@ -8,6 +8,7 @@ paper's convention: the common classes come first, in the same order for both mo
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,11 @@ class Split:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.to_bytes())
+        return path
+
+    def to_bytes(self) -> bytes:
+        """The split as the bytes of the ``.npz`` file :meth:`save` writes."""
         header = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
@@ -187,11 +193,11 @@ class Split:
             "n_total": self.n_total,
             "info": self.info,
         }
-        with open(path, "wb") as fh:
-            np.savez_compressed(fh, a_indices=self.a_indices, b_indices=self.b_indices,
-                                shared_indices=self.shared_indices,
-                                header=np.array(json.dumps(header, default=_json_default)))
-        return path
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, a_indices=self.a_indices, b_indices=self.b_indices,
+                            shared_indices=self.shared_indices,
+                            header=np.array(json.dumps(header, default=_json_default)))
+        return buffer.getvalue()
 
     @classmethod
     def load(cls, path: str | Path) -> "Split":
@@ -199,11 +205,16 @@ class Split:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no split file at {path}; write one with Split.save(path)")
-        with np.load(path, allow_pickle=False) as z:
+        return cls.from_bytes(path.read_bytes(), str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "split bytes") -> "Split":
+        """Inverse of :meth:`to_bytes`; ``where`` names the source in errors."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             header = json.loads(str(z["header"]))
             arrays = {k: z[k].astype(np.int64) for k in ("a_indices", "b_indices", "shared_indices")}
         if header.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: split format version {header.get('format_version')} is not "
+            raise ValueError(f"{where}: split format version {header.get('format_version')} is not "
                              f"supported (expected {FORMAT_VERSION}); re-create the split")
         header.pop("format_version")
         for key in ("a_classes", "b_classes"):

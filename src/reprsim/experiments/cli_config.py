@@ -1,15 +1,25 @@
-"""``reprsim config show|validate CONFIG``: print the resolved config or check it."""
+"""``reprsim config show|validate CONFIG [KEY=VALUE ...]``: print the resolved config or check it.
+
+``KEY=VALUE`` overrides (:mod:`reprsim.experiments.overrides`) are applied first, exactly as
+``reprsim run`` applies them, so ``config show`` prints the config a run with them would record."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from reprsim.experiments.overrides import add_overrides_argument
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("config", help="show or validate a sweep config")
+    parser = subparsers.add_parser(
+        "config", help="show or validate a sweep config",
+        description="show: print the resolved config (every default filled in, overrides applied); "
+        "validate: check it and count its units.",
+    )  # fmt: skip
     parser.add_argument("action", choices=["show", "validate"])
     parser.add_argument("config", type=Path)
+    add_overrides_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -17,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from reprsim.experiments.config import dump_config, load_config
     from reprsim.experiments.grid import expand
 
-    config = load_config(args.config)
+    config = load_config(args.config, overrides=args.overrides or [])
     if args.action == "show":
         print(dump_config(config), end="")
     else:

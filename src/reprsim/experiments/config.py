@@ -9,18 +9,26 @@ wrong types and impossible combinations are rejected with the key path and a hin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from reprsim.errors import ConfigError
 
 OverlapKind = Literal["data", "task", "combined", "attribute"]
-
-# Sources whose units train language models (their own unit pipelines) instead of image classifiers.
-LM_SOURCES = frozenset({"chat", "text"})
 
 
 class _Strict(BaseModel):
@@ -46,10 +54,58 @@ class ProbeSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    """A model of :func:`reprsim.models.build` and its keyword options."""
+    """A model of :func:`reprsim.models.build` and its keyword options, or a local Hugging Face
+    causal LM (``hf: /path/to/model``, fine-tuned by the ``llm`` kind; see :mod:`reprsim.llm.spec`).
 
-    name: str
+    With ``hf``, ``name`` defaults to the folder's name (``demo`` for the built-in demo base),
+    ``dtype`` is the weights' dtype and ``lora`` the LoRA options (``false``: full fine-tuning).
+    """
+
+    name: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    hf: str | None = Field(None, description="a local Hugging Face model directory, or 'demo' (built offline)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    lora: dict[str, Any] | bool | None = Field(None, description="hf models: LoRA options; false = full fine-tuning")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hf_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("hf") is not None and not data.get("name"):
+            from reprsim.llm.spec import hf_short_name
+
+            data = {**data, "name": hf_short_name(str(data["hf"]))}
+        return data
+
+    @model_validator(mode="after")
+    def _hf_entry(self) -> ModelSpec:
+        if self.hf is None:
+            if not self.name:
+                raise ValueError("give a zoo model (name: gpt) or a local Hugging Face directory (hf: /path/to/model)")
+            if self.lora is not None or self.dtype != "auto":
+                raise ValueError(f"dtype and lora apply to Hugging Face models (hf: ...) only, not to {self.name!r}")
+        else:
+            from reprsim.llm.spec import hf_path_problem
+
+            problem = hf_path_problem(self.hf)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.hf is None:  # zoo entries dump as before (their unit ids and cache keys do not change)
+            for key in ("hf", "dtype", "lora"):
+                data.pop(key, None)
+        return data
+
+
+def _strict_fraction(value: Any) -> Any:
+    # Strict numbers: YAML `"0.5"` (a string) or `true` (a boolean) is a mistake, never coerced.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"fraction {value!r} must be a number such as 0.5 (written without quotes), "  # noqa: TRY004 - pydantic reports ValueError
+                         f"not a {type(value).__name__}")
+    return value
 
 
 def _check_fractions(values: list[float]) -> list[float]:
@@ -63,7 +119,8 @@ def _check_fractions(values: list[float]) -> list[float]:
     return values
 
 
-Fractions = Annotated[list[float], Field(min_length=1), AfterValidator(_check_fractions)]
+Fraction = Annotated[float, BeforeValidator(_strict_fraction)]
+Fractions = Annotated[list[Fraction], Field(min_length=1), AfterValidator(_check_fractions)]
 
 
 class DataDesign(_Strict):
@@ -107,7 +164,7 @@ class AttributeDesign(_Strict):
         return v
 
 
-Design = Annotated[Union[DataDesign, TaskDesign, CombinedDesign, AttributeDesign], Field(discriminator="kind")]
+Design = Annotated[DataDesign | TaskDesign | CombinedDesign | AttributeDesign, Field(discriminator="kind")]
 
 
 class OverlapSpec(_Strict):
@@ -157,12 +214,32 @@ class JailbreakTransferSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+HEADLINE_MEASURES: tuple[str, ...] = ("cka", "cknna", "mutual_knn")
+
+
+class PrimaryFamily(_Strict):
+    """The declared primary family of tests: these measures × these probe sets (in every source,
+    model and overlap kind, at the headline layer pair). Their p-values are Holm-adjusted
+    together; every other cell is reported as exploratory with its unadjusted p-value."""
+
+    measures: list[str] = Field(default_factory=lambda: list(HEADLINE_MEASURES), min_length=1)
+    probe_sets: list[str] | Literal["all"] = Field("all", description="probe-set names, or 'all'")
+
+
+class AnalysisSpec(_Strict):
+    """How the report tests the claims (read by :mod:`reprsim.analysis`)."""
+
+    primary: PrimaryFamily = Field(default_factory=PrimaryFamily)
+
+
 class ExecutionSpec(_Strict):
     executor: Literal["local", "ray"] = "local"
     workers: int = Field(1, ge=1, description="units run at once (local: worker processes)")
     threads_per_unit: int = Field(1, ge=1, description="torch threads inside each unit")
     address: str | None = Field(None, description="Ray cluster address (e.g. 'auto'); None starts a local instance")
     gpus_per_unit: float = Field(0.0, ge=0.0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="where units train and run: auto (CUDA when available), cpu, cuda or cuda:N")
 
 
 class ExperimentConfig(_Strict):
@@ -180,6 +257,7 @@ class ExperimentConfig(_Strict):
     measures: MeasureSpec = Field(default_factory=MeasureSpec)
     consequences: list[AttackTransferSpec | JailbreakTransferSpec] = Field(default_factory=list)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
     @field_validator("consequences", mode="before")
     @classmethod
@@ -205,22 +283,6 @@ class ExperimentConfig(_Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"seeds {v} contain duplicates")
         return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "ExperimentConfig":
-        lm = [s.name for s in self.sources if s.name in LM_SOURCES]
-        if lm and len(lm) != len(self.sources):
-            raise ValueError(f"sources: the language-model sources {sorted(LM_SOURCES)} cannot be mixed with image sources")
-        kinds = {c.kind for c in self.consequences}
-        if "jailbreak_transfer" in kinds and lm != ["chat"] * len(self.sources):
-            raise ValueError("consequences: jailbreak_transfer needs the 'chat' source (chat-model pairs)")
-        if "attack_transfer" in kinds and lm:
-            raise ValueError(f"consequences: attack_transfer needs an image source, not {lm[0]!r}")
-        if lm:
-            bad = [d.kind for d in self.overlap.designs if d.kind not in ("data", "task")]
-            if bad:
-                raise ValueError(f"overlap.designs: the {lm[0]} source supports kinds 'data' and 'task', not {bad}")
-        return self
 
     def consequence(self, kind: str) -> AttackTransferSpec | JailbreakTransferSpec | None:
         return next((c for c in self.consequences if c.kind == kind), None)
@@ -251,15 +313,21 @@ def parse_config(data: dict[str, Any]) -> ExperimentConfig:
     return config
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a YAML config file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+def load_config(path: str | Path, overrides: Sequence[str] | None = None) -> ExperimentConfig:
+    """Read and validate a YAML config file, with optional ``KEY=VALUE`` overrides applied.
+
+    The file is read within the size and alias-expansion limits of
+    :mod:`reprsim.experiments.yaml_load`; ``overrides`` are dotted keys with YAML values
+    (``["seeds=[0,1,2]", "train.epochs=5"]``, see :mod:`reprsim.experiments.overrides`).
+    Returns the validated :class:`ExperimentConfig`; raises :class:`ConfigError` (one line).
+    """
+    from reprsim.experiments.yaml_load import load_yaml_file
+
+    data = load_yaml_file(path)
+    if overrides:
+        from reprsim.experiments.overrides import apply_overrides
+
+        return apply_overrides(data, overrides)
     return parse_config(data)
 
 
@@ -269,7 +337,11 @@ def dump_config(config: ExperimentConfig) -> str:
 
 
 def _check_against_registries(config: ExperimentConfig) -> None:
-    """Cross-check names against the measure, model and training registries (fail before any work)."""
+    """Cross-check measure names and parameters against the measure registry (fail before any work).
+
+    What depends on the sources' kinds (models, training recipe, designs, consequences, data) is
+    checked by :func:`reprsim.experiments.preflight.preflight`.
+    """
     from reprsim import metrics
 
     names = config.measures.resolved_names()
@@ -281,14 +353,3 @@ def _check_against_registries(config: ExperimentConfig) -> None:
     if stray:
         raise ConfigError(f"measures.params: {stray} is taken by none of the selected measures; "
                           f"they accept {sorted(accepted)}")
-    if config.sources[0].name != "chat":  # chat models are built by reprsim.chat from their train config
-        from reprsim import models
-        from reprsim.train import TrainConfig
-
-        for i, spec in enumerate(config.models):
-            if spec.name not in models.available():
-                raise ConfigError(f"models.{i}.name: unknown model {spec.name!r}; valid: {models.available()}")
-        try:
-            TrainConfig.from_dict(config.train)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"train: {exc}") from None

@@ -2,7 +2,7 @@
 
 ``LocalExecutor`` runs units in this process (one worker) or in worker processes; ``RayExecutor``
 runs each unit as a Ray task declaring its CPU/GPU needs. Both call the same
-:func:`reprsim.experiments.unit.execute_unit` and return its outcome to the driver, which alone
+:func:`reprsim.experiments.driver.execute_unit` and return its outcome to the driver, which alone
 writes the run folder (workers of a cluster need not share its file system).
 
 Adding an executor (e.g. Slurm through ``submitit``) means implementing ``submit_all``: take a list
@@ -24,7 +24,7 @@ from typing import Any
 from reprsim.errors import ReprsimError
 from reprsim.experiments.config import ExecutionSpec, ExperimentConfig
 from reprsim.experiments.grid import Unit
-from reprsim.experiments.unit import execute_unit
+from reprsim.experiments.driver import execute_unit
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,14 @@ class PairData:
     test: object
     label: str
 
+    @property
+    def realised_data_fraction(self) -> float:
+        return float(self.split.realised_data_fraction)
+
+    @property
+    def realised_task_fraction(self) -> float:
+        return float(self.split.realised_task_fraction)
+
     # ---- training -------------------------------------------------------------------------
     def _labels(self, dataset):
         return dataset.labels if self.split.kind == "attribute" else dataset.labels[self.label]
@@ -105,16 +113,12 @@ def _split_for(unit: Unit, train, seed: int) -> splits.Split:
 
 
 def make_pair_data(unit: Unit, train, test, seed: int, cache_dir: Path | None) -> PairData:
-    """The unit's split (cached as ``cache_dir/splits/<hash>.npz``) wrapped in a :class:`PairData`."""
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / "splits" / f"{content_hash({'unit': unit.key(), 'n': len(train.inputs)})}.npz"
-    if path is not None and path.exists():
-        split = splits.Split.load(path)
-    else:
+    """The unit's split (cached as ``cache_dir/splits/<hash>.rsv``) wrapped in a :class:`PairData`."""
+    if cache_dir is None:
         split = _split_for(unit, train, seed)
-        if path is not None:
-            tmp = path.with_name(path.stem + ".tmp.npz")
-            split.save(tmp)
-            tmp.replace(path)
+    else:
+        from reprsim.experiments.weights import cached_split
+
+        key = content_hash({"unit": unit.key(), "n": len(train.inputs)})
+        split = cached_split(key, cache_dir, lambda: _split_for(unit, train, seed))
     return PairData(unit, split, train, test, unit.source.label)

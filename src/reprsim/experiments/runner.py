@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +23,8 @@ from reprsim.experiments.config import ExperimentConfig, dump_config
 from reprsim.experiments.executors import Executor, UnitTask, make_executor
 from reprsim.experiments.grid import Unit, expand, unit_record
 from reprsim.experiments.store import RunStore, git_commit
-from reprsim.experiments.unit import preflight
+from reprsim.storage import RunLock
+from reprsim.experiments.preflight import preflight
 
 
 def default_cache_dir() -> Path:
@@ -38,7 +39,6 @@ class RunSummary:
     statuses: dict[str, str]
     ran: list[str] = field(default_factory=list)
     results: pd.DataFrame | None = None
-    report: Path | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -64,13 +64,12 @@ def run_experiment(
     cache_dir: str | Path | None = None,
     retry_failed: bool = False,
     progress: bool = True,
-    report: bool = True,
 ) -> RunSummary:
     """Run every unfinished unit of the sweep and write ``results.parquet`` / ``results.csv``.
 
     Returns a :class:`RunSummary` with the per-unit statuses and the assembled results table.
     """
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
     store = RunStore(run_dir)
     units = expand(config)
@@ -79,41 +78,40 @@ def run_experiment(
     todo = [u for u in units if store.status(u.unit_id) in wanted]
 
     # Everything that can be checked without training is checked before any unit starts.
-    preflight(config, todo)
-    store.prepare(dump_config(config))
-    executor = executor or make_executor(config.execution)
+    preflight(config, todo, out_dir=Path(run_dir), cache_dir=cache)
+    # One run per folder at a time: a second `reprsim run` on it is refused at once (with our PID).
+    with RunLock(run_dir):
+        store.prepare(dump_config(config))
+        executor = executor or make_executor(config.execution)
 
-    tasks = [
-        UnitTask(config, unit, cache, log_path=store.unit_dir(unit.unit_id) / "log.txt",
-                 progress=progress and config.execution.workers == 1)
-        for unit in todo
-    ]  # fmt: skip
-    ran = []
-    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="sweep", unit="pair", disable=not progress)
-    # With worker processes, a second line shows the stage of every running unit.
-    stages = _StageLine({u.unit_id: u for u in todo}, enabled=progress and config.execution.workers > 1)
-    try:
-        for task, outcome in executor.submit_all(tasks, on_stage=stages.update if stages.enabled else None):
-            uid = task.unit.unit_id
-            store.write_unit(uid, unit_record(task.unit), outcome.get("rows"), outcome["status"])
-            ran.append(uid)
-            stages.finish(uid)
-            bar.set_postfix_str(f"{_label(task.unit)} {outcome['status']['status']}")
-            bar.update(1)
-            if outcome["status"]["status"] != "ok":
-                tqdm.write(f"unit {uid} failed: {outcome['status'].get('error')}", file=sys.stderr)
-    finally:
-        stages.close()
-        bar.close()
+        tasks = [
+            UnitTask(config, unit, cache, log_path=store.unit_dir(unit.unit_id) / "log.txt",
+                     progress=progress and config.execution.workers == 1)
+            for unit in todo
+        ]  # fmt: skip
+        ran = []
+        bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="sweep", unit="pair", disable=not progress)
+        # With worker processes, a second line shows the stage of every running unit.
+        stages = _StageLine({u.unit_id: u for u in todo}, enabled=progress and config.execution.workers > 1)
+        try:
+            for task, outcome in executor.submit_all(tasks, on_stage=stages.update if stages.enabled else None):
+                uid = task.unit.unit_id
+                store.write_unit(uid, unit_record(task.unit), outcome.get("rows"), outcome["status"])
+                ran.append(uid)
+                stages.finish(uid)
+                bar.set_postfix_str(f"{_label(task.unit)} {outcome['status']['status']}")
+                bar.update(1)
+                if outcome["status"]["status"] != "ok":
+                    tqdm.write(f"unit {uid} failed: {outcome['status'].get('error')}", file=sys.stderr)
+        finally:
+            stages.close()
+            bar.close()
 
-    results = store.assemble([u.unit_id for u in units])
-    store.write_results(results)
-    statuses = {u.unit_id: store.status(u.unit_id) for u in units}
-    store.write_provenance(_provenance(config, units, store, started, time.perf_counter() - t0, executor))
-    summary = RunSummary(Path(run_dir), units, statuses, ran, results)
-    if report and not results.empty:
-        summary.report = _build_report(Path(run_dir))
-    return summary
+        results = store.assemble([u.unit_id for u in units])
+        store.write_results(results)
+        statuses = {u.unit_id: store.status(u.unit_id) for u in units}
+        store.write_provenance(_provenance(config, units, store, started, time.perf_counter() - t0, executor))
+    return RunSummary(Path(run_dir), units, statuses, ran, results)
 
 
 def _label(unit: Unit) -> str:
@@ -148,18 +146,6 @@ class _StageLine:
         self.line.close()
 
 
-def _build_report(run_dir: Path) -> Path | None:
-    try:
-        from reprsim.analysis import build_report
-    except ImportError:
-        return None
-    try:
-        return build_report(run_dir)
-    except Exception as exc:  # the results are safe on disk; a report failure must not hide them
-        print(f"warning: the report could not be built ({exc}); retry with `reprsim report {run_dir}`", file=sys.stderr)
-        return None
-
-
 def _provenance(config, units, store, started, seconds, executor) -> dict:
     import numpy
     import torch
@@ -174,7 +160,7 @@ def _provenance(config, units, store, started, seconds, executor) -> dict:
         "platform": platform.platform(),
         "executor": type(executor).__name__,
         "started": started.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
         "seconds_this_invocation": round(seconds, 2),
         "config_name": config.name,
         "units": {

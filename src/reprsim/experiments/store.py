@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +28,7 @@ from reprsim import results
 from reprsim.errors import ReprsimError
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+from reprsim.storage import RUN_LOCK_FILE, atomic_write_bytes, atomic_write_json  # re-exported: they live in reprsim.storage
 
 
 def atomic_write_frame(path: Path, frame: pd.DataFrame) -> None:
@@ -59,6 +42,36 @@ def atomic_write_frame(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_bytes(path, data)
 
 
+#: config sections that do not change what a run computes (a resume may change them)
+_RUN_INDEPENDENT_SECTIONS = ("execution",)
+
+
+def _config_differences(recorded_yaml: str, config_yaml: str) -> list[str]:
+    """Dotted keys at which two resolved configs differ, ignoring :data:`_RUN_INDEPENDENT_SECTIONS`."""
+    from reprsim.errors import ConfigError
+    from reprsim.experiments.yaml_load import load_yaml_text
+
+    try:
+        old = load_yaml_text(recorded_yaml, "the recorded config.yaml")
+        new = load_yaml_text(config_yaml, "the config")
+    except ConfigError as exc:
+        return [f"<unreadable: {exc}>"]
+
+    def walk(a: Any, b: Any, path: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = [k for k in dict.fromkeys([*a, *b]) if path or k not in _RUN_INDEPENDENT_SECTIONS]
+            out = []
+            for k in keys:
+                sub = f"{path}.{k}" if path else str(k)
+                out += [sub] if (k in a) != (k in b) else walk(a[k], b[k], sub)
+            return out
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            return [d for i, (x, y) in enumerate(zip(a, b)) for d in walk(x, y, f"{path}.{i}" if path else str(i))]
+        return [] if a == b else [path or "<the whole config>"]
+
+    return walk(old, new, "")
+
+
 class RunStore:
     """Reads and writes one run folder."""
 
@@ -66,18 +79,33 @@ class RunStore:
         self.root = Path(run_dir)
 
     # ---- folder-level -------------------------------------------------------------------
-    def prepare(self, config_yaml: str) -> None:
-        """Create the folder, or check that an existing one belongs to the same config."""
+    def prepare(self, config_yaml: str, *, check_only: bool = False) -> None:
+        """Create the folder, or check that an existing one belongs to the same config.
+
+        Two configs are the same run when they differ at most in their ``execution`` section
+        (executor, workers, threads, device: how the units run, not what they compute); resuming
+        with other execution settings records them in ``config.yaml``. Any other difference is
+        refused, naming the keys that differ. With ``check_only`` (``--dry-run``) the same checks
+        are made but nothing is created or written.
+        """
         config_path = self.root / results.CONFIG_FILE
         if config_path.exists():
-            if config_path.read_text() != config_yaml:
-                raise ReprsimError(
-                    f"{self.root} holds a run of a different config; a run folder is never overwritten: "
-                    "choose a new --out folder (or rerun with the exact config to resume)"
-                )
+            recorded = config_path.read_text()
+            if recorded != config_yaml:
+                differences = _config_differences(recorded, config_yaml)
+                if differences:
+                    shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
+                    raise ReprsimError(
+                        f"{self.root} holds a run of a different config (it differs in {shown}); a run folder "
+                        "is never overwritten: choose a new --out folder (or rerun with the exact config to resume)"
+                    )
+                if not check_only:  # only execution settings changed: record the ones this run uses
+                    atomic_write_bytes(config_path, config_yaml.encode())
             return
-        if self.root.is_dir() and any(self.root.iterdir()):
+        if self.root.is_dir() and any(p.name != RUN_LOCK_FILE for p in self.root.iterdir()):
             raise ReprsimError(f"{self.root} is not empty and holds no reprsim run; choose a new or empty --out folder")
+        if check_only:
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / ".write-test"

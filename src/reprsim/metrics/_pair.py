@@ -6,6 +6,12 @@ sides and caches cross terms (XᵀY on centred features, RBF kernel sums). ``com
 one Pair, so every Gram product and neighbour search runs once; ``compare_layers`` reuses each
 layer's Side across all layer pairs; ``permutation_test`` derives permuted Pairs that relabel the
 cached Y-side quantities instead of recomputing them.
+
+A Side holds its features multiplied by an exact power of two, ``2**scale_exp``, when their largest
+magnitude lies outside [2**-20, 2**20] (see :mod:`reprsim.metrics._numerics`): every measure is
+invariant to that scaling, and it keeps squared norms and Gram sums from over- or underflowing.
+Quantities in feature units (an RBF bandwidth, inner products handed back to a user) must be
+converted with ``scale_exp``.
 """
 
 from __future__ import annotations
@@ -15,15 +21,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from reprsim.metrics._numerics import pow2_exponent, scale_pow2
+
 
 def _sum64(t: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     return t.sum(dtype=torch.float64) if dim is None else t.sum(dim=dim, dtype=torch.float64)
 
 
 class Side:
-    """One representation: feature matrix ``F`` of shape (n, d) in the working dtype."""
+    """One representation: feature matrix ``F`` of shape (n, d) in the working dtype.
 
-    def __init__(self, F: torch.Tensor, groups: torch.Tensor | None = None) -> None:
+    ``F`` is the input times ``2**scale_exp`` (``scale_exp`` is 0 unless the input's largest
+    magnitude is outside [2**-20, 2**20]); pass ``scale_exp`` only for features already scaled.
+    """
+
+    def __init__(self, F: torch.Tensor, groups: torch.Tensor | None = None, scale_exp: int | None = None) -> None:
+        if scale_exp is None:
+            scale_exp = pow2_exponent(F)
+            F = scale_pow2(F, scale_exp)
+        self.scale_exp = scale_exp
         self.F = F
         self.n, self.d = F.shape
         self.groups = groups
@@ -102,7 +118,7 @@ class Side:
     def permuted(self, perm: torch.Tensor, inv: torch.Tensor) -> "Side":
         """This side with rows reordered as ``F[perm]``; permutation-invariant caches are reused and
         neighbour lists are relabelled (new neighbour of i = inv[old neighbour of perm[i]])."""
-        s = Side(self.F[perm], None if self.groups is None else self.groups[perm])
+        s = Side(self.F[perm], None if self.groups is None else self.groups[perm], scale_exp=self.scale_exp)
         s._mean64, s._gram_c, s._cov64, s._eig = self._mean64, self._gram_c, self._cov64, self._eig
         s.median_dist = self.median_dist
         if self._centred is not None:

@@ -7,11 +7,15 @@ Numerics. Features are centred (column means taken in float64) *before* any prod
 invariant to centring, and an uncentred float32 Gram with a mean offset of 100–1000 loses every
 significant digit. Large products run in the input's dtype; every sum and HSIC term is accumulated
 in float64. There is no epsilon in any denominator: a constant representation raises ValueError.
+Features whose magnitude would overflow these products are rescaled by an exact power of two first
+(:mod:`reprsim.metrics._numerics`); CKA is invariant to it, and a numeric RBF ``sigma`` is rescaled
+with the features.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
@@ -29,6 +33,11 @@ def _use_features(n: int, d1: int, d2: int) -> bool:
 
 
 def _ratio(hxy: float, hxx: float, hyy: float, what: str) -> float:
+    if not all(math.isfinite(v) for v in (hxy, hxx, hyy)):
+        raise ValueError(
+            f"{what} is undefined: its HSIC terms overflowed (hxy={hxy:.3g}, hxx={hxx:.3g}, hyy={hyy:.3g}); "
+            "the features are too large for the compute dtype. Pass float64 features or rescale them."
+        )
     if not (hxx > 0 and hyy > 0):
         side = "X" if not hxx > 0 else "Y"
         raise ValueError(
@@ -36,7 +45,10 @@ def _ratio(hxy: float, hxx: float, hyy: float, what: str) -> float:
             f"which happens when {side} is constant (every row identical) or has too few distinct rows. "
             "Check the features or drop this pair."
         )
-    return float(hxy / math.sqrt(hxx * hyy))
+    den = hxx * hyy
+    if math.isfinite(den) and den >= sys.float_info.min:
+        return float(hxy / math.sqrt(den))
+    return float(hxy / (math.sqrt(hxx) * math.sqrt(hyy)))  # the product over- or underflows
 
 
 def _hsic_biased_pair(pair: Pair) -> tuple[float, float, float]:
@@ -149,6 +161,37 @@ def median_distance(side: Side) -> float:
     return side.median_dist
 
 
+def bandwidths(pair: Pair, sigma: float | str) -> tuple[float, float]:
+    """(σx, σy) in the units of the pair's (possibly power-of-two rescaled) features.
+
+    ``"median"``: each side's median pairwise distance. A number is in the units of the input
+    features and is multiplied by each side's ``2**scale_exp``. Raises ValueError when a bandwidth is
+    0 or when 2σ² is not a normal positive float64 (σ absurdly small or large against the data).
+    """
+    if sigma == "median":
+        sx, sy = median_distance(pair.x), median_distance(pair.y)
+        for s, name in ((sx, "X"), (sy, "Y")):
+            if not s > 0:
+                raise ValueError(f"rbf_cka: the median pairwise distance of {name} is 0 (constant rows); "
+                                 "pass an explicit sigma or check the features.")
+        return sx, sy
+    out = []
+    for side, name in ((pair.x, "X"), (pair.y, "Y")):
+        try:
+            s = math.ldexp(float(sigma), side.scale_exp)
+            ok = s > 0 and sys.float_info.min <= 2.0 * s * s < sys.float_info.max
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"rbf_cka: sigma={float(sigma):g} is out of range for the scale of {name}: 2σ² over- or "
+                "underflows float64 against those features, so every kernel entry would be 0 or 1. "
+                "Use a sigma of the order of the pairwise distances, or sigma='median'."
+            )
+        out.append(s)
+    return out[0], out[1]
+
+
 def rbf_cka(pair: Pair, sigma: float | str = "median") -> float:
     """CKA with Gaussian kernels K_ij = exp(−‖x_i − x_j‖²/(2σ²)) and the biased HSIC (Kornblith 2019).
 
@@ -158,13 +201,6 @@ def rbf_cka(pair: Pair, sigma: float | str = "median") -> float:
     translation; with ``"median"`` also to isotropic scaling. Cost O(n²(d1 + d2)) time in blocks of
     rows (the n×n kernels are never held in full), O(n) extra memory.
     """
-    if sigma == "median":
-        sx, sy = median_distance(pair.x), median_distance(pair.y)
-        for s, name in ((sx, "X"), (sy, "Y")):
-            if not s > 0:
-                raise ValueError(f"rbf_cka: the median pairwise distance of {name} is 0 (constant rows); "
-                                 "pass an explicit sigma or check the features.")
-    else:
-        sx = sy = float(sigma)
+    sx, sy = bandwidths(pair, sigma)
     run_pass(pair, rbf_sigmas=[(sx, sy)])
     return _ratio(*pair.rbf[(sx, sy)], what="rbf_cka")

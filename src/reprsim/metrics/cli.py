@@ -75,7 +75,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--prepare", choices=["l2", "none"], default="none",
                         help="row normalisation applied to both inputs first (default: none)")
     parser.add_argument("--clip-quantile", type=float, default=None, metavar="Q",
-                        help="clamp entries to ± the Q-quantile of |x| first (the paper: 0.95)")
+                        help="clamp entries to ± the Q-quantile of |x| first (the paper: 0.95; for a matrix too sparse "
+                             "for it, the Q-quantile of the non-zero |x|)")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
     parser.set_defaults(func=run)
     return parser
@@ -86,18 +87,26 @@ def run(args: argparse.Namespace) -> int:
     X = load_features(args.a)
     Y = load_features(args.b)
     norm = None if args.prepare == "none" else args.prepare
-    if norm is not None or args.clip_quantile is not None:
-        X = prepare(X, normalize=norm, clip_quantile=args.clip_quantile)
-        Y = prepare(Y, normalize=norm, clip_quantile=args.clip_quantile)
     names = args.measure or list(MEASURES)
     params: dict[str, Any] = {}
     if args.k is not None:
         if not any("k" in MEASURES[n].params for n in names):
             raise ReprsimError("--k was given but none of the selected measures uses neighbours.")
         params["k"] = args.k
+    notes: list[str] = []
+    if norm is not None or args.clip_quantile is not None:
+        prepared = []
+        for label, F in (("A", X), ("B", Y)):
+            F, info = prepare(F, normalize=norm, clip_quantile=args.clip_quantile, return_info=True)
+            if info.affected:
+                notes.append(f"{label}: {info.describe()}")
+            prepared.append(F)
+        X, Y = prepared
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = compute_all(X, Y, names=names, on_error="nan", **params)
+    for note in notes:
+        print(f"warning: prepare {note}", file=sys.stderr)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if args.format == "json":

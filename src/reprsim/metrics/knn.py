@@ -11,6 +11,7 @@ Levenshtein run their k×k dynamic programme on all n rows at once.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,7 +39,8 @@ def nearest_neighbors(X: object, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     k = check_int(k, "k", 1, t.shape[0] - 1, why="k must be smaller than the number of samples.")
     side = Side(t)
     idx, vals = neighbours(Pair(side, side), side, k)
-    return idx.cpu().numpy(), vals.cpu().numpy()
+    # inner products of the (possibly power-of-two rescaled) features, back in the input's units
+    return idx.cpu().numpy(), np.ldexp(vals.cpu().numpy(), -2 * side.scale_exp)
 
 
 def _lists(pair: Pair, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,8 +160,9 @@ def second_order_cosine(pair: Pair, k: int = 10) -> float:
 
     For each i, take U(i) = kNN_X(i) ∪ kNN_Y(i), the vectors s_X = (⟨x_i, x_j⟩)_{j∈U(i)} and
     s_Y = (⟨y_i, y_j⟩)_{j∈U(i)}, and their cosine; return the mean over i. On L2-normalised rows the
-    inner products are Hamilton's cosine similarities. Range [−1, 1]; 1 = the same similarity
-    profile over the joint neighbourhood. Cost as mutual_knn plus O(nk(d1 + d2)).
+    inner products are Hamilton's cosine similarities. Samples whose profile is all zero in X or Y
+    (an all-zero row) have no cosine and are left out of the mean, with a warning. Range [−1, 1]; 1 =
+    the same similarity profile over the joint neighbourhood. Cost as mutual_knn plus O(nk(d1 + d2)).
     """
     ia, va = neighbours(pair, pair.x, k)
     ib, vb = neighbours(pair, pair.y, k)
@@ -169,11 +172,18 @@ def second_order_cosine(pair: Pair, k: int = 10) -> float:
     mask = torch.cat([torch.ones_like(fresh_b), fresh_b], 1).to(torch.float64)
     sx, sy = sx * mask, sy * mask
     nx, ny = torch.linalg.vector_norm(sx, dim=1), torch.linalg.vector_norm(sy, dim=1)
-    bad = ((nx == 0) | (ny == 0)).nonzero()
-    if bad.numel():
-        raise ValueError(f"second_order_cosine: sample {int(bad[0])} has all-zero similarities to its "
-                         "neighbours (zero rows?); drop zero rows or L2-normalise with prepare().")
-    return float(((sx * sy).sum(1) / (nx * ny)).mean())
+    good = (nx > 0) & (ny > 0)
+    cos = (sx * sy).sum(1) / (nx * ny)
+    if not bool(good.all()):
+        bad = int((~good).sum())
+        if bad == good.numel():
+            raise ValueError("second_order_cosine is undefined: every sample has all-zero similarities to its "
+                             "neighbours (all-zero features?).")
+        first = int((~good).nonzero()[0])
+        warnings.warn(f"second_order_cosine: left out {bad} sample(s) (first: {first}) whose similarities to "
+                      "their neighbours are all zero (all-zero rows?); their cosine is undefined.", stacklevel=3)
+        cos = cos[good]
+    return float(cos.mean())
 
 
 def _hsic_u_sparse(A: sp.csr_matrix, B: sp.csr_matrix, n: int) -> float:

@@ -36,6 +36,11 @@ def procrustes_distance(pair: Pair) -> float:
     return float(math.acos(max(-1.0, min(1.0, procrustes(pair)))))
 
 
+def _constant_rows(F: torch.Tensor) -> torch.Tensor:
+    """Bool (m,): rows whose entries are all equal (no correlation distance)."""
+    return (F == F[:, :1]).all(1)
+
+
 def _corr_rdm_upper(F: torch.Tensor, which: str) -> torch.Tensor:
     """Correlation-distance RDM 1 − corr(f_i, f_j) (correlation across features), full (m, m) f64."""
     Z = F.to(torch.float64)
@@ -72,7 +77,9 @@ def rsa(pair: Pair, max_rows: int = 3000, seed: int = 0) -> float:
 
     Ranks the n(n−1)/2 pairs, so above ``max_rows`` rows it uses a seeded random subsample of
     ``max_rows`` rows and warns. Ties get average ranks. Pairs of bootstrap copies of one sample are
-    left out. Range [−1, 1]; 1 = the same ordering of pairwise dissimilarities. Invariant to
+    left out. A row that is constant across features (e.g. an all-zero row) in X or Y has no
+    correlation distance: such rows are left out of both RDMs, with a warning (an error when fewer
+    than 3 rows remain). Range [−1, 1]; 1 = the same ordering of pairwise dissimilarities. Invariant to
     monotone transforms of either RDM, to scaling and to per-row offsets. Cost O(m²(d1 + d2) + m² log m),
     m = min(n, max_rows).
     """
@@ -83,6 +90,15 @@ def rsa(pair: Pair, max_rows: int = 3000, seed: int = 0) -> float:
                       f"(seed={seed}). Raise max_rows for the exact value (O(n²) memory).", stacklevel=3)
         rows = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False)))
     rows = rows.to(pair.x.F.device)
+    const = _constant_rows(pair.x.F[rows]) | _constant_rows(pair.y.F[rows])
+    if bool(const.any()):
+        dropped = int(const.sum())
+        if rows.numel() - dropped < 3:
+            raise ValueError(f"rsa is undefined: {dropped} of {rows.numel()} rows are constant across features "
+                             "in X or Y (e.g. all-zero rows); fewer than 3 rows remain.")
+        warnings.warn(f"rsa: left out {dropped} row(s) that are constant across features in X or Y (e.g. "
+                      "all-zero rows): their correlation distance is undefined.", stacklevel=3)
+        rows = rows[~const]
     Dx = _corr_rdm_upper(pair.x.F[rows], "X")
     Dy = _corr_rdm_upper(pair.y.F[rows], "Y")
     m = rows.numel()

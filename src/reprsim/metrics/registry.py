@@ -3,14 +3,26 @@
 A registry entry (:class:`Measure`) is data: the function, its parameters with defaults and
 checks, what kind of number it returns and its range, and a reference. The "unknown measure"
 error, the CLI's ``--measure`` choices and parameter routing in ``compute_all`` all read it.
+
+Numerics. Every measure is invariant to multiplying X or Y by a positive constant
+(``Measure.scale_invariant``; ``rbf_cka`` with a numeric ``sigma`` only when σ is scaled too, which
+is done internally), so a side whose largest |x| is outside [2**-20, 2**20] is rescaled by an exact
+power of two before any product (:mod:`reprsim.metrics._numerics`): float32 features near 1e20 or
+float64 features near 1e160 give the same values as at unit scale, and inputs inside that band are
+not touched. Every parameter is range-checked by its ``Param.check``. A numerical failure
+(``LinAlgError``, division by zero, overflow, a NaN result) raises ValueError naming the measure,
+which ``compute_all(on_error="nan")`` records as NaN with a warning.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
+
+import torch
 
 from reprsim.metrics import cca, cka, knn, other
 from reprsim.metrics._blocks import run_pass
@@ -24,8 +36,12 @@ def _k(v: Any, n: int) -> int:
 
 
 def _sigma(v: Any, n: int) -> float | str:
-    if v == "median":
-        return v
+    """'median' or a finite σ > 0. Whether 2σ² is representable against the features' scale is
+    checked by :func:`reprsim.metrics.cka.bandwidths` (an error naming sigma)."""
+    if isinstance(v, str):
+        if v == "median":
+            return v
+        raise ValueError(f"sigma must be a positive number or 'median'; got {v!r}.")
     return check_float(v, "sigma", low=0.0)
 
 
@@ -73,6 +89,11 @@ class Measure:
     min_n: int = 3
     uses_knn: bool = False
     reference: str = ""
+    # True: the value is unchanged when X or Y is multiplied by a positive constant. Every measure
+    # is; rbf_cka only with sigma="median" (a numeric sigma is in feature units). Inputs that would
+    # overflow are rescaled by a power of two for *every* measure: rbf_cka's numeric sigma is
+    # rescaled with them, so the value is exact there too.
+    scale_invariant: bool = True
 
     @property
     def summary(self) -> str:
@@ -95,7 +116,7 @@ _ENTRIES = [
                                  "keep": Param(0.99, _keep, "variance fraction kept when dim is None")},
             reference="Raghu et al. 2017"),
     Measure("rbf_cka", cka.rbf_cka, {"sigma": Param("median", _sigma, "RBF bandwidth or 'median'")},
-            reference="Kornblith et al. 2019"),
+            scale_invariant=False, reference="Kornblith et al. 2019"),
     Measure("pwcca", cca.pwcca, symmetric=False, reference="Morcos et al. 2018"),
     Measure("mean_cca", cca.mean_cca, reference="Hotelling 1936; Raghu et al. 2017"),
     Measure("procrustes", other.procrustes, reference="Williams et al. 2021"),
@@ -139,10 +160,35 @@ def resolve_params(m: Measure, n: int, params: Mapping[str, Any]) -> dict[str, A
     return {p: spec.check(params.get(p, spec.default), n) for p, spec in m.params.items()}
 
 
+# Numerical failures a measure can hit on ill-conditioned input; call_measure turns them into
+# ValueError (with the measure named), which compute_all(on_error="nan") records as NaN.
+NUMERIC_ERRORS = (torch.linalg.LinAlgError, ZeroDivisionError, OverflowError, FloatingPointError)
+
+
+def call_measure(m: Measure, pair: Pair, params: Mapping[str, Any]) -> float:
+    """``m.fn(pair, **params)`` as a finite Python float (``params`` already resolved).
+
+    Raises ValueError for an undefined value, including linear-algebra failures (``LinAlgError``),
+    division by zero, overflow and a NaN/inf result, so no numerical error escapes as a traceback
+    from inside torch.
+    """
+    try:
+        v = float(m.fn(pair, **params))
+    except NUMERIC_ERRORS as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise ValueError(f"{m.name} failed numerically ({type(exc).__name__.lstrip('_')}: {detail}); the features "
+                         "are ill-conditioned (extreme values or (near-)constant columns). Check the features "
+                         "or drop this pair.") from exc
+    if not math.isfinite(v):
+        raise ValueError(f"{m.name} is undefined for these features (the computation gave {v}); "
+                         "check them for (near-)constant or extreme values.")
+    return v
+
+
 def evaluate(pair: Pair, name: str, params: Mapping[str, Any]) -> float:
     """Run one measure on an existing Pair (checked parameters); returns a Python float."""
     m = get_measure(name)
-    return float(m.fn(pair, **resolve_params(m, pair.n, params)))
+    return call_measure(m, pair, resolve_params(m, pair.n, params))
 
 
 def compute(name: str, X: Any, Y: Any, **params: Any) -> float:
@@ -169,30 +215,31 @@ def compute(name: str, X: Any, Y: Any, **params: Any) -> float:
     input gave every measure within 1.1e-8 of the float64 computation on the same values (prepared
     features, and features with mean offsets of 300–500); neighbour lists were identical. Features
     are centred in float64 before any product; sums and HSIC terms are accumulated in float64.
+    Features too large or too small for the dtype are rescaled exactly first (module docstring).
+
+    Raises
+    ------
+    ValueError
+        For bad input or parameters, and when the measure is undefined or fails numerically.
     """
     m = get_measure(name)
     Xt, Yt = check_paired_features(X, Y)
     p = resolve_params(m, Xt.shape[0], params)
-    return float(m.fn(make_pair(Xt, Yt), **p))
+    return call_measure(m, make_pair(Xt, Yt), p)
 
 
 def plan_pair(pair: Pair, names: list[str], resolved: dict[str, dict[str, Any]]) -> None:
     """Run the shared blocked pass once for every neighbour list and RBF kernel the measures need."""
     ks = [resolved[n_]["k"] for n_ in names if MEASURES[n_].uses_knn]
     sigmas = []
-    if "rbf_cka" in names and resolved["rbf_cka"]["sigma"] != "median":
-        s = float(resolved["rbf_cka"]["sigma"])
-        sigmas.append((s, s))
-    elif "rbf_cka" in names:
+    if "rbf_cka" in names:
         try:
-            sx, sy = cka.median_distance(pair.x), cka.median_distance(pair.y)
-            if sx > 0 and sy > 0:
-                sigmas.append((sx, sy))
-        except ValueError:
-            pass
+            sigmas.append(cka.bandwidths(pair, resolved["rbf_cka"]["sigma"]))
+        except (ValueError, *NUMERIC_ERRORS):
+            pass  # rbf_cka reports it below
     try:
         run_pass(pair, knn_k=max(ks) if ks else None, rbf_sigmas=sigmas)
-    except ValueError:
+    except (ValueError, *NUMERIC_ERRORS):
         pass  # each measure reports its own error below
 
 
@@ -243,10 +290,11 @@ def run_measures(pair: Pair, names: list[str], resolved: dict[str, dict[str, Any
     out: dict[str, float] = {}
     for name in names:
         try:
-            out[name] = float(MEASURES[name].fn(pair, **resolved[name]))
+            out[name] = call_measure(MEASURES[name], pair, resolved[name])
         except ValueError as exc:
             if on_error == "raise":
                 raise
-            warnings.warn(f"{name}: {exc}", stacklevel=3)
+            msg = str(exc)
+            warnings.warn(msg if msg.startswith(name) else f"{name}: {msg}", stacklevel=3)
             out[name] = float("nan")
     return out

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from reprsim.metrics._pair import Pair, Side, make_pair
 from reprsim.metrics._validate import as_features, check_float, check_int, check_paired_features
-from reprsim.metrics.registry import get_measure, plan_pair, resolve_params
+from reprsim.metrics.registry import call_measure, get_measure, plan_pair, resolve_params
 
 
 def permutation_test(name: str, X: Any, Y: Any, n_permutations: int = 1000, seed: int = 0,
@@ -38,13 +38,13 @@ def permutation_test(name: str, X: Any, Y: Any, n_permutations: int = 1000, seed
     p = resolve_params(m, Xt.shape[0], params)
     pair = make_pair(Xt, Yt)
     plan_pair(pair, [name], {name: p})
-    observed = float(m.fn(pair, **p))
+    observed = call_measure(m, pair, p)
     rng = np.random.default_rng(seed)
     n = pair.n
     hits = 0
     for _ in tqdm(range(K), desc=f"permutations ({name})", disable=not progress):
         perm = torch.as_tensor(rng.permutation(n), device=Xt.device)
-        v = float(m.fn(pair.permuted(perm), **p))
+        v = call_measure(m, pair.permuted(perm), p)
         hits += v <= observed if m.kind == "distance" else v >= observed
     return (1 + hits) / (K + 1)
 
@@ -80,7 +80,7 @@ def bootstrap_ci(name: str, X: Any, Y: Any, n_boot: int = 1000, level: float = 0
         it = torch.as_tensor(idx, device=Xt.device)
         pair = make_pair(Xt[it], Yt[it], groups=it)
         try:
-            vals[b] = float(m.fn(pair, **p))
+            vals[b] = call_measure(m, pair, p)
         except ValueError as exc:
             reasons[str(exc)] = reasons.get(str(exc), 0) + 1
     bad = int(np.isnan(vals).sum())
@@ -133,5 +133,5 @@ def compare_layers(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], name:
         for kb, side_b in sb.items():
             pair = Pair(side_a, side_b)
             plan_pair(pair, [name], {name: p})
-            table.loc[ka, kb] = float(m.fn(pair, **p))
+            table.loc[ka, kb] = call_measure(m, pair, p)
     return table

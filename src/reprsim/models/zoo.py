@@ -26,6 +26,8 @@ from reprsim.models.vit import VIT_PRESETS, ViT
 __all__ = [
     "available",
     "build",
+    "model_kind",
+    "usable_models",
     "default_layer",
     "input_normalization",
     "layers",
@@ -69,6 +71,19 @@ _REGISTRY: dict[str, ModelSpec] = {
 def available() -> list[str]:
     """Return the sorted names accepted by :func:`build`."""
     return sorted(_REGISTRY)
+
+
+def model_kind(name: str) -> str:
+    """The kind of zoo model ``name`` (``"image"`` or ``"lm"``); ValueError listing the names for an unknown one."""
+    key = name.lower().replace("-", "_")
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(available())}")
+    return _REGISTRY[key].kind
+
+
+def usable_models(kinds: Sequence[str]) -> list[str]:
+    """The sorted zoo names whose kind is one of ``kinds``."""
+    return sorted(name for name, spec in _REGISTRY.items() if spec.kind in kinds)
 
 
 def _check_kwargs(name: str, factory: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 __all__ = [
     "ClassificationData",
+    "MaskedTokens",
     "TokenData",
     "as_classification",
     "as_tokens",
@@ -167,6 +168,52 @@ def as_tokens(dataset: Any, block_size: int, vocab_size: int | None = None, what
     if vocab_size is not None and int(data.tokens.max()) >= vocab_size:
         raise ValueError(f"{what}: token id {int(data.tokens.max())} >= the model's vocab_size {vocab_size}.")
     return data
+
+
+#: Target id that carries no loss (``F.cross_entropy``'s default ``ignore_index``).
+IGNORE_INDEX = -100
+
+
+@dataclass
+class MaskedTokens:
+    """Fixed rows of token ids ``ids`` (N, T) whose loss is taken only where ``targets`` (N, T) is not -100.
+
+    ``targets[i, t]`` is the token the model must predict after position ``t`` (a prompt's
+    answer tokens), or -100 where nothing is predicted (the prompt, the padding): a chat model
+    learns its answers, not its users' questions. Training draws ``batch_size`` rows uniformly
+    with replacement per step (like random windows of a token stream).
+    """
+
+    ids: Tensor
+    targets: Tensor
+
+    def __post_init__(self) -> None:
+        self.ids = _to_tensor(self.ids, "MaskedTokens.ids").long()
+        self.targets = _to_tensor(self.targets, "MaskedTokens.targets").long()
+        if self.ids.dim() != 2 or self.ids.shape != self.targets.shape or self.ids.shape[0] == 0:
+            raise ValueError(f"MaskedTokens: ids and targets must both be (N, T) with N >= 1, got "
+                             f"{tuple(self.ids.shape)} and {tuple(self.targets.shape)}.")
+        if not bool((self.targets != IGNORE_INDEX).any()):
+            raise ValueError("MaskedTokens: every target is -100, so no token carries a loss.")
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def windows(self, n: int, block_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``n`` rows drawn uniformly with replacement: (ids, targets), each (n, T) int64 (``block_size``: unused)."""
+        idx = torch.randint(0, len(self), (n,), generator=generator)
+        return self.ids[idx], self.targets[idx]
+
+    def check(self, block_size: int, vocab_size: int | None) -> None:
+        """Raise ValueError when rows exceed ``block_size`` or ids / targets exceed the vocabulary."""
+        if self.ids.shape[1] > block_size:
+            raise ValueError(f"MaskedTokens rows have {self.ids.shape[1]} tokens, more than block_size={block_size}.")
+        real = self.targets[self.targets != IGNORE_INDEX]
+        if int(self.ids.min()) < 0 or int(real.min()) < 0:
+            raise ValueError("MaskedTokens: token ids must be >= 0 (and targets >= 0 or -100).")
+        top = max(int(self.ids.max()), int(real.max()))
+        if vocab_size is not None and top >= vocab_size:
+            raise ValueError(f"MaskedTokens: token id {top} >= the model's vocab_size {vocab_size}.")
 
 
 def random_crop(x: Tensor, padding: int, generator: torch.Generator) -> Tensor:

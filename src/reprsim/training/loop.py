@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from reprsim.training import checkpoint as ckpt
 from reprsim.training.config import TrainConfig
+from reprsim.training.data import IGNORE_INDEX
 from reprsim.training.parts import (
     TrainResult,
     augment,
@@ -165,9 +166,11 @@ def run_training(
                 scaler.update()
                 step += 1
                 with torch.no_grad():
-                    loss_sum += loss.detach().double().cpu() * yb.numel()
-                    correct += int((flat.argmax(-1) == yb.reshape(-1)).sum())
-                count += yb.numel()
+                    scored = yb.reshape(-1) != IGNORE_INDEX  # all positions, but for masked tokens
+                    n_scored = int(scored.sum())
+                    loss_sum += loss.detach().double().cpu() * n_scored
+                    correct += int(((flat.argmax(-1) == yb.reshape(-1)) & scored).sum())
+                count += n_scored
                 seen += 1
                 bar.update(1)
                 if seen % 10 == 0 or seen == 1:
@@ -236,7 +239,10 @@ def train(
         dataset: classification: a tuple ``(inputs, labels)`` of arrays/tensors (images as
             float in [0, 1] or uint8 (N, C, H, W)) or a torch Dataset of ``(x, y)``;
             language modelling: a 1-D token array or a list of them (random windows of
-            ``block_size + 1`` tokens are drawn inside each document).
+            ``block_size + 1`` tokens are drawn inside each document); answer-only language
+            modelling (chat models): a :class:`~reprsim.training.data.MaskedTokens` of fixed rows
+            whose loss is taken on the answer tokens only (rows drawn with replacement; trained
+            for ``max_steps`` steps like a language model).
         config: a :class:`TrainConfig` or a plain dict for :meth:`TrainConfig.from_dict`.
         seed: seeds data order, augmentation, windows, dropout and the held-out split.
         eval_dataset: optional test data of the same kind, scored after every evaluation.

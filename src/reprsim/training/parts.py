@@ -16,7 +16,9 @@ from torch import Tensor, nn
 from reprsim.errors import ReprsimError
 from reprsim.training.config import TrainConfig
 from reprsim.training.data import (
+    IGNORE_INDEX,
     ClassificationData,
+    MaskedTokens,
     TokenData,
     as_classification,
     as_tokens,
@@ -187,6 +189,12 @@ def prepare_data(
 ) -> tuple[bool, Any, Any, Any]:
     """Return (is_lm, train data, held-out data or None, eval data or None)."""
     split_gen = torch.Generator().manual_seed(seed + 7919)
+    if isinstance(dataset, MaskedTokens):
+        if cfg.val_fraction > 0 or eval_dataset is not None:
+            raise ValueError("train: MaskedTokens data takes no val_fraction or eval_dataset; score the model "
+                             "on held-out prompts after training instead.")
+        dataset.check(cfg.block_size, _vocab_size(model))
+        return True, dataset, None, None
     if is_lm_dataset(dataset):
         vocab = _vocab_size(model)
         data: Any = as_tokens(dataset, cfg.block_size, vocab, "dataset")

@@ -1,0 +1,179 @@
+"""The ``image`` kind: two image classifiers trained on overlapping splits of one labelled data set.
+
+Splits (:mod:`reprsim.experiments.pairs`): data overlap (shared examples per class), task overlap
+(shared classes), the data × task grid, and attribute tasks on identical inputs. Probe sets: the
+test set (or its common / ood_one / ood_all class subsets) plus the config's extra (OOD) sources,
+reshaped to the training inputs. Consequence: adversarial transfer (``attack_transfer``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from reprsim.errors import ReprsimError
+from reprsim.experiments.kinds.base import Kind, Probe, Trained, layer_problems
+from reprsim.experiments.pairs import PairData, make_pair_data
+
+if TYPE_CHECKING:
+    from reprsim.experiments.config import ExperimentConfig, ProbeSpec, SourceSpec
+    from reprsim.experiments.grid import Unit
+
+
+@lru_cache(maxsize=16)
+def _load_cached(name: str, split: str, options_json: str):
+    from reprsim import data
+
+    return data.load(name, split=split, **json.loads(options_json))
+
+
+def load_source(source: SourceSpec, split: str):
+    """The train or test split of a configured source (the test split drops training subsampling)."""
+    if split == "train":
+        options = source.options
+    else:  # the test split keeps the source's options but not its training-set subsampling
+        options = {k: v for k, v in source.options.items() if k not in ("per_class", "n")} | source.test_options
+    return _load_cached(source.name, split, json.dumps(options, sort_keys=True))
+
+
+def load_probe(spec: ProbeSpec):
+    """The data set of an extra probe set of the config."""
+    return _load_cached(spec.source, spec.split, json.dumps(spec.options, sort_keys=True))
+
+
+def subsample(n_total: int, n: int, seed: int) -> np.ndarray:
+    """A seeded subsample of ``n`` row indices (all rows, in order, when ``n >= n_total``)."""
+    if n >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
+
+
+def _n_classes(labels: np.ndarray) -> int:
+    return len(np.unique(labels))
+
+
+class ImageKind(Kind):
+    name = "image"
+    overlap_kinds = ("data", "task", "combined", "attribute")
+    model_kinds = ("image",)
+    consequences = ("attack_transfer",)
+    feature_batch_size = 512
+    feature_pool = "avg"
+
+    # ---- data -----------------------------------------------------------------------------
+    def pair(self, config: ExperimentConfig, unit: Unit, cache_dir: Path | None) -> PairData:
+        return make_pair_data(unit, load_source(unit.source, "train"), load_source(unit.source, "test"),
+                              unit.seeds()["split"], cache_dir)  # fmt: skip
+
+    def probes(self, config: ExperimentConfig, unit: Unit, pair: PairData) -> list[Probe]:
+        """In-distribution sets (the test set, or common / ood_one / ood_all for class splits), then extra OOD sets."""
+        from reprsim.data.transforms import match_shape
+
+        seed = unit.seeds()["probe"]
+        probes = []
+        test_labels = pair.test.labels[pair.label]
+        for name, role, indices in pair.probe_indices():
+            idx = indices[subsample(len(indices), config.probe_size, seed)]
+            probes.append(Probe(name, role, pair.test.inputs[idx], _n_classes(test_labels[idx])))
+        shape = tuple(pair.test.inputs.shape[1:])
+        for spec in config.probes:
+            probe_data = load_probe(spec)
+            idx = subsample(len(probe_data.inputs), config.probe_size, seed)
+            labels = probe_data.labels.get("label")
+            n_classes = _n_classes(labels[idx]) if labels is not None else None
+            probes.append(Probe(spec.name, "ood", match_shape(probe_data.inputs[idx], shape), n_classes))
+        return probes
+
+    # ---- models ---------------------------------------------------------------------------
+    def build(self, config: ExperimentConfig, unit: Unit, pair: PairData, side: str) -> nn.Module:
+        from reprsim import models
+
+        x, _ = pair.train_set(side)
+        return models.build(unit.model.name, input_shape=tuple(x.shape[1:]), num_classes=pair.num_classes(side),
+                            seed=unit.seeds()[f"init_{side}"], **unit.model.options)  # fmt: skip
+
+    def weights_key(self, config: ExperimentConfig, unit: Unit, pair: PairData, side: str) -> dict[str, Any]:
+        seeds = unit.seeds()
+        _, y = pair.train_set(side)
+        examples = hashlib.sha256(np.ascontiguousarray(pair.split.indices(side)).tobytes() + y.tobytes()).hexdigest()
+        return {"source": unit.source.model_dump(mode="json"), "model": unit.model.model_dump(mode="json"),
+                "train": unit.train, "init": seeds[f"init_{side}"], "order": seeds[f"order_{side}"],
+                "examples": examples, "classes": pair.num_classes(side)}  # fmt: skip
+
+    def fit(self, config: ExperimentConfig, unit: Unit, pair: PairData, side: str, model: nn.Module,
+            checkpoint_dir: Path, device: torch.device, progress: bool) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+        from reprsim.train import TrainConfig, train
+
+        result = train(model, pair.train_set(side), TrainConfig.from_dict(unit.train), unit.seeds()[f"order_{side}"],
+                       eval_dataset=pair.eval_set(side), checkpoint_dir=checkpoint_dir, progress=progress,
+                       device=device)  # fmt: skip
+        info = {"train_accuracy": float(result.train_accuracy), "eval_accuracy": float(result.eval_accuracy),
+                "seconds": float(result.seconds)}  # fmt: skip
+        return result.model, info
+
+    def pair_columns(self, pair: PairData, a: Trained, b: Trained) -> dict[str, Any]:
+        return {"acc_a": a.info["eval_accuracy"], "acc_b": b.info["eval_accuracy"],
+                "train_acc_a": a.info["train_accuracy"], "train_acc_b": b.info["train_accuracy"],
+                "attribute_pair": pair.attribute_pair}  # fmt: skip
+
+    # ---- consequences ---------------------------------------------------------------------
+    def consequence(self, spec: Any, config: ExperimentConfig, unit: Unit, pair: PairData, a: Trained, b: Trained,
+                    seed: int) -> dict[str, Any]:  # fmt: skip
+        from reprsim.attacks.transfer import attack_transfer_stage
+
+        inputs, labels, shared = pair.attack_set()
+        if len(labels) == 0 or (shared is not None and shared < 2):
+            # No shared label space with at least two classes (e.g. task overlap 0, or one shared
+            # class, where the restricted prediction is constant and no attack can succeed).
+            return {"transfer_asr": float("nan")}
+        eps = spec.eps_data if unit.overlap_kind == "data" else spec.eps_task
+        return attack_transfer_stage(a.model, b.model, inputs, labels, attack=spec.attack, eps=eps, steps=spec.steps,
+                                     n=spec.n, seed=seed, num_shared_classes=shared, **spec.params)  # fmt: skip
+
+    # ---- preflight ------------------------------------------------------------------------
+    def check(self, config: ExperimentConfig, units: list[Unit]) -> list[str]:
+        """Probe sources load, every unit's split is feasible, the layers exist and k fits every probe set."""
+        from reprsim.train import TrainConfig
+
+        problems = []
+        for spec in config.probes:
+            try:
+                load_probe(spec)
+            except (ValueError, FileNotFoundError, ReprsimError) as exc:
+                problems.append(f"probes.{spec.name}: {exc}")
+        try:
+            TrainConfig.from_dict(config.train)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"train: {exc}")
+        k = config.measures.params.get("k")
+        checked_models: set[tuple] = set()
+        for unit in units:
+            try:
+                pair = self.pair(config, unit, cache_dir=None)
+            except (ValueError, FileNotFoundError, KeyError, ReprsimError) as exc:
+                problems.append(f"unit {unit.unit_id}: {exc}")
+                continue
+            if isinstance(k, int):
+                sizes = {name: min(len(idx), config.probe_size) for name, _, idx in pair.probe_indices()}
+                small = {name: n for name, n in sizes.items() if 0 < n <= k}
+                if small:
+                    problems.append(f"measures.params.k={k} is not smaller than probe set(s) {small} of unit "
+                                    f"{unit.unit_id}; lower k or raise probe_size")  # fmt: skip
+            model_key = (unit.model.name, json.dumps(unit.model.options, sort_keys=True), pair.num_classes("a"))
+            if model_key in checked_models:
+                continue
+            checked_models.add(model_key)
+            try:
+                model = self.build(config, unit, pair, "a")
+            except (TypeError, ValueError) as exc:
+                problems.append(f"models.{unit.model.name}: {exc}")
+                continue
+            problems += layer_problems(model, config.layers, unit.model.name)
+        return list(dict.fromkeys(problems))

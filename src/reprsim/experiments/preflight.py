@@ -1,0 +1,92 @@
+"""One preflight for ``reprsim config validate``, ``run --dry-run`` and ``run``: every problem, before any training.
+
+It checks what the config schema cannot: that each source's kind can build the requested overlap
+designs, train the requested models and run the requested consequence stages, and then asks each
+kind (:meth:`~reprsim.experiments.kinds.base.Kind.check`) to load its data, build its splits and
+models and check layers and measure parameters; finally that the run and cache folders are
+writable. Problems are collected, not raised one by one, so a user fixes them in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reprsim.errors import ConfigError
+from reprsim.experiments.kinds import get_kind, kind_name_of
+
+if TYPE_CHECKING:
+    from reprsim.experiments.config import ExperimentConfig
+    from reprsim.experiments.grid import Unit
+
+__all__ = ["preflight", "preflight_problems"]
+
+
+def _design_problems(config: ExperimentConfig, source: str, kind) -> list[str]:  # noqa: ANN001
+    problems = []
+    for i, design in enumerate(config.overlap.designs):
+        if design.kind not in kind.overlap_kinds:
+            problems.append(f"overlap.designs.{i}.kind: the {kind.name} kind (source {source!r}) builds "
+                            f"{list(kind.overlap_kinds)}, not {design.kind!r}")  # fmt: skip
+    for i, spec in enumerate(config.consequences):
+        if spec.kind not in kind.consequences:
+            applies = list(kind.consequences) or "none"
+            problems.append(f"consequences.{i}: {spec.kind} does not apply to the {kind.name} kind (source "
+                            f"{source!r}); its consequence stages: {applies}")  # fmt: skip
+    return problems
+
+
+def _model_problems(config: ExperimentConfig, i: int, spec, source: str, kind) -> list[str]:  # noqa: ANN001
+    from reprsim.experiments.kinds import model_kind_of
+    from reprsim.models.zoo import usable_models
+
+    try:
+        found = model_kind_of(spec)
+    except ValueError as exc:
+        return [f"models.{i}.name: {exc}"]
+    if found not in kind.model_kinds:
+        return [f"models.{i}.name: {spec.name!r} cannot be trained by the {kind.name} kind (source {source!r}); "
+                f"usable models: {usable_models(kind.model_kinds)}"]  # fmt: skip
+    return []
+
+
+def _writable(folder: Path, what: str) -> list[str]:
+    probe = folder
+    while not probe.exists():  # the nearest existing ancestor decides whether it can be created
+        probe = probe.parent
+    if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+        return []
+    return [f"{what} {folder} is not writable (nearest existing folder: {probe}); choose another one"]
+
+
+def preflight_problems(config: ExperimentConfig, units: list[Unit], *, out_dir: Path | None = None,
+                       cache_dir: Path | None = None) -> list[str]:  # fmt: skip
+    """Every problem that would make ``units`` of ``config`` fail, one line each (empty: all fine)."""
+    problems: list[str] = []
+    for source in dict.fromkeys(s.name for s in config.sources):
+        for i, model in enumerate(config.models):
+            try:
+                kind = get_kind(kind_name_of(source, model))
+            except ValueError as exc:
+                problems.append(f"sources: {exc}")
+                break
+            problems += _design_problems(config, source, kind) + _model_problems(config, i, model, source, kind)
+    if not problems:  # a kind's own checks assume its designs and models are ones it knows
+        by_kind: dict[str, list[Unit]] = {}
+        for unit in units:
+            by_kind.setdefault(kind_name_of(unit.source.name, unit.model), []).append(unit)
+        for name, kind_units in by_kind.items():
+            problems += get_kind(name).check(config, kind_units)
+    for folder, what in ((out_dir, "the run folder (--out)"), (cache_dir, "the cache folder (--cache-dir)")):
+        if folder is not None:
+            problems += _writable(Path(folder), what)
+    return list(dict.fromkeys(problems))
+
+
+def preflight(config: ExperimentConfig, units: list[Unit], *, out_dir: Path | None = None,
+              cache_dir: Path | None = None) -> None:  # fmt: skip
+    """Raise :class:`ConfigError` listing every problem (one per line) when there is any."""
+    problems = preflight_problems(config, units, out_dir=out_dir, cache_dir=cache_dir)
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) found before any training:\n  " + "\n  ".join(problems))
