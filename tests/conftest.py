@@ -12,3 +12,18 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_report(tmp_path_factory):
+    """A synthetic run folder (every overlap kind, 5 seeds, planted effects) with its report built
+    once for the report tests (``test_report*.py``). Returns the run folder."""
+    from test_analysis_fixture import write_run_dir
+
+    from reprsim.analysis import build_report
+
+    layers = (("conv1", "conv1"), ("penultimate", "penultimate"))
+    root = write_run_dir(tmp_path_factory.mktemp("report") / "run", n_seeds=5, layer_pairs=layers,
+                         given_source_fooled=True)  # fmt: skip
+    build_report(root, n_boot=200, n_perm=200)
+    return root

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from reprsim.results import CONTRACT_COLUMNS
+
 MEASURES = ("cka", "mutual_knn")
 BASE = {"cka": 0.5, "mutual_knn": 0.2}
 #: planted slopes per kind and measure on the in-distribution probe set "test"
@@ -23,51 +25,71 @@ SLOPES = {
     "task": {"cka": 0.30, "mutual_knn": 0.12},
     "attribute": {"cka": 0.20, "mutual_knn": 0.15},
 }
-#: combined grid: value = base + d·bd + t·bt + d·t·bdt
+#: combined grid and factorial design: value = base + d·bd + t·bt + d·t·bdt
 COMBINED = {"cka": (0.10, 0.20, 0.05), "mutual_knn": (0.05, 0.00, -0.04)}
+FACTORIAL = {"cka": (0.05, 0.30, 0.10), "mutual_knn": (0.02, 0.10, 0.00)}
 OOD_SCALE = 0.5  # effects on the OOD probe set are half as large
 LAYER_PAIRS = (("conv1", "conv1"), ("conv1", "penultimate"), ("penultimate", "conv1"), ("penultimate", "penultimate"))
 NOISE = 0.004
 TRANSFER = (0.2, 0.5)  # transfer_asr = a + b * cka(penultimate, test)
 
 
-def _probe_sets(kind: str, task_fraction: float) -> list[tuple[str, str, int]]:
-    sets = [("test", "id", 500), ("kmnist", "ood", 500)]
-    if kind == "task":
-        sets.append(("common", "common", 0 if task_fraction == 0 else 300))
-        sets.append(("ood_one", "ood_one", 0 if task_fraction == 1 else 300))
+def _probe_sets(kind: str, task_fraction: float) -> list[tuple[str, str, int, int]]:
+    """(name, role, n_probe, n_probe_classes) of a unit's probe sets."""
+    sets = [("test", "id", 500, 10), ("kmnist", "ood", 500, 10)]
+    if kind == "task":  # 10 classes, 5 per model: the class subsets change with the fraction
+        shared = round(5 * task_fraction)
+        sets.append(("common", "common", 0 if shared == 0 else 60 * shared, shared))
+        sets.append(("ood_one", "ood_one", 0 if shared == 5 else 60 * 2 * (5 - shared), 2 * (5 - shared)))
+        sets.append(("ood_one_fixed", "ood_one_fixed", 120, 2))
     return sets
 
 
-def make_results(*, n_seeds: int = 3, consequences: bool = True, seed: int = 0) -> pd.DataFrame:
+def _effect(kind: str, measure: str, d: float, t: float) -> float:
+    if kind in ("combined", "factorial"):
+        bd, bt, bdt = (COMBINED if kind == "combined" else FACTORIAL)[measure]
+        return bd * d + bt * t + bdt * d * t
+    return SLOPES[kind][measure] * (d if kind == "data" else t)
+
+
+def _units(kinds: tuple[str, ...]) -> list[tuple[str, float, float]]:
+    units: list[tuple[str, float, float]] = []
+    if "data" in kinds:
+        units += [("data", f, 1.0) for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    if "task" in kinds:
+        units += [("task", np.nan, f) for f in (0.0, 0.4, 1.0)]
+    if "attribute" in kinds:
+        units += [("attribute", 1.0, f) for f in (0.0, 0.5, 1.0)]
+    if "combined" in kinds:
+        units += [("combined", d, t) for d in (0.0, 0.5, 1.0) for t in (0.0, 0.5, 1.0)]
+    if "factorial" in kinds:
+        units += [("factorial", d, t) for d in (0.0, 1.0) for t in (0.0, 1.0)]
+    return units
+
+
+def make_results(*, n_seeds: int = 3, consequences: bool = True, seed: int = 0,
+                 kinds: tuple[str, ...] = ("data", "task", "attribute", "combined", "factorial"),
+                 layer_pairs: tuple[tuple[str, str], ...] = LAYER_PAIRS, given_source_fooled: bool = False,
+                 model: str = "cnn", noise: float = NOISE) -> pd.DataFrame:  # fmt: skip
     """A results table with the runner's columns and planted effects (see module docstring)."""
     rng = np.random.default_rng(seed)
-    units: list[tuple[str, float, float]] = []
-    units += [("data", f, 1.0) for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
-    units += [("task", np.nan, f) for f in (0.0, 0.5, 1.0)]
-    units += [("attribute", 1.0, f) for f in (0.0, 0.5, 1.0)]
-    units += [("combined", d, t) for d in (0.0, 0.5, 1.0) for t in (0.0, 0.5, 1.0)]
     rows = []
     uid = 0
-    for kind, d, t in units:
+    for kind, d, t in _units(kinds):
         for s in range(n_seeds):
             uid += 1
-            unit_id = f"u{uid:03d}"
+            unit_id = f"{model}-u{uid:03d}"
             acc_a, acc_b = 0.9 + rng.normal(0, 0.01, 2)
             cka_test = None
             unit_rows = []
-            for probe, role, n_probe in _probe_sets(kind, t):
+            for probe, role, n_probe, n_classes in _probe_sets(kind, t):
                 scale = OOD_SCALE if role == "ood" else 1.0
                 for measure in MEASURES:
-                    if kind == "combined":
-                        bd, bt, bdt = COMBINED[measure]
-                        effect = bd * d + bt * t + bdt * d * t
-                    else:
-                        effect = SLOPES[kind][measure] * (d if kind == "data" else t)
-                    value = BASE[measure] + scale * effect + rng.normal(0, NOISE)
+                    effect = _effect(kind, measure, 0.0 if np.isnan(d) else d, t)
+                    value = BASE[measure] + scale * effect + rng.normal(0, noise)
                     if probe == "test" and measure == "cka":
                         cka_test = value
-                    for la, lb in LAYER_PAIRS:
+                    for la, lb in layer_pairs:
                         if n_probe == 0:
                             v = -1.0  # the sentinel an empty probe set leaves behind
                         elif (la, lb) == ("penultimate", "penultimate"):
@@ -78,12 +100,12 @@ def make_results(*, n_seeds: int = 3, consequences: bool = True, seed: int = 0) 
                             v = value - 0.3
                         unit_rows.append(
                             {
-                                "unit_id": unit_id, "status": "ok", "source": "mnist", "model": "cnn",
+                                "unit_id": unit_id, "status": "ok", "source": "mnist", "model": model,
                                 "overlap_kind": kind, "data_fraction": d, "task_fraction": t,
                                 "realised_data_fraction": d, "realised_task_fraction": t, "seed": s,
                                 "probe_set": probe, "probe_role": role, "n_probe": n_probe,
-                                "layer_a": la, "layer_b": lb, "measure": measure, "value": v,
-                                "p_value": 0.001 if effect > 0.05 else 0.2, "acc_a": acc_a, "acc_b": acc_b,
+                                "n_probe_classes": n_classes, "layer_a": la, "layer_b": lb, "measure": measure,
+                                "value": v, "p_value": 0.001 if effect > 0.05 else 0.2, "acc_a": acc_a, "acc_b": acc_b,
                             }
                         )  # fmt: skip
             if consequences:
@@ -94,21 +116,28 @@ def make_results(*, n_seeds: int = 3, consequences: bool = True, seed: int = 0) 
                     "transfer_asr_ba": tr_ba, "whitebox_asr": 0.9 + rng.normal(0, 0.005),
                     "transfer_asr_conditional": tr - 0.05, "victim_clean_error": 0.1,
                 }  # fmt: skip
+                if given_source_fooled:
+                    extra["transfer_asr_given_source_fooled"] = tr / 0.9
                 for r in unit_rows:
                     r.update(extra)
             rows += unit_rows
     return pd.DataFrame(rows)
 
 
-def write_run_dir(path: Path, df: pd.DataFrame | None = None, **kwargs: object) -> Path:
+def write_run_dir(path: Path, df: pd.DataFrame | None = None, *, config: dict | None = None, **kwargs: object) -> Path:
     """Write a run folder (results.parquet/.csv, config.yaml, provenance.json) and return it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     df = make_results(**kwargs) if df is None else df  # type: ignore[arg-type]
     df.to_parquet(path / "results.parquet", index=False)
     df.to_csv(path / "results.csv", index=False)
-    config = {"name": "synthetic", "source": "mnist", "model": "cnn", "seeds": [0, 1, 2],
-              "measures": list(MEASURES), "overlap": {"data": [0, 0.25, 0.5, 0.75, 1.0]}}  # fmt: skip
+    if config is None:
+        config = {"name": "synthetic", "sources": [{"name": "mnist", "options": {"per_class": 300}}],
+                  "models": [{"name": "cnn"}], "train": {"epochs": 5, "batch_size": 64},
+                  "seeds": sorted(int(s) for s in df["seed"].unique()), "layers": ["conv1", "penultimate"],
+                  "measures": {"names": list(MEASURES)}, "probe_size": 500,
+                  "overlap": {"designs": [{"kind": "data", "fractions": [0, 0.25, 0.5, 0.75, 1.0]},
+                                          {"kind": "task", "fractions": [0, 0.4, 1.0]}]}}  # fmt: skip
     (path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     provenance = {"package_version": "0.1.0", "git_commit": "abc123", "start": "2025-01-01T00:00:00",
                   "end": "2025-01-01T00:05:00", "timings": {"total_s": 300.0}, "seeds": {"master": 0}}  # fmt: skip
@@ -118,10 +147,13 @@ def write_run_dir(path: Path, df: pd.DataFrame | None = None, **kwargs: object) 
 
 def test_fixture_follows_contract() -> None:
     df = make_results(n_seeds=2)
-    for col in ("unit_id", "overlap_kind", "data_fraction", "task_fraction", "seed", "probe_set", "probe_role",
-                "n_probe", "layer_a", "layer_b", "measure", "value", "acc_a", "acc_b", "transfer_asr"):  # fmt: skip
+    assert set(CONTRACT_COLUMNS) <= set(df.columns)
+    for col in ("probe_role", "n_probe", "n_probe_classes", "acc_a", "acc_b", "transfer_asr"):
         assert col in df.columns
-    assert set(df["overlap_kind"]) == {"data", "task", "attribute", "combined"}
+    assert set(df["overlap_kind"]) == {"data", "task", "attribute", "combined", "factorial"}
     assert (df.loc[df["n_probe"] == 0, "value"] == -1.0).all()
     assert df[df["overlap_kind"] == "task"]["data_fraction"].isna().all()
+    ood_one = df[(df.probe_set == "ood_one") & (df.n_probe > 0)].groupby("task_fraction").n_probe_classes.first()
+    assert ood_one.nunique() > 1  # the varying composition the analysis must label
+    assert df[df.probe_set == "ood_one_fixed"].n_probe_classes.nunique() == 1
     assert "transfer_asr" not in make_results(n_seeds=2, consequences=False).columns

@@ -111,3 +111,98 @@ def test_torch_dataset():
     y = torch.arange(9) % 3
     ds = load("torch", dataset=TensorDataset(x, y), per_class=2, seed=0)
     assert ds.inputs.shape == (6, 1, 6, 6) and np.all(np.bincount(ds.label) == 2)
+
+
+def _cifar_archive(path, inner, files):
+    """A .tar.gz laid out like the published CIFAR archives: ``inner/<name>`` pickles."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, obj in files.items():
+            data = pickle.dumps(obj, protocol=2)
+            info = tarfile.TarInfo(f"{inner}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_cifar10_archive_as_published(tmp_path):
+    batches = {f"data_batch_{i}": _cifar_batch(3, i, fine=False) for i in range(1, 6)}
+    files = {**batches, "test_batch": _cifar_batch(2, 9, fine=False),
+             "batches.meta": {b"label_names": [f"c{i}".encode() for i in range(10)]}}
+    archive = _cifar_archive(tmp_path / "cifar-10-python.tar.gz", "cifar-10-batches-py", files)
+    ds = load("cifar10", root=archive)
+    assert ds.inputs.shape == (15, 3, 32, 32) and ds.inputs.dtype == np.float32
+    assert ds.inputs[0, 2, 0, 0] * 255 == pytest.approx(batches["data_batch_1"][b"data"][0, 2048])
+    assert ds.label.tolist()[3:6] == [int(v) for v in batches["data_batch_2"][b"labels"]]
+    assert ds.meta["class_names"]["label"][7] == "c7"
+    assert len(load("cifar10", split="test", root=tmp_path)) == 2  # a folder holding the archive works too
+
+
+def test_cifar100_archive_and_the_message_when_neither_is_found(tmp_path):
+    train, test = _cifar_batch(5, 0), _cifar_batch(4, 1)
+    meta = {b"fine_label_names": [f"f{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"g{i}".encode() for i in range(20)]}
+    archive = _cifar_archive(tmp_path / "cifar-100-python.tar.gz", "cifar-100-python",
+                             {"train": train, "test": test, "meta": meta})
+    ds = load("cifar100", split="test", root=archive)
+    assert len(ds) == 4 and ds.labels["coarse"].tolist() == [int(v) for v in test[b"coarse_labels"]]
+    assert ds.meta["class_names"]["label"][42] == "f42" and ds.meta["class_names"]["coarse"][3] == "g3"
+    assert np.array_equal(load("cifar100", root=archive).inputs * 255,
+                          train[b"data"].reshape(-1, 3, 32, 32).astype(np.float32))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="holds neither the extracted cifar-100-python folder nor the "
+                                                "cifar-100-python.tar.gz archive"):
+        load("cifar100", root=empty)
+    broken = tmp_path / "broken" / "cifar-10-python.tar.gz"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a tar file")
+    with pytest.raises(ReprsimError, match="cannot read the archive"):
+        load("cifar10", root=broken)
+    wrong = _cifar_archive(tmp_path / "wrong.tar.gz", "cifar-10-batches-py", {"data_batch_1": _cifar_batch(2, 0, False)})
+    with pytest.raises(FileNotFoundError, match="has no data_batch_2"):
+        load("cifar10", root=wrong)
+
+
+def _svhn_mat(path, labels, seed=0):
+    from scipy.io import savemat
+
+    x = np.random.default_rng(seed).integers(0, 256, (32, 32, 3, len(labels)), dtype=np.uint8)
+    savemat(path, {"X": x, "y": np.asarray(labels, dtype=np.uint8).reshape(-1, 1)})
+    return x
+
+
+def test_svhn_mat_files_as_published(tmp_path):
+    x = _svhn_mat(tmp_path / "train_32x32.mat", [10, 1, 2, 10, 9, 5])
+    _svhn_mat(tmp_path / "test_32x32.mat", [3, 10, 7], seed=1)
+    ds = load("svhn", root=tmp_path)
+    assert ds.inputs.shape == (6, 3, 32, 32) and ds.inputs.dtype == np.float32
+    assert ds.label.dtype == np.int64 and ds.label.tolist() == [0, 1, 2, 0, 9, 5]  # 10 is the digit 0
+    # X is (H, W, C, N): pixel (h, w) of channel c of image i is X[h, w, c, i]
+    assert ds.inputs[4, 2, 5, 7] * 255 == pytest.approx(x[5, 7, 2, 4])
+    assert 0.0 <= ds.inputs.min() and ds.inputs.max() <= 1.0
+    assert ds.meta["num_classes"] == {"label": 10}
+    # as a probe set: the test split, subsampled with n and seed like every source
+    probe = load("svhn", split="test", root=tmp_path, n=2, seed=0)
+    assert len(probe) == 2 and set(probe.label.tolist()) <= {3, 0, 7}
+    assert load("svhn", split="test", root=tmp_path / "test_32x32.mat").label.tolist() == [3, 0, 7]
+
+
+def test_svhn_bad_input_names_the_fix(tmp_path):
+    with pytest.raises(ReprsimError, match="root=DIR"):
+        load("svhn")
+    with pytest.raises(FileNotFoundError, match="has no test_32x32.mat"):
+        load("svhn", split="test", root=tmp_path)
+    with pytest.raises(ValueError, match="other split"):
+        _svhn_mat(tmp_path / "train_32x32.mat", [1])
+        load("svhn", split="test", root=tmp_path / "train_32x32.mat")
+    from scipy.io import savemat
+
+    savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((28, 28, 2), np.uint8), "y": np.ones((2, 1), np.uint8)})
+    with pytest.raises(ValueError, match=r"X of shape \(32, 32, 3, N\)"):
+        load("svhn", split="test", root=tmp_path)
+    (tmp_path / "test_32x32.mat").write_bytes(b"not a mat file")
+    with pytest.raises(ValueError, match="cannot read"):
+        load("svhn", split="test", root=tmp_path)

@@ -76,9 +76,9 @@ def test_component_seeds_are_spawned_and_distinct():
         (lambda d: d.pop("sources"), "sources: required key is missing"),
         (lambda d: d["measures"].update(names=["ckaa"]), "unknown measure(s) ['ckaa']"),
         (lambda d: d["measures"].update(names=["cka"]), "measures.params: ['k'] is taken by none"),
-        (lambda d: d["models"][0].update(name="transformer9000"), "unknown model 'transformer9000'"),
-        (lambda d: d["train"].update(epochs="many"), "train"),
-        (lambda d: d.update(consequences=["jailbreak_transfer"]), "jailbreak_transfer needs the 'chat' source"),
+        (lambda d: d["overlap"]["designs"][0].update(fractions=["0.5"]), "fraction '0.5' must be a number"),
+        (lambda d: d["overlap"]["designs"][1].update(fractions=[True]), "fraction True must be a number"),
+        (lambda d: d["overlap"].update(designs=[{"kind": "attribute", "levels": [0, "1"]}]), "fraction '1'"),
     ],
 )
 def test_bad_configs_name_the_key(mutate, fragment):
@@ -87,6 +87,31 @@ def test_bad_configs_name_the_key(mutate, fragment):
     with pytest.raises(ConfigError, match=None) as info:
         parse_config(data)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda d: d["models"][0].update(name="transformer9000"), "transformer9000"),
+        (lambda d: d["train"].update(epochs="many"), "train: TrainConfig.epochs must be a positive int"),
+        (lambda d: d.update(consequences=["jailbreak_transfer"]), "jailbreak_transfer does not apply"),
+    ],
+)
+def test_what_depends_on_the_kind_is_found_by_the_preflight(mutate, fragment):
+    # the schema cannot know which models and recipes a source's kind takes: the preflight checks them
+    from reprsim.experiments.preflight import preflight_problems
+
+    data = quick()
+    mutate(data)
+    config = parse_config(data)
+    problems = preflight_problems(config, expand(config)[:1])
+    assert any(fragment in p for p in problems), problems
+
+
+def test_fractions_are_strict_numbers_but_integers_are_fractions():
+    data = quick()
+    data["overlap"]["designs"][0]["fractions"] = [0, 1]
+    assert parse_config(data).overlap.designs[0].fractions == [0.0, 1.0]
 
 
 def test_dump_round_trips():
@@ -98,3 +123,58 @@ def test_consequence_shorthands():
     data = quick()
     data["consequences"] = ["attack_transfer"]
     assert parse_config(data).consequence("attack_transfer").eps_data == pytest.approx(1 / 255)
+
+
+def _billion_laughs(levels: int = 9) -> str:
+    lines = ["name: lol", "sources:", "  - name: digits", "    options:",
+             "      a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, levels + 1):
+        lines.append(f"      a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_billion_laughs_config_fails_fast_with_one_line(tmp_path, capsys):
+    import time
+
+    from reprsim.cli import main as cli_main
+
+    path = tmp_path / "lol.yaml"
+    path.write_text(_billion_laughs())
+    assert path.stat().st_size < 1300  # 10**10 values once expanded
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands .* to more than 100,000 values"):
+        load_config(path)
+    assert time.perf_counter() - started < 1
+    assert cli_main(["config", "validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(path) in err
+
+
+def test_yaml_limits_on_size_recursion_and_the_normal_use_of_anchors(tmp_path, monkeypatch):
+    from reprsim.experiments import yaml_load
+    from reprsim.experiments.yaml_load import MAX_CONFIG_BYTES, load_yaml_text
+
+    big = tmp_path / "big.yaml"
+    big.write_text("name: x\n" + "# padding\n" * (MAX_CONFIG_BYTES // 10 + 1))
+    with pytest.raises(ConfigError, match=f"larger than the {MAX_CONFIG_BYTES // 1024} KiB"):
+        load_config(big)
+    with pytest.raises(ConfigError, match="refers to a node that contains it"):
+        load_yaml_text("a: &x [1, *x]")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_yaml_text("[" * 3000 + "]" * 3000)
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_yaml_text("a: [1,", "c.yaml")
+    assert "\n" not in str(info.value)
+    # anchors a config really uses (shared options) still work, up to the documented size
+    assert load_yaml_text("a: &o {n: 1}\nb: *o\n") == {"a": {"n": 1}, "b": {"n": 1}}
+    monkeypatch.setattr(yaml_load, "MAX_EXPANDED_NODES", 1000)  # the bound is exact: the list plus its items
+    assert len(load_yaml_text("[" + ", ".join(["x"] * 999) + "]")) == 999
+    with pytest.raises(ConfigError, match="more than 1,000 values"):
+        load_yaml_text("[" + ", ".join(["x"] * 1000) + "]")
+    monkeypatch.undo()
+    text = (CONFIGS / "quick.yaml").read_text()
+    shared = "    options: &opts {per_class: 100, seed: 0}\n    test_options: *opts\n"
+    assert text.count("    options: {per_class: 100, seed: 0}\n") == 1
+    (tmp_path / "anchored.yaml").write_text(text.replace("    options: {per_class: 100, seed: 0}\n", shared))
+    source = load_config(tmp_path / "anchored.yaml").sources[0]
+    assert source.options == source.test_options == {"per_class": 100, "seed": 0}

@@ -171,3 +171,82 @@ def test_gpu_and_cpu_features_agree():
     assert next(model.parameters()).device.type == "cpu"  # moved back
     for k in cpu:
         np.testing.assert_allclose(cpu[k], gpu[k], rtol=1e-3, atol=1e-4)
+
+
+def test_pool_features_with_an_attention_mask_uses_real_tokens_only():
+    seq = torch.arange(2 * 4 * 2, dtype=torch.float32).view(2, 4, 2)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    torch.testing.assert_close(pool_features(seq, "mean", mask), torch.tensor([[1.0, 2.0], [11.0, 12.0]]))
+    torch.testing.assert_close(pool_features(seq, "last", mask), torch.tensor([[2.0, 3.0], [14.0, 15.0]]))
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])  # left padding: the last real token is the last one
+    torch.testing.assert_close(pool_features(seq, "last", left), torch.tensor([[6.0, 7.0], [14.0, 15.0]]))
+    torch.testing.assert_close(pool_features(seq, 0, mask), seq[:, 0])  # positions ignore the mask
+    fmap = torch.ones(2, 3, 4, 4)
+    torch.testing.assert_close(pool_features(fmap, "avg", mask), torch.ones(2, 3))  # not a sequence: unchanged
+    with pytest.raises(ValueError, match="no real token"):
+        pool_features(seq, "mean", torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1]]))
+
+
+class _MaskedEncoder(nn.Module):
+    """A bidirectional toy encoder: every position sees the mean of the (unmasked) others."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(12, 6)
+        self.mix = nn.Linear(6, 6)
+
+    def forward(self, ids, attention_mask=None):
+        h = self.embed(ids)
+        w = torch.ones(ids.shape, dtype=h.dtype) if attention_mask is None else attention_mask.to(h.dtype)
+        ctx = (h * w[..., None]).sum(1, keepdim=True) / w.sum(1, keepdim=True)[..., None]
+        return self.mix(h + ctx)
+
+
+def _padded(seqs, pad=0):
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    mask = torch.zeros(len(seqs), T, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    return ids, mask
+
+
+def test_padded_and_unpadded_batches_give_the_same_features():
+    torch.manual_seed(0)
+    model = _MaskedEncoder()
+    seqs = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10], [3, 3, 3, 3]]
+    ids, mask = _padded(seqs, pad=11)
+    batched = extract(model, {"input_ids": ids, "attention_mask": mask}, layers=["mix", "embed"], batch_size=3)
+    same = extract(model, ids, layers=["mix", "embed"], attention_mask=mask, batch_size=3)
+    for i, s in enumerate(seqs):
+        alone = extract(model, torch.tensor([s]), layers=["mix", "embed"])
+        for k in alone:
+            np.testing.assert_allclose(batched[k][i], alone[k][0], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(same[k][i], alone[k][0], rtol=1e-6, atol=1e-6)
+    unmasked = extract(model, ids, layers="mix")["mix"]  # the old behaviour: padding pooled in
+    assert not np.allclose(unmasked[0], batched["mix"][0], atol=1e-3)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        extract(model, ids, attention_mask=mask[:, :2])
+    with pytest.raises(ValueError, match="given twice"):
+        extract(model, {"input_ids": ids, "attention_mask": mask}, attention_mask=mask)
+
+
+def test_causal_model_without_a_mask_argument_is_padded_on_the_right(tmp_path):
+    gpt = M.build("gpt", vocab_size=11, block_size=8, preset="nano", seed=0)
+    seqs = [[1, 2, 3], [4, 5, 6, 7, 8], [9]]
+    ids, mask = _padded(seqs)
+    with pytest.warns(UserWarning, match="takes no attention_mask"):
+        feats = extract(gpt, ids, attention_mask=mask, pool="mean")["penultimate"]
+    with pytest.warns(UserWarning):
+        last = extract(gpt, ids, attention_mask=mask, pool="last")["penultimate"]
+    for i, s in enumerate(seqs):  # causal attention: the real tokens never see the padding after them
+        np.testing.assert_allclose(feats[i], extract(gpt, torch.tensor([s]), pool="mean")["penultimate"][0],
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(last[i], extract(gpt, torch.tensor([s]), pool="last")["penultimate"][0],
+                                   rtol=1e-5, atol=1e-5)
+    # the mask is part of the cache key
+    with pytest.warns(UserWarning):
+        a = extract(gpt, ids, attention_mask=mask, cache_dir=tmp_path)["penultimate"]
+    b = extract(gpt, ids, cache_dir=tmp_path)["penultimate"]
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.allclose(a, b)

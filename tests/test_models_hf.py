@@ -66,3 +66,59 @@ def test_bad_path_and_task():
         load_hf_model("/nonexistent/model/dir")
     with pytest.raises(ValueError, match="task"):
         HFModel(torch.nn.Linear(2, 2), task="vision")
+
+
+def test_padded_batches_pass_the_attention_mask_to_hugging_face_models(tmp_path):
+    """Issue 11: a text's features do not depend on the padding of its batch (bidirectional encoder
+    and causal LM); pooling uses real tokens only."""
+    torch.manual_seed(0)
+    bert_cfg = transformers.BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=16, pad_token_id=0)
+    transformers.BertModel(bert_cfg).save_pretrained(tmp_path / "bert")
+    _tiny_gpt2_dir(tmp_path / "gpt")
+    lengths = [5, 3, 8, 1]
+    ids = torch.randint(1, 30, (4, 8), generator=torch.Generator().manual_seed(3))
+    mask = (torch.arange(8)[None, :] < torch.tensor(lengths)[:, None]).long()
+    ids = ids * mask  # pad id 0 after each text
+    for path, task in ((tmp_path / "bert", "base"), (tmp_path / "gpt", "causal-lm")):
+        model = load_hf_model(path, task=task)
+        names = ["penultimate", "blocks.0", "embed"]
+        padded = extract(model, {"input_ids": ids, "attention_mask": mask}, layers=names)
+        last = extract(model, ids, layers="penultimate", attention_mask=mask, pool="last")["penultimate"]
+        for i, n in enumerate(lengths):
+            alone = extract(model, ids[i:i + 1, :n], layers=names)
+            for k in names:
+                np.testing.assert_allclose(padded[k][i], alone[k][0], rtol=1e-5, atol=1e-5)
+            alone_last = extract(model, ids[i:i + 1, :n], layers="penultimate", pool="last")["penultimate"][0]
+            np.testing.assert_allclose(last[i], alone_last, rtol=1e-5, atol=1e-5)
+        if task == "base":  # without the mask a bidirectional encoder attends to the padding
+            plain = extract(model, ids, layers="penultimate")["penultimate"]
+            assert not np.allclose(plain[1], padded["penultimate"][1], atol=1e-3)
+
+
+def test_vision_models_and_task_detection(tmp_path):
+    from reprsim.models.adapters import HFVisionModel, detect_hf_task
+
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                 image_size=8, patch_size=4, num_labels=3)
+    transformers.ViTForImageClassification(cfg).save_pretrained(tmp_path / "vitc")
+    transformers.ViTModel(cfg).save_pretrained(tmp_path / "vit")
+    _tiny_gpt2_dir(tmp_path / "gpt")
+    assert detect_hf_task(tmp_path / "vitc") == "image-classification"
+    assert detect_hf_task(tmp_path / "vit") == "image-base"
+    assert detect_hf_task(tmp_path / "gpt") == "causal-lm"
+    model = load_hf_model(tmp_path / "vitc", task="auto").eval()
+    assert isinstance(model, HFVisionModel)
+    assert layers(model) == ["embed", "blocks.0", "blocks.1", "penultimate", "logits"]
+    x = torch.rand(5, 3, 8, 8)
+    assert model(x).shape == (5, 3)
+    feats = extract(model, x, layers=["penultimate", "blocks.1"])
+    with torch.no_grad():
+        hidden = model.hf.vit(pixel_values=x).last_hidden_state
+    np.testing.assert_allclose(feats["penultimate"], hidden[:, 0].numpy(), rtol=1e-5, atol=1e-5)  # the CLS token
+    with pytest.raises(ValueError, match=r"expects images \(N, 3, 8, 8\)"):
+        model(torch.rand(2, 3, 16, 16))
+    enc = load_hf_model(tmp_path / "vit", task="auto")
+    assert enc.task == "image-base" and default_layer(enc) == "penultimate"
+    assert extract(enc, x)["penultimate"].shape == (5, 16)

@@ -126,6 +126,8 @@ def image_probe_inputs(config, unit) -> dict[str, np.ndarray]:
         label = test.labels["label"]
         common, a_only, b_only = set(split.common_classes), set(split.a_classes), set(split.b_classes)
         groups = {"common": common, "ood_one": (a_only ^ b_only), "ood_all": set(np.unique(label)) - a_only - b_only}
+        fractions = next(d["fractions"] for d in IMAGE["overlap"]["designs"] if d["kind"] == "task")
+        groups |= splits.fixed_probe_classes(train_labels, fractions, mode=unit.mode, seed=seeds["split"])
         for name, classes in groups.items():
             idx = np.flatnonzero(np.isin(label, sorted(classes)))
             sets[name] = test.inputs[idx[pick(len(idx))]]

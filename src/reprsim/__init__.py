@@ -4,6 +4,18 @@ Stages (each usable alone): :mod:`reprsim.data` (sources and controlled-overlap 
 :mod:`reprsim.models` / :mod:`reprsim.train` / :mod:`reprsim.features` (models, training,
 representation extraction), :mod:`reprsim.metrics` (similarity measures), :mod:`reprsim.attacks`
 (consequences), :mod:`reprsim.experiments` (sweeps) and :mod:`reprsim.analysis` (statistics, report).
+:func:`compare_models` compares two models you already have (see :mod:`reprsim.compare`).
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # compare_models is imported on first use, so that `import reprsim` stays light
+    if name in ("compare_models", "Comparison"):
+        from reprsim import compare
+
+        return getattr(compare, name)
+    raise AttributeError(f"module 'reprsim' has no attribute {name!r}")

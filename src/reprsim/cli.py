@@ -8,6 +8,7 @@ imported lazily so ``reprsim --help`` stays fast and a broken optional stage can
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -18,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "run": "reprsim.experiments.cli_run",
     "config": "reprsim.experiments.cli_config",
     "compare": "reprsim.metrics.cli",
+    "compare-models": "reprsim.compare.cli",
     "data": "reprsim.data.cli",
     "report": "reprsim.analysis.cli",
 }
@@ -41,6 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for an operating-system error: what failed, where, and what to do."""
+    where = f" while writing {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        folders = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("out", "cache_dir")
+                   if getattr(args, name, None) is not None]  # fmt: skip
+        elsewhere = f" (or choose another {' / '.join(folders)})" if folders else ""
+        return (f"no space left on the device{where}: free some space{elsewhere} and rerun the same command; "
+                "finished units are kept")
+    return f"{exc.strerror or exc}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     from reprsim.errors import ReprsimError
 
@@ -56,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ReprsimError, ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
         print(f"reprsim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a vanished mount, ...: one line, never a traceback
+        print(f"reprsim {args.command}: error: {_os_error_line(exc, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"reprsim {args.command}: interrupted", file=sys.stderr)

@@ -5,13 +5,21 @@ batch, and returns one float32 matrix of shape (n_inputs, n_features) per layer.
 (N, C, H, W) are average-pooled or flattened; token sequences (N, T, D) are pooled by mean,
 last token or a given position. Results can be cached on disk, keyed by (weights hash,
 probe-set key, layer, pooling).
+
+Padded token batches: pass an ``attention_mask`` (N, T) (or inputs as a mapping such as a
+tokenizer's output, ``{"input_ids": (N, T), "attention_mask": (N, T)}``). The mask is passed to
+the model's ``forward`` when it accepts one, and ``"avg"``/``"mean"`` pooling averages over the
+real tokens only (``"last"`` takes the last real token), so a text's features do not depend on
+how much padding its batch needed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,16 +50,20 @@ def state_hash(model: nn.Module) -> str:
     return h.hexdigest()[:32]
 
 
-def inputs_hash(inputs: np.ndarray | Tensor) -> str:
-    """Return a hex SHA-256 (32 chars) of an input array: dtype, shape and bytes."""
-    arr = inputs.detach().cpu().numpy() if isinstance(inputs, Tensor) else np.asarray(inputs)
-    arr = np.ascontiguousarray(arr)
-    h = hashlib.sha256(f"{arr.dtype}|{arr.shape}|".encode())
-    h.update(arr.view(np.uint8).reshape(-1).data)
+def inputs_hash(inputs: np.ndarray | Tensor | Mapping[str, Any]) -> str:
+    """Return a hex SHA-256 (32 chars) of an input array (dtype, shape and bytes), or of every
+    array of a mapping such as ``{"input_ids": ..., "attention_mask": ...}`` (keys included)."""
+    h = hashlib.sha256()
+    items = sorted(inputs.items()) if isinstance(inputs, Mapping) else [("", inputs)]
+    for key, value in items:
+        arr = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{key}|{arr.dtype}|{arr.shape}|".encode())
+        h.update(arr.view(np.uint8).reshape(-1).data)
     return h.hexdigest()[:32]
 
 
-def pool_features(t: Tensor, pool: Pool) -> Tensor:
+def pool_features(t: Tensor, pool: Pool, mask: Tensor | None = None) -> Tensor:
     """Reduce one layer's output to (N, d).
 
     * (N, D): returned unchanged for "avg", "mean" and "flatten".
@@ -59,6 +71,11 @@ def pool_features(t: Tensor, pool: Pool) -> Tensor:
       an int takes that position (negative counts from the end), "flatten" gives (N, T*D).
     * (N, C, H, W) or higher: "avg"/"mean" average over all axes after C, "flatten" gives
       (N, C*H*W).
+
+    ``mask``: optional attention mask (N, T) (1 = real token, 0 = padding) for token sequences.
+    With it, "avg"/"mean" average over the real tokens only and "last" takes each row's last real
+    token; int positions and "flatten" ignore it. Outputs that are not (N, T, D) with the mask's
+    T are pooled as without a mask.
     """
     if t.dim() < 2:
         raise ValueError(f"pool_features: a layer output must be at least (N, D), got shape {tuple(t.shape)}.")
@@ -73,11 +90,27 @@ def pool_features(t: Tensor, pool: Pool) -> Tensor:
             return t
         raise ValueError(f"pool={pool!r} selects a token, but this layer's output is already (N, D) = "
                          f"{tuple(t.shape)}; use pool='avg'.")
+    masked = mask is not None and t.dim() == 3 and tuple(mask.shape) == tuple(t.shape[:2])
     if pool in ("avg", "mean"):
+        if masked:
+            w = mask.to(device=t.device, dtype=t.dtype)
+            count = w.sum(dim=1, keepdim=True)
+            if bool((count == 0).any()):
+                row = int((count[:, 0] == 0).nonzero()[0])
+                raise ValueError(f"pool_features: row {row} of the attention mask has no real token; "
+                                 "every input needs at least one token with mask 1.")
+            return (t * w[:, :, None]).sum(dim=1) / count
         return t.mean(dim=1) if t.dim() == 3 else t.mean(dim=tuple(range(2, t.dim())))
     if t.dim() != 3:
         raise ValueError(f"pool={pool!r} needs a token sequence (N, T, D), got {tuple(t.shape)}; "
                          "use 'avg' or 'flatten' for spatial maps.")
+    if pool == "last" and masked:
+        real = mask.to(device=t.device) != 0
+        if not bool(real.any(dim=1).all()):
+            raise ValueError("pool_features: a row of the attention mask has no real token.")
+        # the last position holding a real token (right or left padding alike)
+        last = t.shape[1] - 1 - real.flip(1).to(torch.int8).argmax(dim=1)
+        return t[torch.arange(t.shape[0], device=t.device), last]
     pos = -1 if pool == "last" else int(pool)
     if not -t.shape[1] <= pos < t.shape[1]:
         raise ValueError(f"pool position {pos} is outside a sequence of length {t.shape[1]}.")
@@ -96,14 +129,54 @@ def _unwrap(out: Any) -> Tensor:
     raise TypeError(f"A hooked layer returned {type(out).__name__}, not a tensor; pick another layer.")
 
 
-def _as_batches(inputs: Any, batch_size: int) -> tuple[int, Any]:
-    """Return (n, iterator over input batches)."""
-    if isinstance(inputs, torch.utils.data.Dataset) and not isinstance(inputs, Tensor):
+def _is_dataset(inputs: Any) -> bool:
+    return isinstance(inputs, torch.utils.data.Dataset) and not isinstance(inputs, Tensor)
+
+
+def _as_tensor(value: Any, what: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    try:
+        return torch.from_numpy(np.ascontiguousarray(value))
+    except TypeError as exc:
+        raise TypeError(f"extract: {what} must be a numpy array or torch tensor, got {type(value).__name__}.") from exc
+
+
+def _split_inputs(inputs: Any, attention_mask: Any) -> tuple[Any, dict[str, Tensor]]:
+    """(main input, extra per-row keyword tensors such as ``attention_mask``) with checked shapes."""
+    extras: dict[str, Tensor] = {}
+    if isinstance(inputs, Mapping):
+        if "input_ids" not in inputs:
+            raise ValueError(f"extract: a mapping of inputs needs an 'input_ids' entry (N, T); got keys {sorted(inputs)}.")
+        main = _as_tensor(inputs["input_ids"], "inputs['input_ids']")
+        extras = {str(k): _as_tensor(v, f"inputs[{k!r}]") for k, v in inputs.items() if k != "input_ids"}
+    else:
+        main = inputs
+    if attention_mask is not None:
+        if "attention_mask" in extras:
+            raise ValueError("extract: the attention mask was given twice (in inputs and as attention_mask=); pass one.")
+        if _is_dataset(main):
+            raise ValueError("extract: attention_mask= needs array inputs (N, T), not a Dataset.")
+        extras["attention_mask"] = _as_tensor(attention_mask, "attention_mask")
+    if extras:
+        main = _as_tensor(main, "inputs")
+        for key, value in extras.items():
+            if value.shape[:1] != main.shape[:1] or (key == "attention_mask" and value.shape != main.shape[:2]):
+                want = tuple(main.shape[:2]) if key == "attention_mask" else (int(main.shape[0]), "...")
+                raise ValueError(f"extract: {key} has shape {tuple(value.shape)} but the token ids have shape "
+                                 f"{tuple(main.shape)}; it must be {want} (one row per input).")
+    return main, extras
+
+
+def _as_batches(inputs: Any, batch_size: int, extras: Mapping[str, Tensor] | None = None) -> tuple[int, Any]:
+    """Return (n, iterator over (input batch, {key: extra batch}))."""
+    extras = dict(extras or {})
+    if _is_dataset(inputs):
         loader = torch.utils.data.DataLoader(inputs, batch_size=batch_size, shuffle=False)
 
         def gen_ds() -> Any:
             for batch in loader:
-                yield batch[0] if isinstance(batch, (tuple, list)) else batch
+                yield (batch[0] if isinstance(batch, (tuple, list)) else batch), {}
 
         return len(inputs), gen_ds()  # type: ignore[arg-type]
     data = inputs if isinstance(inputs, Tensor) else torch.from_numpy(np.ascontiguousarray(inputs))
@@ -112,9 +185,22 @@ def _as_batches(inputs: Any, batch_size: int) -> tuple[int, Any]:
 
     def gen() -> Any:
         for start in range(0, data.shape[0], batch_size):
-            yield data[start:start + batch_size]
+            stop = start + batch_size
+            yield data[start:stop], {k: v[start:stop] for k, v in extras.items()}
 
     return int(data.shape[0]), gen()
+
+
+def _accepted_keywords(model: nn.Module, keys: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``keys`` into those ``model.forward`` accepts as keywords and those it does not."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # builtins / scripted modules: assume nothing extra is taken
+        return [], list(keys)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return list(keys), []
+    ok = [k for k in keys if k in params and params[k].kind is not inspect.Parameter.POSITIONAL_ONLY]
+    return ok, [k for k in keys if k not in ok]
 
 
 def _prepare(x: Tensor, device: torch.device) -> Tensor:
@@ -132,13 +218,15 @@ def _cache_file(cache_dir: Path, parts: dict[str, Any]) -> Path:
 
 def extract(
     model: nn.Module,
-    inputs: np.ndarray | Tensor | torch.utils.data.Dataset,
+    inputs: np.ndarray | Tensor | torch.utils.data.Dataset | Mapping[str, Any],
     layers: str | Sequence[str] | None = None,
     batch_size: int = 256,
     pool: Pool | Mapping[str, Pool] = "avg",
     device: str | torch.device | None = None,
     cache_dir: str | Path | None = None,
     cache_key: str | None = None,
+    *,
+    attention_mask: np.ndarray | Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """Read representations of ``inputs`` at named layers.
 
@@ -147,7 +235,9 @@ def extract(
             (``"penultimate"`` always works for zoo and adapted models), or raw module paths
             (``"fc:input"`` = the input of module ``fc``).
         inputs: array/tensor (N, ...) (uint8 images (N, C, H, W) are scaled to [0, 1];
-            token ids stay integers) or a torch Dataset yielding ``x`` or ``(x, y)``.
+            token ids stay integers), a torch Dataset yielding ``x`` or ``(x, y)``, or a mapping
+            with ``input_ids`` (N, T) and optionally ``attention_mask`` (N, T) and other per-row
+            arrays the model takes as keywords (e.g. a tokenizer's ``BatchEncoding``).
         layers: one name, a list of names, or None for the model's default layer.
         batch_size: inputs per forward pass (memory stays bounded by one batch).
         pool: "avg" (= "mean"), "flatten", "last" or an int token position (see
@@ -158,6 +248,11 @@ def extract(
             pooling match.
         cache_key: name of the probe set in the cache key; defaults to a hash of ``inputs``
             (required for Dataset inputs).
+        attention_mask: (N, T) with 1 for real tokens and 0 for padding (or pass it inside a
+            mapping ``inputs``). It is passed to ``model.forward(ids, attention_mask=...)`` when
+            forward accepts that keyword (else a warning says the model sees the padding, which is
+            exact only for a causal model with right padding), and sequence outputs (N, T, D) are
+            pooled over real tokens only ("avg"/"mean"; "last" = the last real token).
 
     Returns:
         ``{layer_name: float32 array of shape (N, d)}`` in the order of ``layers``.
@@ -181,15 +276,17 @@ def extract(
         if isinstance(p, str) and p not in _POOLS or isinstance(p, bool) or not isinstance(p, (str, int)):
             raise ValueError(f"extract: unknown pool {p!r} for layer {n!r}; use one of {_POOLS} or an int.")
 
+    main, extras = _split_inputs(inputs, attention_mask)
     results: dict[str, np.ndarray] = {}
     files: dict[str, Path] = {}
     if cache_dir is not None:
         if cache_key is None:
-            if isinstance(inputs, torch.utils.data.Dataset) and not isinstance(inputs, Tensor):
+            if _is_dataset(main):
                 raise ValueError("extract: pass cache_key (a name for the probe set) when inputs is a Dataset.")
-            cache_key = "inputs:" + inputs_hash(inputs)  # type: ignore[arg-type]
-        is_dataset = isinstance(inputs, torch.utils.data.Dataset) and not isinstance(inputs, Tensor)
-        n_rows = None if is_dataset else len(inputs)
+            cache_key = "inputs:" + inputs_hash(main if not extras else {"input_ids": main, **extras})
+        elif extras:
+            cache_key = f"{cache_key}|extras:{inputs_hash(extras)}"
+        n_rows = None if _is_dataset(main) else len(main)
         cdir = Path(cache_dir)
         cdir.mkdir(parents=True, exist_ok=True)
         weights = state_hash(model)
@@ -204,7 +301,7 @@ def extract(
                     results[n] = cached
     todo = [n for n in names if n not in results]
     if todo:
-        results.update(_run(model, inputs, todo, targets, pools, batch_size, device))
+        results.update(_run(model, main, extras, todo, targets, pools, batch_size, device))
         for n in todo:
             if n in files:
                 tmp = files[n].with_suffix(f".tmp{os.getpid()}.npy")
@@ -216,6 +313,7 @@ def extract(
 def _run(
     model: nn.Module,
     inputs: Any,
+    extras: dict[str, Tensor],
     names: list[str],
     targets: dict[str, tuple[nn.Module, bool]],
     pools: dict[str, Pool],
@@ -227,13 +325,23 @@ def _run(
     if first is None:
         first = next(iter(model.buffers()), None)
     home = first.device if first is not None else torch.device("cpu")
-    n_total, batches = _as_batches(inputs, batch_size)
+    n_total, batches = _as_batches(inputs, batch_size, extras)
+    passed, dropped = _accepted_keywords(model, list(extras))
+    if dropped:
+        lost = [k for k in dropped if k != "attention_mask"]
+        if lost:
+            raise ValueError(f"extract: {type(model).__name__}.forward does not take {lost}; drop them from inputs.")
+        warnings.warn(f"extract: {type(model).__name__}.forward takes no attention_mask, so the model sees the "
+                      "padding; pooling still uses real tokens only (exact for a causal model with right "
+                      "padding).", stacklevel=3)
     out: dict[str, np.ndarray] = {}
     current: dict[str, Tensor] = {}
+    batch_mask: dict[str, Tensor] = {}
 
     def make_hook(name: str, as_input: bool) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            current[name] = pool_features(_unwrap(args[0] if as_input else output), pools[name])
+            current[name] = pool_features(_unwrap(args[0] if as_input else output), pools[name],
+                                          batch_mask.get("mask"))
         return hook
 
     handles = [targets[n][0].register_forward_hook(make_hook(n, targets[n][1])) for n in names]
@@ -242,9 +350,11 @@ def _run(
     try:
         row = 0
         with torch.no_grad():
-            for xb in batches:
+            for xb, eb in batches:
                 current.clear()
-                model(_prepare(xb, dev))
+                if "attention_mask" in eb:
+                    batch_mask["mask"] = eb["attention_mask"].to(dev)
+                model(_prepare(xb, dev), **{k: eb[k].to(dev) for k in passed})
                 for n in names:
                     if n not in current:
                         raise RuntimeError(f"extract: layer {n!r} was not called during the forward pass.")

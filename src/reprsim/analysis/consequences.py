@@ -1,4 +1,17 @@
-"""Linking consequence to cause: transfer success against similarity and against overlap."""
+"""Consequences of overlap and similarity: does transfer success follow?
+
+One observation is one model pair (unit); intervals are over seeds, and nothing is pooled across
+sources, models or overlap kinds.
+
+* :func:`consequence_effects` — each consequence column on the overlap fraction, per cell
+  (source × model × overlap kind), with the same seed-as-unit slope as the similarity effects; the
+  white-box success (the control) sits next to transfer success, as does P(victim fooled | source
+  fooled) when the attack stage recorded it.
+* :func:`consequence_by_fraction` — mean and between-seed SD of each consequence per fraction.
+* :func:`similarity_links` — transfer success against similarity per similarity cell: the pooled
+  Spearman ρ (which mixes in the fraction) next to the within-fraction partial correlation (the
+  fraction held fixed), both with intervals that resample seeds.
+"""
 
 from __future__ import annotations
 
@@ -7,81 +20,135 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprsim.analysis import stats
-from reprsim.analysis.effects import ensure_prepared
-from reprsim.analysis.load import consequence_columns
+from reprsim.analysis import inference, stats
+from reprsim.analysis.cells import headline_layer_mask, iter_cells
+from reprsim.analysis.effects import apply_family, ensure_prepared, seed_effect
+from reprsim.analysis.load import cell_axes, consequence_columns
 
-__all__ = ["consequence_links", "LINK_COLUMNS"]
-
-LINK_COLUMNS = [
-    "consequence", "overlap_kind", "predictor", "probe_set", "n", "spearman", "spearman_low", "spearman_high",
-    "pearson", "pearson_low", "pearson_high", "slope", "slope_low", "slope_high", "intercept", "ci_unit",
+__all__ = [
+    "HEADLINE_CONSEQUENCES",
+    "LINK_CONSEQUENCES",
+    "consequence_by_fraction",
+    "consequence_effects",
+    "similarity_links",
 ]  # fmt: skip
 
-
-def _link(consequence: str, kind: str, predictor: str, probe: str, x: np.ndarray, y: np.ndarray, seeds: np.ndarray,
-          n_boot: int, seed: int) -> dict[str, Any]:  # fmt: skip
-    rho = stats.correlation_ci(x, y, seeds, method="spearman", n_boot=n_boot, seed=seed)
-    r = stats.correlation_ci(x, y, seeds, method="pearson", n_boot=n_boot, seed=seed)
-    fit = stats.linear_fit(x, y)
-    return {
-        "consequence": consequence,
-        "overlap_kind": kind,
-        "predictor": predictor,
-        "probe_set": probe,
-        "n": int(x.size),
-        "spearman": rho["estimate"],
-        "spearman_low": rho["low"],
-        "spearman_high": rho["high"],
-        "pearson": r["estimate"],
-        "pearson_low": r["low"],
-        "pearson_high": r["high"],
-        "slope": fit.slope,
-        "slope_low": fit.slope_low,
-        "slope_high": fit.slope_high,
-        "intercept": fit.intercept,
-        "ci_unit": rho["ci_unit"],
-    }
+#: Consequences whose overlap effect is a primary test (Holm-adjusted together); the others
+#: (white-box success, clean error, ...) are controls and reported as exploratory.
+HEADLINE_CONSEQUENCES = ("transfer_asr", "jailbreak_transfer_asr")
+#: Consequences related to similarity in :func:`similarity_links`.
+LINK_CONSEQUENCES = ("transfer_asr", "transfer_asr_given_source_fooled", "jailbreak_transfer_asr")
+_UNIT_AXES = ("run", "source", "model", "overlap_kind")
 
 
-def consequence_links(
-    df: pd.DataFrame, *, layers: str = "default", n_boot: int = stats.DEFAULT_N_BOOT, seed: int = stats.DEFAULT_SEED
-) -> pd.DataFrame:
-    """Correlate every consequence column with each similarity measure and with the overlap fraction.
+def _base(name: str) -> str:
+    return name.removesuffix("_ba")
 
-    One observation is one model pair (unit). For ``predictor == "overlap"`` x is the unit's overlap
-    fraction (per overlap kind; ``probe_set`` is empty); otherwise x is the named measure on the named
-    probe set, per overlap kind and pooled over kinds (``overlap_kind == "all"``). Consequences are
-    the columns of :data:`reprsim.analysis.load.CONSEQUENCE_COLUMNS` present in the table, each
-    direction (``_ba`` = B→A) separately; control columns (white-box success, clean error) are
-    included so a reader can see they do not move, except columns that are constant in the run.
+
+def _units(data: pd.DataFrame) -> pd.DataFrame:
+    """One row per unit (its consequence columns are the same on every row of the unit)."""
+    units = data.drop_duplicates("unit_id")
+    return units[np.isfinite(units["x"])]
+
+
+def _unit_axes(data: pd.DataFrame) -> list[str]:
+    return [a for a in _UNIT_AXES if a in data.columns]
+
+
+def consequence_effects(df: pd.DataFrame, *, layers: str = "default") -> pd.DataFrame:
+    """Each consequence on the overlap fraction, per (source, model, overlap kind) cell.
 
     Returns
     -------
-    DataFrame with columns :data:`LINK_COLUMNS`: Spearman and Pearson with percentile bootstrap
-    intervals over seeds, and the OLS slope (consequence per unit of x) with its 95% t interval.
-    Empty (with those columns) when the table has no consequence columns.
+    DataFrame with the cell keys, ``consequence`` (a column name; ``_ba`` = the B → A direction),
+    the seed-as-unit ``slope`` / ``slope_low`` / ``slope_high`` / ``p`` / ``n_seeds`` / ``reason``,
+    ``p_adjusted`` (Holm over :data:`HEADLINE_CONSEQUENCES`, both directions), ``family``,
+    ``verdict``, ``x_min``/``x_max`` and the means there (``value_at_min``/``value_at_max``).
+    Empty when the table has no consequence column.
     """
     data = ensure_prepared(df, layers)
     cols = consequence_columns(data)
     rows: list[dict[str, Any]] = []
-    for c in cols:
-        sub = data[np.isfinite(pd.to_numeric(data[c], errors="coerce"))]
-        if sub.empty or sub[c].nunique() < 2:  # a constant column (e.g. a control at 0) has no trend
-            continue
-        units = sub.drop_duplicates("unit_id")
-        for kind, u in units.groupby("overlap_kind", sort=False):
-            u = u[np.isfinite(u["x"])]
-            if len(u) >= 3:
-                rows.append(_link(c, kind, "overlap", "", u["x"].to_numpy(float), u[c].to_numpy(float),
-                                  u["seed"].to_numpy(), n_boot, seed))  # fmt: skip
-        for (measure, probe), g in sub.groupby(["measure", "probe_set"], sort=True):
-            groups = [("all", g)] + list(g.groupby("overlap_kind", sort=False)) if g["overlap_kind"].nunique() > 1 else list(
-                g.groupby("overlap_kind", sort=False)
-            )
-            for kind, gk in groups:
-                if len(gk) < 3:
-                    continue
-                rows.append(_link(c, kind, measure, probe, gk["value"].to_numpy(float), gk[c].to_numpy(float).copy(),
-                                  gk["seed"].to_numpy(), n_boot, seed))  # fmt: skip
-    return pd.DataFrame(rows, columns=LINK_COLUMNS)
+    units = _units(data)
+    for keys, u in iter_cells(units, _unit_axes(units)):
+        for c in cols:
+            v = pd.to_numeric(u[c], errors="coerce")
+            sub = u[np.isfinite(v)]
+            if sub.empty:
+                continue
+            x, y = sub["x"].to_numpy(float), pd.to_numeric(sub[c]).to_numpy(float)
+            means = pd.Series(y).groupby(x).mean()
+            rows.append({**keys, "consequence": c, **seed_effect(x, y, sub["seed"].to_numpy()),
+                         "n": len(sub), "x_min": float(x.min()), "x_max": float(x.max()),
+                         "value_at_min": float(means.iloc[0]), "value_at_max": float(means.iloc[-1])})  # fmt: skip
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    fam = out["consequence"].map(_base).isin(HEADLINE_CONSEQUENCES)
+    return apply_family(out, fam, estimate="slope", low="slope_low", high="slope_high")
+
+
+def consequence_by_fraction(df: pd.DataFrame, *, layers: str = "default") -> pd.DataFrame:
+    """Mean and between-seed SD (ddof=1) of every consequence per cell and fraction.
+
+    Returns a long table: cell keys, ``x``, ``consequence``, ``mean``, ``sd``, ``n_seeds``.
+    """
+    data = ensure_prepared(df, layers)
+    cols = consequence_columns(data)
+    units = _units(data)
+    if not cols or units.empty:
+        return pd.DataFrame(columns=[*_unit_axes(data), "x", "consequence", "mean", "sd", "n_seeds"])
+    keys = _unit_axes(units)
+    long = units.melt(id_vars=keys + ["x", "seed"], value_vars=cols, var_name="consequence", value_name="v")
+    long["v"] = pd.to_numeric(long["v"], errors="coerce")
+    long = long[np.isfinite(long["v"])]
+    per_seed = long.groupby(keys + ["x", "consequence", "seed"], sort=False)["v"].mean().reset_index()
+    out = per_seed.groupby(keys + ["x", "consequence"], sort=False)["v"].agg(mean="mean", sd="std", n_seeds="size")
+    return out.reset_index().sort_values(keys + ["consequence", "x"], kind="stable").reset_index(drop=True)
+
+
+def _link_verdict(low: float, high: float) -> str:
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "inconclusive"
+    return "positive" if low > 0 else ("negative" if high < 0 else "inconclusive")
+
+
+def similarity_links(df: pd.DataFrame, *, layers: str = "default", n_boot: int = stats.DEFAULT_N_BOOT,
+                     seed: int = stats.DEFAULT_SEED) -> pd.DataFrame:  # fmt: skip
+    """Transfer success against similarity, within each similarity cell (never pooling kinds).
+
+    Returns
+    -------
+    DataFrame with the similarity cell's axes, ``probe_role``, ``headline_layer``, ``consequence``, ``n`` (pairs),
+    ``n_seeds``, ``n_levels``; pooled ``spearman`` (+ ``_low``/``_high``, bootstrap over seeds) and
+    ``pearson``; ``partial_r`` (+ ``_low``/``_high``): Pearson r of similarity and consequence after
+    removing each fraction's mean, with a bootstrap that resamples seeds; ``partial_verdict``
+    (positive/negative/inconclusive from that interval) and ``reason``.
+    """
+    data = ensure_prepared(df, layers)
+    cols = [c for c in consequence_columns(data) if _base(c) in LINK_CONSEQUENCES]
+    rows: list[dict[str, Any]] = []
+    if not cols:
+        return pd.DataFrame()
+    data = data[np.isfinite(data["x"])]
+    head = headline_layer_mask(data)
+    for keys, g in iter_cells(data, cell_axes(data)):
+        for c in cols:
+            v = pd.to_numeric(g[c], errors="coerce").to_numpy(float)
+            m = np.isfinite(v)
+            if m.sum() < 3:
+                continue
+            sim, y = g["value"].to_numpy(float)[m], v[m]
+            seeds, x = g["seed"].to_numpy()[m], g["x"].to_numpy(float)[m]
+            rho = stats.correlation_ci(sim, y, seeds, method="spearman", n_boot=n_boot, seed=seed,
+                                  min_groups=inference.MIN_SEEDS_FOR_BOOTSTRAP)
+            pearson = stats.weighted_pearson(sim, y, np.ones((1, sim.size)))[0]
+            part = inference.partial_correlation(sim, y, x, seeds, n_boot=n_boot, seed=seed)
+            rows.append({**keys, "probe_role": str(g["probe_role"].iloc[0]), "headline_layer": bool(head.loc[g.index].all()),
+                         "consequence": c,
+                         "n": int(m.sum()), "n_seeds": int(np.unique(seeds).size), "n_levels": int(np.unique(x).size),
+                         "spearman": rho["estimate"], "spearman_low": rho["low"], "spearman_high": rho["high"],
+                         "pearson": float(pearson), "partial_r": part["estimate"], "partial_r_low": part["low"],
+                         "partial_r_high": part["high"], "partial_verdict": _link_verdict(part["low"], part["high"]),
+                         "reason": part["reason"]})  # fmt: skip
+    return pd.DataFrame(rows)

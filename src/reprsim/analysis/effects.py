@@ -1,6 +1,11 @@
-"""Effect of overlap on similarity: per-kind regressions, per-fraction means, and the combined
-data × task grid, including a fair test of "combining data and task overlap gives the strongest
-effect" (same architecture, source and levels; numbers with bootstrap intervals over seeds).
+"""Effect of the overlap fraction on similarity, per cell, with the seed as the unit.
+
+For every cell (source × model × overlap kind × probe set × layer pair × measure, and any other
+grid axis; never pooled) the OLS slope of the value on the fraction is fitted within each seed;
+the effect is the mean of the per-seed slopes with a t(n_seeds − 1) 95% interval. Primary cells
+(the declared family, at the headline layer pair) get Holm-adjusted p-values; the others are
+exploratory. Alongside: the paper's pooled R² and mutual information (with a within-seed
+permutation null), Spearman ρ with a seed-bootstrap interval, and a standardised effect.
 """
 
 from __future__ import annotations
@@ -10,13 +15,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprsim.analysis import stats
-from reprsim.analysis.load import prepare
+from reprsim.analysis import inference, stats
+from reprsim.analysis.cells import (
+    PrimaryFamily,
+    composition,
+    headline_layer_mask,
+    is_distance,
+    iter_cells,
+    probe_classes,
+)
+from reprsim.analysis.load import cell_axes, prepare
 
-__all__ = ["overlap_effects", "fraction_means", "combined_effects", "ensure_prepared", "GROUP_KEYS"]
+__all__ = [
+    "DEFAULT_N_PERM",
+    "SLOPE_METHOD",
+    "apply_family",
+    "ensure_prepared",
+    "fraction_means",
+    "overlap_effects",
+    "seed_effect",
+]  # fmt: skip
 
-GROUP_KEYS = ["overlap_kind", "measure", "probe_set"]
-_KIND_ORDER = {"data": 0, "task": 1, "attribute": 2, "combined": 3}
+SLOPE_METHOD = "mean of per-seed OLS slopes (value on fraction), t(n_seeds − 1) 95% interval"
+DEFAULT_N_PERM = 1000
+_KIND_ORDER = {"data": 0, "task": 1, "attribute": 2, "combined": 3, "factorial": 4}
 
 
 def ensure_prepared(df: pd.DataFrame, layers: str = "default") -> pd.DataFrame:
@@ -26,238 +48,149 @@ def ensure_prepared(df: pd.DataFrame, layers: str = "default") -> pd.DataFrame:
     return prepare(df, layers)
 
 
-def _sorted(out: pd.DataFrame) -> pd.DataFrame:
-    if out.empty:
-        return out
-    order = out["overlap_kind"].map(_KIND_ORDER).fillna(9)
-    return out.assign(_o=order).sort_values(["_o", "measure", "probe_set"]).drop(columns="_o").reset_index(drop=True)
+def seed_effect(x: np.ndarray, y: np.ndarray, seeds: np.ndarray) -> dict[str, Any]:
+    """The seed-as-unit slope of ``y`` on ``x``: per-seed OLS slopes summarised by
+    :func:`reprsim.analysis.inference.t_summary`, plus ``reason`` when the cell cannot give one
+    (one fraction level, all values equal, fewer than 3 seeds). Keys: ``slope``, ``slope_low``,
+    ``slope_high``, ``slope_sd``, ``p``, ``n_seeds``, ``reason``."""
+    levels = np.unique(x)
+    nan = float("nan")
+    if levels.size < 2:
+        return {"slope": nan, "slope_low": nan, "slope_high": nan, "slope_sd": nan, "p": nan,
+                "n_seeds": int(np.unique(seeds).size),
+                "reason": "one fraction level: no slope"}  # fmt: skip
+    if np.ptp(y) == 0:
+        return {"slope": 0.0, "slope_low": nan, "slope_high": nan, "slope_sd": 0.0, "p": nan,
+                "n_seeds": int(np.unique(seeds).size),
+                "reason": "all values equal: no variation to test"}  # fmt: skip
+    _, slopes = inference.per_seed_slopes(x, y, seeds)
+    t = inference.t_summary(slopes)
+    return {"slope": t["estimate"], "slope_low": t["low"], "slope_high": t["high"], "slope_sd": t["sd"],
+            "p": t["p"], "n_seeds": t["n"], "reason": t["reason"]}  # fmt: skip
 
 
-def _role(group: pd.DataFrame) -> str:
-    roles = group["probe_role"].dropna().astype(str).unique() if "probe_role" in group else []
-    return str(roles[0]) if len(roles) else ""
+def _effect_sd(x: np.ndarray, y: np.ndarray, seeds: np.ndarray, slope: float) -> tuple[float, float, str | None]:
+    """Mean per-seed slope / between-seed SD at the lowest fraction: (effect_sd, that fraction, reason)."""
+    x0 = float(x.min())
+    at0 = pd.Series(y[x == x0]).groupby(seeds[x == x0]).mean()
+    if at0.size < 2:
+        return float("nan"), x0, "one seed at the lowest fraction: no between-seed SD"
+    sd0 = float(at0.std(ddof=1))
+    if not np.isfinite(slope) or sd0 <= 0:
+        return float("nan"), x0, "no between-seed variation at the lowest fraction" if sd0 <= 0 else None
+    return slope / sd0, x0, None
 
 
-def overlap_effects(
-    df: pd.DataFrame, *, layers: str = "default", n_boot: int = stats.DEFAULT_N_BOOT, seed: int = stats.DEFAULT_SEED
-) -> pd.DataFrame:
-    """Regress each similarity measure on its overlap fraction, per overlap kind × measure × probe set.
-
-    ``x`` is the requested fraction of the unit's kind (see :func:`reprsim.analysis.load.overlap_x`;
-    for ``combined`` the grid diagonal). Rows of empty probe sets and failed units are dropped first.
-
-    Returns
-    -------
-    DataFrame, one row per (overlap_kind, measure, probe_set), columns: ``probe_role``, ``slope``,
-    ``slope_low``, ``slope_high`` (95% t interval), ``intercept``, ``r2``, ``mutual_information``
-    (nats, sklearn ``mutual_info_regression``, n_neighbors=3, random_state=42, X = raw fraction),
-    ``spearman``, ``spearman_low``, ``spearman_high`` (percentile bootstrap over seeds), ``ci_unit``,
-    ``n`` (units), ``n_levels`` (distinct fractions), ``n_seeds``, ``x_min``, ``x_max``,
-    ``value_at_min``, ``value_at_max`` (means at the lowest and highest fraction).
-    """
-    data = ensure_prepared(df, layers)
-    data = data[np.isfinite(data["x"])]
-    rows: list[dict[str, Any]] = []
-    for (kind, measure, probe), g in data.groupby(GROUP_KEYS, sort=False):
-        x, y = g["x"].to_numpy(float), g["value"].to_numpy(float)
-        fit = stats.linear_fit(x, y)
-        rho = stats.correlation_ci(x, y, g["seed"].to_numpy(), method="spearman", n_boot=n_boot, seed=seed)
-        means = g.groupby("x")["value"].mean()
-        rows.append(
-            {
-                "overlap_kind": kind,
-                "measure": measure,
-                "probe_set": probe,
-                "probe_role": _role(g),
-                "slope": fit.slope,
-                "slope_low": fit.slope_low,
-                "slope_high": fit.slope_high,
-                "intercept": fit.intercept,
-                "r2": fit.r2,
-                "mutual_information": stats.mutual_information(x, y),
-                "spearman": rho["estimate"],
-                "spearman_low": rho["low"],
-                "spearman_high": rho["high"],
-                "ci_unit": rho["ci_unit"],
-                "n": int(len(g)),
-                "n_levels": int(np.unique(x).size),
-                "n_seeds": int(g["seed"].nunique()),
-                "x_min": float(x.min()),
-                "x_max": float(x.max()),
-                "value_at_min": float(means.iloc[0]),
-                "value_at_max": float(means.iloc[-1]),
-            }
-        )
-    return _sorted(pd.DataFrame(rows, columns=_EFFECT_COLUMNS))
-
-
-_EFFECT_COLUMNS = [
-    "overlap_kind", "measure", "probe_set", "probe_role", "slope", "slope_low", "slope_high", "intercept", "r2",
-    "mutual_information", "spearman", "spearman_low", "spearman_high", "ci_unit", "n", "n_levels", "n_seeds",
-    "x_min", "x_max", "value_at_min", "value_at_max",
-]  # fmt: skip
-
-
-def fraction_means(df: pd.DataFrame, *, layers: str = "default") -> pd.DataFrame:
-    """Mean ± standard deviation (ddof=1) of each measure per overlap fraction.
-
-    Returns
-    -------
-    DataFrame with columns ``overlap_kind``, ``measure``, ``probe_set``, ``probe_role``,
-    ``data_fraction``, ``task_fraction``, ``x`` (the kind's regressor; NaN off the combined grid's
-    diagonal), ``mean``, ``std`` (NaN for a single seed), ``n``.
-    """
-    data = ensure_prepared(df, layers).copy()
-    keys = GROUP_KEYS + ["probe_role", "data_fraction", "task_fraction"]
-    data["data_fraction"] = pd.to_numeric(data["data_fraction"], errors="coerce")
-    data["task_fraction"] = pd.to_numeric(data["task_fraction"], errors="coerce")
-    out = (
-        data.groupby(keys, dropna=False, sort=True)
-        .agg(x=("x", "first"), mean=("value", "mean"), std=("value", "std"), n=("value", "size"))
-        .reset_index()
-    )
-    return _sorted(out)
-
-
-def _ols(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """OLS coefficients with 95% t intervals; NaN when the design is rank deficient or saturated."""
-    from scipy import stats as sps
-
-    n, p = design.shape
-    nan = np.full(p, np.nan)
-    if np.linalg.matrix_rank(design) < p or n <= p:
-        return nan, nan, nan
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    resid = y - design @ coef
-    s2 = float(resid @ resid) / (n - p)
-    se = np.sqrt(np.diag(s2 * np.linalg.inv(design.T @ design)))
-    t = float(sps.t.ppf(0.975, n - p))
-    return coef, coef - t * se, coef + t * se
-
-
-def _verdict(low: float, high: float) -> str:
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return "undetermined"
-    if low > 0:
-        return "yes"
-    if high < 0:
-        return "no"
-    return "not distinguishable"
-
-
-def _grid_row(g: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
-    d = pd.to_numeric(g["data_fraction"], errors="coerce").to_numpy(float)
-    t = pd.to_numeric(g["task_fraction"], errors="coerce").to_numpy(float)
-    y = g["value"].to_numpy(float)
-    design = np.column_stack([np.ones_like(d), d, t, d * t])
-    coef, low, high = _ols(design, y)
-    out: dict[str, Any] = {
-        "n": int(len(g)),
-        "n_data_levels": int(np.unique(d).size),
-        "n_task_levels": int(np.unique(t).size),
-    }
-    for i, name in enumerate(["intercept", "data", "task", "interaction"]):
-        out[f"coef_{name}"], out[f"coef_{name}_low"], out[f"coef_{name}_high"] = coef[i], low[i], high[i]
-    d0, d1, t0, t1 = d.min(), d.max(), t.min(), t.max()
-    corners = {
-        "none": (d == d0) & (t == t0),
-        "data": (d == d1) & (t == t0),
-        "task": (d == d0) & (t == t1),
-        "both": (d == d1) & (t == t1),
-    }
-    if d1 == d0 or t1 == t0 or not all(m.any() for m in corners.values()):
-        for k in ("data", "task", "both", "both_minus_best_single"):
-            out[f"gain_{k}"] = out[f"gain_{k}_low"] = out[f"gain_{k}_high"] = np.nan
-        out["combined_strongest"] = "undetermined"
-        return out
-    w, unit = stats.bootstrap_weights(g["seed"].to_numpy(), n_boot=n_boot, seed=seed)
-    w = np.vstack([np.ones((1, len(g))), w])  # row 0: the point estimate
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = {k: (w * m * y).sum(axis=1) / (w * m).sum(axis=1) for k, m in corners.items()}
-    gains = {k: means[k] - means["none"] for k in ("data", "task", "both")}
-    gains["both_minus_best_single"] = gains["both"] - np.maximum(gains["data"], gains["task"])
-    for k, v in gains.items():
-        lo, hi = stats._percentile_ci(v[1:], 0.95)
-        out[f"gain_{k}"], out[f"gain_{k}_low"], out[f"gain_{k}_high"] = float(v[0]), lo, hi
-    out["ci_unit"] = unit
-    out["combined_strongest"] = _verdict(out["gain_both_minus_best_single_low"], out["gain_both_minus_best_single_high"])
+def _cell_row(g: pd.DataFrame, n_boot: int, n_perm: int, seed: int) -> dict[str, Any]:
+    x, y, seeds = g["x"].to_numpy(float), g["value"].to_numpy(float), g["seed"].to_numpy()
+    out = seed_effect(x, y, seeds)
+    out["slope_method"] = SLOPE_METHOD
+    out["effect_sd"], out["effect_sd_at"], sd_reason = _effect_sd(x, y, seeds, out["slope"])
+    fit = stats.linear_fit(x, y)
+    out["intercept"], out["r2"] = fit.intercept, fit.r2
+    if out["reason"] and out["reason"].startswith("all values equal"):
+        out["r2"] = float("nan")
+    rho = stats.correlation_ci(x, y, seeds, method="spearman", n_boot=n_boot, seed=seed,
+                                  min_groups=inference.MIN_SEEDS_FOR_BOOTSTRAP)
+    out["spearman"], out["spearman_low"], out["spearman_high"] = rho["estimate"], rho["low"], rho["high"]
+    out["spearman_ci_unit"] = rho["ci_unit"]
+    mi = inference.mi_permutation_test(x, y, seeds, n_perm=n_perm if np.ptp(y) > 0 else 0, seed=seed)
+    out["mutual_information"], out["mi_null95"], out["mi_p"], out["n_perm"] = mi["mi"], mi["mi_null95"], mi["mi_p"], mi["n_perm"]
+    means = g.groupby("x")["value"].mean()
+    out.update(n=len(g), n_levels=int(np.unique(x).size), x_min=float(x.min()), x_max=float(x.max()),
+               value_at_min=float(means.iloc[0]), value_at_max=float(means.iloc[-1]))  # fmt: skip
+    if sd_reason and not out["reason"]:
+        out["effect_sd_note"] = sd_reason
     return out
 
 
-def _kind_comparison(data: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
-    """Slopes of data-only, task-only (attribute; else class-split task) and combined (diagonal)."""
-    rows = []
-    data = data[np.isfinite(data["x"])]
-    for (measure, probe), g in data.groupby(["measure", "probe_set"], sort=True):
-        kinds = set(g["overlap_kind"])
-        task_kind = "attribute" if "attribute" in kinds else ("task" if "task" in kinds else None)
-        singles = [k for k in ("data", task_kind) if k in kinds]
-        if "combined" not in kinds or not singles:
-            continue
-        row: dict[str, Any] = {"measure": measure, "probe_set": probe, "task_only_kind": task_kind or ""}
-        samples = {}
-        levels, models, sources = {}, {}, {}
-        for i, kind in enumerate(["data", "task_only", "combined"]):
-            real = {"data": "data", "task_only": task_kind, "combined": "combined"}[kind]
-            sub = g[g["overlap_kind"] == real] if real else g.iloc[0:0]
-            if len(sub) < 3 or sub["x"].nunique() < 2:
-                row[f"slope_{kind}"] = row[f"slope_{kind}_low"] = row[f"slope_{kind}_high"] = np.nan
-                continue
-            x, y = sub["x"].to_numpy(float), sub["value"].to_numpy(float)
-            lo, hi, s = stats.slope_ci(x, y, sub["seed"].to_numpy(), n_boot=n_boot, seed=seed + i)
-            row[f"slope_{kind}"] = stats.linear_fit(x, y).slope
-            row[f"slope_{kind}_low"], row[f"slope_{kind}_high"] = lo, hi
-            samples[kind] = (row[f"slope_{kind}"], s)
-            levels[kind] = sub["x"].nunique()
-            models[kind] = tuple(sorted(sub["model"].astype(str).unique())) if "model" in sub else ()
-            sources[kind] = tuple(sorted(sub["source"].astype(str).unique())) if "source" in sub else ()
-        singles_avail = [k for k in ("data", "task_only") if k in samples]
-        if "combined" in samples and singles_avail:
-            best_est = max(samples[k][0] for k in singles_avail)
-            best_s = np.max(np.vstack([samples[k][1] for k in singles_avail]), axis=0)
-            diff_est = samples["combined"][0] - best_est
-            lo, hi = stats._percentile_ci(samples["combined"][1] - best_s, 0.95)
-        else:
-            diff_est = lo = hi = np.nan
-        row["combined_minus_best_single"], row["diff_low"], row["diff_high"] = diff_est, lo, hi
-        row["combined_strongest"] = _verdict(lo, hi)
-        notes = []
-        if len(set(levels.values())) > 1:
-            notes.append(f"levels differ {levels}")
-        if len(set(models.values())) > 1:
-            notes.append(f"models differ {models}")
-        if len(set(sources.values())) > 1:
-            notes.append(f"sources differ {sources}")
-        row["fair"] = not notes
-        row["fairness_note"] = "; ".join(notes) if notes else "same models, sources and number of levels"
-        rows.append(row)
-    return pd.DataFrame(rows)
+def apply_family(frame: pd.DataFrame, primary_mask: pd.Series, *, estimate: str, low: str, high: str,
+                 p: str = "p") -> pd.DataFrame:  # fmt: skip
+    """Holm-adjust ``p`` over the rows of ``primary_mask`` (``p_adjusted``; NaN elsewhere), label
+    ``family`` primary/exploratory, and set ``verdict`` from the adjusted p (primary) or the
+    unadjusted p (exploratory) with the interval (:func:`reprsim.analysis.inference.decide`)."""
+    out = frame.copy()
+    out["family"] = np.where(primary_mask, "primary", "exploratory")
+    adj = np.full(len(out), np.nan)
+    if primary_mask.any():
+        adj[primary_mask.to_numpy()] = inference.holm(out.loc[primary_mask, p].to_numpy(float))
+    out["p_adjusted"] = adj
+    used = np.where(primary_mask, out["p_adjusted"], out[p])
+    out["verdict"] = [inference.decide(e, lo, hi, pu) for e, lo, hi, pu in zip(out[estimate], out[low], out[high], used)]
+    return out
 
 
-def combined_effects(
-    df: pd.DataFrame, *, layers: str = "default", n_boot: int = stats.DEFAULT_N_BOOT, seed: int = stats.DEFAULT_SEED
-) -> dict[str, pd.DataFrame]:
-    """Does combining data and task overlap give the strongest effect?
+def _verdict_note(r: pd.Series) -> str:
+    if r["verdict"] != "inconclusive":
+        if r.get("distance"):
+            more = "rises" if r["verdict"] == "falls" else "falls"
+            return f"a distance (lower = more similar): similarity {more}"
+        return ""
+    if isinstance(r.get("reason"), str) and r["reason"]:
+        return r["reason"]
+    used = r["p_adjusted"] if r["family"] == "primary" else r["p"]
+    if np.isfinite(used) and used >= inference.ALPHA:
+        return ("Holm-adjusted " if r["family"] == "primary" else "") + "p ≥ 0.05"
+    return "interval contains 0"
+
+
+def overlap_effects(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers: str = "default",
+                    n_boot: int = stats.DEFAULT_N_BOOT, n_perm: int = DEFAULT_N_PERM,
+                    seed: int = stats.DEFAULT_SEED) -> pd.DataFrame:  # fmt: skip
+    """The effect of the overlap fraction on each measure, per cell (see module docstring).
+
+    ``x`` is the fraction the unit's kind varies (:func:`reprsim.analysis.load.overlap_x`; for
+    combined/factorial kinds the grid diagonal).
 
     Returns
     -------
-    dict with two DataFrames:
-
-    ``"grid"`` — per measure × probe set of the ``combined`` kind's data × task grid: the two-factor
-    OLS ``value ~ 1 + d + t + d·t`` (``coef_*`` with 95% t intervals) and the mean similarity gains
-    over the (min, min) corner of (max d, min t) = ``gain_data``, (min d, max t) = ``gain_task``,
-    (max, max) = ``gain_both``, and ``gain_both_minus_best_single`` = gain_both − max(gain_data,
-    gain_task), each with a percentile bootstrap interval over seeds; ``combined_strongest`` is
-    "yes" (interval above 0), "no" (below 0), "not distinguishable" or "undetermined".
-
-    ``"comparison"`` — per measure × probe set present in several kinds: slope per unit fraction of
-    data-only, task-only (``attribute`` kind, else the class-split ``task`` kind) and combined
-    (grid diagonal) with bootstrap intervals, the difference combined − best single kind with its
-    interval, the verdict, and whether the comparison is fair (same models, sources, levels).
+    DataFrame, one row per cell: the cell's axes (``source``, ``model``, ``overlap_kind``,
+    ``probe_set``, ``layer_a``, ``layer_b``, ``measure``; ``run`` when several runs), ``probe_role``,
+    ``composition``, ``probe_classes``, ``headline_layer``, ``distance``, ``slope``, ``slope_low``,
+    ``slope_high``, ``slope_sd``, ``n_seeds``, ``slope_method``, ``p``, ``p_adjusted`` (primary only),
+    ``family``, ``verdict`` (rises/falls/inconclusive), ``verdict_note``, ``reason`` (why a number is
+    missing, else None), ``effect_sd`` (÷ between-seed SD at ``effect_sd_at``), ``intercept``,
+    ``r2``, ``spearman`` (+ ``_low``/``_high``, bootstrap over seeds), ``mutual_information``,
+    ``mi_null95``, ``mi_p``, ``n_perm``, ``n`` (pairs), ``n_levels``, ``x_min``, ``x_max``,
+    ``value_at_min``, ``value_at_max``.
     """
+    primary = primary or PrimaryFamily()
     data = ensure_prepared(df, layers)
-    grid_rows = []
-    comb = data[data["overlap_kind"] == "combined"]
-    for (measure, probe), g in comb.groupby(["measure", "probe_set"], sort=True):
-        grid_rows.append({"measure": measure, "probe_set": probe, "probe_role": _role(g), **_grid_row(g, n_boot, seed)})
-    return {"grid": pd.DataFrame(grid_rows), "comparison": _kind_comparison(data, n_boot, seed)}
+    data = data[np.isfinite(data["x"])]
+    axes = cell_axes(data)
+    head = headline_layer_mask(data)
+    rows = []
+    for keys, g in iter_cells(data, axes):
+        rows.append({**keys, "probe_role": str(g["probe_role"].iloc[0]), "composition": composition(g),
+                     "probe_classes": probe_classes(g), "headline_layer": bool(head.loc[g.index].all()),
+                     "distance": is_distance(keys["measure"]), **_cell_row(g, n_boot, n_perm, seed)})  # fmt: skip
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    in_family = out["headline_layer"] & pd.Series(
+        [primary.contains(m, p) for m, p in zip(out["measure"], out["probe_set"])], index=out.index
+    )
+    out = apply_family(out, in_family, estimate="slope", low="slope_low", high="slope_high")
+    out["verdict_note"] = out.apply(_verdict_note, axis=1)
+    order = out["overlap_kind"].map(_KIND_ORDER).fillna(9)
+    return out.assign(_o=order).sort_values(["_o"], kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+def fraction_means(df: pd.DataFrame, *, layers: str = "default") -> pd.DataFrame:
+    """Mean and between-seed SD of each cell's values per requested fraction (per-seed means first).
+
+    Returns
+    -------
+    DataFrame with the cell axes, ``probe_role``, ``data_fraction``, ``task_fraction``, ``x`` (NaN
+    off a grid's diagonal), ``mean``, ``sd`` (over seeds, ddof=1; NaN for one seed), ``n_seeds``.
+    """
+    data = ensure_prepared(df, layers).copy()
+    axes = cell_axes(data)
+    for c in ("data_fraction", "task_fraction"):
+        data[c] = pd.to_numeric(data[c], errors="coerce")
+    keys = axes + ["probe_role", "data_fraction", "task_fraction"]
+    per_seed = data.groupby(keys + ["seed"], dropna=False, sort=False).agg(x=("x", "first"), v=("value", "mean"))
+    out = per_seed.reset_index().groupby(keys, dropna=False, sort=False).agg(
+        x=("x", "first"), mean=("v", "mean"), sd=("v", "std"), n_seeds=("v", "size")
+    )
+    return out.reset_index()

@@ -1,15 +1,15 @@
-"""Reading a run folder and preparing its tidy results table for analysis.
+"""Reading run folders and preparing their results table for analysis.
 
-The results table has one row per (unit, probe set, layer pair, measure); its column names are a
-contract with the experiment runner (see ``load_run``). Every analysis function first calls
+The table's columns are the contract of :mod:`reprsim.results`. Every analysis function first calls
 :func:`prepare`, which drops rows that must never enter a statistic (failed units, empty probe
-sets, non-finite values), picks one layer pair per unit (explicitly, see :func:`select_layers`)
-and adds the column ``x``: the overlap fraction the unit's overlap kind varies.
+sets, non-finite values), optionally reduces the layer pairs (:func:`select_layers`) and adds the
+column ``x``: the overlap fraction the unit's overlap kind varies.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,100 +17,110 @@ import numpy as np
 import pandas as pd
 
 from reprsim.errors import ReprsimError
+from reprsim.results import (
+    CELL_AXES,
+    CONFIG_FILE,
+    CONSEQUENCE_COLUMNS,
+    CONTRACT_COLUMNS,
+    PROVENANCE_FILE,
+    load_results,
+)
 
 __all__ = [
-    "REQUIRED_COLUMNS",
-    "CONSEQUENCE_COLUMNS",
-    "load_run",
+    "LAYER_SELECTIONS",
+    "Run",
+    "cell_axes",
     "clean_results",
-    "select_layers",
+    "consequence_columns",
+    "load_run",
+    "load_runs",
+    "missing_columns",
     "overlap_x",
     "prepare",
-    "consequence_columns",
+    "select_layers",
 ]
 
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "unit_id",
-    "overlap_kind",
-    "data_fraction",
-    "task_fraction",
-    "seed",
-    "probe_set",
-    "layer_a",
-    "layer_b",
-    "measure",
-    "value",
-)
-
-#: Consequence columns the analysis relates to similarity, in display order. Each may also come
-#: with ``_low``/``_high`` interval columns (ignored here) and a ``_ba`` reverse direction.
-CONSEQUENCE_COLUMNS: tuple[str, ...] = (
-    "transfer_asr",
-    "transfer_asr_conditional",
-    "whitebox_asr",
-    "victim_clean_error",
-    "jailbreak_transfer_asr",
-    "jailbreak_whitebox_asr",
-    "jailbreak_baseline_asr",
-    "jailbreak_random_suffix_asr",
-)
-
-OVERLAP_KINDS: tuple[str, ...] = ("data", "task", "attribute", "combined")
 LAYER_SELECTIONS: tuple[str, ...] = ("default", "best")
+#: Overlap kinds whose regressor is the data × task grid's diagonal (data fraction == task fraction).
+DIAGONAL_KINDS: tuple[str, ...] = ("combined", "factorial")
+
+
+@dataclass
+class Run:
+    """One loaded run folder (``config``/``provenance`` are ``{}`` when the file is absent)."""
+
+    name: str
+    path: Path
+    table: pd.DataFrame
+    config: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ReprsimError(f"{path} is not valid YAML ({exc}); fix or remove it to analyse the table alone.") from None
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
-    """Load a run folder written by ``reprsim run``.
+    """Load a run folder: the results table, the config and the provenance.
 
-    Reads ``results.parquet`` (or ``results.csv`` when the parquet file is absent),
-    ``config.yaml`` and ``provenance.json`` (each optional; an absent file gives ``{}``).
-
-    Returns
-    -------
-    df : pandas.DataFrame
-        The results table as written, one row per (unit, probe set, layer pair, measure).
-    config : dict
-        The resolved config.
-    provenance : dict
-        Package version, git commit, times, timings, seeds.
+    Reads the table with :func:`reprsim.results.load_results` (``results.parquet``, else
+    ``results.csv``, else the finished units), and ``config.yaml`` / ``provenance.json`` when present
+    (an absent file gives ``{}``). The table is returned as written — a table lacking contract
+    columns is not an error here; :func:`missing_columns` says which are absent.
 
     Raises
     ------
     ReprsimError
-        When the folder or its results table is missing, or a required column is absent.
+        When the folder does not exist or holds no results table.
     """
-    import yaml
-
     root = Path(run_dir)
     if not root.is_dir():
         raise ReprsimError(f"run folder {str(root)!r} does not exist; pass the --out folder of `reprsim run`.")
-    parquet, csv = root / "results.parquet", root / "results.csv"
-    if parquet.is_file():
-        df = pd.read_parquet(parquet)
-    elif csv.is_file():
-        df = pd.read_csv(csv)
-    else:
-        raise ReprsimError(
-            f"no results table in {str(root)!r} (expected results.parquet or results.csv); "
-            "has `reprsim run` finished at least one unit there?"
-        )
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise ReprsimError(
-            f"results table in {str(root)!r} lacks required column(s) {missing}; "
-            f"it has {sorted(df.columns)}. Was it written by a compatible reprsim version?"
-        )
-    config: dict[str, Any] = {}
-    if (root / "config.yaml").is_file():
-        loaded = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
-        config = loaded if isinstance(loaded, dict) else {"config": loaded}
+    df = load_results(root)
+    config = _read_yaml(root / CONFIG_FILE) if (root / CONFIG_FILE).is_file() else {}
     provenance: dict[str, Any] = {}
-    if (root / "provenance.json").is_file():
+    if (root / PROVENANCE_FILE).is_file():
         try:
-            provenance = json.loads((root / "provenance.json").read_text(encoding="utf-8"))
+            provenance = json.loads((root / PROVENANCE_FILE).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise ReprsimError(f"provenance.json in {str(root)!r} is not valid JSON ({exc}).") from exc
+            raise ReprsimError(f"{PROVENANCE_FILE} in {str(root)!r} is not valid JSON ({exc}).") from None
     return df, config, provenance
+
+
+def load_runs(run_dirs: list[str | Path]) -> list[Run]:
+    """Load several run folders (see :func:`load_run`); with more than one, every table gets a ``run``
+    column (the folder name, made unique) and its ``unit_id`` is prefixed with it, so that units and
+    seeds of different runs are never confused."""
+    if not run_dirs:
+        raise ReprsimError("give at least one run folder")
+    runs: list[Run] = []
+    names: list[str] = []
+    for d in run_dirs:
+        df, config, provenance = load_run(d)
+        name = Path(d).resolve().name or str(d)
+        while name in names:
+            name += "'"
+        names.append(name)
+        runs.append(Run(name, Path(d), df, config, provenance))
+    if len(runs) > 1:
+        for run in runs:
+            t = run.table.copy()
+            t["run"] = run.name
+            if "unit_id" in t.columns:
+                t["unit_id"] = run.name + "/" + t["unit_id"].astype(str)
+            run.table = t
+    return runs
+
+
+def missing_columns(df: pd.DataFrame) -> list[str]:
+    """The contract columns (:data:`reprsim.results.CONTRACT_COLUMNS`) the table lacks, in contract order."""
+    return [c for c in CONTRACT_COLUMNS if c not in df.columns]
 
 
 def clean_results(df: pd.DataFrame) -> pd.DataFrame:
@@ -118,9 +128,9 @@ def clean_results(df: pd.DataFrame) -> pd.DataFrame:
 
     Dropped: ``status`` other than ``"ok"``; probe sets with ``n_probe == 0`` (empty probe sets,
     whose values are sentinels — the paper's notebook kept such rows in one regression); and
-    non-finite ``value``.
+    non-finite ``value``. Raises ``ValueError`` naming the absent contract columns.
     """
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = missing_columns(df)
     if missing:
         raise ValueError(f"results table lacks required column(s) {missing}; got columns {sorted(df.columns)}.")
     keep = pd.Series(True, index=df.index)
@@ -131,53 +141,43 @@ def clean_results(df: pd.DataFrame) -> pd.DataFrame:
     keep &= np.isfinite(pd.to_numeric(df["value"], errors="coerce"))
     out = df.loc[keep].copy()
     out["value"] = out["value"].astype(float)
+    for axis in CELL_AXES:  # axes compare as text; a missing level is its own level
+        out[axis] = out[axis].astype(object).where(out[axis].notna(), "").astype(str)
     return out
 
 
-_KEYS = ["unit_id", "probe_set", "measure"]
+_UNIT_KEYS = ["unit_id", "probe_set", "measure"]
+BEST_PAIR = "max over layer pairs"
 
 
 def select_layers(df: pd.DataFrame, how: str = "default") -> pd.DataFrame:
-    """Reduce every (unit, probe set, measure) to one value across its layer pairs.
+    """Choose which layer pairs enter the analysis.
 
-    ``how="default"``: keep the row with ``layer_a == layer_b == "penultimate"`` when there is
-    one, else the first layer pair the table lists for that unit. ``how="best"``: the maximum value
-    over all layer pairs (the paper's "best layer pair"; meaningful only for similarities). The
-    returned copy carries a ``layer_selection`` column naming the choice.
+    ``how="default"``: every layer pair, each analysed as its own cell (the report headlines
+    ``penultimate``/``penultimate``, else the first pair a model lists). ``how="best"``: per
+    (unit, probe set, measure) only the maximum over layer pairs, with ``layer_a`` and ``layer_b``
+    set to ``"max over layer pairs"`` (the paper's "best layer pair"; meaningful only for
+    similarities, and a selected maximum, so labelled as such). Adds ``layer_selection``.
     """
     if how not in LAYER_SELECTIONS:
         raise ValueError(f"layer selection must be one of {list(LAYER_SELECTIONS)}, got {how!r}.")
-    if df.empty:
+    if how == "default" or df.empty:
         out = df.copy()
-        out["layer_selection"] = pd.Series(dtype=object)
+        out["layer_selection"] = "every layer pair" if how == "default" else BEST_PAIR
         return out
-    if how == "best":
-        idx = df.groupby(_KEYS, sort=False, dropna=False)["value"].idxmax()
-        out = df.loc[idx.to_numpy()].copy()
-        out["layer_selection"] = "best layer pair (max over pairs)"
-        return out
-    work = df.copy()
-    work["_order"] = np.arange(len(work))
-    pen = (work["layer_a"].astype(str) == "penultimate") & (work["layer_b"].astype(str) == "penultimate")
-    work["_pen"] = pen.astype(int)
-    chosen = work.sort_values(["_pen", "_order"], ascending=[False, True], kind="stable").drop_duplicates(
-        _KEYS, keep="first"
-    )
-    out = chosen.sort_values("_order").drop(columns=["_order", "_pen"])
-    out["layer_selection"] = np.where(
-        (out["layer_a"].astype(str) == "penultimate") & (out["layer_b"].astype(str) == "penultimate"),
-        "penultimate",
-        "first layer pair",
-    )
+    idx = df.groupby(_UNIT_KEYS, sort=False, dropna=False)["value"].idxmax()
+    out = df.loc[idx.to_numpy()].copy()
+    out["layer_a"] = out["layer_b"] = BEST_PAIR
+    out["layer_selection"] = BEST_PAIR
     return out
 
 
 def overlap_x(df: pd.DataFrame) -> pd.Series:
     """The overlap fraction each row's overlap kind varies (the regressor ``x``), as requested.
 
-    data → ``data_fraction``; task and attribute → ``task_fraction``; combined → the common fraction
-    on the grid's diagonal (``data_fraction == task_fraction``) and NaN off the diagonal (the full
-    grid is analysed by ``combined_effects``). Unknown kinds give NaN.
+    data → ``data_fraction``; task and attribute → ``task_fraction``; combined and factorial → the
+    common fraction on the grid's diagonal (``data_fraction == task_fraction``) and NaN off it (the
+    full grid is analysed in :mod:`reprsim.analysis.factorial`). Unknown kinds give NaN.
     """
     d = pd.to_numeric(df["data_fraction"], errors="coerce")
     t = pd.to_numeric(df["task_fraction"], errors="coerce")
@@ -186,19 +186,26 @@ def overlap_x(df: pd.DataFrame) -> pd.Series:
     x[kind.eq("data")] = d[kind.eq("data")]
     is_task = kind.isin(["task", "attribute"])
     x[is_task] = t[is_task]
-    diag = kind.eq("combined") & np.isclose(d.fillna(-1), t.fillna(-2))
+    diag = kind.isin(DIAGONAL_KINDS) & np.isclose(d.fillna(-1), t.fillna(-2))
     x[diag] = d[diag]
     return x
 
 
 def prepare(df: pd.DataFrame, layers: str = "default") -> pd.DataFrame:
-    """:func:`clean_results`, then :func:`select_layers`, then add the regressor column ``x``."""
+    """:func:`clean_results`, then :func:`select_layers`, then add the regressor column ``x``
+    (and an empty ``probe_role`` when the table has none)."""
     out = select_layers(clean_results(df), layers)
     out["x"] = overlap_x(out)
     if "probe_role" not in out.columns:
         out["probe_role"] = ""
     out["probe_role"] = out["probe_role"].fillna("").astype(str)
     return out
+
+
+def cell_axes(df: pd.DataFrame) -> list[str]:
+    """The axes a cell is defined by in this table: ``run`` (when several runs are analysed
+    together) and :data:`reprsim.results.CELL_AXES`."""
+    return (["run"] if "run" in df.columns else []) + list(CELL_AXES)
 
 
 def consequence_columns(df: pd.DataFrame) -> list[str]:

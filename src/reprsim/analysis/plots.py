@@ -1,91 +1,105 @@
-"""Figures of a run (matplotlib, Agg backend): each function draws one figure from the prepared
-results table and saves it as PNG and SVG, returning the PNG path (or ``None`` when the table has
-nothing to draw). Colours are the Okabe–Ito palette (safe for colour-blind readers); sizes and
-fonts are chosen to stay readable at paper width (7 in).
+"""Figures of a run (matplotlib, Agg backend). Each function draws one figure from prepared rows of
+one group (never pooling sources, models or overlap kinds), saves it as PNG and SVG and returns the
+PNG path (``None`` when there is nothing to draw). Every figure with more than one series carries
+its own legend; layouts are ``constrained`` so legends take exactly the room they need (no blank
+bands). Colours are the Okabe–Ito palette (safe for colour-blind readers).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from reprsim.analysis import stats  # noqa: E402
-from reprsim.analysis.summary import consequence_label, kind_label, measure_label  # noqa: E402
+from reprsim.analysis.text import consequence_label, measure_label
 
 __all__ = [
     "OKABE_ITO",
-    "plot_overlap_boxes",
-    "plot_grid_heatmap",
-    "plot_transfer_scatter",
-    "plot_layer_heatmap",
     "plot_accuracy",
-]
+    "plot_consequences",
+    "plot_factorial",
+    "plot_grid_heatmap",
+    "plot_layer_heatmap",
+    "plot_link",
+    "plot_overlap",
+    "slug",
+]  # fmt: skip
 
-#: Okabe & Ito (2008) colour-blind-safe palette (black omitted).
+#: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+_SHORT_KIND = {"data": "data overlap", "task": "task overlap (classes)", "attribute": "task-only (attributes)",
+               "combined": "combined (grid diagonal)", "factorial": "factorial (diagonal)"}  # fmt: skip
+_KIND_ORDER = {k: i for i, k in enumerate(_SHORT_KIND)}
 _RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
        "xtick.labelsize": 8, "ytick.labelsize": 8, "svg.fonttype": "none"}  # fmt: skip
-_SHORT_KIND = {"data": "data", "task": "task (classes)", "attribute": "task-only (attribute)", "combined": "combined"}
-_ROLE_ORDER = {"id": 0, "common": 1, "ood_one": 2, "ood_all": 3, "ood": 4}
+
+
+def slug(*parts: object) -> str:
+    """A file-name-safe name from ``parts`` (``"overlap", "task", "mnist"`` → ``overlap_task_mnist``)."""
+    text = "_".join(str(p) for p in parts if p not in (None, ""))
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:120]
 
 
 def _save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{name}.png"
-    fig.savefig(png, dpi=150, bbox_inches="tight", facecolor="white")
-    fig.savefig(out_dir / f"{name}.svg", bbox_inches="tight", facecolor="white")
+    fig.savefig(png, dpi=130, facecolor="white")
+    fig.set_layout_engine("none")  # the layout is settled: do not compute it again for the SVG
+    fig.savefig(out_dir / f"{name}.svg", facecolor="white")
     plt.close(fig)
     return png
 
 
-def _panels(n: int, width: float = 7.0, height: float = 2.6, max_cols: int = 3) -> tuple[plt.Figure, np.ndarray]:
+def _panels(n: int, *, width: float = 7.0, height: float = 2.5, max_cols: int = 3) -> tuple[plt.Figure, np.ndarray]:
     cols = min(n, max_cols)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows + 0.7), squeeze=False, layout="constrained")
     for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    return fig, axes.ravel()
+        ax.remove()
+    return fig, axes.ravel()[:n]
 
 
-def _figure_legend(fig: plt.Figure, axes: np.ndarray, n_entries: int) -> None:
-    """One legend for the whole figure, below the panels (keeps the panels' data visible)."""
+def _legend(fig: plt.Figure, axes: np.ndarray, title: str | None = None) -> None:
+    """One legend for the figure, below the panels, from the labelled artists of every panel."""
     handles, labels = [], []
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels and not lab.startswith("fit"):
+            if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.tight_layout(rect=(0, 0.08 if n_entries else 0, 1, 0.92))
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+        fig.legend(handles, labels, loc="outside lower center", ncols=_legend_columns(fig, labels), frameon=False,
+                   title=title)  # fmt: skip
 
 
-def _probe_order(df: pd.DataFrame) -> list[str]:
-    roles = df.drop_duplicates("probe_set").set_index("probe_set")["probe_role"]
-    return sorted(roles.index, key=lambda p: (_ROLE_ORDER.get(roles[p], 9), str(p)))
+def _legend_columns(fig: plt.Figure, labels: list[str]) -> int:
+    """As many legend columns as fit the figure's width (≈ 0.07 in per character at 8 pt + the handle)."""
+    entry = 0.55 + 0.07 * max(len(lab) for lab in labels)
+    return int(max(1, min(len(labels), 4, fig.get_figwidth() // entry)))
 
 
-def plot_overlap_boxes(data: pd.DataFrame, kind: str, out_dir: Path) -> Path | None:
-    """The paper's main figure for one overlap kind: per measure a panel of box plots of the
-    measure vs. overlap fraction, probe sets side by side in colour, with each probe set's OLS line."""
-    sub = data[(data["overlap_kind"] == kind) & np.isfinite(data["x"])]
-    if sub.empty:
+def plot_overlap(rows: pd.DataFrame, measures: list[str], probes: list[str], title: str, out_dir: Path,
+                 name: str) -> Path | None:  # fmt: skip
+    """Similarity vs overlap fraction for one group: a panel per measure, box plots over seeds per
+    fraction with the probe sets side by side, and each probe set's fitted line (the mean per-seed
+    slope through the pooled means)."""
+    rows = rows[np.isfinite(rows["x"])]
+    measures = [m for m in measures if m in set(rows["measure"])]
+    if rows.empty or not measures:
         return None
-    measures = sorted(sub["measure"].unique())
-    probes = _probe_order(sub)
-    levels = np.sort(sub["x"].unique())
+    levels = np.sort(rows["x"].unique())
     step = float(np.min(np.diff(levels))) if levels.size > 1 else 1.0
+    width = 0.8 * step / max(1, len(probes))
     with plt.rc_context(_RC):
         fig, axes = _panels(len(measures))
         for ax, measure in zip(axes, measures):
-            sm = sub[sub["measure"] == measure]
-            width = 0.8 * step / max(1, len(probes))
+            sm = rows[rows["measure"] == measure]
             for j, probe in enumerate(probes):
                 sp = sm[sm["probe_set"] == probe]
                 if sp.empty:
@@ -95,102 +109,142 @@ def plot_overlap_boxes(data: pd.DataFrame, kind: str, out_dir: Path) -> Path | N
                 xs = [lv for lv in levels if (sp["x"] == lv).any()]
                 groups = [sp.loc[sp["x"] == lv, "value"].to_numpy() for lv in xs]
                 ax.boxplot(groups, positions=np.array(xs) + offset, widths=width * 0.85, patch_artist=True,
-                           manage_ticks=False, boxprops={"facecolor": colour, "alpha": 0.55, "edgecolor": colour},
+                           manage_ticks=False, boxprops={"facecolor": colour, "alpha": 0.5, "edgecolor": colour},
                            medianprops={"color": "black"}, whiskerprops={"color": colour},
                            capprops={"color": colour}, flierprops={"markeredgecolor": colour, "markersize": 3})  # fmt: skip
-                fit = stats.linear_fit(sp["x"], sp["value"])
-                if np.isfinite(fit.slope):
-                    xx = np.array([min(xs), max(xs)])
-                    ax.plot(xx + offset, fit.intercept + fit.slope * xx, color=colour, lw=1.2,
-                            label=f"{probe} ({sp['probe_role'].iloc[0] or '?'})")  # fmt: skip
+                means = sp.groupby("x")["value"].mean()
+                ax.plot(means.index + offset, means.to_numpy(), color=colour, lw=1.3, marker="o", ms=2.5,
+                        label=probe)  # fmt: skip
             ax.set_title(measure_label(measure))
-            ax.set_xticks(levels)
-            ax.set_xticklabels([f"{lv:g}" for lv in levels])
+            ax.set_xticks(levels, [f"{lv:g}" for lv in levels])
             ax.set_xlabel("overlap fraction")
-            ax.set_ylabel("similarity")
             ax.grid(axis="y", alpha=0.3)
-        _figure_legend(fig, axes, len(probes))
-        fig.suptitle(f"Similarity vs. {kind_label(kind)}", fontsize=11)
-        return _save(fig, out_dir, f"overlap_{kind}")
+        axes[0].set_ylabel("similarity")
+        _legend(fig, axes, "probe set (line: mean over seeds; box: spread over seeds)")
+        fig.suptitle(title, fontsize=10)
+        return _save(fig, out_dir, name)
 
 
-def plot_grid_heatmap(data: pd.DataFrame, probe_set: str, out_dir: Path) -> Path | None:
-    """Mean similarity on the data × task grid (``combined`` kind), one panel per measure."""
-    sub = data[(data["overlap_kind"] == "combined") & (data["probe_set"] == probe_set)]
+def plot_factorial(rows: pd.DataFrame, measures: list[str], probe: str, title: str, out_dir: Path,
+                   name: str) -> Path | None:  # fmt: skip
+    """Interaction plot of the 2 × 2 factorial design: x = task (different / same attribute), one
+    line per image condition (disjoint / shared), mean ± between-seed SD; a panel per measure.
+    Parallel lines mean no interaction."""
+    sub = rows[(rows["probe_set"] == probe) & rows["measure"].isin(measures)]
     if sub.empty:
         return None
-    measures = sorted(sub["measure"].unique())
+    measures = [m for m in measures if m in set(sub["measure"])]
     with plt.rc_context(_RC):
-        fig, axes = _panels(len(measures), height=2.8)
+        fig, axes = _panels(len(measures))
+        for ax, measure in zip(axes, measures):
+            sm = sub[sub["measure"] == measure]
+            per_seed = sm.groupby(["data_fraction", "task_fraction", "seed"])["value"].mean().reset_index()
+            for j, (d, label) in enumerate([(0.0, "images disjoint"), (1.0, "images shared")]):
+                g = per_seed[np.isclose(per_seed["data_fraction"], d)].groupby("task_fraction")["value"]
+                if g.ngroups == 0:
+                    continue
+                m, s = g.mean(), g.std().fillna(0)
+                dodge = -0.03 if d == 0.0 else 0.03  # keep the two conditions' error bars apart
+                ax.errorbar(m.index + dodge, m.to_numpy(), yerr=s.to_numpy(), marker="o", ms=4, capsize=3,
+                            color=OKABE_ITO[j], label=label)  # fmt: skip
+            ax.set_xticks([0, 1], ["different task", "same task"])
+            ax.set_xlim(-0.3, 1.3)
+            ax.set_title(measure_label(measure))
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].set_ylabel(f"similarity ('{probe}')")
+        _legend(fig, axes, "mean ± between-seed SD")
+        fig.suptitle(title, fontsize=10)
+        return _save(fig, out_dir, name)
+
+
+def plot_grid_heatmap(rows: pd.DataFrame, measures: list[str], probe: str, title: str, out_dir: Path,
+                      name: str) -> Path | None:  # fmt: skip
+    """Mean similarity on a data × task grid (``combined`` kind), a panel per measure with its colour bar."""
+    sub = rows[(rows["probe_set"] == probe) & rows["measure"].isin(measures)]
+    if sub.empty:
+        return None
+    measures = [m for m in measures if m in set(sub["measure"])]
+    with plt.rc_context(_RC):
+        fig, axes = _panels(len(measures), height=2.6)
         for ax, measure in zip(axes, measures):
             table = sub[sub["measure"] == measure].pivot_table(
                 index="task_fraction", columns="data_fraction", values="value", aggfunc="mean"
             ).sort_index(ascending=False)
-            im = ax.imshow(table.to_numpy(), cmap="viridis", aspect="auto")
+            vals = table.to_numpy()
+            im = ax.imshow(vals, cmap="viridis", aspect="auto")
             ax.set_xticks(range(table.shape[1]), [f"{v:g}" for v in table.columns])
             ax.set_yticks(range(table.shape[0]), [f"{v:g}" for v in table.index])
             ax.set_xlabel("data overlap")
             ax.set_ylabel("task overlap")
             ax.set_title(measure_label(measure))
-            vals = table.to_numpy()
             mid = np.nanmean(vals)
             for (i, j), v in np.ndenumerate(vals):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7,
-                            color="white" if v < mid else "black")  # fmt: skip
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        fig.suptitle(f"Mean similarity on the data × task grid (probe set '{probe_set}')", fontsize=11)
-        fig.tight_layout()
-        return _save(fig, out_dir, f"grid_{probe_set}")
+                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="white" if v < mid else "black")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean similarity")
+        fig.suptitle(title, fontsize=10)
+        return _save(fig, out_dir, name)
 
 
-def plot_transfer_scatter(data: pd.DataFrame, consequence: str, probe_set: str, out_dir: Path) -> Path | None:
-    """Transfer success vs. similarity (one panel per measure), coloured by overlap kind, with the
-    pooled OLS line and Spearman ρ in the legend."""
-    if consequence not in data.columns:
+def plot_consequences(by_fraction: pd.DataFrame, kinds: list[str], title: str, out_dir: Path, name: str) -> Path | None:
+    """White-box success, transfer success and P(victim fooled | source fooled) vs the overlap
+    fraction, a panel per overlap kind of one (source, model); solid A→B, dashed B→A; mean ± SD."""
+    series = ["whitebox_asr", "transfer_asr", "transfer_asr_given_source_fooled", "jailbreak_transfer_asr"]
+    sub = by_fraction[by_fraction["consequence"].str.replace("_ba$", "", regex=True).isin(series)]
+    kinds = sorted((k for k in kinds if k in set(sub["overlap_kind"])), key=lambda k: (_KIND_ORDER.get(k, 9), k))
+    if sub.empty or not kinds:
         return None
-    sub = data[(data["probe_set"] == probe_set) & np.isfinite(pd.to_numeric(data[consequence], errors="coerce"))]
-    if sub.empty:
-        return None
-    measures = sorted(sub["measure"].unique())
-    kinds = [k for k in ("data", "task", "attribute", "combined") if k in set(sub["overlap_kind"])]
-    kinds += sorted(set(sub["overlap_kind"]) - set(kinds))
     with plt.rc_context(_RC):
-        fig, axes = _panels(len(measures))
-        for ax, measure in zip(axes, measures):
-            sm = sub[sub["measure"] == measure]
-            for j, kind in enumerate(kinds):
-                sk = sm[sm["overlap_kind"] == kind]
-                ax.scatter(sk["value"], sk[consequence], s=14, color=OKABE_ITO[j % 8], alpha=0.8,
-                           label=_SHORT_KIND.get(kind, kind))  # fmt: skip
-            x, y = sm["value"].to_numpy(float), sm[consequence].to_numpy(float)
-            if x.size >= 3:
-                fit = stats.linear_fit(x, y)
-                rho = stats.correlation_ci(x, y, sm["seed"].to_numpy(), method="spearman", n_boot=500)
-                if np.isfinite(fit.slope):
-                    xx = np.linspace(x.min(), x.max(), 2)
-                    ax.plot(xx, fit.intercept + fit.slope * xx, color="black", lw=1.2,
-                            label=f"fit, ρ={rho['estimate']:.2f} [{rho['low']:.2f}, {rho['high']:.2f}]")  # fmt: skip
-            ax.set_xlabel(f"{measure_label(measure)} ({probe_set})")
-            ax.set_ylabel(consequence_label(consequence))
+        fig, axes = _panels(len(kinds))
+        for ax, kind in zip(axes, kinds):
+            sk = sub[sub["overlap_kind"] == kind]
+            for c, g in sk.groupby("consequence", sort=False):
+                base = c.removesuffix("_ba")
+                colour = OKABE_ITO[series.index(base) % len(OKABE_ITO)]
+                ax.errorbar(g["x"], g["mean"], yerr=g["sd"].fillna(0), marker="o", ms=3, capsize=2, color=colour,
+                            ls="--" if c.endswith("_ba") else "-", label=consequence_label(c))  # fmt: skip
+            ax.set_title(_SHORT_KIND.get(kind, kind))
+            ax.set_xlabel("overlap fraction")
+            ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
-            fit_lines = [(h, lab) for h, lab in zip(*ax.get_legend_handles_labels()) if lab.startswith("fit")]
-            if fit_lines:
-                ax.legend(*zip(*fit_lines), loc="upper left", frameon=False)
-        _figure_legend(fig, axes, len(kinds))
-        fig.suptitle(f"{consequence_label(consequence)} vs. similarity", fontsize=11)
-        return _save(fig, out_dir, f"scatter_{consequence}_{probe_set}")
+        axes[0].set_ylabel("success rate")
+        _legend(fig, axes, "mean ± between-seed SD")
+        fig.suptitle(title, fontsize=10)
+        return _save(fig, out_dir, name)
+
+
+def plot_link(units: pd.DataFrame, consequence: str, xlabel: str, title: str, out_dir: Path, name: str) -> Path | None:
+    """Transfer success vs similarity for one similarity cell, points coloured by overlap fraction,
+    with a least-squares line per fraction (the within-fraction link the report tests)."""
+    sub = units[np.isfinite(pd.to_numeric(units[consequence], errors="coerce"))]
+    if len(sub) < 3:
+        return None
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(4.8, 3.4), layout="constrained")
+        for j, (x, g) in enumerate(sub.groupby("x", sort=True)):
+            colour = OKABE_ITO[j % len(OKABE_ITO)]
+            ax.scatter(g["value"], g[consequence], s=16, color=colour, label=f"fraction {x:g}")
+            if len(g) >= 3 and np.ptp(g["value"]) > 0:
+                k, b = np.polyfit(g["value"].to_numpy(float), g[consequence].to_numpy(float), 1)
+                xx = np.array([g["value"].min(), g["value"].max()])
+                ax.plot(xx, k * xx + b, color=colour, lw=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(consequence_label(consequence))
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=7, loc="best")
+        ax.set_title(title, fontsize=9)
+        return _save(fig, out_dir, name)
 
 
 def plot_layer_heatmap(raw: pd.DataFrame, unit_id: str, measure: str, probe_set: str, out_dir: Path) -> Path | None:
-    """Layer × layer similarity matrix of one model pair (rows of the *unreduced* table)."""
+    """Layer × layer similarity matrix of one model pair, with its colour bar."""
     sub = raw[(raw["unit_id"] == unit_id) & (raw["measure"] == measure) & (raw["probe_set"] == probe_set)]
-    if sub.empty or len(sub) < 2:
+    if len(sub) < 2:
         return None
     table = sub.pivot_table(index="layer_a", columns="layer_b", values="value", aggfunc="mean")
     with plt.rc_context(_RC):
         side = 1.2 + 0.5 * max(table.shape)
-        fig, ax = plt.subplots(figsize=(min(7.0, side + 1.5), min(6.0, side)))
+        fig, ax = plt.subplots(figsize=(min(7.0, side + 1.8), min(6.0, side + 0.6)), layout="constrained")
         im = ax.imshow(table.to_numpy(), cmap="viridis", aspect="auto")
         ax.set_xticks(range(table.shape[1]), list(table.columns), rotation=45, ha="right")
         ax.set_yticks(range(table.shape[0]), list(table.index))
@@ -200,30 +254,25 @@ def plot_layer_heatmap(raw: pd.DataFrame, unit_id: str, measure: str, probe_set:
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
         fig.colorbar(im, ax=ax, label=measure_label(measure))
-        ax.set_title(f"{measure_label(measure)} per layer pair, unit {unit_id} ('{probe_set}')")
-        fig.tight_layout()
+        ax.set_title(f"{measure_label(measure)} per layer pair ('{probe_set}')", fontsize=9)
         return _save(fig, out_dir, "layers")
 
 
-def plot_accuracy(data: pd.DataFrame, out_dir: Path) -> Path | None:
-    """Mean test accuracy of the two models vs. overlap fraction, one line per overlap kind (± std)."""
-    if not {"acc_a", "acc_b"} <= set(data.columns):
+def plot_accuracy(acc: pd.DataFrame, out_dir: Path) -> Path | None:
+    """Mean test accuracy of the two models vs overlap fraction, one line per (source, model, kind)."""
+    if acc.empty:
         return None
-    units = data.drop_duplicates("unit_id")
-    units = units[np.isfinite(units["x"])]
-    if units.empty:
-        return None
-    acc = units[["acc_a", "acc_b"]].apply(pd.to_numeric, errors="coerce").mean(axis=1)
-    table = units.assign(acc=acc).groupby(["overlap_kind", "x"])["acc"].agg(["mean", "std"]).reset_index()
+    keys = [k for k in ("run", "source", "model", "overlap_kind") if k in acc.columns]
     with plt.rc_context(_RC):
-        fig, ax = plt.subplots(figsize=(4.5, 3.0))
-        for j, (kind, g) in enumerate(table.groupby("overlap_kind", sort=True)):
-            ax.errorbar(g["x"], g["mean"], yerr=g["std"].fillna(0), marker="o", ms=4, capsize=3,
-                        color=OKABE_ITO[j % 8], label=_SHORT_KIND.get(kind, kind))  # fmt: skip
+        fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
+        for j, (key, g) in enumerate(acc.groupby(keys, sort=False)):
+            label = " · ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+            ax.errorbar(g["x"], g["acc_mean"], yerr=g["acc_sd"].fillna(0), marker="o", ms=3, capsize=2,
+                        color=OKABE_ITO[j % len(OKABE_ITO)], label=label)  # fmt: skip
         ax.set_xlabel("overlap fraction")
-        ax.set_ylabel("accuracy (mean of A and B)")
-        ax.set_title("Model accuracy vs. overlap")
+        ax.set_ylabel("test accuracy (mean of A and B)")
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False)
-        fig.tight_layout()
+        labels = ax.get_legend_handles_labels()[1]
+        fig.legend(loc="outside lower center", ncols=_legend_columns(fig, labels) if labels else 1, frameon=False,
+                   title="mean ± between-seed SD")  # fmt: skip
         return _save(fig, out_dir, "accuracy")

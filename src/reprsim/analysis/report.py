@@ -1,287 +1,337 @@
-"""The report of a run: ``report.html`` (self-contained, images embedded as base64, no external
-resources) or ``report.md``, plus ``summary.json`` and the figures under ``RUN_DIR/figures/``."""
+"""The report of one run or several: ``report.html`` (self-contained: inline CSS, images as base64),
+``report.md`` (the same tables), ``summary.json`` and the figures under ``figures/``.
+
+It reads like a results section: per claim a one-line answer and one compact table per group
+(source × model × overlap kind, never pooled) coloured by verdict, with its figure; a Methods
+section generated from the config; the long per-cell tables folded away in ``<details>``.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from reprsim.analysis import stats
-from reprsim.analysis.load import clean_results, load_run, prepare
-from reprsim.analysis.summary import headline_probe_set, summarize
+from reprsim.analysis import plots, stats
+from reprsim.analysis import tables as tb
+from reprsim.analysis.cells import PrimaryFamily, headline_layer_mask
+from reprsim.analysis.document import (
+    Bullets,
+    Details,
+    Figure,
+    Heading,
+    Legend,
+    Para,
+    Pre,
+    to_html,
+    to_markdown,
+)
+from reprsim.analysis.effects import DEFAULT_N_PERM
+from reprsim.analysis.families import GROUPING
+from reprsim.analysis.load import (
+    Run,
+    clean_results,
+    load_runs,
+    missing_columns,
+    prepare,
+)
+from reprsim.analysis.methods import methods_paragraphs
+from reprsim.analysis.summary import summarize
+from reprsim.analysis.text import kind_label, measure_label
+from reprsim.errors import ReprsimError
+from reprsim.results import REPORT_HTML, REPORT_MD, SUMMARY_FILE
 
-__all__ = ["build_report", "make_figures", "FORMATS"]
+__all__ = ["FORMATS", "build_report"]
 
 FORMATS = ("html", "md")
-_CONSEQUENCE_PLOTS = ("transfer_asr", "jailbreak_transfer_asr")
+_LINK_HEADLINE = ("transfer_asr", "transfer_asr_ba", "jailbreak_transfer_asr", "jailbreak_transfer_asr_ba")
+_STAT_LABELS = {"unit": "Unit of inference", "effect": "Effect", "correction": "Multiple testing", "verdict": "Verdict",
+                "effect_sd": "Normalised effect", "r2": "R²", "spearman": "Rank correlation",
+                "mutual_information": "Mutual information", "factorial": "Factorial design",
+                "consequences": "Consequences", "links": "Similarity → transfer"}  # fmt: skip
 
 
-def _main_probe(effects: pd.DataFrame) -> str | None:
-    for kind in ("data", "attribute", "combined", "task"):
-        hp = headline_probe_set(effects, kind)
-        if hp is not None:
-            return hp
-    return None
+def _frame(records: Any) -> pd.DataFrame:
+    return pd.DataFrame(records) if records else pd.DataFrame()
 
 
-def _layer_choice(raw: pd.DataFrame, probe: str | None) -> tuple[str, str, str] | None:
-    """A (unit, measure, probe set) with the most layer pairs; prefers CKA and the main probe set."""
-    if raw.empty:
-        return None
-    counts = raw.groupby(["unit_id", "measure", "probe_set"], sort=False).size()
-    counts = counts[counts >= 2]
-    if counts.empty:
-        return None
-    best = counts.max()
-    cand = counts[counts == best].reset_index()
-    cand["_pref"] = (cand["measure"] != "cka").astype(int) + (cand["probe_set"] != probe).astype(int)
-    row = cand.sort_values("_pref", kind="stable").iloc[0]
-    return str(row["unit_id"]), str(row["measure"]), str(row["probe_set"])
+def _primary(runs: list[Run]) -> tuple[PrimaryFamily, list[dict[str, str]]]:
+    families = [PrimaryFamily.from_config(r.config) for r in runs]
+    declared = [f for f in families if f.source == "config.yaml"]
+    chosen = declared[0] if declared else families[0]
+    notes = []
+    if len({(f.measures, f.probe_sets) for f in families}) > 1:
+        notes.append({"scope": "table", "reason": f"the runs declare different primary families; using {chosen.describe()}"})
+    return chosen, notes
 
 
-def make_figures(raw: pd.DataFrame, data: pd.DataFrame, effects: pd.DataFrame, out_dir: Path) -> list[dict[str, str]]:
-    """Draw every figure the run supports into ``out_dir`` (PNG + SVG).
+class _Builder:
+    """Collects report blocks and figures for one analysed table."""
 
-    Returns a list of ``{"section", "title", "png", "caption"}`` dicts (``png`` is a path).
-    """
-    from reprsim.analysis import plots
+    def __init__(self, summary: dict[str, Any], data: pd.DataFrame, raw: pd.DataFrame, fig_dir: Path,
+                 primary: PrimaryFamily, draw: bool = True):  # fmt: skip
+        self.s, self.data, self.raw, self.fig_dir, self.primary = summary, data, raw, fig_dir, primary
+        self.draw = draw
+        self.effects = _frame(summary["overlap_effects"])
+        self.figures: list[dict[str, str]] = []
+        self.measures = [m for m in primary.measures if m in set(self.data["measure"])]
 
-    figs: list[dict[str, str]] = []
+    def plot(self, fn: Any, *args: Any) -> Path | None:
+        """``fn(*args)`` (a :mod:`reprsim.analysis.plots` function), or nothing when not drawing."""
+        return fn(*args) if self.draw else None
 
-    def add(section: str, title: str, path: Path | None, caption: str) -> None:
-        if path is not None:
-            figs.append({"section": section, "title": title, "png": str(path), "caption": caption})
+    def figure(self, path: Path | None, title: str, caption: str, section: str) -> list:
+        if path is None:
+            return []
+        self.figures.append({"section": section, "title": title, "png": str(path), "caption": caption})
+        return [Figure(path, title, caption)]
 
-    for kind in ("data", "task", "attribute", "combined"):
-        add("overlap", f"Similarity vs. overlap ({kind})", plots.plot_overlap_boxes(data, kind, out_dir),
-            "Box plots over seeds per overlap fraction; probe sets side by side, lines are OLS fits per probe set."
-            + (" For the combined kind, the grid's diagonal (data = task fraction)." if kind == "combined" else ""))  # fmt: skip
-    probe = _main_probe(effects)
-    comb = data[data["overlap_kind"] == "combined"]
-    if not comb.empty:
-        gp = probe if probe in set(comb["probe_set"]) else str(comb["probe_set"].iloc[0])
-        add("combined", "Data × task grid", plots.plot_grid_heatmap(data, gp, out_dir),
-            "Mean similarity per cell of the data × task overlap grid.")  # fmt: skip
-    for c in _CONSEQUENCE_PLOTS:
-        if c in data.columns and probe is not None:
-            add("consequences", f"{c} vs. similarity", plots.plot_transfer_scatter(data, c, probe, out_dir),
-                "One point per model pair; black line: OLS fit pooled over overlap kinds; ρ with a bootstrap "
-                "interval over seeds.")  # fmt: skip
-    choice = _layer_choice(raw, probe)
-    if choice is not None:
-        add("layers", "Layer × layer similarity", plots.plot_layer_heatmap(raw, *choice, out_dir),
-            f"Every computed layer pair of unit {choice[0]} ({choice[1]}, probe set '{choice[2]}').")  # fmt: skip
-    add("accuracy", "Accuracy vs. overlap", plots.plot_accuracy(data, out_dir),
-        "Mean test accuracy of the two models per overlap fraction (± std over seeds): if accuracy is flat while "
-        "similarity rises, accuracy does not explain the effect.")  # fmt: skip
-    return figs
+    def _rows(self, keys: dict[str, Any]) -> pd.DataFrame:
+        return tb.match(self.data, keys)
 
+    def effect_claim(self, claim: dict[str, Any]) -> list:
+        blocks: list = []
+        for group in claim["groups"]:
+            keys, heads = group["keys"], group["headline_probe_sets"]
+            rows = tb.match(self.effects, keys)
+            prim = rows[rows["family"] == "primary"]
+            others = rows[rows["family"] != "primary"]
+            probes = heads + sorted(set(rows["probe_set"]) - set(heads))
+            blocks += [Heading(tb.kind_title(keys), 3), Para(group["summary"], "summary")]
+            blocks.append(tb.effect_table(prim if not prim.empty else rows, self.measures, probes))
+            name = plots.slug("overlap", *(keys.get(k) for k in ("run", "source", "model", "overlap_kind")))
+            title = f"Similarity vs {kind_label(keys['overlap_kind'])} ({tb.kind_title(keys).split(' — ')[1]})"
+            measures = self.measures or sorted(set(rows["measure"]))[:3]
+            blocks += self.figure(
+                self.plot(plots.plot_overlap, self._rows(keys), measures, probes, title, self.fig_dir, name),
+                f"Similarity vs {kind_label(keys['overlap_kind'])}",
+                "Per primary measure: box plots over seeds at each fraction, probe sets side by side; lines join "
+                "the means. Probe sets whose composition varies with the fraction are in the table's labels.",
+                claim["id"])  # fmt: skip
+            if not others.empty:
+                blocks.append(Details(f"Exploratory measures of this group ({others['measure'].nunique()} measures, "
+                                      "unadjusted p)",
+                                      [tb.effect_table(others, sorted(set(others["measure"])), probes)]))  # fmt: skip
+            every = tb.match(_frame(self.s["overlap_effects"]), {k: v for k, v in keys.items() if k not in ("layer_a", "layer_b")})
+            if every["layer_a"].nunique() > 1 or every["layer_b"].nunique() > 1:
+                blocks.append(Details(f"Every cell of this group ({len(every)}: all measures, probe sets and layer pairs)",
+                                      [tb.cell_table(every)]))  # fmt: skip
+        return blocks
 
-# --------------------------------------------------------------------------------------------
-# rendering
+    def combined_claim(self, claim: dict[str, Any]) -> list:
+        blocks: list = []
+        fac = _frame(self.s["combined"]["interaction"])
+        for group in claim["groups"]:
+            keys = group["keys"]
+            rows = tb.match(fac, keys)
+            prim = rows[rows["family"] == "primary"]
+            blocks += [Heading(tb.kind_title(keys), 3), Para(group["summary"], "summary"),
+                       tb.factorial_table(prim if not prim.empty else rows, self.measures)]  # fmt: skip
+            probe = str((prim if not prim.empty else rows)["probe_set"].iloc[0])
+            name = plots.slug("factorial", *(keys.get(k) for k in ("run", "source", "model")))
+            title = f"Factorial design ({tb.kind_title(keys).split(' — ')[1]})"
+            measures = self.measures or sorted(set(rows["measure"]))[:3]
+            blocks += self.figure(
+                self.plot(plots.plot_factorial, self._rows(keys), measures, probe, title, self.fig_dir, name),
+                "Factorial design: interaction plot",
+                "Mean similarity in the four cells; parallel lines mean no interaction, a steeper 'images shared' "
+                "line means combining adds more than the sum of its parts.", claim["id"])  # fmt: skip
+            if len(prim) < len(rows):
+                blocks.append(Details("Exploratory measures and layer pairs of the factorial design",
+                                      [tb.factorial_table(rows[rows["family"] != "primary"], sorted(set(rows["measure"])))]))
+        grid = _frame(self.s["combined"]["grid"])
+        if not grid.empty:
+            head = tb.match(self.data, {"overlap_kind": "combined"})
+            head = head[headline_layer_mask(head)].drop_duplicates(["layer_a", "layer_b"])
+            grid = grid.merge(head[["layer_a", "layer_b"]], on=["layer_a", "layer_b"])
+            blocks += [Heading("Combined data × task grid (per-seed fits)", 3),
+                       Para("Gains over the (min, min) corner of the grid, each a mean over seeds with a t interval; "
+                            "the interaction coefficient is the mean of per-seed OLS fits value ~ d + t + d·t.", "note")]
+            group_keys = [k for k in ("run", "source", "model", "layer_a", "layer_b") if k in grid]
+            for key, g in grid.groupby(group_keys, sort=False):
+                keys = dict(zip(group_keys, key if isinstance(key, tuple) else (key,)))
+                blocks += [Heading(tb.kind_title({**keys, "overlap_kind": "combined"}), 4), tb.grid_table(g, self.measures)]
+                probe = str(g["probe_set"].iloc[0])
+                rows = self._rows({**keys, "overlap_kind": "combined"})
+                name = plots.slug("grid", *keys.values())
+                title = f"Mean similarity on the data × task grid ('{probe}')"
+                measures = self.measures or sorted(set(g["measure"]))[:3]
+                blocks += self.figure(
+                    self.plot(plots.plot_grid_heatmap, rows, measures, probe, title, self.fig_dir, name),
+                    "Data × task grid", "Mean similarity per grid cell (over seeds).", claim["id"])  # fmt: skip
+        return blocks
 
-_CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#1a1a1a;line-height:1.45;background:#fff}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;font-size:.82em;margin:.6em 0}th,td{border:1px solid #ddd;padding:.2em .45em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85em;color:#444}
-pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}.finding{margin:.3em 0}
-.scroll{overflow-x:auto;max-width:100%}
-.yes,.rises{color:#005a8c}.no,.falls,.flat{color:#8c3b00}.note{color:#555;font-size:.9em}
-"""
+    def consequence_claim(self, claim: dict[str, Any]) -> list:
+        blocks: list = []
+        cons = self.s["consequences"]
+        eff, byf, links = _frame(cons["effects"]), _frame(cons["by_fraction"]), _frame(cons["links"])
+        for group in claim["groups"]:
+            keys = group["keys"]
+            unit_keys = {k: v for k, v in keys.items() if k not in ("layer_a", "layer_b")}
+            blocks += [Heading(tb.kind_title(keys), 3), Para(group["summary"], "summary")]
+            blocks += tb.consequence_tables(tb.match(eff, unit_keys), tb.match(byf, unit_keys))
+            lk = tb.match(links, keys)
+            if not lk.empty:
+                heads = group["headline_probe_sets"]
+                roles = lk.drop_duplicates("probe_set").set_index("probe_set")["probe_role"]
+                shared = [p for r in ("common_fixed", "common") for p in roles.index[roles == r] if p not in heads]
+                prim = lk[lk["measure"].isin(self.measures or list(lk["measure"]))
+                          & lk["probe_set"].isin(heads + shared[:1]) & lk["consequence"].isin(_LINK_HEADLINE)]
+                blocks.append(Para("Similarity → transfer: the pooled ρ mixes in the fraction (both rise with it); "
+                                   "the within-fraction r holds the fraction fixed.", "note"))
+                blocks.append(tb.link_table(prim, self.measures, heads + shared[:1]))
+                if self.measures and heads:
+                    cell = {**keys, "measure": self.measures[0], "probe_set": heads[0]}
+                    units = tb.match(self.data, cell)
+                    name = plots.slug("link", *(keys.get(k) for k in ("run", "source", "model", "overlap_kind")))
+                    xlabel = f"{measure_label(self.measures[0])} ('{heads[0]}')"
+                    title = f"Transfer vs similarity, {kind_label(keys['overlap_kind'])}"
+                    blocks += self.figure(
+                        self.plot(plots.plot_link, units, "transfer_asr", xlabel, title, self.fig_dir, name),
+                        "Transfer success vs similarity", "One point per model pair, coloured by overlap fraction; "
+                        "lines are fits within a fraction.", claim["id"])  # fmt: skip
+                if len(prim) < len(lk):
+                    blocks.append(Details(f"All similarity → transfer links of this group ({len(lk)})",
+                                          [tb.link_table(lk, sorted(set(lk["measure"])), heads)]))
+        for keys, g in byf.groupby([k for k in ("run", "source", "model") if k in byf], sort=False) if not byf.empty else []:
+            keys = keys if isinstance(keys, tuple) else (keys,)
+            kinds = list(dict.fromkeys(g["overlap_kind"]))
+            title = f"Attack success vs overlap ({' · '.join(map(str, keys))})"
+            path = self.plot(plots.plot_consequences, g, kinds, title, self.fig_dir, plots.slug("consequences", *keys))
+            blocks += self.figure(path, "Attack success vs overlap", "White-box success (control) next to transfer "
+                                  "success and P(victim fooled | source fooled); mean ± between-seed SD.", claim["id"])  # fmt: skip
+        return blocks
 
-_FLOAT = "{:.4g}".format
+    def details(self) -> list:
+        blocks: list = [Heading("Details", 2, "details")]
+        if self.s["problems"]:
+            blocks.append(Details(f"What could not be tested ({len(self.s['problems'])} reasons)",
+                                  [tb.problems_table(self.s["problems"])]))  # fmt: skip
+        choice = self._layer_choice()
+        if choice is not None:
+            path = self.plot(plots.plot_layer_heatmap, self.raw, *choice, self.fig_dir)
+            caption = f"Every computed layer pair of unit {choice[0]} ({choice[1]}, probe set '{choice[2]}')."
+            fig = self.figure(path, "Layer × layer similarity", caption, "layers")
+            if fig:
+                blocks.append(Details("Layer pairs", fig))
+        acc = _frame(self.s["accuracy"])
+        fig = self.figure(self.plot(plots.plot_accuracy, acc, self.fig_dir), "Accuracy vs overlap",
+                          "Mean test accuracy of the two models (± between-seed SD): if accuracy is flat while "
+                          "similarity rises, accuracy does not explain the effect.", "accuracy")  # fmt: skip
+        if fig:
+            blocks.append(Details("Accuracy", fig))
+        return blocks
 
-
-def _records_frame(records: Any, columns: list[str] | None = None) -> pd.DataFrame:
-    """The records as a DataFrame, restricted to ``columns`` (those present) when given."""
-    frame = pd.DataFrame(records) if records else pd.DataFrame()
-    if columns and not frame.empty:
-        frame = frame[[c for c in columns if c in frame.columns]]
-    return frame
-
-
-def _html_table(records: Any, columns: list[str] | None = None) -> str:
-    frame = _records_frame(records, columns)
-    if frame.empty:
-        return '<p class="note">(nothing to show)</p>'
-    return frame.to_html(index=False, border=0, na_rep="", float_format=_FLOAT, escape=True)
-
-
-def _md_table(records: Any, columns: list[str] | None = None) -> str:
-    frame = _records_frame(records, columns)
-    if frame.empty:
-        return "(nothing to show)\n"
-
-    def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and not np.isfinite(v)):
-            return ""
-        if isinstance(v, float):
-            return _FLOAT(v)
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-_EFFECT_COLS = ["overlap_kind", "measure", "probe_set", "probe_role", "slope", "slope_low", "slope_high", "r2",
-                "mutual_information", "spearman", "spearman_low", "spearman_high", "n", "n_levels", "n_seeds",
-                "value_at_min", "value_at_max"]  # fmt: skip
-_GRID_COLS = ["measure", "probe_set", "gain_data", "gain_data_low", "gain_data_high", "gain_task", "gain_task_low",
-              "gain_task_high", "gain_both", "gain_both_low", "gain_both_high", "gain_both_minus_best_single",
-              "gain_both_minus_best_single_low", "gain_both_minus_best_single_high", "combined_strongest",
-              "coef_data", "coef_task", "coef_interaction", "coef_interaction_low", "coef_interaction_high", "n"]  # fmt: skip
-_CMP_COLS = ["measure", "probe_set", "task_only_kind", "slope_data", "slope_task_only", "slope_combined",
-             "combined_minus_best_single", "diff_low", "diff_high", "combined_strongest", "fair", "fairness_note"]  # fmt: skip
-_LINK_COLS = ["consequence", "overlap_kind", "predictor", "probe_set", "n", "spearman", "spearman_low",
-              "spearman_high", "pearson", "pearson_low", "pearson_high", "slope", "slope_low", "slope_high"]  # fmt: skip
-_MEANS_COLS = ["overlap_kind", "measure", "probe_set", "data_fraction", "task_fraction", "mean", "std", "n"]
-
-
-def _sections(summary: dict[str, Any]) -> list[tuple[str, str, str, list[str], list[tuple[Any, list[str] | None, str]]]]:
-    """(id, title, intro, finding sentences, tables) per section; shared by the HTML and MD writers."""
-    f = summary["findings"]
-    agreement = [{"measure": k, **v} for k, v in summary["agreement"].items()]
-    return [
-        ("overlap", "Similarity vs. overlap", "Regression of each measure on its overlap fraction.",
-         [x["sentence"] for x in f if x["topic"] == "overlap"], [(summary["overlap_effects"], _EFFECT_COLS, "Effects")]),
-        ("combined", "Does combining data and task overlap give the strongest effect?",
-         "Within the data × task grid (same models, same units) and across overlap kinds (slopes per unit overlap).",
-         [x["sentence"] for x in f if x["topic"].startswith("combined")],
-         [(summary["combined"]["grid"], _GRID_COLS, "Data × task grid"),
-          (summary["combined"]["comparison"], _CMP_COLS, "Across overlap kinds")]),
-        ("consequences", "Consequences: transfer success vs. similarity and overlap", "",
-         [x["sentence"] for x in f if x["topic"] == "consequence"],
-         [(summary["consequences"], _LINK_COLS, "Links")]),
-        ("layers", "Layer pairs", "", [], []),
-        ("agreement", "Which measures agree", "Spearman ρ between measures across model pairs and probe sets.", [],
-         [(agreement, None, "Measure × measure")]),
-        ("significance", "Significance against a permutation null", "Where the runner computed p-values.", [],
-         [(summary["significance"], None, "Share of significant pairs")]),
-        ("accuracy", "Accuracy vs. overlap", "", [], [(summary["accuracy"], None, "Accuracy")]),
-        ("means", "Mean ± std per fraction", "", [], [(summary["fraction_means"], _MEANS_COLS, "Per-fraction means")]),
-    ]  # fmt: skip
-
-
-def _img_tag(png: Path, alt: str) -> str:
-    data = base64.b64encode(png.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
-def _figure_html(fg: dict[str, str]) -> str:
-    caption = html.escape(f"{fg['title']}. {fg['caption']}")
-    return f'<figure>{_img_tag(Path(fg["png"]), fg["title"])}<figcaption>{caption}</figcaption></figure>'
-
-
-def _render_html(summary: dict[str, Any], figs: list[dict[str, str]], config: dict, provenance: dict, title: str) -> str:
-    e = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{e(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>", f"<h1>{e(title)}</h1>"]  # fmt: skip
-    parts.append(
-        f'<p class="note">{summary["n_units"]} model pairs, {summary["n_rows"]} results rows; layer selection: '
-        f'{e(", ".join(summary["layer_selection"]))}; overlap kinds: {e(", ".join(summary["overlap_kinds"]))}; '
-        f'measures: {e(", ".join(summary["measures"]))}.</p>'
-    )
-    parts.append('<h2 id="summary">Summary</h2>')
-    main_fig = next((fg for fg in figs if fg["section"] == "overlap"), None)
-    if main_fig is not None:  # the paper's main figure first; it is not repeated below
-        parts.append(_figure_html(main_fig))
-    parts += [f'<p class="finding">{e(s)}</p>' for s in summary["headline"]] or ['<p class="note">No findings.</p>']
-    parts.append("<ul class=\"note\">" + "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in summary["statistics"].items()) + "</ul>")
-    for sid, stitle, intro, sentences, tables in _sections(summary):
-        sec_figs = [fg for fg in figs if fg["section"] == sid and fg is not main_fig]
-        if not (sentences or sec_figs or any(_records_frame(t).shape[0] for t, _, _ in tables)):
-            continue
-        parts.append(f'<h2 id="{sid}">{e(stitle)}</h2>')
-        if intro:
-            parts.append(f'<p class="note">{e(intro)}</p>')
-        for fg in sec_figs:
-            parts.append(_figure_html(fg))
-        if sentences:
-            parts.append(f"<details><summary>All findings ({len(sentences)})</summary>")
-            parts += [f'<p class="finding">{e(s)}</p>' for s in sentences]
-            parts.append("</details>")
-        for records, cols, label in tables:
-            parts.append(f"<h3>{e(label)}</h3>")
-            parts.append(f'<div class="scroll">{_html_table(records, cols)}</div>')
-    parts.append('<h2 id="config">Config</h2>')
-    parts.append(f"<pre>{e(yaml.safe_dump(config, sort_keys=False) if config else '(no config.yaml)')}</pre>")
-    parts.append('<h2 id="provenance">Provenance</h2>')
-    parts.append(f"<pre>{e(json.dumps(provenance, indent=2, default=str) if provenance else '(no provenance.json)')}</pre>")
-    parts += ["</body>", "</html>"]
-    return "\n".join(parts) + "\n"
+    def _layer_choice(self) -> tuple[str, str, str] | None:
+        counts = self.raw.groupby(["unit_id", "measure", "probe_set"], sort=False).size()
+        counts = counts[counts >= 2]
+        if counts.empty:
+            return None
+        cand = counts[counts == counts.max()].reset_index()
+        cand["_pref"] = (cand["measure"] != (self.measures[0] if self.measures else "cka")).astype(int)
+        row = cand.sort_values("_pref", kind="stable").iloc[0]
+        return str(row["unit_id"]), str(row["measure"]), str(row["probe_set"])
 
 
-def _render_md(summary: dict[str, Any], figs: list[dict[str, str]], config: dict, provenance: dict, title: str,
-               run_dir: Path) -> str:  # fmt: skip
-    out = [f"# {title}", "",
-           f"{summary['n_units']} model pairs, {summary['n_rows']} results rows; layer selection: "
-           f"{', '.join(summary['layer_selection'])}.", "", "## Summary", ""]  # fmt: skip
-    out += [f"- {s}" for s in summary["headline"]] + [""]
-    out += [f"- *{k}*: {v}" for k, v in summary["statistics"].items()] + [""]
-    for sid, stitle, intro, sentences, tables in _sections(summary):
-        sec_figs = [fg for fg in figs if fg["section"] == sid]
-        if not (sentences or sec_figs or any(_records_frame(t).shape[0] for t, _, _ in tables)):
-            continue
-        out += [f"## {stitle}", ""] + ([intro, ""] if intro else [])
-        for fg in sec_figs:
-            rel = Path(fg["png"]).relative_to(run_dir).as_posix()
-            out += [f"![{fg['title']}]({rel})", "", f"*{fg['caption']}*", ""]
-        out += [f"- {s}" for s in sentences] + ([""] if sentences else [])
-        for records, cols, label in tables:
-            out += [f"### {label}", "", _md_table(records, cols)]
-    out += ["## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip() if config else "", "```", ""]
-    out += ["## Provenance", "", "```json", json.dumps(provenance, indent=2, default=str), "```", ""]
-    return "\n".join(out)
+def _document(summary: dict[str, Any], builder: _Builder | None, configs: list[dict], provenance: Any,
+              methods: list[str]) -> list:  # fmt: skip
+    s = summary
+    blocks: list = []
+    if s["status"] != "ok":
+        blocks += [Heading("Not analysed", 2), *[Para(p["reason"], "summary") for p in s["problems"]],
+                   Para("Fix the table (see the reason above) and run `reprsim report` again.", "note")]  # fmt: skip
+    else:
+        blocks.append(Para(f"{s['n_units']} model pairs, {s['n_seeds']} seed{'s' if s['n_seeds'] != 1 else ''}, "
+                           f"{s['n_rows']} results rows; overlap kinds: "
+                           f"{', '.join(s['overlap_kinds'])}; layer selection: {', '.join(s['layer_selection'])}. "
+                           f"Primary family: {builder.primary.describe()} ({s['analysis']['family_size']} tests, Holm; "
+                           f"declared in {s['analysis']['primary']['declared_in']}).", "note"))  # fmt: skip
+        blocks.append(Heading("Findings", 2, "findings"))
+        blocks += [Para(f"{c['title']} {c['summary']}", "summary") for c in s["claims"]]
+        blocks += [Heading("Methods", 2, "methods"), *[Para(p) for p in methods],
+                   Bullets([f"{_STAT_LABELS.get(k, k)}: {v}." for k, v in s["statistics"].items()])]
+        for claim in s["claims"]:
+            blocks += [Heading(claim["title"], 2, claim["id"]), Para(claim["summary"], "summary")]
+            if claim["groups"] or (claim["id"] == "combined" and s["combined"]["grid"]):
+                blocks.append(Legend())
+            if claim["id"] in ("data", "task"):
+                blocks += builder.effect_claim(claim)
+            elif claim["id"] == "combined":
+                blocks += builder.combined_claim(claim)
+            else:
+                blocks += builder.consequence_claim(claim)
+        fam = s["families"]["rows"]
+        if fam:
+            blocks += [Heading("Across overlap groups (the paper's cross-family table)", 2, "families"),
+                       Para(GROUPING, "note"), tb.family_table(fam)]  # fmt: skip
+        blocks += builder.details()
+    for i, config in enumerate(configs):
+        blocks.append(Details(f"Config{f' {i + 1}' if len(configs) > 1 else ''}",
+                              [Pre(yaml.safe_dump(config, sort_keys=False) if config else "(no config.yaml)")]))  # fmt: skip
+    blocks.append(Details("Provenance", [Pre(json.dumps(provenance, indent=2, default=str))]))
+    return blocks
 
 
 def build_report(
-    run_dir: str | Path,
-    format: str = "html",  # noqa: A002 - the public name the CLI mirrors
+    run_dir: str | Path | list[str | Path],
+    format: str = "html",
     *,
+    out: str | Path | None = None,
     layers: str = "default",
     n_boot: int = stats.DEFAULT_N_BOOT,
+    n_perm: int = DEFAULT_N_PERM,
     seed: int = stats.DEFAULT_SEED,
+    figures: bool = True,
 ) -> Path:
-    """Analyse a run folder and write its report.
+    """Analyse one run folder (or several together) and write its report.
 
-    Writes ``RUN_DIR/report.html`` (``format="html"``, one self-contained file) or
-    ``RUN_DIR/report.md``, ``RUN_DIR/summary.json`` (the numbers of :func:`summarize` plus the
-    figure paths) and the figures (PNG + SVG) under ``RUN_DIR/figures/``.
+    Writes ``report.html``, ``report.md`` (the same tables), ``summary.json`` and ``figures/`` into
+    ``out`` (default: the run folder; required when several folders are given). A folder may hold
+    only a ``results.parquet`` / ``results.csv`` with the contract columns. ``figures=False`` skips
+    drawing (the tables and numbers are the same). A table that cannot be
+    analysed (missing columns, no usable row) still gets a report and a summary stating why
+    (``summary.json``'s ``status`` is then ``"not analysed"``).
 
     Returns
     -------
-    pathlib.Path of the report file.
+    pathlib.Path of ``report.html`` (``format="html"``) or ``report.md`` (``format="md"``).
     """
     if format not in FORMATS:
         raise ValueError(f"report format must be one of {list(FORMATS)}, got {format!r}.")
-    root = Path(run_dir)
-    df, config, provenance = load_run(root)
-    raw = clean_results(df)
-    data = prepare(df, layers)
-    summary = summarize(data, n_boot=n_boot, seed=seed)
-    effects = pd.DataFrame(summary["overlap_effects"], columns=["overlap_kind", "measure", "probe_set", "probe_role"])
-    figs = make_figures(raw, data, effects, root / "figures")
-    summary["figures"] = [{**fg, "png": Path(fg["png"]).relative_to(root).as_posix()} for fg in figs]
-    summary["run"] = {"run_dir": str(root), "provenance": provenance}
-    (root / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str), encoding="utf-8")
-    name = config.get("name") if isinstance(config, dict) else None
-    title = f"reprsim report: {name}" if name else f"reprsim report: {root.name}"
-    if format == "html":
-        path = root / "report.html"
-        path.write_text(_render_html(summary, figs, config, provenance, title), encoding="utf-8")
-    else:
-        path = root / "report.md"
-        path.write_text(_render_md(summary, figs, config, provenance, title, root), encoding="utf-8")
-    return path
+    dirs = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
+    if len(dirs) > 1 and out is None:
+        raise ReprsimError("several run folders are analysed together: give --out DIR for the combined report")
+    runs = load_runs(dirs)
+    root = Path(out) if out is not None else runs[0].path
+    root.mkdir(parents=True, exist_ok=True)
+    for old in (root / "figures").glob("*.*"):  # figures of an earlier report of this folder
+        if old.suffix in (".png", ".svg"):
+            old.unlink()
+    table = pd.concat([r.table for r in runs], ignore_index=True) if len(runs) > 1 else runs[0].table
+    primary, notes = _primary(runs)
+    summary = summarize(table, primary=primary, layers=layers, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    summary["problems"] = notes + summary["problems"]
+    builder, methods = None, []
+    if summary["status"] == "ok" and not missing_columns(table):
+        data = prepare(table, layers)
+        builder = _Builder(summary, data, clean_results(table), root / "figures", primary, figures)
+        together = None if len(runs) == 1 else (
+            f"{len(runs)} runs analysed together ({', '.join(r.name for r in runs)}); the run is a cell axis, so "
+            "nothing is pooled across runs, and each run's config is listed at the end.")  # fmt: skip
+        methods = methods_paragraphs(runs[0].config if len(runs) == 1 else {}, data, summary, together=together)
+    configs = [r.config for r in runs]
+    provenance = [r.provenance for r in runs] if len(runs) > 1 else runs[0].provenance
+    blocks = _document(summary, builder, configs, provenance, methods)
+    summary["figures"] = [{**f, "png": Path(f["png"]).resolve().relative_to(root.resolve()).as_posix()}
+                          for f in (builder.figures if builder else [])]  # fmt: skip
+    summary["methods"] = methods
+    summary["run"] = {"run_dirs": [str(r.path) for r in runs], "provenance": provenance}
+    (root / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False, default=str), encoding="utf-8")
+    names = [r.config.get("name") for r in runs if isinstance(r.config, dict) and r.config.get("name")]
+    title = "reprsim report: " + (", ".join(names) if names else ", ".join(r.name for r in runs))
+    (root / REPORT_HTML).write_text(to_html(blocks, title), encoding="utf-8")
+    (root / REPORT_MD).write_text(to_markdown(blocks, title, root), encoding="utf-8")
+    return root / (REPORT_HTML if format == "html" else REPORT_MD)

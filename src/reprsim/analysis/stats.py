@@ -18,14 +18,16 @@ from scipy import stats as sps
 
 __all__ = [
     "LinearFit",
+    "bootstrap_weights",
+    "check_xy",
+    "correlation_ci",
     "linear_fit",
     "mutual_information",
-    "bootstrap_weights",
-    "weighted_pearson",
-    "weighted_spearman",
-    "weighted_slope",
-    "correlation_ci",
+    "percentile_ci",
     "slope_ci",
+    "weighted_pearson",
+    "weighted_slope",
+    "weighted_spearman",
 ]
 
 DEFAULT_N_BOOT = 1000
@@ -39,7 +41,8 @@ def _as_1d(values: object, name: str) -> np.ndarray:
     return arr
 
 
-def _check_xy(x: object, y: object) -> tuple[np.ndarray, np.ndarray]:
+def check_xy(x: object, y: object) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as finite 1-D float arrays of one length; ``ValueError`` naming the problem otherwise."""
     xa, ya = _as_1d(x, "x"), _as_1d(y, "y")
     if xa.shape != ya.shape:
         raise ValueError(f"x and y must have the same length, got {xa.shape[0]} and {ya.shape[0]}.")
@@ -71,6 +74,9 @@ class LinearFit:
 def linear_fit(x: object, y: object, *, level: float = 0.95) -> LinearFit:
     """Fit ``y`` on ``x`` by OLS and return a :class:`LinearFit` (slope with its CI, R², n).
 
+    The slope interval treats rows as independent; the analysis reports effects with the seed as
+    the unit instead (:mod:`reprsim.analysis.inference`) and uses this fit for the pooled R² only.
+
     Parameters
     ----------
     x, y : array-like of shape (n,)
@@ -78,7 +84,7 @@ def linear_fit(x: object, y: object, *, level: float = 0.95) -> LinearFit:
     level : float, default=0.95
         Coverage of the slope's confidence interval.
     """
-    xa, ya = _check_xy(x, y)
+    xa, ya = check_xy(x, y)
     n = xa.size
     nan = float("nan")
     if n < 3 or np.ptp(xa) == 0:
@@ -109,7 +115,7 @@ def mutual_information(x: object, y: object, *, n_neighbors: int = 3, random_sta
     """
     from sklearn.feature_selection import mutual_info_regression
 
-    xa, ya = _check_xy(x, y)
+    xa, ya = check_xy(x, y)
     if xa.size <= n_neighbors:
         return float("nan")
     mi = mutual_info_regression(xa.reshape(-1, 1), ya, n_neighbors=n_neighbors, random_state=random_state)
@@ -162,7 +168,7 @@ def _weighted_corr_rows(w: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarr
 
 def weighted_pearson(x: object, y: object, weights: np.ndarray) -> np.ndarray:
     """Pearson r of the data repeated ``weights[b]`` times, for every row ``b``; shape (n_boot,)."""
-    xa, ya = _check_xy(x, y)
+    xa, ya = check_xy(x, y)
     w = np.atleast_2d(np.asarray(weights, dtype=float))
     return _weighted_corr_rows(w, xa, ya)
 
@@ -181,14 +187,14 @@ def weighted_spearman(x: object, y: object, weights: np.ndarray) -> np.ndarray:
 
     With all weights 1 this equals ``scipy.stats.spearmanr(x, y)`` (average ranks for ties).
     """
-    xa, ya = _check_xy(x, y)
+    xa, ya = check_xy(x, y)
     w = np.atleast_2d(np.asarray(weights, dtype=float))
     return _weighted_corr_rows(w, _weighted_ranks(xa, w), _weighted_ranks(ya, w))
 
 
 def weighted_slope(x: object, y: object, weights: np.ndarray) -> np.ndarray:
     """OLS slope of the weighted data for every row of ``weights``; shape (n_boot,)."""
-    xa, ya = _check_xy(x, y)
+    xa, ya = check_xy(x, y)
     w = np.atleast_2d(np.asarray(weights, dtype=float))
     sw = w.sum(axis=1, keepdims=True)
     dx = xa - (w * xa).sum(axis=1, keepdims=True) / sw
@@ -200,7 +206,8 @@ def weighted_slope(x: object, y: object, weights: np.ndarray) -> np.ndarray:
     return out
 
 
-def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of bootstrap ``samples`` (NaN when too many resamples were degenerate)."""
     finite = samples[np.isfinite(samples)]
     if finite.size < max(10, 0.5 * samples.size):  # too many degenerate resamples
         return float("nan"), float("nan")
@@ -217,8 +224,12 @@ def correlation_ci(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = DEFAULT_SEED,
     level: float = 0.95,
+    min_groups: int = 1,
 ) -> dict[str, float | str | int]:
     """Correlation of ``x`` and ``y`` with a percentile bootstrap interval over ``groups`` (seeds).
+
+    With fewer than ``min_groups`` distinct groups no interval is computed (``low``/``high`` NaN,
+    ``ci_unit`` ``"none"``): a bootstrap over very few seeds has too few distinct resamples.
 
     Returns
     -------
@@ -227,14 +238,16 @@ def correlation_ci(
     """
     if method not in ("spearman", "pearson"):
         raise ValueError(f"method must be 'spearman' or 'pearson', got {method!r}.")
-    xa, ya = _check_xy(x, y)
+    xa, ya = check_xy(x, y)
     stat = weighted_spearman if method == "spearman" else weighted_pearson
     nan = float("nan")
     if xa.size < 3:
         return {"estimate": nan, "low": nan, "high": nan, "n": int(xa.size), "ci_unit": "none", "n_boot": 0}
     estimate = float(stat(xa, ya, np.ones((1, xa.size)))[0])
+    if np.unique(np.asarray(groups)).size < min_groups:
+        return {"estimate": estimate, "low": nan, "high": nan, "n": int(xa.size), "ci_unit": "none", "n_boot": 0}
     w, unit = bootstrap_weights(groups, n_boot=n_boot, seed=seed)
-    low, high = _percentile_ci(stat(xa, ya, w), level)
+    low, high = percentile_ci(stat(xa, ya, w), level)
     return {"estimate": estimate, "low": low, "high": high, "n": int(xa.size), "ci_unit": unit, "n_boot": n_boot}
 
 
@@ -251,8 +264,8 @@ def slope_ci(
 
     Returns ``(low, high, samples)`` where ``samples`` has shape (n_boot,) and may contain NaN.
     """
-    xa, ya = _check_xy(x, y)
+    xa, ya = check_xy(x, y)
     w, _ = bootstrap_weights(groups, n_boot=n_boot, seed=seed)
     samples = weighted_slope(xa, ya, w)
-    low, high = _percentile_ci(samples, level)
+    low, high = percentile_ci(samples, level)
     return low, high, samples

@@ -1,5 +1,6 @@
 """Loaders for data the user provides on disk (never downloaded): CIFAR-10/100 (python pickle
-format), TinyImageNet (its folder layout), any image folder, numpy arrays, a torch Dataset."""
+format, extracted or as the published .tar.gz), SVHN (the published .mat files), TinyImageNet (its
+folder layout), any image folder, numpy arrays, a torch Dataset."""
 
 from __future__ import annotations
 
@@ -24,55 +25,169 @@ def _need_root(root: Any, name: str, hint: str) -> Path:
     return path
 
 
-def _unpickle(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"missing {path.name} in {path.parent} (expected the CIFAR python version)")
-    obj = load_numpy_pickle(path.read_bytes(), encoding="bytes")
+def _decode_keys(obj: dict) -> dict:
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
-def _cifar_folder(root: Path, inner: str) -> Path:
-    return root / inner if (root / inner).is_dir() else root
+#: the published CIFAR archives and the folders they extract to
+CIFAR_LAYOUT = {
+    10: {"archive": "cifar-10-python.tar.gz", "folder": "cifar-10-batches-py",
+         "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta"},
+    100: {"archive": "cifar-100-python.tar.gz", "folder": "cifar-100-python",
+          "train": ["train"], "test": ["test"], "meta": "meta"},
+}
+
+
+class _CifarFiles:
+    """The CIFAR python-version files of one split, read from the extracted folder or straight from
+    the published ``.tar.gz`` (nothing is extracted to disk)."""
+
+    def __init__(self, root: Path, num_classes: int):
+        layout = CIFAR_LAYOUT[num_classes]
+        self.name, self.layout = f"cifar{num_classes}", layout
+        if root.is_file():
+            self.archive, self.folder = root, None
+        elif (root / layout["folder"]).is_dir():
+            self.archive, self.folder = None, root / layout["folder"]
+        elif (root / layout["train"][0]).is_file() or (root / layout["test"][0]).is_file():
+            self.archive, self.folder = None, root
+        elif (root / layout["archive"]).is_file():
+            self.archive, self.folder = root / layout["archive"], None
+        else:
+            raise FileNotFoundError(
+                f"{self.name}: {root} holds neither the extracted {layout['folder']} folder nor the "
+                f"{layout['archive']} archive: point root= at one of them (the CIFAR python version)")
+        self.location = self.archive or self.folder
+
+    def read(self, names: list[str], optional: list[str] = ()) -> dict[str, dict]:
+        """The unpickled (numpy-only) contents of ``names`` (required) and ``optional`` files."""
+        wanted = [*names, *optional]
+        raw: dict[str, bytes] = {}
+        if self.folder is not None:
+            for n in wanted:
+                if (self.folder / n).is_file():
+                    raw[n] = (self.folder / n).read_bytes()
+        else:
+            raw = self._read_archive(set(wanted))
+        missing = [n for n in names if n not in raw]
+        if missing:
+            where = f"the archive {self.archive}" if self.archive else str(self.folder)
+            raise FileNotFoundError(f"{self.name}: {where} has no {', '.join(missing)} (expected the CIFAR python "
+                                    f"version: {self.layout['folder']}/{{{', '.join(self.layout['train'] + self.layout['test'])}}})")
+        return {n: _decode_keys(load_numpy_pickle(data, encoding="bytes")) for n, data in raw.items()}
+
+    def _read_archive(self, wanted: set[str]) -> dict[str, bytes]:
+        import tarfile
+
+        out: dict[str, bytes] = {}
+        try:
+            with tarfile.open(self.archive, "r:*") as tar:
+                for member in tar:
+                    base = member.name.rstrip("/").rsplit("/", 1)[-1]
+                    if member.isfile() and base in wanted and base not in out:
+                        handle = tar.extractfile(member)
+                        if handle is not None:
+                            out[base] = handle.read()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise ReprsimError(f"{self.name}: cannot read the archive {self.archive} ({exc}); it should be "
+                               f"{self.layout['archive']} as published (or point root= at the extracted folder)") from None
+        return out
 
 
 def load_cifar(split: str = "train", root: str | Path | None = None, num_classes: int = 10) -> Dataset:
-    """CIFAR-10 or CIFAR-100 from the python pickle version (``cifar-10-batches-py`` /
-    ``cifar-100-python``, or their parent folder).
+    """CIFAR-10 or CIFAR-100, python version, from ``root``: the published archive
+    (``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``, read without extracting it), the
+    extracted folder (``cifar-10-batches-py`` / ``cifar-100-python``) or a folder holding either.
 
     Pickles are read with a numpy-only unpickler. Returns a Dataset of float32 (n, 3, 32, 32) in
     [0, 1]; CIFAR-100 has columns ``label`` (fine, 100) and ``coarse`` (20).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if num_classes not in CIFAR_LAYOUT:
+        raise ValueError(f"num_classes must be 10 or 100 (CIFAR-10 / CIFAR-100), got {num_classes!r}")
     name = f"cifar{num_classes}"
-    inner = "cifar-10-batches-py" if num_classes == 10 else "cifar-100-python"
-    root = _cifar_folder(_need_root(root, name, f"the extracted {inner} folder"), inner)
+    layout = CIFAR_LAYOUT[num_classes]
+    files = _CifarFiles(_need_root(root, name, f"the {layout['archive']} archive or the extracted {layout['folder']} "
+                                               "folder"), num_classes)  # fmt: skip
+    contents = files.read(layout[split], optional=[layout["meta"]])
+    parts = [contents[f] for f in layout[split]]
+    meta_p = contents.get(layout["meta"], {})
     names: dict[str, list[str]] = {}
-    if num_classes == 10:
-        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        parts = [_unpickle(root / f) for f in files]
+
+    def decoded(values: Any) -> list[str]:
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+    try:
         data = np.concatenate([np.asarray(p["data"], dtype=np.uint8) for p in parts])
-        cols = {"label": np.concatenate([np.asarray(p["labels"], dtype=np.int64) for p in parts])}
-        if (root / "batches.meta").is_file():
-            names["label"] = [n.decode() if isinstance(n, bytes) else n
-                              for n in _unpickle(root / "batches.meta")["label_names"]]
-    else:
-        part = _unpickle(root / split)
-        data = np.asarray(part["data"], dtype=np.uint8)
-        cols = {"label": np.asarray(part["fine_labels"], dtype=np.int64),
-                "coarse": np.asarray(part["coarse_labels"], dtype=np.int64)}
-        if (root / "meta").is_file():
-            meta_p = _unpickle(root / "meta")
-            names["label"] = [n.decode() for n in meta_p.get("fine_label_names", [])] or None
-            names["coarse"] = [n.decode() for n in meta_p.get("coarse_label_names", [])] or None
-            names = {k: v for k, v in names.items() if v}
+        if num_classes == 10:
+            cols = {"label": np.concatenate([np.asarray(p["labels"], dtype=np.int64) for p in parts])}
+            if meta_p.get("label_names"):
+                names["label"] = decoded(meta_p["label_names"])
+        else:
+            cols = {"label": np.concatenate([np.asarray(p["fine_labels"], dtype=np.int64) for p in parts]),
+                    "coarse": np.concatenate([np.asarray(p["coarse_labels"], dtype=np.int64) for p in parts])}
+            for column, key in (("label", "fine_label_names"), ("coarse", "coarse_label_names")):
+                if meta_p.get(key):
+                    names[column] = decoded(meta_p[key])
+    except KeyError as exc:
+        raise ValueError(f"{files.location}: a CIFAR-{num_classes} batch has no {exc} entry; is this the CIFAR python "
+                         "version?") from None
     if data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"{root}: CIFAR data must be (n, 3072) bytes, got {data.shape}")
+        raise ValueError(f"{files.location}: CIFAR data must be (n, 3072) bytes, got {data.shape}")
     inputs = data.reshape(-1, 3, 32, 32).astype(np.float32) / np.float32(255.0)
     counts = {"label": num_classes, **({"coarse": 20} if num_classes == 100 else {})}
-    meta = {"name": name, "split": split, "n": len(inputs), "source": str(root),
+    meta = {"name": name, "split": split, "n": len(inputs), "source": str(files.location),
             "licence": "see https://www.cs.toronto.edu/~kriz/cifar.html (A. Krizhevsky)",
             **class_meta(cols, names, counts)}
+    return Dataset(inputs, cols, meta)
+
+
+SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
+
+
+def load_svhn(split: str = "train", root: str | Path | None = None) -> Dataset:
+    """SVHN (Street View House Numbers, cropped digits) from the published ``train_32x32.mat`` /
+    ``test_32x32.mat`` in ``root`` (or ``root`` pointing at the file), read with ``scipy.io.loadmat``.
+
+    The files hold ``X`` of shape (32, 32, 3, N) uint8 and ``y`` of shape (N, 1) with labels 1–10,
+    where 10 stands for the digit 0. Returns a Dataset of float32 (N, 3, 32, 32) in [0, 1] with
+    column ``label`` = the digit (0–9, int64).
+    """
+    if split not in SVHN_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    base = _need_root(root, "svhn", f"a folder holding {SVHN_FILES['train']} and {SVHN_FILES['test']} "
+                                    "(http://ufldl.stanford.edu/housenumbers/, format 2)")  # fmt: skip
+    path = base if base.is_file() else base / SVHN_FILES[split]
+    if base.is_file() and base.name != SVHN_FILES[split] and base.name in SVHN_FILES.values():
+        raise ValueError(f"svhn: root {base} is the file of the other split, not {SVHN_FILES[split]}: point root= at "
+                         "the folder holding both files")
+    if not path.is_file():
+        raise FileNotFoundError(f"svhn: {base} has no {SVHN_FILES[split]} (the {split} split of SVHN format 2, "
+                                "cropped 32×32 digits): point root= at the folder holding it")
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    try:
+        mat = loadmat(path, variable_names=["X", "y"])
+    except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as exc:
+        raise ValueError(f"svhn: cannot read {path} as a MATLAB file ({exc}); it should be {SVHN_FILES[split]} "
+                         "as published") from None
+    if "X" not in mat or "y" not in mat:
+        raise ValueError(f"svhn: {path} has no X and y arrays (found {sorted(k for k in mat if not k.startswith('__'))})")
+    x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1)
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
+        raise ValueError(f"svhn: {path} must hold X of shape (32, 32, 3, N) and y of shape (N, 1), "
+                         f"got X {x.shape} and y {np.asarray(mat['y']).shape}")
+    labels = y.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() > 10):
+        raise ValueError(f"svhn: {path} has labels outside 1–10 (found {labels.min()}..{labels.max()})")
+    labels[labels == 10] = 0  # the published files write the digit 0 as 10
+    inputs = np.ascontiguousarray(x.transpose(3, 2, 0, 1), dtype=np.float32) / np.float32(255.0)
+    cols = {"label": labels}
+    meta = {"name": "svhn", "split": split, "n": len(inputs), "source": str(path),
+            "licence": "SVHN, non-commercial use (Netzer et al. 2011)",
+            **class_meta(cols, {"label": [str(d) for d in range(10)]}, {"label": 10})}
     return Dataset(inputs, cols, meta)
 
 

@@ -26,6 +26,7 @@ from reprsim.data.split_types import Split
 
 __all__ = [
     "Split", "OverlapRoundingWarning", "data_overlap_split", "task_overlap_split", "combined_split",
+    "factorial_split", "fixed_probe_classes",
     "attribute_task_split", "colorshapes_task_levels", "colorshapes_level_pairs", "chunk_split",
     "corpus_split", "probe_subsets",
 ]
@@ -289,6 +290,71 @@ def attribute_task_split(attributes: Mapping[str, Sequence[int] | np.ndarray], t
     return Split("attribute", idx, idx.copy(), idx.copy(), classes_of(task_a), classes_of(task_b), 1.0,
                  realised_task, seed, requested_data_fraction=1.0, requested_task_fraction=realised_task,
                  mode=None, a_attributes=task_a, b_attributes=task_b, n_total=n_total)
+
+
+def factorial_split(attributes: Mapping[str, Sequence[int] | np.ndarray], task: str, other_task: str, *,
+                    shared_images: bool, same_task: bool, n: int, seed: int = 0) -> Split:
+    """One cell of the 2 × 2 factorial design on identical-input attribute tasks.
+
+    Model A trains on ``n`` seeded images (set I1) to predict attribute ``task``. Model B trains on
+    I1 (``shared_images``) or on ``n`` other images (I2, disjoint from I1) to predict ``task``
+    (``same_task``) or ``other_task``. The permutation that draws I1 and I2 depends only on
+    ``seed``, so at one seed model A's data is identical in all four cells, and both training sets
+    have ``n`` images in every cell (asserted).
+
+    Returns
+    -------
+    Split with ``kind="attribute"`` (labels are attribute columns), class lists = every value of
+    the attribute in ``attributes`` (stable ids across cells), ``realised_data_fraction`` 1 or 0
+    and ``realised_task_fraction`` 1 or 0.
+    """
+    if not isinstance(attributes, Mapping) or not attributes:
+        raise TypeError("attributes must be a mapping column name -> integer array (dataset.labels of colorshapes)")
+    for name, column in (("task", task), ("other_task", other_task)):
+        if column not in attributes:
+            raise ValueError(f"{name} {column!r} is not an attribute column; available: {sorted(attributes)}")
+    if task == other_task:
+        raise ValueError(f"task and other_task are both {task!r}; the factorial design needs two different tasks")
+    seed = _check_seed(seed)
+    cols = {k: _check_labels(attributes[k]) for k in (task, other_task)}
+    n_total = len(cols[task])
+    if not 1 <= int(n) <= n_total // 2:
+        raise ValueError(f"n must be in [1, {n_total // 2}] so that two disjoint image sets of n exist "
+                         f"among {n_total} examples, got {n}")
+    perm = np.random.default_rng(seed).permutation(n_total)
+    first, second = np.sort(perm[:n]).astype(np.int64), np.sort(perm[n:2 * n]).astype(np.int64)
+    b_idx = first.copy() if shared_images else second
+    b_task = task if same_task else other_task
+    assert len(first) == len(b_idx) == n  # equal training-set sizes in every cell
+    classes = {k: [(int(v),) for v in np.unique(cols[k])] for k in (task, other_task)}
+    shared = first.copy() if shared_images else np.zeros(0, dtype=np.int64)
+    return Split("attribute", first, b_idx, shared, classes[task], classes[b_task], float(shared_images),
+                 float(same_task), seed, requested_data_fraction=float(shared_images),
+                 requested_task_fraction=float(same_task), mode="constrained", a_attributes=(task,),
+                 b_attributes=(b_task,), n_total=n_total)  # fmt: skip
+
+
+def fixed_probe_classes(classes: Sequence[int] | np.ndarray, fractions: Sequence[float], mode: str = "constrained",
+                        seed: int = 0) -> dict[str, list[int]]:
+    """Classes whose role is the same at every fraction of a task-overlap sweep (one seed).
+
+    :func:`task_overlap_split` draws its class order from ``seed`` alone, so the splits of one seed
+    at several fractions are nested. Returns ``{"common_fixed": classes shared at every fraction
+    > 0, "ood_one_fixed": classes seen by exactly one model at every fraction < 1}`` (sorted;
+    empty when no fraction is > 0, resp. < 1): probe sets whose class composition does not move
+    with the fraction, unlike ``common`` / ``ood_one``.
+    """
+    classes = np.unique(_check_labels(classes))
+    common_sets, one_sets = [], []
+    for fraction in fractions:
+        common, a_only, b_only, _ = _choose_classes(classes, _check_fraction(fraction), _check_mode(mode),
+                                                    np.random.default_rng(_check_seed(seed)))  # fmt: skip
+        if fraction > 0:
+            common_sets.append(set(common))
+        if fraction < 1:
+            one_sets.append(set(a_only) | set(b_only))
+    return {"common_fixed": sorted(set.intersection(*common_sets)) if common_sets else [],
+            "ood_one_fixed": sorted(set.intersection(*one_sets)) if one_sets else []}  # fmt: skip
 
 
 def colorshapes_task_levels(attributes: Sequence[str] = ("shape", "digit", "color")

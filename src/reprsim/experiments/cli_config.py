@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "config", help="show or validate a sweep config",
         description="show: print the resolved config (every default filled in, overrides applied); "
-        "validate: check it and count its units.",
+        "validate: check it as `reprsim run` does before any training (data, splits, models, layers, "
+        "measure parameters) and count its units.",
     )  # fmt: skip
     parser.add_argument("action", choices=["show", "validate"])
     parser.add_argument("config", type=Path)
@@ -26,10 +27,13 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from reprsim.experiments.config import dump_config, load_config
     from reprsim.experiments.grid import expand
+    from reprsim.experiments.preflight import preflight
 
     config = load_config(args.config, overrides=args.overrides or [])
     if args.action == "show":
         print(dump_config(config), end="")
     else:
-        print(f"{args.config}: valid ({len(expand(config))} units)")
+        units = expand(config)
+        preflight(config, units)  # the same checks `run` makes before any training: data, splits, models, layers
+        print(f"{args.config}: valid ({len(units)} units)")
     return 0

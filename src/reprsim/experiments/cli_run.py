@@ -59,7 +59,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from reprsim.experiments.config import dump_config, load_config
     from reprsim.experiments.executors import make_executor
-    from reprsim.experiments.runner import plan, run_experiment
+    from reprsim.experiments.grid import expand
+    from reprsim.experiments.preflight import preflight
+    from reprsim.experiments.runner import default_cache_dir, plan, run_experiment
     from reprsim.experiments.store import RunStore
 
     config = load_config(args.config, overrides=args.overrides or [])
@@ -73,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         # a folder of another config would be refused by the run: say so instead of listing its units
         RunStore(args.out).prepare(dump_config(config), check_only=True)
         grid = plan(config, args.out)
+        pending = set(grid.loc[grid["status"] != "ok", "unit_id"]) if len(grid) else set()
+        preflight(config, [u for u in expand(config) if u.unit_id in pending],
+                  out_dir=args.out, cache_dir=args.cache_dir or default_cache_dir())  # fmt: skip
         counts = grid["status"].value_counts().to_dict()
         print(grid.to_string(index=False))
         print(f"{len(grid)} units: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))

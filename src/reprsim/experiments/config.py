@@ -28,7 +28,7 @@ from pydantic import (
 
 from reprsim.errors import ConfigError
 
-OverlapKind = Literal["data", "task", "combined", "attribute"]
+OverlapKind = Literal["data", "task", "combined", "attribute", "factorial"]
 
 
 class _Strict(BaseModel):
@@ -123,21 +123,26 @@ Fraction = Annotated[float, BeforeValidator(_strict_fraction)]
 Fractions = Annotated[list[Fraction], Field(min_length=1), AfterValidator(_check_fractions)]
 
 
-class DataDesign(_Strict):
+class _DesignBase(_Strict):
+    sources: list[str] | None = Field(
+        None, description="names of the sources this design runs on (default: every source of the config)")
+
+
+class DataDesign(_DesignBase):
     """Data overlap: a fraction of identical examples shared per class; both models see every class."""
 
     kind: Literal["data"]
     fractions: Fractions
 
 
-class TaskDesign(_Strict):
+class TaskDesign(_DesignBase):
     """Task (class) overlap: a fraction of the classes shared; the images of a class go with it."""
 
     kind: Literal["task"]
     fractions: Fractions
 
 
-class CombinedDesign(_Strict):
+class CombinedDesign(_DesignBase):
     """The data × task grid: shared classes carry the given data overlap."""
 
     kind: Literal["combined"]
@@ -145,7 +150,7 @@ class CombinedDesign(_Strict):
     task_fractions: Fractions
 
 
-class AttributeDesign(_Strict):
+class AttributeDesign(_DesignBase):
     """Task-only overlap on identical inputs: tasks built from attribute columns sharing 0, 1 or all attributes.
 
     ``levels`` are overlap levels in {0, 0.5, 1} (the paper's ColorShapeDigit P1/P2/P3).
@@ -164,7 +169,22 @@ class AttributeDesign(_Strict):
         return v
 
 
-Design = Annotated[DataDesign | TaskDesign | CombinedDesign | AttributeDesign, Field(discriminator="kind")]
+class FactorialDesign(_DesignBase):
+    """Combined overlap as a 2 × 2 factorial on identical-input attribute tasks (colorshapes).
+
+    Images {disjoint, shared} (``data_fraction`` 0 / 1) × task {``other_task``, ``task``}
+    (``task_fraction`` 0 / 1): model A always learns ``task`` on the same images; model B learns
+    ``task`` or ``other_task`` on A's images or on as many other images. The estimand is the
+    interaction y11 − y10 − y01 + y00 per seed (:mod:`reprsim.analysis`).
+    """
+
+    kind: Literal["factorial"]
+    task: str = "shape"
+    other_task: str = "color"
+
+
+Design = Annotated[DataDesign | TaskDesign | CombinedDesign | AttributeDesign | FactorialDesign,
+                   Field(discriminator="kind")]
 
 
 class OverlapSpec(_Strict):

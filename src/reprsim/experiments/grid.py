@@ -89,6 +89,8 @@ def expand(config: ExperimentConfig) -> list[Unit]:
     for source in config.sources:
         for model in config.models:
             for design in config.overlap.designs:
+                if design.sources is not None and source.name not in design.sources:
+                    continue
                 for data_f, task_f, attributes in _design_points(design):
                     for seed in config.seeds:
                         units.append(
@@ -119,6 +121,9 @@ def _design_points(design) -> list[tuple[float | None, float | None, tuple[str, 
         return [(None, f, ()) for f in design.fractions]
     if design.kind == "combined":
         return [(d, t, ()) for t in design.task_fractions for d in design.data_fractions]
+    if design.kind == "factorial":
+        # images disjoint / shared (data 0 / 1) x other / same task (task 0 / 1)
+        return [(d, t, ((design.task,), (design.other_task,))) for t in (0.0, 1.0) for d in (0.0, 1.0)]
     if design.kind == "attribute":
         # identical inputs for both models: data overlap is complete; one unit per task pair of a level
         from reprsim.data.splits import colorshapes_task_levels

@@ -26,6 +26,9 @@ class PairData:
     train: object  # reprsim.data Dataset (inputs, labels, meta)
     test: object
     label: str
+    #: every task fraction of the unit's design (class splits): fixes the probe sets and the
+    #: attack's label space across the sweep
+    design_fractions: tuple[float, ...] = ()
 
     @property
     def realised_data_fraction(self) -> float:
@@ -64,22 +67,49 @@ class PairData:
 
     def probe_indices(self) -> list[tuple[str, str, np.ndarray]]:
         """``(probe_set, probe_role, test indices)``: the whole test set for data / attribute
-        overlap; ``common`` / ``ood_one`` / ``ood_all`` subsets for class splits."""
+        overlap; for class splits ``common`` / ``ood_one`` / ``ood_all`` (their class composition
+        changes with the fraction) and ``common_fixed`` / ``ood_one_fixed`` (classes that are
+        shared, resp. seen by one model only, at every fraction of the design)."""
         if not self.class_split:
             return [("test", "id", np.arange(len(self.test.inputs)))]
-        subsets = splits.probe_subsets(self.split, self.test.labels[self.label])
-        return [(name, name, np.asarray(subsets[name], dtype=np.int64)) for name in CLASS_PROBES]
+        test_labels = self.test.labels[self.label]
+        subsets = splits.probe_subsets(self.split, test_labels)
+        out = [(name, name, np.asarray(subsets[name], dtype=np.int64)) for name in CLASS_PROBES]
+        for name, classes in self.fixed_classes().items():
+            out.append((name, name, np.flatnonzero(np.isin(test_labels, classes)).astype(np.int64)))
+        return out
+
+    def fixed_classes(self) -> dict[str, list[int]]:
+        """:func:`reprsim.data.splits.fixed_probe_classes` of this unit's design and split seed."""
+        fractions = self.design_fractions or (self.split.requested_task_fraction,)
+        return splits.fixed_probe_classes(self.train.labels[self.label], fractions, mode=self.split.mode or "constrained",
+                                          seed=self.split.seed)  # fmt: skip
+
+    def attack_classes(self) -> int:
+        """Size k of the fixed attack label space of a class split: the classes shared at the smallest
+        fraction of the design with at least two shared classes (ids 0..k−1 in both models wherever
+        all of them are shared); 0 when no fraction shares two classes."""
+        for fraction in sorted(f for f in (self.design_fractions or (self.split.requested_task_fraction,)) if f > 0):
+            shared = splits.fixed_probe_classes(self.train.labels[self.label], [fraction],
+                                                mode=self.split.mode or "constrained", seed=self.split.seed)  # fmt: skip
+            if len(shared["common_fixed"]) >= 2:
+                return len(shared["common_fixed"])
+        return 0
 
     def attack_set(self) -> tuple[np.ndarray, np.ndarray, int | None]:
         """Inputs, labels and number of shared classes for transfer attacks.
 
-        Transfer needs one label space: the common classes of a class split (ids 0..k−1 in both
-        models), every class for data overlap, identical tasks for attribute overlap. Returns
-        empty arrays when the two models share no label space.
+        Transfer needs one label space, the same at every fraction of the sweep: for class splits
+        the fixed attack classes (:meth:`attack_classes`; empty where they are not all shared, so
+        white-box and transfer success never move with the label space), every class for data
+        overlap, identical tasks for attribute overlap. Returns empty arrays when the two models
+        share no such label space.
         """
         ids_a, ids_b = self.test_ids("a"), self.test_ids("b")
         if self.class_split:
-            k = len(self.split.common_classes)
+            k = self.attack_classes()
+            if k < 2 or len(self.split.common_classes) < k:
+                return self.test.inputs[:0], ids_a[:0], k
             keep = (ids_a >= 0) & (ids_a < k)
             return self.test.inputs[keep], ids_a[keep], k
         if self.split.kind == "attribute" and tuple(self.split.a_attributes) != tuple(self.split.b_attributes):
@@ -103,6 +133,10 @@ def _split_for(unit: Unit, train, seed: int) -> splits.Split:
         return splits.task_overlap_split(labels, unit.task_fraction, mode=mode, seed=seed)
     if kind == "combined":
         return splits.combined_split(labels, unit.data_fraction, unit.task_fraction, mode=mode, seed=seed)
+    if kind == "factorial":
+        (task,), (other,) = unit.attributes
+        return splits.factorial_split(train.labels, task, other, shared_images=unit.data_fraction == 1.0,
+                                      same_task=unit.task_fraction == 1.0, n=len(labels) // 2, seed=seed)  # fmt: skip
     if kind == "attribute":
         task_a, task_b = unit.attributes
         # Constrained mode: like the other kinds, each model trains on half the examples, so set
@@ -112,7 +146,8 @@ def _split_for(unit: Unit, train, seed: int) -> splits.Split:
     raise ValueError(f"unknown overlap kind {kind!r}")
 
 
-def make_pair_data(unit: Unit, train, test, seed: int, cache_dir: Path | None) -> PairData:
+def make_pair_data(unit: Unit, train, test, seed: int, cache_dir: Path | None,
+                   design_fractions: tuple[float, ...] = ()) -> PairData:
     """The unit's split (cached as ``cache_dir/splits/<hash>.rsv``) wrapped in a :class:`PairData`."""
     if cache_dir is None:
         split = _split_for(unit, train, seed)
@@ -121,4 +156,4 @@ def make_pair_data(unit: Unit, train, test, seed: int, cache_dir: Path | None) -
 
         key = content_hash({"unit": unit.key(), "n": len(train.inputs)})
         split = cached_split(key, cache_dir, lambda: _split_for(unit, train, seed))
-    return PairData(unit, split, train, test, unit.source.label)
+    return PairData(unit, split, train, test, unit.source.label, tuple(design_fractions))

@@ -25,7 +25,14 @@ __all__ = ["preflight", "preflight_problems"]
 
 def _design_problems(config: ExperimentConfig, source: str, kind) -> list[str]:  # noqa: ANN001
     problems = []
+    known = {s.name for s in config.sources}
     for i, design in enumerate(config.overlap.designs):
+        unknown = sorted(set(design.sources or ()) - known)
+        if unknown:
+            problems.append(f"overlap.designs.{i}.sources: {unknown} are not sources of this config; "
+                            f"its sources: {sorted(known)}")  # fmt: skip
+        if design.sources is not None and source not in design.sources:
+            continue
         if design.kind not in kind.overlap_kinds:
             problems.append(f"overlap.designs.{i}.kind: the {kind.name} kind (source {source!r}) builds "
                             f"{list(kind.overlap_kinds)}, not {design.kind!r}")  # fmt: skip

@@ -1,16 +1,21 @@
 """Adapters that give user models reprsim's layer names (and optional pixel normalisation).
 
 * :class:`NamedLayers` wraps any ``torch.nn.Module``; the user names the layers to read.
-* :class:`HFModel` / :func:`load_hf_model` wrap a Hugging Face ``transformers`` model loaded
-  from a local directory (never from the hub). ``transformers`` is an optional dependency
-  (extra ``[hf]``); it is imported only when these are used.
+* :class:`HFModel` (text: causal LMs, sequence classifiers, encoders) and
+  :class:`HFVisionModel` (image classifiers and vision encoders) wrap a Hugging Face
+  ``transformers`` model; :func:`load_hf_model` loads one from a local directory (never from the
+  hub), :func:`detect_hf_task` says which kind a directory holds. ``transformers`` is an optional
+  dependency (extra ``[hf]``); it is imported only when these are used.
 
 Wrapped models behave like zoo models: ``reprsim.models.layers``, ``default_layer``,
 ``input_normalization``, ``reprsim.train.train`` and ``reprsim.features.extract`` all work.
+Each wrapper records in ``module_prefix`` where the wrapped module sits (``"model."``, ``"hf."``),
+so a path of the user's own ``named_modules()`` can be found inside the wrapper.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,7 @@ from torch import Tensor, nn
 
 from reprsim.models.common import Normalize
 
-__all__ = ["NamedLayers", "HFModel", "load_hf_model"]
+__all__ = ["NamedLayers", "HFModel", "HFVisionModel", "detect_hf_task", "load_hf_model"]
 
 
 def _check_path(module: nn.Module, path: str, what: str) -> None:
@@ -88,6 +93,7 @@ class NamedLayers(nn.Module):
             raise ValueError("NamedLayers: 'penultimate' names a different layer than default; drop one of them.")
         self.reprsim_layers = {name: f"model.{path}" for name, path in mapping.items()}
         self.reprsim_default_layer = "penultimate"
+        self.module_prefix = "model."
 
     def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """Return ``module(normalize(x), *args, **kwargs)``."""
@@ -95,6 +101,7 @@ class NamedLayers(nn.Module):
 
 
 _TASKS = ("causal-lm", "sequence-classification", "base")
+_VISION_TASKS = ("image-classification", "image-base")
 
 
 def _find_blocks(hf: nn.Module) -> tuple[str, int]:
@@ -153,6 +160,7 @@ class HFModel(nn.Module):
         layers["logits"] = "hf"
         self.reprsim_layers = layers
         self.reprsim_default_layer = "penultimate"
+        self.module_prefix = "hf."
 
     @property
     def config(self) -> Any:
@@ -184,23 +192,136 @@ class HFModel(nn.Module):
         return out.last_hidden_state if self.task == "base" else out.logits
 
 
+class HFVisionModel(nn.Module):
+    """A Hugging Face vision model (image classifier or encoder) with reprsim's interface.
+
+    ``forward(pixels)`` takes images (N, C, H, W) with values in [0, 1], applies the model's own
+    input normalisation (``normalization``, e.g. from ``preprocessor_config.json``) and returns
+    logits (N, num_labels) for ``task="image-classification"``, or the last hidden state for
+    ``"image-base"`` ((N, T, D) for a ViT, (N, C, h, w) for a conv net).
+    Layers: ``embed`` (patch / stem embeddings when the model names them), ``blocks.<i>`` (each
+    transformer block or conv stage), ``penultimate`` (classifier: the input of the last linear
+    layer, i.e. the pooled features the head reads; encoder: the last hidden state) and, for a
+    classifier, ``logits``.
+    """
+
+    def __init__(
+        self,
+        hf_model: nn.Module,
+        task: str = "image-classification",
+        normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__()
+        if task not in _VISION_TASKS:
+            raise ValueError(f"HFVisionModel: task must be one of {_VISION_TASKS}, got {task!r}.")
+        self.task = task
+        self.normalize: nn.Module = Normalize(*normalization) if normalization is not None else nn.Identity()
+        self.hf = hf_model
+        config = getattr(hf_model, "config", None)
+        channels = getattr(config, "num_channels", None)
+        size = getattr(config, "image_size", None)
+        if isinstance(size, (list, tuple)):
+            size = tuple(int(v) for v in size[:2])
+        elif isinstance(size, int):
+            size = (size, size)
+        #: what forward expects after the batch axis: (C, H, W), with None where any size works
+        self.input_shape: tuple[int | None, ...] = (channels, *(size or (None, None)))
+        layers: dict[str, str] = {}
+        embed = next((n for n, _ in hf_model.named_modules() if n.split(".")[-1] in ("embeddings", "embedder")), None)
+        if embed is not None:
+            layers["embed"] = f"hf.{embed}"
+        try:
+            block_path, n_blocks = _find_blocks(hf_model)
+            layers.update({f"blocks.{i}": f"hf.{block_path}.{i}" for i in range(n_blocks)})
+        except ValueError:
+            pass
+        if task == "image-classification":
+            head = _last_linear(hf_model)
+            if head is None:
+                raise ValueError(f"HFVisionModel: {type(hf_model).__name__} has no linear classification head; "
+                                 "use task='image-base'.")
+            layers["penultimate"] = f"hf.{head}:input"
+            layers["logits"] = "hf"
+        else:
+            layers["penultimate"] = "hf"
+        self.reprsim_layers = layers
+        self.reprsim_default_layer = "penultimate"
+        self.module_prefix = "hf."
+
+    @property
+    def config(self) -> Any:
+        """The wrapped model's ``transformers`` config."""
+        return self.hf.config
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        """Return logits (N, num_labels) or the last hidden state (see the class docstring)."""
+        want = self.input_shape
+        if pixels.dim() != 4 or any(w is not None and g != w for g, w in zip(pixels.shape[1:], want)):
+            shape = "(N, " + ", ".join("any" if w is None else str(w) for w in want) + ")"
+            raise ValueError(f"{type(self.hf).__name__} expects images {shape} with pixels in [0, 1], got "
+                             f"{tuple(pixels.shape)}; resize or convert the inputs (e.g. reprsim.data.match_shape).")
+        out = self.hf(pixel_values=self.normalize(pixels), return_dict=True)
+        return out.logits if self.task == "image-classification" else out.last_hidden_state
+
+
+def detect_hf_task(path: str | Path) -> str:
+    """Which kind of model a ``save_pretrained`` directory holds, from its ``config.json``.
+
+    Returns one of ``"causal-lm"``, ``"sequence-classification"``, ``"base"`` (text encoder),
+    ``"image-classification"`` or ``"image-base"`` (vision encoder). Decided by the saved
+    architecture name (``...ForCausalLM`` / ``...LMHeadModel``, ``...ForSequenceClassification``,
+    ``...ForImageClassification``) and, for bare models, by whether the config describes images
+    (``num_channels``).
+    """
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        raise ValueError(f"{str(path)!r} is not a local Hugging Face model directory (no config.json).")
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: cannot read the model config ({exc}).") from exc
+    arch = " ".join(config.get("architectures") or [])
+    if "ForCausalLM" in arch or "LMHeadModel" in arch:
+        return "causal-lm"
+    if "ForSequenceClassification" in arch:
+        return "sequence-classification"
+    if "ForImageClassification" in arch:
+        return "image-classification"
+    return "image-base" if "num_channels" in config else "base"
+
+
+def _preprocessor_normalization(directory: Path) -> tuple[list[float], list[float]] | None:
+    """(image_mean, image_std) from ``preprocessor_config.json`` when it normalises, else None."""
+    file = directory / "preprocessor_config.json"
+    if not file.is_file():
+        return None
+    cfg = json.loads(file.read_text())
+    if not cfg.get("do_normalize", True) or "image_mean" not in cfg or "image_std" not in cfg:
+        return None
+    return list(cfg["image_mean"]), list(cfg["image_std"])
+
+
 def load_hf_model(
     path: str | Path,
     task: str = "causal-lm",
     *,
     num_labels: int | None = None,
     **from_pretrained_kwargs: Any,
-) -> HFModel:
+) -> HFModel | HFVisionModel:
     """Load a ``transformers`` model from a local directory (no hub access) and wrap it.
 
     Args:
         path: directory written by ``save_pretrained`` (``config.json`` + weights).
         task: "causal-lm" (AutoModelForCausalLM), "sequence-classification"
-            (AutoModelForSequenceClassification, set ``num_labels``) or "base" (AutoModel).
+            (AutoModelForSequenceClassification, set ``num_labels``), "base" (AutoModel, a text
+            encoder), "image-classification" (AutoModelForImageClassification), "image-base"
+            (AutoModel, a vision encoder) or "auto" (:func:`detect_hf_task`). Image models take
+            pixels in [0, 1] and normalise them with ``preprocessor_config.json``'s
+            ``image_mean``/``image_std`` when the directory has one.
         num_labels: number of classes for a sequence-classification head.
         **from_pretrained_kwargs: passed to ``from_pretrained`` (e.g. ``dtype``).
 
-    Returns: an :class:`HFModel` (train mode, CPU).
+    Returns: an :class:`HFModel` (text) or :class:`HFVisionModel` (images), in train mode on CPU.
     """
     try:
         import transformers
@@ -214,12 +335,16 @@ def load_hf_model(
             f"load_hf_model: {str(path)!r} is not a local model directory with a config.json; reprsim never "
             "downloads weights. Save the model with model.save_pretrained(dir) and pass that dir."
         )
-    if task not in _TASKS:
-        raise ValueError(f"load_hf_model: task must be one of {_TASKS}, got {task!r}.")
+    if task == "auto":
+        task = detect_hf_task(directory)
+    if task not in _TASKS + _VISION_TASKS:
+        raise ValueError(f"load_hf_model: task must be one of {_TASKS + _VISION_TASKS} or 'auto', got {task!r}.")
     auto = {
         "causal-lm": transformers.AutoModelForCausalLM,
         "sequence-classification": transformers.AutoModelForSequenceClassification,
         "base": transformers.AutoModel,
+        "image-classification": transformers.AutoModelForImageClassification,
+        "image-base": transformers.AutoModel,
     }[task]
     kwargs = dict(from_pretrained_kwargs)
     kwargs["local_files_only"] = True
@@ -227,4 +352,6 @@ def load_hf_model(
         kwargs["num_labels"] = num_labels
     hf_model = auto.from_pretrained(str(directory), **kwargs)
     hf_model.train()
+    if task in _VISION_TASKS:
+        return HFVisionModel(hf_model, task=task, normalization=_preprocessor_normalization(directory))
     return HFModel(hf_model, task=task)

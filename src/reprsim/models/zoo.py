@@ -21,6 +21,7 @@ from reprsim.models.common import Normalize
 from reprsim.models.gpt import GPT_PRESETS, build_gpt
 from reprsim.models.mlp import MLP
 from reprsim.models.resnet import ResNet
+from reprsim.models.unet import UNET_PRESETS, DiffusionUNet
 from reprsim.models.vit import VIT_PRESETS, ViT
 
 __all__ = [
@@ -65,6 +66,8 @@ _REGISTRY: dict[str, ModelSpec] = {
         f"gpt_{p}": ModelSpec(build_gpt, "lm", f"GPT {p} preset", {"preset": p})
         for p in GPT_PRESETS
     },
+    "unet": ModelSpec(DiffusionUNet, "unet", "class-conditional DDPM UNet, diffusers (preset tiny|small|paper)"),
+    **{f"unet_{p}": ModelSpec(DiffusionUNet, "unet", f"DDPM UNet {p} preset", {"preset": p}) for p in UNET_PRESETS},
 }
 
 
@@ -108,7 +111,9 @@ def build(
     need ``input_shape=(C, H, W)`` and ``num_classes``; they take pixels in [0, 1] of shape
     (N, C, H, W) and return logits (N, num_classes). Language models (``gpt``, ``gpt_*``) need
     ``vocab_size`` and ``block_size`` (and accept ``preset``); they map token ids (B, T) to
-    logits (B, T, vocab_size). Other keyword arguments go to the model's constructor.
+    logits (B, T, vocab_size). Diffusion UNets (``unet``, ``unet_*``; the ``diffusion`` extra) need
+    ``input_shape`` and ``num_classes`` too (:class:`reprsim.models.unet.DiffusionUNet`).
+    Other keyword arguments go to the model's constructor.
     ``seed``, when given, makes the initial weights reproducible without touching the global
     random state.
     """
@@ -122,7 +127,7 @@ def build(
             f"build({name!r}) fixes {clash}; use the generic name (e.g. 'resnet', 'vit', 'gpt') to set it."
         )
     options = {**spec.fixed, **kwargs}
-    if spec.kind == "image":
+    if spec.kind in ("image", "unet"):  # a UNet: num_classes real classes (+ the null class inside)
         if input_shape is None or num_classes is None:
             raise ValueError(f"build({name!r}) needs input_shape=(C, H, W) and num_classes.")
         options.update(input_shape=tuple(input_shape), num_classes=num_classes)

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-__all__ = ["save_state", "load_state", "save_weights", "read_meta", "model_fingerprint"]
+__all__ = ["save_state", "load_state", "load_ema", "save_weights", "read_meta", "model_fingerprint"]
 
 LAST = "last.safetensors"
 FINAL = "model.safetensors"
@@ -60,8 +60,10 @@ def save_state(
     rng: dict[str, Tensor],
     best: dict[str, Tensor] | None,
     meta: dict[str, Any],
+    ema: dict[str, Tensor] | None = None,
 ) -> Path:
-    """Write the resumable state to ``directory/last.safetensors``; return the path."""
+    """Write the resumable state to ``directory/last.safetensors`` (with the EMA weights ``ema``,
+    when training keeps an average); return the path."""
     tensors = _weights("model.", model.state_dict())
     opt = optimizer.state_dict()
     scalars: dict[str, Any] = {}
@@ -74,6 +76,8 @@ def save_state(
     tensors.update({f"rng.{k}": v.cpu().clone() for k, v in rng.items()})
     if best is not None:
         tensors.update(_weights("best.", best))
+    if ema is not None:
+        tensors.update(_weights("ema.", ema))
     meta = dict(meta, optim_param_groups=opt["param_groups"], optim_scalars=scalars)
     path = directory / LAST
     _atomic_save(tensors, meta, path)
@@ -94,7 +98,7 @@ def load_state(
 ) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, Tensor] | None]:
     """Restore model and optimizer from ``last.safetensors``; return (meta, rng states, best weights or None)."""
     meta = read_meta(path)
-    groups: dict[str, dict[str, Tensor]] = {"model": {}, "optim": {}, "rng": {}, "best": {}}
+    groups: dict[str, dict[str, Tensor]] = {"model": {}, "optim": {}, "rng": {}, "best": {}, "ema": {}}
     with safe_open(str(path), framework="pt") as f:
         for key in f.keys():
             head, rest = key.split(".", 1)
@@ -114,3 +118,10 @@ def load_state(
             g["betas"] = tuple(g["betas"])
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
     return meta, groups["rng"], (groups["best"] or None)
+
+
+def load_ema(path: Path) -> dict[str, Tensor] | None:
+    """The EMA weights stored in ``last.safetensors`` by :func:`save_state`, or None when it has none."""
+    with safe_open(str(path), framework="pt") as f:
+        state = {key[len("ema."):]: f.get_tensor(key) for key in f.keys() if key.startswith("ema.")}
+    return state or None

@@ -36,6 +36,16 @@ class TrainConfig:
     only to float image batches (N, C, H, W)); ``block_size``, ``max_steps``, ``eval_interval``,
     ``eval_batches`` and ``warmup_steps`` to language models only. ``mixed_precision`` acts
     on CUDA only (bf16 autocast when supported, else fp16 with loss scaling).
+
+    ``ema_decay`` (e.g. 0.999) keeps an exponential moving average of the trainable parameters,
+    updated after every optimizer step with the warm-up of diffusers' ``EMAModel`` (decay
+    ``min(ema_decay, (1 + s) / (10 + s))`` at update ``s + 1``, 0 at the first); evaluation,
+    early stopping, the returned model and the saved weights then use the averaged parameters.
+
+    A model with a ``training_loss(x, y, generator) -> scalar`` method (e.g. a diffusion model)
+    is trained on that loss instead of cross-entropy, like a classifier otherwise (epochs over
+    ``(inputs, labels)``, the same augmentation); it draws its randomness from ``generator``, the
+    loop's seeded data generator, so training stays reproducible and resumable.
     """
 
     epochs: int = 10
@@ -63,6 +73,7 @@ class TrainConfig:
     drop_last: bool = False
     mixed_precision: bool = True
     num_threads: int | None = None
+    ema_decay: float | None = None
     # language models
     block_size: int = 128
     max_steps: int = 1000
@@ -98,6 +109,8 @@ class TrainConfig:
             ("crop_padding", isinstance(self.crop_padding, int) and self.crop_padding >= 0, "an int >= 0"),
             ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
             ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
+            ("ema_decay", self.ema_decay is None or (not isinstance(self.ema_decay, bool)
+                                                     and 0 < self.ema_decay < 1), "None or in (0, 1)"),
             ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "two values in [0, 1)"),
         ]
         for name, ok, want in checks:

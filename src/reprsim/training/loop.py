@@ -14,15 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from reprsim.errors import ReprsimError
 from reprsim.training import checkpoint as ckpt
 from reprsim.training.config import TrainConfig
 from reprsim.training.data import IGNORE_INDEX
 from reprsim.training.parts import (
+    EMA,
     TrainResult,
     augment,
     check_resumable,
     eval_classifier,
     evaluate_all,
+    has_training_loss,
     make_optimizer,
     pick_device,
     prepare_data,
@@ -37,6 +40,9 @@ __all__ = ["train", "run_training"]
 def _final_metrics(model: nn.Module, is_lm: bool, data: Any, val: Any, ev: Any, cfg: TrainConfig,
                    dev: torch.device) -> dict[str, float | None]:
     scores = evaluate_all(model, is_lm, val, ev, cfg, dev)
+    if has_training_loss(model):  # trained on its own loss: no accuracy
+        loss = scores.get("eval_loss", scores.get("val_loss"))
+        return {"train_accuracy": None, "eval_accuracy": None, "eval_loss": loss, "perplexity": None}
     if is_lm:
         prefix = "eval" if ev is not None else "val" if val is not None else None
         loss = scores.get(f"{prefix}_loss") if prefix else None
@@ -102,6 +108,8 @@ def run_training(
         warmup = round(cfg.warmup_epochs * spe)
 
     optimizer = make_optimizer(model, cfg)
+    own_loss = has_training_loss(model)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     gen = torch.Generator().manual_seed(seed)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"score": None, "epoch": None, "bad": 0, "state": None}
@@ -115,13 +123,19 @@ def run_training(
         if "cuda" in rng and dev.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], dev)
         history, start_epoch, step, stopped = meta["history"], meta["epoch"], meta["global_step"], meta["stopped"]
+        if ema is not None:
+            stored = ckpt.load_ema(last)
+            if stored is None:
+                raise ReprsimError(f"Checkpoint in {directory} has no EMA weights; use a fresh checkpoint_dir "
+                                   "or delete the old one.")
+            ema.load(stored)
         best = {"score": meta["best_score"], "epoch": meta["best_epoch"], "bad": meta["bad"], "state": best_state}
 
     use_amp = dev.type == "cuda" and cfg.mixed_precision
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
-    labels_checked = is_lm
+    labels_checked = is_lm or own_loss
     bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     model.train()
     try:
@@ -146,8 +160,13 @@ def run_training(
                 lr = schedule_lr(cfg, step, total, warmup, spe, n_epochs)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                with autocast():
-                    logits = model(xb)
+                if own_loss:  # e.g. a diffusion model's denoising loss, randomness from the loop's generator
+                    with autocast():
+                        loss = model.training_loss(xb, yb, gen).float()
+                    flat = None
+                else:
+                    with autocast():
+                        logits = model(xb)
                 if not labels_checked:
                     if logits.dim() != 2 or int(data.y.max()) >= logits.shape[-1]:
                         raise ValueError(
@@ -155,8 +174,9 @@ def run_training(
                             f"{int(data.y.max())}; build it with num_classes >= {int(data.y.max()) + 1}."
                         )
                     labels_checked = True
-                flat = logits.float().reshape(-1, logits.shape[-1])
-                loss = F.cross_entropy(flat, yb.reshape(-1), label_smoothing=0.0 if is_lm else cfg.label_smoothing)
+                if not own_loss:
+                    flat = logits.float().reshape(-1, logits.shape[-1])
+                    loss = F.cross_entropy(flat, yb.reshape(-1), label_smoothing=0.0 if is_lm else cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.grad_clip is not None:
@@ -165,46 +185,58 @@ def run_training(
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1
+                if ema is not None:
+                    ema.update(model, step)
                 with torch.no_grad():
                     scored = yb.reshape(-1) != IGNORE_INDEX  # all positions, but for masked tokens
                     n_scored = int(scored.sum())
                     loss_sum += loss.detach().double().cpu() * n_scored
-                    correct += int(((flat.argmax(-1) == yb.reshape(-1)) & scored).sum())
+                    if flat is not None:
+                        correct += int(((flat.argmax(-1) == yb.reshape(-1)) & scored).sum())
                 count += n_scored
                 seen += 1
                 bar.update(1)
-                if seen % 10 == 0 or seen == 1:
+                if (seen % 10 == 0 or seen == 1) and own_loss:
+                    bar.set_postfix(loss=f"{float(loss_sum) / count:.4f}")
+                elif seen % 10 == 0 or seen == 1:
                     bar.set_postfix(loss=f"{float(loss_sum) / count:.3f}", acc=f"{correct / count:.3f}")
             entry: dict[str, Any] = {
                 "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": float(loss_sum) / max(count, 1),
-                "train_accuracy": correct / max(count, 1), "seconds": time.perf_counter() - t0,
+                "train_accuracy": None if own_loss else correct / max(count, 1), "seconds": time.perf_counter() - t0,
             }
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == n_epochs:
-                entry.update(evaluate_all(model, is_lm, val, ev, cfg, dev))
-                if monitor is not None:
-                    score = -entry[f"{monitor}_loss"] if is_lm else entry[f"{monitor}_accuracy"]
-                    if best["score"] is None or score > best["score"]:
-                        best.update(score=score, epoch=epoch + 1, bad=0)
-                        if cfg.early_stopping_patience is not None:
-                            best["state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                    else:
-                        best["bad"] += 1
-                        if cfg.early_stopping_patience is not None and best["bad"] >= cfg.early_stopping_patience:
-                            stopped = True
+                with ema.applied(model) if ema is not None else contextlib.nullcontext():  # score what is kept
+                    entry.update(evaluate_all(model, is_lm, val, ev, cfg, dev))
+                    if monitor is not None:
+                        score = -entry[f"{monitor}_loss"] if is_lm or own_loss else entry[f"{monitor}_accuracy"]
+                        if best["score"] is None or score > best["score"]:
+                            best.update(score=score, epoch=epoch + 1, bad=0)
+                            if cfg.early_stopping_patience is not None:
+                                best["state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                        else:
+                            best["bad"] += 1
+                            if cfg.early_stopping_patience is not None and best["bad"] >= cfg.early_stopping_patience:
+                                stopped = True
             history.append(entry)
-            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
+            if own_loss:
+                bar.set_postfix(loss=f"{entry['train_loss']:.4f}")
+            else:
+                bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
             if directory is not None:
                 meta = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, "epoch": epoch + 1,
                         "global_step": step, "history": history, "best_score": best["score"],
                         "best_epoch": best["epoch"], "bad": best["bad"], "stopped": stopped}
-                ckpt.save_state(directory, model, optimizer, rng_state(gen, dev), best["state"], meta)
+                ckpt.save_state(directory, model, optimizer, rng_state(gen, dev), best["state"], meta,
+                                ema=ema.shadow if ema is not None else None)
             if callback is not None:
                 callback(entry)
     finally:
         bar.close()
 
     if best["state"] is not None and cfg.restore_best:
-        model.load_state_dict(best["state"])
+        model.load_state_dict(best["state"])  # taken with the EMA weights applied, when there are any
+    elif ema is not None:
+        ema.copy_to(model)
     metrics = _final_metrics(model, is_lm, data, val, ev, cfg, dev)
     path = None
     if directory is not None:

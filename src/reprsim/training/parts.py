@@ -28,7 +28,7 @@ from reprsim.training.data import (
 )
 from reprsim.training.schedule import lr_at
 
-__all__ = ["TrainResult", "evaluate", "evaluate_lm"]
+__all__ = ["EMA", "TrainResult", "evaluate", "evaluate_lm", "has_training_loss"]
 
 #: Seed of the evaluation windows of language models: the same for every model and run, so
 #: the two models of a pair are scored on the same text.
@@ -127,6 +127,84 @@ def _eval_lm(model: nn.Module, data: TokenData, cfg: TrainConfig, dev: torch.dev
     return loss_sum / count, correct / count
 
 
+def has_training_loss(model: nn.Module) -> bool:
+    """True when ``model`` defines its own ``training_loss(x, y, generator)`` (trained on it, not on cross-entropy)."""
+    return callable(getattr(model, "training_loss", None))
+
+
+@torch.no_grad()
+def eval_loss_model(model: nn.Module, data: ClassificationData, batch_size: int, dev: torch.device) -> float:
+    """Mean ``model.training_loss`` over ``data`` (per example), in eval mode, with the randomness
+    (e.g. a diffusion model's noise and timesteps) drawn from a generator seeded with ``LM_EVAL_SEED``,
+    so every model and every call is scored on the same draws."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(LM_EVAL_SEED)
+    loss_sum = 0.0
+    try:
+        for start in range(0, len(data), batch_size):
+            xb, yb = data.batch(torch.arange(start, min(start + batch_size, len(data))), dev)
+            loss_sum += float(model.training_loss(xb, yb, gen)) * len(yb)
+    finally:
+        model.train(was_training)
+    return loss_sum / len(data)
+
+
+class EMA:
+    """Exponential moving average of a model's trainable parameters (``TrainConfig.ema_decay``).
+
+    Update ``u`` (1-based, after optimizer step ``u``) uses decay ``0`` for ``u = 1`` and
+    ``min(decay, u / (u + 9))`` after it — the default warm-up of diffusers' ``EMAModel``, so the
+    average does not keep the random initialisation for thousands of steps. Buffers (e.g.
+    batch-norm statistics) are not averaged: the live model's are used.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    def decay_at(self, update: int) -> float:
+        """The decay of update ``update`` (1-based)."""
+        s = update - 1
+        return 0.0 if s <= 0 else min(self.decay, (1 + s) / (10 + s))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, update: int) -> None:
+        """Move the average towards the model's current parameters: ``avg ← d·avg + (1 − d)·param``."""
+        d = self.decay_at(update)
+        for name, p in model.named_parameters():
+            if name in self.shadow:
+                self.shadow[name].lerp_(p.detach(), 1.0 - d)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Write the averaged parameters into ``model``."""
+        for name, p in model.named_parameters():
+            if name in self.shadow:
+                p.copy_(self.shadow[name])
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module) -> Iterator[None]:
+        """Run the body with the averaged parameters in ``model``, then restore the live ones."""
+        live = {name: p.detach().clone() for name, p in model.named_parameters() if name in self.shadow}
+        self.copy_to(model)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in live:
+                        p.copy_(live[name])
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        """Restore the average saved in a checkpoint (names must match the model's parameters)."""
+        if set(state) != set(self.shadow):
+            raise ReprsimError("the checkpoint's EMA weights do not match the model's parameters; use a fresh "
+                               "checkpoint_dir or delete the old one.")
+        for name, value in state.items():
+            self.shadow[name].copy_(value)
+
+
 def evaluate(model: nn.Module, dataset: Any, batch_size: int = 512, device: str | torch.device | None = None) -> float:
     """Return the top-1 accuracy in [0, 1] of a classifier on ``(inputs, labels)`` (or a Dataset of (x, y)).
 
@@ -161,7 +239,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def check_resumable(meta: dict[str, Any], cfg: TrainConfig, seed: int, fingerprint: str, where: Path) -> None:
     want = {k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_FIELDS}
-    have = {k: v for k, v in meta.get("config", {}).items() if k not in _RUNTIME_FIELDS}
+    # a field missing from an older checkpoint did not exist yet: that run used its default
+    stored = TrainConfig().to_dict() | meta.get("config", {})
+    have = {k: v for k, v in stored.items() if k not in _RUNTIME_FIELDS}
     problems = []
     if have != want:
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
@@ -243,6 +323,8 @@ def evaluate_all(
             loss, acc = _eval_lm(model, data, cfg, dev)
             out.update({f"{prefix}_loss": loss, f"{prefix}_accuracy": acc,
                         f"{prefix}_perplexity": math.exp(min(loss, 50.0))})
+        elif has_training_loss(model):
+            out[f"{prefix}_loss"] = eval_loss_model(model, data, cfg.eval_batch_size, dev)
         else:
             acc, loss = eval_classifier(model, data, cfg.eval_batch_size, dev)
             out.update({f"{prefix}_loss": loss, f"{prefix}_accuracy": acc})

@@ -21,6 +21,7 @@ KINDS: dict[str, str] = {
     "image": "reprsim.experiments.kinds.image:ImageKind",
     "text": "reprsim.experiments.kinds.text:TextKind",
     "chat": "reprsim.experiments.kinds.chat:ChatKind",
+    "diffusion": "reprsim.experiments.kinds.diffusion:DiffusionKind",
     "llm": "reprsim.experiments.kinds.llm:LLMKind",
 }
 

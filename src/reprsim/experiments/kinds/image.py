@@ -59,9 +59,21 @@ def _n_classes(labels: np.ndarray) -> int:
     return len(np.unique(labels))
 
 
+def design_fractions(config: ExperimentConfig, unit: Unit) -> tuple[float, ...]:
+    """Every task fraction of the class-split design the unit belongs to (empty for other designs)."""
+    for design in config.overlap.designs:
+        if design.sources is not None and unit.source.name not in design.sources:
+            continue
+        fractions = {"task": getattr(design, "fractions", None),
+                     "combined": getattr(design, "task_fractions", None)}.get(design.kind)  # fmt: skip
+        if design.kind == unit.overlap_kind and fractions is not None and unit.task_fraction in fractions:
+            return tuple(fractions)
+    return ()
+
+
 class ImageKind(Kind):
     name = "image"
-    overlap_kinds = ("data", "task", "combined", "attribute")
+    overlap_kinds = ("data", "task", "combined", "attribute", "factorial")
     model_kinds = ("image",)
     consequences = ("attack_transfer",)
     feature_batch_size = 512
@@ -70,7 +82,7 @@ class ImageKind(Kind):
     # ---- data -----------------------------------------------------------------------------
     def pair(self, config: ExperimentConfig, unit: Unit, cache_dir: Path | None) -> PairData:
         return make_pair_data(unit, load_source(unit.source, "train"), load_source(unit.source, "test"),
-                              unit.seeds()["split"], cache_dir)  # fmt: skip
+                              unit.seeds()["split"], cache_dir, design_fractions(config, unit))  # fmt: skip
 
     def probes(self, config: ExperimentConfig, unit: Unit, pair: PairData) -> list[Probe]:
         """In-distribution sets (the test set, or common / ood_one / ood_all for class splits), then extra OOD sets."""
@@ -129,13 +141,15 @@ class ImageKind(Kind):
         from reprsim.attacks.transfer import attack_transfer_stage
 
         inputs, labels, shared = pair.attack_set()
-        if len(labels) == 0 or (shared is not None and shared < 2):
-            # No shared label space with at least two classes (e.g. task overlap 0, or one shared
-            # class, where the restricted prediction is constant and no attack can succeed).
-            return {"transfer_asr": float("nan")}
+        label_space = {} if shared is None else {"attack_classes": shared}
+        if len(labels) == 0:
+            # No fixed label space shared by both models (task overlap below the fraction that
+            # shares the fixed attack classes; different attribute tasks): nothing to transfer.
+            return label_space | {"transfer_asr": float("nan"), "whitebox_asr": float("nan")}
         eps = spec.eps_data if unit.overlap_kind == "data" else spec.eps_task
-        return attack_transfer_stage(a.model, b.model, inputs, labels, attack=spec.attack, eps=eps, steps=spec.steps,
-                                     n=spec.n, seed=seed, num_shared_classes=shared, **spec.params)  # fmt: skip
+        return label_space | attack_transfer_stage(a.model, b.model, inputs, labels, attack=spec.attack, eps=eps,
+                                                   steps=spec.steps, n=spec.n, seed=seed, num_shared_classes=shared,
+                                                   **spec.params)  # fmt: skip
 
     # ---- preflight ------------------------------------------------------------------------
     def check(self, config: ExperimentConfig, units: list[Unit]) -> list[str]:

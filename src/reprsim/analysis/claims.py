@@ -1,0 +1,205 @@
+"""The paper's claims and the one-line answer the run gives to each.
+
+A claim is answered per *group* — one (run, source, model, overlap kind) at its headline layer
+pair — and never by pooling groups. Each group gets one line: how many of its primary tests say
+similarity rises, falls or is inconclusive, on the headline (fixed-composition) probe sets and,
+separately, on the others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reprsim.analysis.cells import VARIES, headline_probe_sets
+from reprsim.analysis.text import (
+    consequence_label,
+    fmt,
+    fmt_ci,
+    kind_label,
+    measure_label,
+    similarity_direction,
+    where_label,
+)
+
+__all__ = ["CLAIMS", "build_claims", "effect_groups"]
+
+#: (id, title, overlap kinds) of the claims the report answers, in order.
+CLAIMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("data", "Does data overlap raise representational similarity?", ("data",)),
+    ("task", "Does task overlap raise representational similarity?", ("task", "attribute")),
+    ("combined", "Does combining data and task overlap give the strongest effect?", ("factorial", "combined")),
+    ("consequences", "Does similarity make adversarial examples transfer?", ()),
+)
+_GROUP_KEYS = ("run", "source", "model", "overlap_kind")
+
+
+def _keys(frame: pd.DataFrame) -> list[str]:
+    return [k for k in _GROUP_KEYS if k in frame.columns]
+
+
+def effect_groups(effects: pd.DataFrame, kinds: tuple[str, ...]) -> list[tuple[dict[str, Any], pd.DataFrame, list[str]]]:
+    """``(keys, rows, headline probe sets)`` per group of the given kinds; ``rows`` are the group's
+    cells at the headline layer pair (``keys`` include that layer pair)."""
+    if effects.empty:
+        return []
+    sub = effects[effects["overlap_kind"].isin(kinds) & effects["headline_layer"]]
+    out = []
+    for key, g in sub.groupby(_keys(sub), sort=False):
+        keys = dict(zip(_keys(sub), key if isinstance(key, tuple) else (key,)))
+        keys.update(layer_a=g["layer_a"].iloc[0], layer_b=g["layer_b"].iloc[0])
+        out.append((keys, g, headline_probe_sets(g, str(keys["overlap_kind"]))))
+    return out
+
+
+def _counts(rows: pd.DataFrame) -> dict[str, int]:
+    dirs = [similarity_direction(v, bool(d)) for v, d in zip(rows["verdict"], rows["distance"])]
+    return {k: dirs.count(k) for k in ("more similar", "less similar", "inconclusive")}
+
+
+def _count_phrase(rows: pd.DataFrame) -> str:
+    c = _counts(rows)
+    n = len(rows)
+    return (f"similarity rises in {c['more similar']} of {n} test{'s' if n != 1 else ''}, falls in "
+            f"{c['less similar']}, inconclusive in {c['inconclusive']}")  # fmt: skip
+
+
+def _effect_line(keys: dict[str, Any], g: pd.DataFrame, heads: list[str]) -> tuple[str, dict[str, int]]:
+    prim = g[g["family"] == "primary"]
+    lead = f"{kind_label(keys['overlap_kind']).capitalize()}, {where_label(keys)}"
+    if prim.empty:
+        return f"{lead}: no primary test in this group (every cell is exploratory).", _counts(prim)
+    head = prim[prim["probe_set"].isin(heads)]
+    rest = prim[~prim["probe_set"].isin(heads)]
+    parts = []
+    if not head.empty:
+        parts.append(f"on the headline probe set{'s' if len(heads) > 1 else ''} {', '.join(heads)} {_count_phrase(head)}")
+    if not rest.empty:
+        varies = sorted(set(rest.loc[rest["composition"] == VARIES, "probe_set"]))
+        others = sorted(set(rest["probe_set"]))
+        label = "composition varies with the fraction" if varies and set(varies) == set(others) else "other probe sets"
+        parts.append(f"on {', '.join(others)} ({label}) {_count_phrase(rest)}")
+    return f"{lead}: " + "; ".join(parts) + " (primary tests, Holm-adjusted).", _counts(head if not head.empty else prim)
+
+
+def _factorial_groups(fac: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    if fac.empty:
+        return []
+    sub = fac[fac["headline_layer"]]
+    keys = [k for k in ("run", "source", "model") if k in sub.columns]
+    out = []
+    for key, g in sub.groupby(keys, sort=False):
+        k = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        k.update(overlap_kind="factorial", layer_a=g["layer_a"].iloc[0], layer_b=g["layer_b"].iloc[0])
+        out.append((k, g))
+    return out
+
+
+def _factorial_line(keys: dict[str, Any], g: pd.DataFrame) -> str:
+    prim = g[g["family"] == "primary"]
+    rows = prim if not prim.empty else g
+    n = len(rows)
+    v = list(rows["verdict"])
+    strongest = list(rows["combined_strongest"])
+    return (f"Factorial design, {where_label(keys)}: the interaction (y11 − y10 − y01 + y00) is positive in "
+            f"{v.count('positive')} of {n} {'primary ' if not prim.empty else ''}tests, negative in {v.count('negative')}, "
+            f"inconclusive in {v.count('inconclusive')}; combining beats the best single factor in "
+            f"{strongest.count('yes')} of {n}, loses in {strongest.count('no')}, inconclusive in "
+            f"{strongest.count('inconclusive')}.")  # fmt: skip
+
+
+def _consequence_line(keys: dict[str, Any], cons: pd.DataFrame, links: pd.DataFrame, link_choice: tuple[str, str] | None) -> str:
+    def pick(name: str) -> pd.Series | None:
+        hit = cons[cons["consequence"] == name]
+        return hit.iloc[0] if len(hit) else None
+
+    parts = []
+    for direction in ("", "_ba"):
+        tr = pick(f"transfer_asr{direction}")
+        if tr is None:
+            continue
+        wb = pick(f"whitebox_asr{direction}")
+        gf = pick(f"transfer_asr_given_source_fooled{direction}")
+        text = (f"{consequence_label(tr['consequence'])} {fmt(tr['value_at_min'])} → {fmt(tr['value_at_max'])} "
+                f"(slope {fmt_ci(tr['slope'], tr['slope_low'], tr['slope_high'])}, {tr['verdict']})")  # fmt: skip
+        if wb is not None:
+            text += f", white-box {fmt(wb['value_at_min'])} → {fmt(wb['value_at_max'])} ({wb['verdict']})"
+        if gf is not None:
+            text += f", P(victim fooled | source fooled) {fmt(gf['value_at_min'])} → {fmt(gf['value_at_max'])} ({gf['verdict']})"
+        parts.append(text)
+    if not parts:
+        return ""
+    line = f"{kind_label(keys['overlap_kind']).capitalize()}, {where_label(keys)}: " + "; ".join(parts)
+    if link_choice is not None and not links.empty:
+        hit = links[(links["measure"] == link_choice[0]) & (links["probe_set"] == link_choice[1])
+                    & (links["consequence"] == "transfer_asr")]  # fmt: skip
+        if len(hit):
+            r = hit.iloc[0]
+            line += (f". {measure_label(r['measure'])} ('{r['probe_set']}') vs transfer within fraction: r "
+                     f"{fmt_ci(r['partial_r'], r['partial_r_low'], r['partial_r_high'])} ({r['partial_verdict']}), "
+                     f"pooled over fractions ρ {fmt(r['spearman'])}")  # fmt: skip
+    return line + "."
+
+
+def build_claims(effects: pd.DataFrame, factorial: pd.DataFrame, cons: pd.DataFrame, links: pd.DataFrame,
+                 primary_measures: tuple[str, ...]) -> list[dict[str, Any]]:  # fmt: skip
+    """Every claim with its groups and one-line answers.
+
+    Returns a list of dicts: ``id``, ``title``, ``summary`` (one line for the claim), ``groups``
+    (each ``keys``, ``summary`` and, for effect claims, ``headline_probe_sets``).
+    """
+    claims = []
+    for cid, title, kinds in CLAIMS:
+        groups: list[dict[str, Any]] = []
+        if cid in ("data", "task"):
+            total = {"more similar": 0, "less similar": 0, "inconclusive": 0}
+            for keys, g, heads in effect_groups(effects, kinds):
+                line, counts = _effect_line(keys, g, heads)
+                total = {k: total[k] + counts[k] for k in total}
+                groups.append({"keys": keys, "summary": line, "headline_probe_sets": heads})
+            n = sum(total.values())
+            summary = (f"Across {len(groups)} group{'s' if len(groups) != 1 else ''} (never pooled), on headline probe sets "
+                       f"similarity rises in {total['more similar']} of {n} primary tests, falls in {total['less similar']}, "
+                       f"inconclusive in {total['inconclusive']}.") if groups else "Not tested in this run."  # fmt: skip
+        elif cid == "combined":
+            fac_groups = _factorial_groups(factorial)
+            for keys, g in fac_groups:
+                groups.append({"keys": keys, "summary": _factorial_line(keys, g)})
+            prim = pd.concat([g[g["family"] == "primary"] for _, g in fac_groups]) if fac_groups else pd.DataFrame()
+            v = list(prim["verdict"]) if not prim.empty else []
+            strongest = list(prim["combined_strongest"]) if not prim.empty else []
+            summary = (f"Across {len(groups)} factorial group{'s' if len(groups) != 1 else ''} (never pooled), the "
+                       f"interaction is positive in {v.count('positive')} of {len(v)} primary tests, negative in "
+                       f"{v.count('negative')}, inconclusive in {v.count('inconclusive')}; combining beats the best "
+                       f"single factor in {strongest.count('yes')}, loses in {strongest.count('no')}, inconclusive in "
+                       f"{strongest.count('inconclusive')}.") if groups else (
+                "Not tested as a factorial design in this run." + (" See the data × task grid below." if
+                                                                   (effects["overlap_kind"] == "combined").any() else ""))  # fmt: skip
+        else:
+            for keys, g, heads in effect_groups(effects, ("data", "task", "attribute", "combined", "factorial")):
+                if cons.empty:
+                    break
+                m = np.ones(len(cons), dtype=bool)
+                for k in _keys(cons):
+                    m &= cons[k].astype(str).to_numpy() == str(keys[k])
+                lm = np.ones(len(links), dtype=bool)
+                for k in (*_keys(links), "layer_a", "layer_b"):
+                    if k in links:
+                        lm &= links[k].astype(str).to_numpy() == str(keys[k])
+                measure = next((mm for mm in primary_measures if mm in set(g["measure"])), None)
+                choice = (measure, heads[0]) if measure and heads else None
+                line = _consequence_line(keys, cons[m], links[lm] if len(links) else links, choice)
+                if line:
+                    groups.append({"keys": keys, "summary": line, "headline_probe_sets": heads})
+            heads_cons = cons[cons["family"] == "primary"] if not cons.empty else cons
+            if groups:
+                v = list(heads_cons["verdict"])
+                summary = (f"Transfer success rises with overlap in {v.count('rises')} of {len(v)} primary tests "
+                           f"(Holm-adjusted), falls in {v.count('falls')}, inconclusive in {v.count('inconclusive')}; "
+                           "the within-fraction links below separate similarity from the fraction.")  # fmt: skip
+            else:
+                summary = "No consequence columns in this run."
+        claims.append({"id": cid, "title": title, "summary": summary, "groups": groups})
+    return claims

@@ -1,0 +1,260 @@
+"""Inference with the seed as the unit.
+
+Rows of one cell that share a seed share model A (and its training run), so they are not
+independent. Every interval here is therefore computed over seeds: an effect is estimated within
+each seed, and the per-seed estimates are summarised with a t(n_seeds − 1) interval
+(:func:`t_summary`). The p-values of a declared family are Holm-adjusted (:func:`holm`); the
+paper's mutual information gets a permutation null that shuffles the fraction labels within each
+seed (:func:`mi_permutation_test`); and a within-fraction (partial) correlation gets a bootstrap
+that resamples whole seeds (:func:`partial_correlation`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats as sps
+from scipy.special import digamma
+
+from reprsim.analysis import stats
+
+__all__ = [
+    "ALPHA",
+    "LEVEL",
+    "VERDICTS",
+    "decide",
+    "holm",
+    "ksg_mi_batch",
+    "mi_permutation_test",
+    "partial_correlation",
+    "per_seed_slopes",
+    "t_summary",
+    "within_group_permutations",
+]
+
+ALPHA = 0.05
+LEVEL = 0.95
+#: The only verdict words of an effect; an interval containing 0 is "inconclusive", never "no effect".
+VERDICTS = ("rises", "falls", "inconclusive")
+MIN_SEEDS_FOR_INTERVAL = 3
+#: A percentile bootstrap over seeds needs more seeds than a t interval: with 3 seeds there are
+#: only 10 distinct resamples, so below this no bootstrap interval is given.
+MIN_SEEDS_FOR_BOOTSTRAP = 5
+
+
+def t_summary(values: object, *, level: float = LEVEL) -> dict[str, float | int | str | None]:
+    """Mean of per-seed estimates with its t(n − 1) interval and two-sided one-sample t-test p.
+
+    Returns
+    -------
+    dict with ``estimate`` (the mean), ``low``, ``high``, ``p``, ``sd`` (between-seed SD, ddof=1),
+    ``n`` (seeds) and ``reason`` (``None``, or why there is no interval: fewer than
+    :data:`MIN_SEEDS_FOR_INTERVAL` seeds, or no seed at all). Undefined numbers are NaN.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    nan = float("nan")
+    out: dict[str, float | int | str | None] = {"estimate": nan, "low": nan, "high": nan, "p": nan, "sd": nan,
+                                                "n": n, "reason": None}  # fmt: skip
+    if n == 0:
+        out["reason"] = "no seed has the levels needed for an estimate"
+        return out
+    mean = float(v.mean())
+    out["estimate"] = mean
+    if n < MIN_SEEDS_FOR_INTERVAL:
+        out["reason"] = f"{n} seed{'s' if n != 1 else ''} (fewer than {MIN_SEEDS_FOR_INTERVAL}): no interval"
+        return out
+    sd = float(v.std(ddof=1))
+    out["sd"] = sd
+    if sd <= 1e-15 * max(1.0, abs(mean)):
+        out["low"] = out["high"] = mean
+        out["p"] = 0.0 if mean != 0 else 1.0
+        out["reason"] = "identical estimates in every seed (no between-seed variation)"
+        return out
+    se = sd / math.sqrt(n)
+    tcrit = float(sps.t.ppf(0.5 + level / 2, n - 1))
+    out["low"], out["high"] = mean - tcrit * se, mean + tcrit * se
+    out["p"] = float(2 * sps.t.sf(abs(mean / se), n - 1))
+    return out
+
+
+def per_seed_slopes(x: object, y: object, seeds: object) -> tuple[np.ndarray, np.ndarray]:
+    """OLS slope of ``y`` on ``x`` within each seed that has at least two distinct ``x`` values.
+
+    Returns ``(labels, slopes)``: the seeds used (sorted) and their slopes, both shape (n_used,).
+    """
+    xa, ya = stats.check_xy(x, y)
+    s = np.asarray(seeds)
+    if s.shape != xa.shape:
+        raise ValueError(f"seeds must have one label per row ({xa.size}), got shape {s.shape}.")
+    labels, slopes = [], []
+    for label in np.unique(s):
+        m = s == label
+        xs, ys = xa[m], ya[m]
+        if np.ptp(xs) == 0:
+            continue
+        dx = xs - xs.mean()
+        labels.append(label)
+        slopes.append(float(np.sum(dx * (ys - ys.mean())) / np.sum(dx * dx)))
+    return np.asarray(labels), np.asarray(slopes, dtype=float)
+
+
+def holm(p_values: object) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN entries are not tests: they stay
+    NaN and do not count towards the family size). Returns an array of the input's shape."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = idx.size
+    if m == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adjusted)
+    return out
+
+
+def decide(estimate: float, low: float, high: float, p: float, *, alpha: float = ALPHA) -> str:
+    """``"rises"`` / ``"falls"`` when ``p < alpha`` and the interval excludes 0 on that side,
+    else ``"inconclusive"`` (also for any undefined number)."""
+    vals = (estimate, low, high, p)
+    if any(v is None or not np.isfinite(v) for v in vals) or p >= alpha:
+        return "inconclusive"
+    if low > 0:
+        return "rises"
+    if high < 0:
+        return "falls"
+    return "inconclusive"
+
+
+# ---- mutual information: the paper's estimator and a permutation null ----------------------
+
+
+def within_group_permutations(groups: object, n_perm: int, seed: int = 0) -> np.ndarray:
+    """Random permutations that move rows only within their group (seed).
+
+    Returns an int array of shape (n_perm, n): ``x[perm[b]]`` is ``x`` with the values of each
+    group shuffled among that group's rows.
+    """
+    g = np.asarray(groups)
+    if g.ndim != 1:
+        raise ValueError(f"groups must be 1-D (one seed per row), got shape {g.shape}.")
+    _, codes = np.unique(g, return_inverse=True)
+    n = codes.size
+    rng = np.random.default_rng(seed)
+    keys = rng.random((n_perm, n))
+    order = np.lexsort((keys, np.broadcast_to(codes, (n_perm, n))), axis=-1)
+    base = np.argsort(codes, kind="stable")
+    perm = np.empty((n_perm, n), dtype=np.intp)
+    perm[:, base] = order
+    return perm
+
+
+def _sklearn_scaled(x: np.ndarray, y: np.ndarray, random_state: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What ``mutual_info_regression`` does to its inputs before the KSG estimate: scale by the
+    (ddof 0) SD, then add 1e-10-scale noise from ``RandomState(random_state)`` (X's first, then y's).
+    Returns (x scaled, x noise, y scaled + noise); the noise is added after any permutation of x."""
+    rng = np.random.RandomState(random_state)
+    sx = x.std() or 1.0
+    xs = x / sx
+    ex = 1e-10 * max(1.0, float(np.mean(np.abs(xs)))) * rng.standard_normal(x.size)
+    sy = y.std() or 1.0
+    ys = y / sy
+    ys = ys + 1e-10 * max(1.0, float(np.mean(np.abs(ys)))) * rng.standard_normal(y.size)
+    return xs, ex, ys
+
+
+def ksg_mi_batch(x: object, y: object, perms: np.ndarray | None = None, *, n_neighbors: int = 3,
+                 random_state: int = 42) -> np.ndarray:  # fmt: skip
+    """The KSG estimate of ``sklearn.feature_selection.mutual_info_regression(x[perm], y,
+    n_neighbors, random_state)`` for every row ``perm`` of ``perms`` at once (dense distances).
+
+    Returns shape (n_perm,) in nats (floored at 0, as sklearn); ``perms=None`` is the identity.
+    """
+    xa, ya = stats.check_xy(x, y)
+    n = xa.size
+    if perms is None:
+        perms = np.arange(n)[None, :]
+    xs, ex, ys = _sklearn_scaled(xa, ya, random_state)
+    dy = np.abs(ys[:, None] - ys[None, :])
+    const = digamma(n) + digamma(n_neighbors)
+    out = np.empty(perms.shape[0])
+    chunk = max(1, int(4e6 // (n * n)))
+    for start in range(0, perms.shape[0], chunk):
+        xb = xs[perms[start:start + chunk]] + ex  # (b, n)
+        dx = np.abs(xb[:, :, None] - xb[:, None, :])
+        d = np.maximum(dx, dy)
+        d[:, np.arange(n), np.arange(n)] = np.inf
+        radius = np.nextafter(np.partition(d, n_neighbors - 1, axis=-1)[..., n_neighbors - 1], 0)
+        nx = (dx <= radius[..., None]).sum(axis=-1) - 1.0
+        ny = (dy[None] <= radius[..., None]).sum(axis=-1) - 1.0
+        mi = const - digamma(nx + 1).mean(axis=-1) - digamma(ny + 1).mean(axis=-1)
+        out[start:start + chunk] = np.maximum(mi, 0.0)
+    return out
+
+
+def mi_permutation_test(x: object, y: object, groups: object, *, n_perm: int = 1000, seed: int = 0,
+                        n_neighbors: int = 3, random_state: int = 42) -> dict[str, float | int]:  # fmt: skip
+    """The paper's MI of ``y`` on ``x`` and its null from permuting ``x`` within each group (seed).
+
+    Returns
+    -------
+    dict with ``mi`` (exactly :func:`reprsim.analysis.stats.mutual_information`), ``mi_null95``
+    (95th percentile of the null), ``mi_p`` = (1 + #{null ≥ mi}) / (1 + n_perm) and ``n_perm``.
+    NaN when there are too few rows (n ≤ n_neighbors).
+    """
+    xa, ya = stats.check_xy(x, y)
+    nan = float("nan")
+    mi = stats.mutual_information(xa, ya, n_neighbors=n_neighbors, random_state=random_state)
+    if not np.isfinite(mi) or n_perm < 1:
+        return {"mi": mi, "mi_null95": nan, "mi_p": nan, "n_perm": 0}
+    perms = within_group_permutations(groups, n_perm, seed)
+    null = ksg_mi_batch(xa, ya, perms, n_neighbors=n_neighbors, random_state=random_state)
+    p = (1.0 + float(np.sum(null >= mi - 1e-12))) / (1.0 + n_perm)
+    return {"mi": mi, "mi_null95": float(np.percentile(null, 95)), "mi_p": p, "n_perm": int(n_perm)}
+
+
+# ---- within-fraction (partial) correlation with a seed-cluster bootstrap --------------------
+
+
+def _within_corr(w: np.ndarray, x: np.ndarray, y: np.ndarray, onehot: np.ndarray) -> np.ndarray:
+    """Weighted Pearson r of x and y after removing each stratum's weighted mean, per row of w."""
+    sw = w @ onehot  # (B, k)
+    safe = np.where(sw > 0, sw, 1.0)
+    mx, my = (w * x) @ onehot / safe, (w * y) @ onehot / safe
+    strata = onehot.argmax(axis=1)
+    rx, ry = x - mx[:, strata], y - my[:, strata]
+    cov = (w * rx * ry).sum(axis=1)
+    vx, vy = (w * rx * rx).sum(axis=1), (w * ry * ry).sum(axis=1)
+    tol = 1e-20
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / np.sqrt(vx * vy)
+    r[(vx <= tol) | (vy <= tol)] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+def partial_correlation(x: object, y: object, strata: object, clusters: object, *, n_boot: int = stats.DEFAULT_N_BOOT,
+                        seed: int = stats.DEFAULT_SEED, level: float = LEVEL) -> dict[str, float | str | None]:  # fmt: skip
+    """Correlation of ``x`` and ``y`` given the stratum (the overlap fraction, as a factor): Pearson r
+    of both after subtracting their stratum means, with a percentile bootstrap over ``clusters``
+    (seeds: a resample draws whole seeds).
+
+    Returns dict with ``estimate``, ``low``, ``high``, ``ci_unit`` and ``reason`` (``None``, or why
+    it is undefined, e.g. no variation left within the fractions).
+    """
+    xa, ya = stats.check_xy(x, y)
+    nan = float("nan")
+    _, codes = np.unique(np.asarray(strata), return_inverse=True)
+    onehot = np.eye(codes.max() + 1 if codes.size else 1)[codes]
+    est = float(_within_corr(np.ones((1, xa.size)), xa, ya, onehot)[0])
+    if not np.isfinite(est):
+        return {"estimate": nan, "low": nan, "high": nan, "ci_unit": "none",
+                "reason": "no variation left within the fraction levels"}  # fmt: skip
+    if np.unique(np.asarray(clusters)).size < MIN_SEEDS_FOR_BOOTSTRAP:
+        return {"estimate": est, "low": nan, "high": nan, "ci_unit": "none",
+                "reason": f"fewer than {MIN_SEEDS_FOR_BOOTSTRAP} seeds: no bootstrap interval"}  # fmt: skip
+    w, unit = stats.bootstrap_weights(clusters, n_boot=n_boot, seed=seed)
+    low, high = stats.percentile_ci(_within_corr(w, xa, ya, onehot), level)
+    return {"estimate": est, "low": low, "high": high, "ci_unit": unit, "reason": None}

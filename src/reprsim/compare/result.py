@@ -1,0 +1,142 @@
+"""What ``compare_models`` returns: the tidy table, layer × layer matrices, plots and a page."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reprsim.errors import ReprsimError
+
+__all__ = ["Comparison", "TABLE_COLUMNS"]
+
+#: The columns of :attr:`Comparison.table` (``p_value`` / ``ci_low`` / ``ci_high`` only when asked).
+TABLE_COLUMNS = ("layer_a", "layer_b", "measure", "value", "p_value", "ci_low", "ci_high")
+
+
+@dataclass
+class Comparison:
+    """Two models compared on one probe set.
+
+    Attributes:
+        table: tidy DataFrame, one row per (layer_a, layer_b, measure) with ``value``, plus
+            ``p_value`` (with ``n_permutations``) and ``ci_low`` / ``ci_high`` (with ``n_boot``).
+        transfer: with ``attack=``: tidy DataFrame, one row per (direction, quantity)
+            (``whitebox_asr`` = the source fooled by its own examples, the white-box baseline;
+            ``transfer_asr`` = the victim fooled by them; ``transfer_asr_conditional``; the clean
+            errors) with ``value``, ``ci_low``, ``ci_high``, ``n``; else None.
+        transfer_summary: the same numbers as a flat dict (the sweep's column names), or None.
+        layers_a, layers_b: the layers compared, in order.
+        measures: the measures computed, in order.
+        model_a, model_b: descriptions of the two models.
+        inputs: description of the probe set; ``n_inputs`` its size.
+        prepare: the feature preparation applied before measuring.
+        features: ``{"a": {layer: (n, d)}, "b": {...}}`` raw (unprepared) float32 features.
+        timings: seconds spent per stage (``features_a``, ``features_b``, ``measures``, ...).
+        warnings: measures undefined for a pair and other notes.
+    """
+
+    table: pd.DataFrame
+    layers_a: list[str]
+    layers_b: list[str]
+    measures: list[str]
+    model_a: str = "A"
+    model_b: str = "B"
+    inputs: str = ""
+    n_inputs: int = 0
+    prepare: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    transfer: pd.DataFrame | None = None
+    transfer_summary: dict[str, float] | None = None
+    attack: str | None = None
+    features: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return (f"Comparison({self.model_a!r} vs {self.model_b!r}, {self.n_inputs} inputs, "
+                f"{len(self.layers_a)}×{len(self.layers_b)} layers, {len(self.measures)} measures"
+                + (", with attack transfer" if self.transfer is not None else "") + ")")
+
+    def matrix(self, measure: str, column: str = "value") -> pd.DataFrame:
+        """The layer × layer table of one measure: rows = layers of A (index ``layer_a``), columns
+        = layers of B (``layer_b``), shape (len(layers_a), len(layers_b)). ``column`` may also be
+        ``p_value``, ``ci_low`` or ``ci_high`` when they were computed."""
+        if measure not in self.measures:
+            raise ValueError(f"measure {measure!r} was not computed; computed: {', '.join(self.measures)}.")
+        if column not in self.table.columns or column in ("layer_a", "layer_b", "measure"):
+            have = [c for c in self.table.columns if c not in ("layer_a", "layer_b", "measure")]
+            raise ValueError(f"column {column!r} is not in the table; available: {', '.join(have)}.")
+        sub = self.table[self.table["measure"] == measure]
+        mat = sub.pivot(index="layer_a", columns="layer_b", values=column)
+        return mat.reindex(index=self.layers_a, columns=self.layers_b).astype(float)
+
+    def to_frame(self) -> pd.DataFrame:
+        """:attr:`table` plus the attack-transfer numbers in the same columns (``layer_a`` =
+        ``layer_b`` = ``"output"``, ``measure`` = e.g. ``transfer_asr_a_to_b``), as the CLI writes it."""
+        frame = self.table.copy()
+        if self.transfer is None or self.transfer.empty:
+            return frame
+        rows = []
+        for r in self.transfer.itertuples(index=False):
+            suffix = "a_to_b" if r.direction == "A→B" else "b_to_a"
+            rows.append({"layer_a": "output", "layer_b": "output", "measure": f"{r.quantity}_{suffix}",
+                         "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high})
+        extra = pd.DataFrame(rows)
+        for col in frame.columns:
+            if col not in extra.columns:
+                extra[col] = np.nan
+        for col in ("ci_low", "ci_high"):
+            if col not in frame.columns:
+                frame[col] = np.nan
+        return pd.concat([frame, extra[frame.columns]], ignore_index=True)
+
+    def records(self) -> list[dict[str, Any]]:
+        """:meth:`to_frame` as JSON-ready records (NaN → None)."""
+        out = []
+        for rec in self.to_frame().to_dict(orient="records"):
+            out.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()})
+        return out
+
+    def plot(self, measure: str | list[str] | None = None, *, max_cols: int = 4) -> Any:
+        """Layer × layer heatmaps (rows = layers of A, columns = layers of B), one panel per
+        measure (default: every measure; a name or a list selects). Returns a matplotlib Figure.
+        With a single layer pair, a bar chart of every measure instead."""
+        from reprsim.compare.html import figure
+
+        names = self.measures if measure is None else [measure] if isinstance(measure, str) else list(measure)
+        for name in names:
+            if name not in self.measures:
+                raise ValueError(f"measure {name!r} was not computed; computed: {', '.join(self.measures)}.")
+        return figure(self, names, max_cols=max_cols)
+
+    def to_html(self, path: str | Path) -> Path:
+        """Write a self-contained page (figures embedded, no network needed): the models, inputs,
+        layer heatmaps, the measure table and attack transfer. Returns the path written."""
+        from reprsim.compare.html import render
+
+        out = Path(path)
+        if out.is_dir():
+            raise ReprsimError(f"to_html: {out} is a folder; give a file name such as {out / 'comparison.html'}.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(self), encoding="utf-8")
+        return out
+
+    def save(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``comparison.html``, ``comparison.parquet`` and ``comparison.csv`` (the :meth:`to_frame`
+        table) into ``directory``; returns ``{kind: path}``."""
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        frame = self.to_frame()
+        paths = {"html": self.to_html(root / "comparison.html"), "csv": root / "comparison.csv"}
+        frame.to_csv(paths["csv"], index=False)
+        try:
+            frame.to_parquet(root / "comparison.parquet", index=False)
+            paths["parquet"] = root / "comparison.parquet"
+        except ImportError:  # pragma: no cover - pyarrow is a dependency; keep the CSV regardless
+            pass
+        return paths

@@ -1,0 +1,224 @@
+"""The ``diffusion`` kind: two class-conditional DDPM UNets trained on overlapping image splits.
+
+The paper's diffusion family (PAPER.md §2E, §4) on the one unit pipeline. Splits are the image
+kind's (:mod:`reprsim.experiments.pairs`): data overlap (shared examples per class) and task
+overlap (shared classes; each model is conditioned on its own K classes plus the null class).
+Models are zoo ``unet`` entries (:mod:`reprsim.models.unet`), trained through
+:func:`reprsim.train.train` on their ε-prediction loss (``TrainConfig.ema_decay`` for the paper's
+EMA weights).
+
+Probe sets: the test set (data overlap), or its ``common`` / ``ood_one`` / ``ood_all`` class
+subsets plus the fixed-composition ``common_fixed`` / ``ood_one_fixed`` (task overlap, classes
+chosen over the design's task fractions by :func:`reprsim.data.splits.fixed_probe_classes`),
+then the config's extra (OOD) sources, which must have the training images' shape. Each probe
+image is noised once — ε and t drawn from a generator seeded with the unit's probe seed (test
+images: row i of one draw over the whole test set, so an image gets the same ε and t in every
+subset) — and both models receive the identical x_t, t and the null class label
+(``Probe.extra``: ``noise``, ``timesteps``). Representation: ``penultimate`` = the input of
+``conv_out``, pooled as per-channel mean ‖ population std.
+
+Per-pair columns: ``denoise_loss_a`` / ``_b`` (ε-MSE on up to :data:`EVAL_N` test images of the
+model's classes, conditioned on their labels) and ``train_denoise_loss_a`` / ``_b`` (the same on
+its training images, with the same ε and t row by row: the gap is memorisation). Files: DDIM
+samples of each model, one row per class (``samples_a.png``, ``samples_b.png`` and
+``samples.json`` naming the rows), for the pairs of the config's first seed — one pair per
+fraction. No consequence stage applies (there is no classifier to attack).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from reprsim.errors import ReprsimError
+from reprsim.experiments.kinds.base import Kind, Probe, Trained
+from reprsim.experiments.kinds.image import ImageKind, load_probe, load_source, subsample
+from reprsim.experiments.pairs import PairData
+
+if TYPE_CHECKING:
+    from reprsim.experiments.config import ExperimentConfig
+    from reprsim.experiments.grid import Unit
+
+#: Seed of the denoising-loss draws (the same for every model, so A and B are scored alike).
+EVAL_SEED = 0
+#: Images (test, and training) the per-model denoising loss is measured on.
+EVAL_N = 512
+#: Sample grids: DDIM steps, samples per class, classifier-free guidance scale, noise seed.
+SAMPLE_STEPS = 20
+SAMPLES_PER_CLASS = 4
+GUIDANCE_SCALE = 3.0
+SAMPLE_SEED = 0
+#: Files :meth:`DiffusionKind.save_artifacts` writes into the unit folder.
+SAMPLE_FILES = {"a": "samples_a.png", "b": "samples_b.png", "rows": "samples.json"}
+
+
+def draw_seed(probe_seed: int, name: str) -> int:
+    """The seed of the noise and timesteps of probe set ``name`` (``"test"``: the whole test set)."""
+    return int(np.random.SeedSequence([int(probe_seed), zlib.crc32(name.encode())]).generate_state(1)[0])
+
+
+def num_timesteps(unit: Unit) -> int:
+    """The number of DDPM steps of the unit's model (its ``num_train_timesteps`` option, default 1000)."""
+    from reprsim.models.unet import NUM_TRAIN_TIMESTEPS
+
+    return int(unit.model.options.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS))
+
+
+def _n_classes(labels: np.ndarray) -> int:
+    return len(np.unique(labels))
+
+
+def shape_problem(name: str, got: tuple[int, ...], want: tuple[int, ...]) -> str | None:
+    """A line saying that probe set ``name``'s images do not fit the models, or None when they do."""
+    if tuple(got) == tuple(want):
+        return None
+    return (f"probes.{name}: images of shape {tuple(got)} but the diffusion models take {tuple(want)} (the training "
+            "images' shape); a denoiser's input is not resized, so use a probe source of that shape (e.g. mnist for "
+            "fashion_mnist models, colorshapes with the same image_size) or remove the probe")  # fmt: skip
+
+
+def write_grid(images: np.ndarray, n_rows: int, path: Path) -> None:
+    """Save pixels (n_rows·m, C, H, W) in [0, 1] as one PNG grid with ``n_rows`` rows (2-pixel gaps)."""
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    cols = n // n_rows
+    scale = max(1, 64 // max(h, w))  # small images are enlarged (nearest neighbour) to be visible
+    gap = 2
+    grid = np.ones((n_rows * (h * scale + gap) + gap, cols * (w * scale + gap) + gap, 3), dtype=np.uint8) * 255
+    pixels = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+    for i in range(n):
+        r, col = divmod(i, cols)
+        tile = pixels[i].transpose(1, 2, 0)
+        tile = np.repeat(tile, 3, axis=2) if c == 1 else tile[:, :, :3]
+        tile = tile.repeat(scale, axis=0).repeat(scale, axis=1)
+        y, x = gap + r * (h * scale + gap), gap + col * (w * scale + gap)
+        grid[y:y + h * scale, x:x + w * scale] = tile
+    Image.fromarray(grid).save(path)
+
+
+class DiffusionKind(ImageKind):
+    name = "diffusion"
+    overlap_kinds = ("data", "task")
+    model_kinds = ("unet",)
+    consequences = ()
+    feature_batch_size = 256
+    feature_pool = "mean_std"
+
+    # ---- data -----------------------------------------------------------------------------
+    # pair(): the image kind's split (data overlap per class, task overlap by class)
+
+    def probes(self, config: ExperimentConfig, unit: Unit, pair: PairData) -> list[Probe]:
+        """The test set (or its class subsets and their fixed-composition versions), then the OOD sets,
+        each with every image's noise and timestep in ``extra``."""
+        from reprsim.models.unet import eval_draws
+
+        seed = unit.seeds()["probe"]
+        steps = num_timesteps(unit)
+        shape = tuple(pair.test.inputs.shape[1:])
+        noise, timesteps = eval_draws(len(pair.test.inputs), shape, draw_seed(seed, "test"), steps)
+        test_labels = pair.test.labels[pair.label]
+        probes = []
+        for name, role, indices in pair.probe_indices():  # test, or common / ood_one / ood_all and *_fixed
+            idx = indices[subsample(len(indices), config.probe_size, seed)]
+            probes.append(Probe(name, role, pair.test.inputs[idx], _n_classes(test_labels[idx]),
+                                {"noise": noise[idx], "timesteps": timesteps[idx]}))  # fmt: skip
+        for spec in config.probes:
+            data = load_probe(spec)
+            problem = shape_problem(spec.name, tuple(data.inputs.shape[1:]), shape)
+            if problem is not None:
+                raise ReprsimError(problem)
+            idx = subsample(len(data.inputs), config.probe_size, seed)
+            ood_noise, ood_t = eval_draws(len(idx), shape, draw_seed(seed, spec.name), steps)
+            labels = data.labels.get("label")
+            n_classes = _n_classes(labels[idx]) if labels is not None else None
+            probes.append(Probe(spec.name, "ood", data.inputs[idx], n_classes, {"noise": ood_noise, "timesteps": ood_t}))
+        return probes
+
+    # ---- models ---------------------------------------------------------------------------
+    # build() and weights_key(): the image kind's (input shape and class count of the side's split)
+
+    def fit(self, config: ExperimentConfig, unit: Unit, pair: PairData, side: str, model: nn.Module,
+            checkpoint_dir: Path, device: torch.device, progress: bool) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+        """Train on the side's images and labels (seed stream ``order_<side>``); info: the denoising
+        loss on test and training images of the model's classes, the last epoch's training loss, seconds."""
+        from reprsim.models.unet import denoising_loss
+        from reprsim.train import TrainConfig, train
+
+        result = train(model, pair.train_set(side), TrainConfig.from_dict(unit.train), unit.seeds()[f"order_{side}"],
+                       checkpoint_dir=checkpoint_dir, progress=progress, device=device)  # fmt: skip
+        losses = {}
+        for key, (x, y) in (("denoise_loss", pair.eval_set(side)), ("train_denoise_loss", pair.train_set(side))):
+            idx = subsample(len(x), EVAL_N, EVAL_SEED)
+            losses[key] = denoising_loss(result.model, x[idx], y[idx], EVAL_SEED)
+        info = losses | {"final_train_loss": float(result.history[-1]["train_loss"]) if result.history else None,
+                         "seconds": float(result.seconds)}  # fmt: skip
+        return result.model, info
+
+    # ---- read-out -------------------------------------------------------------------------
+    def features(self, config: ExperimentConfig, model: nn.Module, probe: Probe) -> dict[str, np.ndarray]:
+        """``{layer: (n, 2C)}``: the layers' mean ‖ std on the probe's x_t at its t, null class label."""
+        from reprsim.models.unet import denoising_features
+
+        return denoising_features(model, probe.inputs, probe.extra["noise"], probe.extra["timesteps"],
+                                  layers=config.layers, batch_size=self.feature_batch_size)  # fmt: skip
+
+    def pair_columns(self, pair: PairData, a: Trained, b: Trained) -> dict[str, Any]:
+        return {"denoise_loss_a": a.info["denoise_loss"], "denoise_loss_b": b.info["denoise_loss"],
+                "train_denoise_loss_a": a.info["train_denoise_loss"],
+                "train_denoise_loss_b": b.info["train_denoise_loss"]}  # fmt: skip
+
+    def save_artifacts(self, config: ExperimentConfig, unit: Unit, pair: PairData, a: Trained, b: Trained,
+                       folder: Path) -> None:  # fmt: skip
+        """DDIM samples of both models, one row per class, for the pairs of the config's first seed."""
+        if unit.seed != config.seeds[0]:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        names = pair.train.meta.get("class_names", {}).get(pair.label)
+        rows: dict[str, Any] = {"steps": SAMPLE_STEPS, "guidance_scale": GUIDANCE_SCALE, "seed": SAMPLE_SEED,
+                                "per_class": SAMPLES_PER_CLASS}  # fmt: skip
+        for side, trained in (("a", a), ("b", b)):
+            classes = list(pair.split.a_classes if side == "a" else pair.split.b_classes)
+            labels = np.repeat(np.arange(len(classes)), SAMPLES_PER_CLASS)
+            images = trained.model.sample(labels, seed=SAMPLE_SEED, steps=SAMPLE_STEPS, guidance_scale=GUIDANCE_SCALE)
+            write_grid(images.cpu().numpy(), len(classes), folder / SAMPLE_FILES[side])
+            rows[side] = [names[c] if names is not None and c < len(names) else str(c) for c in classes]
+        (folder / SAMPLE_FILES["rows"]).write_text(json.dumps(rows, indent=2))
+
+    def consequence(self, spec: Any, config: ExperimentConfig, unit: Unit, pair: PairData, a: Trained, b: Trained,
+                    seed: int) -> dict[str, Any]:  # fmt: skip
+        return Kind.consequence(self, spec, config, unit, pair, a, b, seed)
+
+    # ---- preflight ------------------------------------------------------------------------
+    def check(self, config: ExperimentConfig, units: list[Unit]) -> list[str]:
+        """diffusers is installed, the probe sources have the training images' shape, then the image
+        kind's checks (splits, training recipe, models, layers, k against every probe set)."""
+        from reprsim.models.unet import MissingDiffusers, require_diffusers
+
+        try:
+            require_diffusers()
+        except MissingDiffusers as exc:
+            return [f"models: {exc}"]
+        problems: list[str] = []
+        shapes = {}
+        for unit in units:
+            key = json.dumps(unit.source.model_dump(mode="json"), sort_keys=True)
+            if key not in shapes:
+                try:
+                    shapes[key] = tuple(load_source(unit.source, "train").inputs.shape[1:])
+                except (ValueError, FileNotFoundError, ReprsimError):
+                    continue  # the image kind's checks report it
+        for spec in config.probes:
+            try:
+                got = tuple(load_probe(spec).inputs.shape[1:])
+            except (ValueError, FileNotFoundError, ReprsimError):
+                continue
+            problems += [p for want in dict.fromkeys(shapes.values()) if (p := shape_problem(spec.name, got, want))]
+        problems += super().check(config, units)
+        return list(dict.fromkeys(problems))
