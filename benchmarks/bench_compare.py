@@ -71,10 +71,14 @@ def main() -> None:
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     feat = comp.timings["features_a"] + comp.timings["features_b"]
     meas = comp.timings["measures"]
+    feat_cpu = comp.cpu_timings["features_a"] + comp.cpu_timings["features_b"]
+    meas_cpu = comp.cpu_timings["measures"]
     print(f"\ncompare_models: {wall:.1f} s wall, {cpu:.1f} s CPU")
-    print(f"  feature extraction (A + B, one pass each): {feat:.1f} s ({feat / wall:.0%})")
-    print(f"  measures (25 pairs x {len(comp.measures)}):           {meas:.1f} s ({meas / wall:.0%})")
-    print(f"  other (loading, checks, table):            {wall - feat - meas:.1f} s")
+    print(f"  feature extraction (A + B, one pass each): {feat:.1f} s wall ({feat / wall:.0%}), "
+          f"{feat_cpu:.1f} s CPU ({feat_cpu / cpu:.0%})")
+    print(f"  measures (25 pairs x {len(comp.measures)}):           {meas:.1f} s wall ({meas / wall:.0%}), "
+          f"{meas_cpu:.1f} s CPU ({meas_cpu / cpu:.0%})")
+    print(f"  other (loading, checks, table):            {wall - feat - meas:.1f} s wall")
     print(f"  cka(penultimate, penultimate) = {comp.matrix('cka').loc['penultimate', 'penultimate']:.4f}")
 
     # ---- naive measures: compute_all per pair on that pair's prepared features ------------------
@@ -82,7 +86,7 @@ def main() -> None:
     prep |= {("b", k): metrics.prepare(v, clip_quantile=0.95) for k, v in comp.features["b"].items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         worst = 0.0
         for la in layers:
             for lb in layers:
@@ -91,20 +95,23 @@ def main() -> None:
                     got = comp.matrix(name).loc[la, lb]
                     if np.isfinite(v) and np.isfinite(got):
                         worst = max(worst, abs(v - got))
-        naive_meas = time.perf_counter() - t0
-    print(f"\nnaive measures (compute_all per pair): {naive_meas:.1f} s  → shared is {naive_meas / meas:.1f}× faster "
+        naive_meas, naive_meas_cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    print(f"\nnaive measures (compute_all per pair): {naive_meas:.1f} s wall, {naive_meas_cpu:.1f} s CPU  → shared is "
+          f"{naive_meas / meas:.1f}× faster by wall, {naive_meas_cpu / meas_cpu:.1f}× by CPU "
           f"(max |Δ value| vs compare_models: {worst:.1e})")
 
     # ---- naive extraction: features again for every pair ----------------------------------------
     if not args.skip_naive_extraction:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         extract(a, x, layers=["layer2"])
         extract(b, x, layers=["layer3"])
-        one_pair = time.perf_counter() - t0
-        naive_feat = 25 * one_pair
-        naive_total = naive_feat + naive_meas
-        print(f"naive extraction: one pair {one_pair:.1f} s × 25 pairs = {naive_feat:.1f} s")
-        print(f"naive total ≈ {naive_total:.1f} s  → compare_models is {naive_total / wall:.1f}× faster")
+        one_pair, one_pair_cpu = time.perf_counter() - t0, cpu_seconds() - c0
+        naive_total = 25 * one_pair + naive_meas
+        naive_total_cpu = 25 * one_pair_cpu + naive_meas_cpu
+        print(f"naive extraction: one pair {one_pair:.1f} s wall / {one_pair_cpu:.1f} s CPU, × 25 pairs = "
+              f"{25 * one_pair:.1f} s wall / {25 * one_pair_cpu:.1f} s CPU")
+        print(f"naive total ≈ {naive_total:.1f} s wall / {naive_total_cpu:.1f} s CPU  → compare_models is "
+              f"{naive_total / wall:.1f}× faster by wall, {naive_total_cpu / cpu:.1f}× by CPU")
     print(f"\nload average after: {load_average()}")
 
 

@@ -145,3 +145,35 @@ def test_weights_key_changes_with_the_adapter_options(llama):
         pair = kind.pair(cfg, unit, None)
         keys.append(json.dumps(kind.weights_key(cfg, unit, pair, "a"), sort_keys=True))
     assert keys[0] != keys[1]
+
+
+def test_chat_world_variant_on_a_demo_llama_base(tmp_path):
+    """The chat world with `hf: demo`: an HF Llama base trained two-phase and safety-tuned, LoRA fine-tunes,
+    and the real-model jailbreak path (chat template, sampling, the world's exact judge)."""
+    config = parse_config({
+        "name": "tiny-llm-chat",
+        "sources": [{"name": "chat", "options": {"seed": 0, "n_families": 6, "n_forbidden": 2, "n_entities": 4}}],
+        "probe_size": 12,
+        "models": [{"hf": "demo", "options": {"demo": {"hidden_size": 32, "n_layers": 1, "n_heads": 2,
+                                                      "intermediate_size": 64}},
+                    "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}],
+        "train": {"pretrain_steps": 30, "safety_steps": 20, "finetune_steps": 10, "finetune_lr": 0.01,
+                  "batch_size": 16, "warmup_steps": 5, "n_train_per_family": 20, "n_heldout_per_family": 12,
+                  "base_n_per_family": 20},
+        "overlap": {"designs": [{"kind": "task", "fractions": [0.5]}]},
+        "seeds": [0],
+        "measures": {"names": ["cka", "mutual_knn"], "params": {"k": 3}},
+        "consequences": [{"jailbreak_transfer": {"params": {"n_behaviours": 8, "n_train": 2, "steps": 5,
+                                                            "n_samples": 2, "suffix_len": 4}}}],
+    })
+    run_experiment(config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    df = load_results(tmp_path / "run")
+    assert (df.status == "ok").all() and df["value"].notna().all()
+    assert set(df.probe_set) == {"forbidden", "benign", "benign_one", "ood"}
+    row = df.iloc[0]
+    assert row.jailbreak_n_eval == 6 and row.jailbreak_n_samples == 2
+    for col in ("jailbreak_whitebox_asr", "jailbreak_transfer_asr", "jailbreak_baseline_asr_ba",
+                "jailbreak_random_suffix_content_asr", "refusal_rate_a", "base_refusal_rate"):
+        assert 0.0 <= row[col] <= 1.0, col
+    bases = list((tmp_path / "cache" / "llm_bases").glob("chat-*/config.json"))
+    assert len(bases) == 1 and json.loads(bases[0].read_text())["model_type"] == "llama"

@@ -36,7 +36,8 @@ class Comparison:
         inputs: description of the probe set; ``n_inputs`` its size.
         prepare: the feature preparation applied before measuring.
         features: ``{"a": {layer: (n, d)}, "b": {...}}`` raw (unprepared) float32 features.
-        timings: seconds spent per stage (``features_a``, ``features_b``, ``measures``, ...).
+        timings: wall-clock seconds per stage (``features_a``, ``features_b``, ``measures``, ...).
+        cpu_timings: CPU seconds of this process (all threads) for the feature and measure stages.
         warnings: measures undefined for a pair and other notes.
     """
 
@@ -55,6 +56,7 @@ class Comparison:
     attack: str | None = None
     features: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:

@@ -10,28 +10,31 @@ from reprsim.experiments.config import MeasureSpec
 
 def similarity_rows(spec: MeasureSpec, feats_a: dict[str, np.ndarray], feats_b: dict[str, np.ndarray],
                     layers: list[str], seed: int) -> list[dict]:  # fmt: skip
-    """One row per (layer_a, layer_b, measure) with ``value`` and ``p_value`` (NaN unless permutations > 0).
+    """One row per (layer_a, layer_b, measure) with ``value``, ``p_value`` (NaN unless permutations > 0)
+    and ``prepare_note_a`` / ``prepare_note_b`` (None, or how the layer's preparation departed from
+    the paper's: sparse-layer clipping, all-zero rows).
 
     Every requested layer pair is kept; choosing a "best" pair is left to the analysis. An empty
     probe set (e.g. no common classes at task overlap 0), or one not larger than k, gives NaN rows, so the table records it.
     """
     names = spec.resolved_names()
-    prepared_a, prepared_b = _prepared(spec, feats_a, layers), _prepared(spec, feats_b, layers)
+    (prepared_a, notes_a), (prepared_b, notes_b) = _prepared(spec, feats_a, layers), _prepared(spec, feats_b, layers)
     rows = []
     for layer_a in layers:
         for layer_b in layers:
             xa, xb = prepared_a.get(layer_a), prepared_b.get(layer_b)
             if xa is None or xb is None:
                 values = {name: float("nan") for name in names}
-            else:
-                values = metrics.compute_all(xa, xb, names=names, **_params_for(names, spec.params))
+            else:  # a measure undefined on these features is recorded as NaN (with a warning in the log)
+                values = metrics.compute_all(xa, xb, names=names, on_error="nan", **_params_for(names, spec.params))
             for name in names:
                 p_value = float("nan")
                 if spec.permutations and not np.isnan(values[name]):
                     p_value = metrics.permutation_test(name, xa, xb, n_permutations=spec.permutations, seed=seed,
                                                        **_params_for([name], spec.params))  # fmt: skip
                 rows.append({"layer_a": layer_a, "layer_b": layer_b, "measure": name,
-                             "value": float(values[name]), "p_value": p_value})  # fmt: skip
+                             "value": float(values[name]), "p_value": p_value,
+                             "prepare_note_a": notes_a.get(layer_a), "prepare_note_b": notes_b.get(layer_b)})  # fmt: skip
     return rows
 
 
@@ -43,14 +46,21 @@ def probe_rows(spec: MeasureSpec, probe_set: str, probe_role: str, n_probe: int,
     return [tags | row for row in similarity_rows(spec, feats_a, feats_b, layers, seed)]
 
 
-def _prepared(spec: MeasureSpec, feats: dict[str, np.ndarray], layers: list[str]) -> dict[str, np.ndarray]:
-    """Each requested layer's features prepared once (layers missing or with ≤ max(k, 3) rows left out)."""
+def _prepared(spec: MeasureSpec, feats: dict[str, np.ndarray],
+              layers: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:  # fmt: skip
+    """Each requested layer's features prepared once (layers missing or with ≤ max(k, 3) rows left
+    out), and a note for each layer whose preparation departed from the paper's (sparse clipping,
+    all-zero rows; :class:`reprsim.metrics.PrepareInfo`)."""
     min_rows = max(int(spec.params.get("k", 0)), 3)
-    return {
-        layer: metrics.prepare(feats[layer], normalize=spec.prepare.normalize, clip_quantile=spec.prepare.clip_quantile)
-        for layer in layers
-        if layer in feats and len(feats[layer]) > min_rows
-    }
+    prepared, notes = {}, {}
+    for layer in layers:
+        if layer not in feats or len(feats[layer]) <= min_rows:
+            continue
+        prepared[layer], info = metrics.prepare(feats[layer], normalize=spec.prepare.normalize,
+                                                clip_quantile=spec.prepare.clip_quantile, return_info=True)  # fmt: skip
+        if info.affected:
+            notes[layer] = info.describe()
+    return prepared, notes
 
 
 def _params_for(names: list[str], params: dict) -> dict:

@@ -12,6 +12,7 @@ Layout under the cache folder: ``models/<key>.rsv`` (weights and their metrics i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from torch import nn
 
 from reprsim import storage
 
+log = logging.getLogger("reprsim.cache")
 Fit = Callable[[nn.Module, Path], tuple[nn.Module, dict]]
 StateOf = Callable[[nn.Module], dict[str, Any]]
 LoadState = Callable[[nn.Module, dict[str, Any]], None]
@@ -51,7 +53,9 @@ def cached_model(model: nn.Module, key: str, cache_dir: Path, fit: Fit, *, state
         if stored is not None:
             tensors, info = stored
             load_state(model, tensors)
+            log.info("model %s loaded from the cache", key)
             return model.eval(), info
+        log.info("model %s: training", key)
         model, info = fit(model, Path(cache_dir) / "checkpoints" / key)
         storage.write_verified_state_dict(path, state_of(model), info)
     return model.eval(), info

@@ -13,7 +13,7 @@ saves it with ``save_pretrained`` (model, tokenizer, chat template) under
   the chat world's shared base, as an HF model.
 
 Both are deterministic (same options, same files) and built under a file lock, so two workers
-never build the same base twice; while building, the torch thread count is raised to the cores.
+never build the same base twice (the others wait for it).
 """
 
 from __future__ import annotations
@@ -129,15 +129,12 @@ def _building(folder: Path) -> Iterator[Path | None]:
             yield None
             return
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-        previous = torch.get_num_threads()
-        torch.set_num_threads(max(previous, os.cpu_count() or 1))  # the other workers wait on the lock
         try:
             yield tmp
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(tmp, folder)
         finally:
-            torch.set_num_threads(previous)
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -277,10 +277,15 @@ def denoising_features(model: DiffusionUNet, images: Any, noise: Any, timesteps:
 
 def eval_draws(n: int, shape: Sequence[int], seed: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Seeded noise (n, *shape) float32 and timesteps (n,) int64 uniform in [0, T): row i is image i's draw."""
-    rng = np.random.default_rng(seed)
-    noise = rng.standard_normal((int(n), *(int(s) for s in shape)), dtype=np.float32)
-    timesteps = rng.integers(0, int(num_train_timesteps), size=int(n), dtype=np.int64)
+    """Seeded noise (n, *shape) float32 and timesteps (n,) int64 uniform in [0, T).
+
+    Noise and timesteps come from two streams spawned from ``seed``, each filled row by row, so
+    row i (image i's ε and t) does not depend on n: the first m rows of a draw of n > m equal the
+    draw of m.
+    """
+    noise_seq, t_seq = np.random.SeedSequence(int(seed)).spawn(2)
+    noise = np.random.default_rng(noise_seq).standard_normal((int(n), *(int(s) for s in shape)), dtype=np.float32)
+    timesteps = np.random.default_rng(t_seq).integers(0, int(num_train_timesteps), size=int(n), dtype=np.int64)
     return noise, timesteps
 
 

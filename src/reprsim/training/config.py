@@ -37,6 +37,10 @@ class TrainConfig:
     ``eval_batches`` and ``warmup_steps`` to language models only. ``mixed_precision`` acts
     on CUDA only (bf16 autocast when supported, else fp16 with loss scaling).
 
+    With a ``checkpoint_dir``, the resumable state is written every ``checkpoint_every`` epochs
+    (and at the last one): an interrupted run resumes from the last one written. Raise it when
+    epochs are short (many epochs of a small data set) and the state is large.
+
     ``ema_decay`` (e.g. 0.999) keeps an exponential moving average of the trainable parameters,
     updated after every optimizer step with the warm-up of diffusers' ``EMAModel`` (decay
     ``min(ema_decay, (1 + s) / (10 + s))`` at update ``s + 1``, 0 at the first); evaluation,
@@ -69,6 +73,7 @@ class TrainConfig:
     restore_best: bool = True
     val_fraction: float = 0.0
     eval_every: int = 1
+    checkpoint_every: int = 1
     eval_batch_size: int = 512
     drop_last: bool = False
     mixed_precision: bool = True
@@ -83,8 +88,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        positive_ints = ("epochs", "batch_size", "eval_every", "eval_batch_size", "block_size", "max_steps",
-                         "eval_interval", "eval_batches")
+        positive_ints = ("epochs", "batch_size", "eval_every", "checkpoint_every", "eval_batch_size", "block_size",
+                         "max_steps", "eval_interval", "eval_batches")
         for name in positive_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -222,7 +222,7 @@ def run_training(
                 bar.set_postfix(loss=f"{entry['train_loss']:.4f}")
             else:
                 bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
-            if directory is not None:
+            if directory is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == n_epochs or stopped):
                 meta = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, "epoch": epoch + 1,
                         "global_step": step, "history": history, "best_score": best["score"],
                         "best_epoch": best["epoch"], "bad": best["bad"], "stopped": stopped}

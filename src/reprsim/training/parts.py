@@ -34,7 +34,7 @@ __all__ = ["EMA", "TrainResult", "evaluate", "evaluate_lm", "has_training_loss"]
 #: the two models of a pair are scored on the same text.
 LM_EVAL_SEED = 1234
 #: Config fields that do not change the trained weights (ignored when matching checkpoints).
-_RUNTIME_FIELDS = ("num_threads", "eval_batch_size")
+_RUNTIME_FIELDS = ("num_threads", "eval_batch_size", "checkpoint_every")
 
 
 @dataclass

@@ -420,6 +420,9 @@ class LLMKind(Kind):
         from reprsim.llm.spec import is_demo
 
         problems: list[str] = []
+        if not recipe.shared_base:
+            problems.append("train.shared_base: false trains chat models from scratch, but the llm kind always "
+                            "fine-tunes its base model; remove shared_base (or use the chat kind with a zoo model)")
         for unit in units:
             if not is_demo(unit.model.hf):
                 problems.append(f"models.{unit.model.name}: the chat world needs its own vocabulary; use hf: demo "

@@ -1,7 +1,10 @@
 """The ``text`` kind: two byte-level GPTs trained from scratch on overlapping text (the paper's nanoGPT design).
 
-Splits, windows and probe sets: :mod:`reprsim.experiments.text_pairs`. The model is a zoo language
-model (``gpt``, ``gpt_nano``, ...) built with ``vocab_size=256`` and ``block_size=train.block_size``;
+Splits, windows and probe sets: :mod:`reprsim.experiments.text_pairs` (built-in domains, ``.txt`` /
+``.jsonl`` files and ``datasets`` folders). Tokens are bytes, or with ``options.tokenizer: {type: bpe,
+vocab_size: N}`` a byte-level BPE trained offline on the training parts of the listed domains (the
+paper used GPT-2's BPE). The model is a zoo language model (``gpt``, ``gpt_nano``, ...) built with the
+tokenizer's ``vocab_size`` (256 for bytes) and ``block_size=train.block_size``;
 representations are the configured layers (default ``penultimate`` = the final LayerNorm),
 mean-pooled over the window. Per-model columns: held-out next-token loss, perplexity and
 accuracy on validation windows of the model's own domains.
