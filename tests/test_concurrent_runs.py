@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import yaml
@@ -27,21 +26,17 @@ def _start(config_path, out, cache):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
 
 
-def test_a_second_run_on_the_same_folder_is_refused_with_the_pid(tmp_path):
+def test_a_run_on_a_folder_another_process_runs_in_is_refused_at_once_with_its_pid(tmp_path):
+    from reprsim.storage import RunLock
+
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
-    first = _start(config, tmp_path / "run", tmp_path / "cache")
-    lock = tmp_path / "run" / ".reprsim-run.lock"
-    deadline = time.time() + 120
-    while not (lock.exists() and lock.stat().st_size) and first.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    second = _start(config, tmp_path / "run", tmp_path / "cache")
-    out, err = second.communicate(timeout=300)
-    first_out, first_err = first.communicate(timeout=600)
-    assert first.returncode == 0, first_err
+    with RunLock(tmp_path / "run"):  # this test process holds the folder, as a running sweep would
+        second = _start(config, tmp_path / "run", tmp_path / "cache")
+        out, err = second.communicate(timeout=300)
     assert second.returncode == 2, (out, err)
-    assert str(first.pid) in err and "one line" not in err
-    assert len(err.strip().splitlines()) == 1
+    assert str(os.getpid()) in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "cache" / "models").exists()  # refused before any training
 
 
 def test_two_sweeps_on_one_cache_train_each_model_once_and_agree(tmp_path):

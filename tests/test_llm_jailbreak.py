@@ -204,3 +204,20 @@ def test_real_model_stage_runs_with_generate_and_an_hf_classifier_judge(tmp_path
         stage_options({"temprature": 0.5})
     with pytest.raises(ValueError, match="judge must be exact, refusal"):
         stage_options({"judge": "gpt4"})
+
+
+def test_batched_hf_sampling_pads_on_the_left_correctly(tmp_path):
+    """Near-zero temperature: every sampled row must be the greedy continuation of its prompt alone."""
+    from reprsim.llm.finetune import apply_lora
+    from reprsim.llm.hf import load_causal_lm
+    from reprsim.llm.jailbreak import sample_batch
+    from reprsim.llm.spec import LoraOptions
+    from reprsim.models.causal_lm import greedy_generate
+    from test_llm_models import tiny_llama_dir
+
+    model = apply_lora(load_causal_lm(tiny_llama_dir(tmp_path / "llama", seed=3)), LoraOptions(r=2), seed=0).eval()
+    prompts = [[5, 9, 40, 41, 42, 43, 44], [7, 8], [100, 101, 102, 103]]
+    outs = sample_batch(model, prompts, 2, max_new_tokens=6, temperature=1e-4, top_p=1.0, seed=0, pad_id=0)
+    for prompt, samples in zip(prompts, outs):
+        want = greedy_generate(model, [prompt], 6)[0]
+        assert samples == [want, want]

@@ -8,9 +8,11 @@ results are written per unit as soon as the unit finishes.
 from __future__ import annotations
 
 import os
+import shutil
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from reprsim.experiments.config import ExperimentConfig, dump_config
 from reprsim.experiments.executors import Executor, UnitTask, make_executor
 from reprsim.experiments.grid import Unit, expand, unit_record
 from reprsim.experiments.store import RunStore, git_commit
-from reprsim.storage import RunLock
+from reprsim.storage import RUN_LOCK_FILE, RunLock
 from reprsim.experiments.preflight import preflight
 
 
@@ -77,10 +79,11 @@ def run_experiment(
     wanted = {"pending", "failed"} if retry_failed else {"pending"}
     todo = [u for u in units if store.status(u.unit_id) in wanted]
 
-    # Everything that can be checked without training is checked before any unit starts.
-    preflight(config, todo, out_dir=Path(run_dir), cache_dir=cache)
     # One run per folder at a time: a second `reprsim run` on it is refused at once (with our PID).
-    with RunLock(run_dir):
+    created = not Path(run_dir).exists()
+    with RunLock(run_dir), _removed_if_unused(Path(run_dir), created):
+        # Everything that can be checked without training is checked before any unit starts.
+        preflight(config, todo, out_dir=Path(run_dir), cache_dir=cache)
         store.prepare(dump_config(config))
         executor = executor or make_executor(config.execution)
 
@@ -112,6 +115,17 @@ def run_experiment(
         statuses = {u.unit_id: store.status(u.unit_id) for u in units}
         store.write_provenance(_provenance(config, units, store, started, time.perf_counter() - t0, executor))
     return RunSummary(Path(run_dir), units, statuses, ran, results)
+
+
+@contextmanager
+def _removed_if_unused(run_dir: Path, created: bool):
+    """Remove a run folder this call created when it fails before writing anything but its lock."""
+    try:
+        yield
+    except BaseException:
+        if created and all(p.name == RUN_LOCK_FILE for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _label(unit: Unit) -> str:

@@ -59,6 +59,7 @@ __all__ = [
     "load_behaviours",
     "make_judge",
     "sample_answers",
+    "sample_batch",
     "stage_options",
     "stage_problems",
 ]
@@ -213,6 +214,7 @@ class StageOptions:
     temperature: float = 0.7
     top_p: float = 0.9
     judge: Any = "refusal"  # exact | refusal | {kind: hf, path, type, positive_label}
+    batch_rows: int = 256  # sampled rows (behaviours × samples) per generate call
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,7 +239,7 @@ def stage_options(params: dict[str, Any], *, chat_world: bool = False) -> StageO
         raise ValueError(f"consequences.jailbreak_transfer: unknown option(s) {', '.join(hints)}; valid: {names}")
     opts = StageOptions(**params)
     ints = {"suffix_len": 1, "steps": 0, "n_candidates": 1, "n_tokens_change": 1, "n_restarts": 1, "target_len": 1,
-            "n_samples": 1, "max_new_tokens": 1, "n_train": 1}  # fmt: skip
+            "n_samples": 1, "max_new_tokens": 1, "n_train": 1, "batch_rows": 1}  # fmt: skip
     for name, low in ints.items():
         v = getattr(opts, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -383,44 +385,67 @@ def _top_p_filter(probs: Tensor, top_p: float) -> Tensor:
     return filtered / filtered.sum(-1, keepdim=True)
 
 
-@torch.no_grad()
-def sample_answers(model: nn.Module, prompt: Sequence[int], n: int, *, max_new_tokens: int, temperature: float,
-                   top_p: float, seed: int, stop_ids: Sequence[int] = (), pad_id: int = 0) -> list[list[int]]:  # fmt: skip
-    """``n`` sampled continuations of ``prompt`` (temperature, nucleus ``top_p``), each cut after a stop id.
+def sample_answers(model: nn.Module, prompt: Sequence[int], n: int, **kwargs: Any) -> list[list[int]]:
+    """``n`` sampled continuations of one prompt: :func:`sample_batch` of ``[prompt]``."""
+    return sample_batch(model, [prompt], n, **kwargs)[0]
 
-    Hugging Face fine-tunes (:class:`~reprsim.llm.finetune.FineTunedLM`) sample with their KV-cached
-    ``generate`` under ``torch.manual_seed(seed)``; any other causal LM with a plain loop drawing from
-    a ``torch.Generator(seed)``. Deterministic for a seed on CPU.
+
+@torch.no_grad()
+def sample_batch(model: nn.Module, prompts: Sequence[Sequence[int]], n: int, *, max_new_tokens: int,
+                 temperature: float, top_p: float, seed: int, stop_ids: Sequence[int] = (), pad_id: int = 0,
+                 batch_rows: int = 256) -> list[list[list[int]]]:  # fmt: skip
+    """``n`` sampled continuations (temperature, nucleus ``top_p``) of each prompt, each cut after a stop id.
+
+    Returns one list of ``n`` token-id lists per prompt. The ``len(prompts) · n`` rows are decoded in
+    batches of ``batch_rows``: Hugging Face fine-tunes (:class:`~reprsim.llm.finetune.FineTunedLM`)
+    with their KV-cached ``generate`` on left-padded rows (attention mask) under
+    ``torch.manual_seed``; any other causal LM with a plain loop on right-padded rows (causal: the
+    padding after a row cannot change it) drawing from a ``torch.Generator``. Batch ``b`` uses seed
+    ``seed + b``; deterministic on CPU.
     """
     from reprsim.devices import model_device
     from reprsim.models.causal_lm import as_causal_lm
 
+    rows = [list(map(int, p)) for p in prompts for _ in range(n)]
     was_training = model.training
     model.eval()
     device = model_device(model)
-    ids = torch.as_tensor([list(prompt)] * n, dtype=torch.long, device=device)
+    hf = hasattr(model, "generate") and hasattr(model, "hf_model")
+    new: list[list[int]] = []
     try:
-        if hasattr(model, "generate") and hasattr(model, "hf_model"):
-            from transformers import GenerationConfig
+        for b, start in enumerate(range(0, len(rows), batch_rows)):
+            chunk = rows[start:start + batch_rows]
+            longest = max(len(r) for r in chunk)
+            if hf:
+                from transformers import GenerationConfig
 
-            config = GenerationConfig(do_sample=True, temperature=float(temperature), top_p=float(top_p), top_k=0,
-                                      max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids) or None,
-                                      pad_token_id=pad_id)  # fmt: skip
-            devices = [device.index or 0] if device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(int(seed))
-                out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
-            new = out[:, ids.shape[1]:].tolist()
-        else:
-            lm = as_causal_lm(model)
-            gen = torch.Generator(device="cpu").manual_seed(int(seed))
-            new_t = torch.empty((n, 0), dtype=torch.long, device=device)
-            for _ in range(max_new_tokens):
-                logits = lm.logits(torch.cat([ids, new_t], 1))[:, -1].float() / float(temperature)
-                probs = _top_p_filter(torch.softmax(logits, -1), float(top_p)).cpu()
-                nxt = torch.multinomial(probs, 1, generator=gen).to(device)
-                new_t = torch.cat([new_t, nxt], 1)
-            new = new_t.tolist()
+                ids = torch.full((len(chunk), longest), pad_id, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for i, r in enumerate(chunk):
+                    ids[i, longest - len(r):] = torch.as_tensor(r)
+                    mask[i, longest - len(r):] = 1
+                config = GenerationConfig(do_sample=True, temperature=float(temperature), top_p=float(top_p), top_k=0,
+                                          max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids) or None,
+                                          pad_token_id=pad_id)  # fmt: skip
+                devices = [device.index or 0] if device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(int(seed) + b)
+                    out = model.generate(ids.to(device), attention_mask=mask.to(device), generation_config=config)
+                new += out[:, longest:].tolist()
+            else:
+                lm = as_causal_lm(model)
+                gen = torch.Generator(device="cpu").manual_seed(int(seed) + b)
+                ids = torch.full((len(chunk), longest + max_new_tokens), pad_id, dtype=torch.long, device=device)
+                for i, r in enumerate(chunk):
+                    ids[i, :len(r)] = torch.as_tensor(r)
+                pos = torch.as_tensor([len(r) for r in chunk], device=device)
+                at = torch.arange(len(chunk), device=device)
+                for _ in range(max_new_tokens):
+                    logits = lm.logits(ids[:, :int(pos.max())])[at, pos - 1].float() / float(temperature)
+                    probs = _top_p_filter(torch.softmax(logits, -1), float(top_p)).cpu()
+                    ids[at, pos] = torch.multinomial(probs, 1, generator=gen).squeeze(1).to(device)
+                    pos = pos + 1
+                new += [ids[i, len(r):len(r) + max_new_tokens].tolist() for i, r in enumerate(chunk)]
     finally:
         model.train(was_training)
     stops = set(int(s) for s in stop_ids)
@@ -428,7 +453,7 @@ def sample_answers(model: nn.Module, prompt: Sequence[int], n: int, *, max_new_t
     for row in new:
         cut = next((i for i, t in enumerate(row) if t in stops), None)
         out_ids.append(row[: cut + 1] if cut is not None else row)
-    return out_ids
+    return [out_ids[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
 # ---- judges ---------------------------------------------------------------------------------
@@ -577,13 +602,13 @@ def jailbreak_transfer(model_a: nn.Module, model_b: nn.Module, tokenizer: Any, b
           "n_tokens_change": opts.n_tokens_change, "n_restarts": opts.n_restarts, "allowed_tokens": allowed,
           "pad_id": pad}  # fmt: skip
 
-    def answers(model: nn.Module, beh: Behaviour, suffix: Sequence[int], stream: tuple[int, ...]) -> list[dict[str, bool]]:
-        ids = fmt.ids(prompts[id(beh)], suffix)
-        outs = sample_answers(model, ids, opts.n_samples, max_new_tokens=opts.max_new_tokens,
-                              temperature=opts.temperature, top_p=opts.top_p, seed=_seed(seed, *stream),
-                              stop_ids=stops, pad_id=pad)  # fmt: skip
-        texts = [tokenizer.decode(o, skip_special_tokens=True) for o in outs]
-        return [judge(beh, t, o) for t, o in zip(texts, outs)]
+    def verdicts_of(model: nn.Module, suffixes: Sequence[Sequence[int]], stream: tuple[int, ...]) -> list[list[dict[str, bool]]]:
+        prompts_ids = [fmt.ids(prompts[id(b)], s) for b, s in zip(eval_beh, suffixes)]
+        outs = sample_batch(model, prompts_ids, opts.n_samples, max_new_tokens=opts.max_new_tokens,
+                            temperature=opts.temperature, top_p=opts.top_p, seed=_seed(seed, *stream), stop_ids=stops,
+                            pad_id=pad, batch_rows=opts.batch_rows)  # fmt: skip
+        return [[judge(b, tokenizer.decode(o, skip_special_tokens=True), o) for o in samples]
+                for b, samples in zip(eval_beh, outs)]
 
     out: dict[str, float] = {"jailbreak_n_eval": float(len(eval_beh)), "jailbreak_n_samples": float(opts.n_samples)}
     directions = [("", model_a, model_b), ("_ba", model_b, model_a)]
@@ -599,8 +624,7 @@ def jailbreak_transfer(model_a: nn.Module, model_b: nn.Module, tokenizer: Any, b
         conds = {"whitebox": (src, suffixes), "transfer": (vic, suffixes),
                  "baseline": (vic, [[] for _ in eval_beh]), "random_suffix": (vic, random_suffixes)}  # fmt: skip
         for c, (cond, (model, sfx)) in enumerate(conds.items()):
-            verdicts = [answers(model, b, s, (d, 2, c, i)) for i, (b, s) in enumerate(zip(eval_beh, sfx))]
-            for stat, value in _rates(verdicts).items():
+            for stat, value in _rates(verdicts_of(model, sfx, (d, 2, c))).items():
                 out[f"jailbreak_{cond}_{stat}{tag}"] = float(value)
         out[f"jailbreak_source_loss{tag}"] = float(np.mean(losses))
     out["jailbreak_transfer_asr_mean"] = 0.5 * (out["jailbreak_transfer_asr"] + out["jailbreak_transfer_asr_ba"])
