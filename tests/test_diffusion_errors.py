@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+import torch
 
 pytest.importorskip("diffusers")
 
@@ -13,6 +14,15 @@ from reprsim.experiments import parse_config  # noqa: E402
 from reprsim.experiments.grid import expand  # noqa: E402
 from reprsim.experiments.kinds import get_kind, kind_name_of, kind_of  # noqa: E402
 from reprsim.experiments.preflight import preflight_problems  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small UNets run fastest on one thread (and two threads on a busy 2-core machine are far slower)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 BASE = {
     "name": "diffusion-bad",

@@ -42,6 +42,15 @@ TASK_SETS = {"common", "ood_one", "ood_all", "common_fixed", "ood_one_fixed"}
 RTOL, ATOL = 1e-5, 1e-6
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small UNets run fastest on one thread (and two threads on a busy 2-core machine are far slower)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("diffusion")
@@ -49,7 +58,7 @@ def sweep(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:  # small sample grids keep the test fast
         mp.setattr(dk, "SAMPLE_STEPS", 2)
         mp.setattr(dk, "SAMPLES_PER_CLASS", 2)
-        summary = run_experiment(config, tmp / "run", cache_dir=tmp / "cache", progress=False)
+        summary = run_experiment(config, tmp / "run", cache_dir=tmp / "cache", progress=False)  # one thread per unit
     return config, summary, tmp / "run", tmp / "cache", load_results(tmp / "run")
 
 
@@ -125,7 +134,7 @@ def test_both_models_receive_bit_identical_noised_inputs(sweep):
         probes = kind.probes(config, unit, pair)
         for probe in probes:
             feats = {side: kind.features(config, trained[side], probe) for side in "ab"}
-            assert feats["a"]["penultimate"].shape == (len(probe), 16)  # mean ‖ std of conv_out's 8 input channels
+            assert feats["a"]["penultimate"].shape == (len(probe), 8)  # mean ‖ std of conv_out's 4 input channels
     finally:
         for handle in handles:
             handle.remove()

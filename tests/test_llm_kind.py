@@ -56,8 +56,11 @@ def test_model_entry_names_and_kinds(llama, tmp_path):
     zoo = parse_config(llm_config(llama, [{"kind": "data", "fractions": [0.5]}], models=[{"name": "gpt_nano"}]))
     assert zoo.models[0].model_dump(mode="json") == {"name": "gpt_nano", "options": {}}
     assert kind_of(expand(zoo)[0]).name == "text"
-    with pytest.raises(ConfigError, match="does not exist; give the local folder"):
-        parse_config(llm_config(tmp_path / "nowhere", [{"kind": "data", "fractions": [0.5]}]))
+    # a missing folder parses (a config may name a folder of another machine) and the preflight refuses it
+    from reprsim.experiments.preflight import preflight_problems
+
+    missing = parse_config(llm_config(tmp_path / "nowhere", [{"kind": "data", "fractions": [0.5]}]))
+    assert any("is not a folder" in p for p in preflight_problems(missing, expand(missing)))
     with pytest.raises(ConfigError, match="dtype and lora apply to Hugging Face models"):
         parse_config(llm_config(llama, [{"kind": "data", "fractions": [0.5]}], models=[{"name": "gpt", "lora": {}}]))
 
@@ -177,3 +180,32 @@ def test_chat_world_variant_on_a_demo_llama_base(tmp_path):
         assert 0.0 <= row[col] <= 1.0, col
     bases = list((tmp_path / "cache" / "llm_bases").glob("chat-*/config.json"))
     assert len(bases) == 1 and json.loads(bases[0].read_text())["model_type"] == "llama"
+
+
+@pytest.mark.parametrize("name", ["llama_ds", "llama_task", "llama_jailbreak"])
+def test_paper_configs_pass_the_preflight_with_local_paths(name, tmp_path):
+    """The paper configs are valid as shipped once their paths point at a model, corpora and behaviours."""
+    import yaml
+
+    datasets = pytest.importorskip("datasets")
+    from pathlib import Path
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "configs" / "paper" / f"{name}.yaml").read_text())
+    model = tiny_llama_dir(tmp_path / "llama", positions=1024)
+    raw["models"][0]["hf"] = str(model)
+    text = " ".join(f"word{i % 97} token{i % 13}." for i in range(12000))
+    for i, domain in enumerate(raw["sources"][0]["options"]["domains"]):
+        fields = domain["field"] if isinstance(domain["field"], list) else [domain["field"]]
+        rows = {f: [f"{domain['name']} {j} {text[j * 500:(j + 1) * 500]}" for j in range(len(text) // 500)] for f in fields}
+        split = datasets.Dataset.from_dict(rows)
+        folder = tmp_path / f"corpus{i}"
+        (datasets.DatasetDict({"train": split, "validation": split}) if "split" in domain else split).save_to_disk(str(folder))
+        domain["path"] = str(folder)
+    raw["sources"][0]["options"]["max_bytes"] = 200_000
+    for spec in raw.get("consequences", []):
+        (tmp_path / "advbench.csv").write_text("goal,target\n" + "".join(f"do thing {i},Sure\n" for i in range(60)))
+        spec["jailbreak_transfer"]["params"]["behaviours"] = str(tmp_path / "advbench.csv")
+    raw["execution"]["device"] = "cpu"
+    config = parse_config(raw)
+    preflight(config, expand(config))
+    assert config.models[0].lora["r"] == 32 and config.train["block_size"] == 512

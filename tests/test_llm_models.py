@@ -42,13 +42,13 @@ def tiny_tokenizer(chat: bool = True):
     return tok
 
 
-def tiny_llama_dir(folder: Path, *, chat: bool = True, layers: int = 2, seed: int = 0) -> Path:
+def tiny_llama_dir(folder: Path, *, chat: bool = True, layers: int = 2, seed: int = 0, positions: int = 256) -> Path:
     """A random 2-layer, 32-wide Llama and its tokenizer saved in ``folder``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = tiny_tokenizer(chat)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=positions,
                          tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(folder)

@@ -83,12 +83,8 @@ class ModelSpec(_Strict):
                 raise ValueError("give a zoo model (name: gpt) or a local Hugging Face directory (hf: /path/to/model)")
             if self.lora is not None or self.dtype != "auto":
                 raise ValueError(f"dtype and lora apply to Hugging Face models (hf: ...) only, not to {self.name!r}")
-        else:
-            from reprsim.llm.spec import hf_path_problem
-
-            problem = hf_path_problem(self.hf)
-            if problem:
-                raise ValueError(problem)
+        # whether hf: names a model folder is checked by the llm kind's preflight, not here, so that a
+        # config pointing at a folder of another machine can still be shown and edited
         return self
 
     @model_serializer(mode="wrap")

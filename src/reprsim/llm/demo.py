@@ -139,8 +139,11 @@ def _building(folder: Path) -> Iterator[Path | None]:
 
 
 def _save(model: torch.nn.Module, tokenizer: Any, folder: Path, info: dict[str, Any]) -> None:
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
+    from reprsim.llm.hf import quiet_transformers
+
+    with quiet_transformers():
+        model.save_pretrained(str(folder), safe_serialization=True)
+        tokenizer.save_pretrained(str(folder))
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2))
 
 
