@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from reprsim.errors import ConfigError
-from reprsim.experiments.config import dump_config, load_config, parse_config
+from reprsim.experiments.config import dump_config, parse_config
+from reprsim.experiments.overrides import load_config
 from reprsim.experiments.grid import SEED_COMPONENTS, expand
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -8,7 +8,8 @@ import yaml
 from reprsim.cli import build_parser
 from reprsim.cli import main as cli_main
 from reprsim.errors import ConfigError
-from reprsim.experiments.config import dump_config, load_config, parse_config
+from reprsim.experiments.config import dump_config, parse_config
+from reprsim.experiments.overrides import load_config
 from reprsim.experiments.overrides import apply_overrides
 
 QUICK = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"

@@ -29,8 +29,6 @@ def _chat_prompt(world, request, target_len: int) -> AttackPrompt:
 
 
 def _judge_rates(model: nn.Module, world, requests, suffixes: Sequence[Sequence[int]]) -> dict[str, float]:
-    from reprsim.chat.judge import judge_response
-
     outs = greedy_generate(model, [world.prompt_ids(r, s) for r, s in zip(requests, suffixes)],
                            world.response_len + 1, pad_id=world.pad_id, stop_id=world.end_id)
     verdicts = [judge_response(world, r, o) for r, o in zip(requests, outs)]

@@ -8,7 +8,7 @@
 """
 
 from reprsim.data.dataset import Dataset, subsample
-from reprsim.data.ood import ood_probe_sets
+from reprsim.data.ood_sets import ood_probe_sets
 from reprsim.data.registry import SOURCES, list_sources, load
 from reprsim.data.split_types import Split
 from reprsim.data.transforms import match_shape

@@ -25,7 +25,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reprsim.experiments.config import dump_config, load_config
+    from reprsim.experiments.config import dump_config
+    from reprsim.experiments.overrides import load_config
     from reprsim.experiments.grid import expand
     from reprsim.experiments.preflight import preflight
 

@@ -9,8 +9,6 @@ wrong types and impossible combinations are rejected with the key path and a hin
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -327,24 +325,6 @@ def parse_config(data: dict[str, Any]) -> ExperimentConfig:
         raise ConfigError(_format_validation_error(exc)) from None
     _check_against_registries(config)
     return config
-
-
-def load_config(path: str | Path, overrides: Sequence[str] | None = None) -> ExperimentConfig:
-    """Read and validate a YAML config file, with optional ``KEY=VALUE`` overrides applied.
-
-    The file is read within the size and alias-expansion limits of
-    :mod:`reprsim.experiments.yaml_load`; ``overrides`` are dotted keys with YAML values
-    (``["seeds=[0,1,2]", "train.epochs=5"]``, see :mod:`reprsim.experiments.overrides`).
-    Returns the validated :class:`ExperimentConfig`; raises :class:`ConfigError` (one line).
-    """
-    from reprsim.experiments.yaml_load import load_yaml_file
-
-    data = load_yaml_file(path)
-    if overrides:
-        from reprsim.experiments.overrides import apply_overrides
-
-        return apply_overrides(data, overrides)
-    return parse_config(data)
 
 
 def dump_config(config: ExperimentConfig) -> str:

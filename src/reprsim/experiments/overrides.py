@@ -22,6 +22,7 @@ import difflib
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -268,3 +269,17 @@ def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
     """Add the ``KEY=VALUE ...`` positional to a command's parser (see :class:`OverridesParser`)."""
     parser.add_argument("overrides", nargs="*", default=None, metavar="KEY=VALUE", help=_OVERRIDE_HELP)
     parser.__class__ = OverridesParser
+
+
+def load_config(path: str | Path, overrides: Sequence[str] | None = None) -> ExperimentConfig:
+    """Read and validate a YAML config file, with optional ``KEY=VALUE`` overrides applied.
+
+    The file is read within the size and alias-expansion limits of
+    :mod:`reprsim.experiments.yaml_load`; ``overrides`` are dotted keys with YAML values
+    (``["seeds=[0,1,2]", "train.epochs=5"]``, see :mod:`reprsim.experiments.overrides`).
+    Returns the validated :class:`ExperimentConfig`; raises :class:`ConfigError` (one line).
+    """
+    from reprsim.experiments.yaml_load import load_yaml_file
+
+    data = load_yaml_file(path)
+    return apply_overrides(data, overrides) if overrides else parse_config(data)

@@ -17,7 +17,6 @@ half-written file behind.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any

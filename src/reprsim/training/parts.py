@@ -16,7 +16,6 @@ from torch import Tensor, nn
 from reprsim.errors import ReprsimError
 from reprsim.training.config import TrainConfig
 from reprsim.training.data import (
-    IGNORE_INDEX,
     ClassificationData,
     MaskedTokens,
     TokenData,
