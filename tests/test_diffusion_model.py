@@ -19,6 +19,7 @@ from reprsim.models.unet import (  # noqa: E402
     denoising_loss,
     eval_draws,
     mean_std_pool,
+    stratified_draws,
 )
 from reprsim.train import TrainConfig, train  # noqa: E402
 from reprsim.training.parts import EMA  # noqa: E402
@@ -130,11 +131,16 @@ def test_denoising_features_and_loss_use_the_given_draws():
     assert feats["penultimate"].shape == (6, 8) and feats["mid"].shape == (6, 16)  # 2 × 4 and 2 × 8 channels
     again = denoising_features(m, x, noise, t, layers=["penultimate"], batch_size=6)["penultimate"]
     np.testing.assert_allclose(again, feats["penultimate"], rtol=1e-5, atol=1e-6)  # batching does not matter
+    # the loss: 3 noised copies per image, t stratified over [0, 333), [333, 666), [666, 1000)
+    noise3, t3 = stratified_draws(6, 3, (1, 12, 12), seed=3)
+    assert noise3.shape == (18, 1, 12, 12) and [int(v) // 334 for v in t3[:3]] == [0, 1, 2]
+    labels = np.array([0, 1, 2, 0, 1, 2])
     with torch.no_grad():
-        eps = m(m.add_noise(torch.from_numpy(2 * x - 1), torch.from_numpy(noise), torch.from_numpy(t)),
-                torch.from_numpy(t), torch.tensor([0, 1, 2, 0, 1, 2]))  # fmt: skip
-    want = float(((eps - torch.from_numpy(noise)) ** 2).mean())
-    assert denoising_loss(m, x, np.array([0, 1, 2, 0, 1, 2]), seed=3, batch_size=4) == pytest.approx(want, rel=1e-5)
+        x0 = torch.from_numpy(np.repeat(2 * x - 1, 3, axis=0))
+        eps = m(m.add_noise(x0, torch.from_numpy(noise3), torch.from_numpy(t3)), torch.from_numpy(t3),
+                torch.from_numpy(np.repeat(labels, 3)))  # fmt: skip
+    want = float(((eps - torch.from_numpy(noise3)) ** 2).mean())
+    assert denoising_loss(m, x, labels, seed=3, draws=3, batch_size=4) == pytest.approx(want, rel=1e-5)
     assert np.isnan(denoising_loss(m, x[:0], np.zeros(0), seed=3))
     with pytest.raises(ValueError, match="must be"):
         denoising_features(m, x, noise[:3], t, layers=["penultimate"])

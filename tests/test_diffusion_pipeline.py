@@ -247,7 +247,7 @@ def test_every_value_matches_the_oracle(sweep):
 
 def test_denoising_loss_columns_match_the_oracle(sweep):
     """ε-MSE on up to EVAL_N test (and training) images of the model's classes, conditioned on their
-    training ids, with row i's ε and t from the EVAL_SEED draws."""
+    training ids, EVAL_DRAWS noised copies each with t stratified over [0, 1000) (EVAL_SEED draws)."""
     config, _, run_dir, cache, df = sweep
     units = df.drop_duplicates("unit_id").set_index("unit_id")
     for unit in expand(config):
@@ -256,11 +256,16 @@ def test_denoising_loss_columns_match_the_oracle(sweep):
         for side in "ab":
             for column, (x, y) in (("denoise_loss", pair.eval_set(side)), ("train_denoise_loss", pair.train_set(side))):
                 idx = _pick(len(x), dk.EVAL_N, dk.EVAL_SEED)
-                noise, t = _draws(len(idx), x.shape[1:], dk.EVAL_SEED)
+                r = dk.EVAL_DRAWS
+                noise_seq, t_seq = np.random.SeedSequence(dk.EVAL_SEED).spawn(2)
+                noise = np.random.default_rng(noise_seq).standard_normal((len(idx) * r, *x.shape[1:]), dtype=np.float32)
+                u = np.random.default_rng(t_seq).random((len(idx), r))
+                t = np.floor((np.arange(r) + u) * 1000 / r).astype(np.int64).reshape(-1)
+                images, labels = np.repeat(x[idx], r, axis=0), np.repeat(y[idx], r)
                 model = trained[side]
                 with torch.no_grad():
-                    x_t = model.add_noise(torch.from_numpy(x[idx]) * 2 - 1, torch.from_numpy(noise), torch.from_numpy(t))
-                    eps = model.unet(x_t, torch.from_numpy(t), class_labels=torch.from_numpy(y[idx])).sample
+                    x_t = model.add_noise(torch.from_numpy(images) * 2 - 1, torch.from_numpy(noise), torch.from_numpy(t))
+                    eps = model.unet(x_t, torch.from_numpy(t), class_labels=torch.from_numpy(labels)).sample
                 want = float(((eps.numpy() - noise) ** 2).mean())
                 assert units.loc[unit.unit_id, f"{column}_{side}"] == pytest.approx(want, rel=1e-5), (column, side)
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from reprsim.errors import ReprsimError
 
 __all__ = ["DiffusionUNet", "MissingDiffusers", "UNET_PRESETS", "denoising_features",
-           "denoising_loss", "eval_draws", "mean_std_pool", "require_diffusers"]  # fmt: skip
+           "denoising_loss", "eval_draws", "mean_std_pool", "require_diffusers", "stratified_draws"]  # fmt: skip
 
 #: The steps of the DDPM noise schedule (diffusers' default linear β from 1e-4 to 0.02).
 NUM_TRAIN_TIMESTEPS = 1000
@@ -290,16 +290,41 @@ def eval_draws(n: int, shape: Sequence[int], seed: int, num_train_timesteps: int
     return noise, timesteps
 
 
+def stratified_draws(n: int, draws: int, shape: Sequence[int], seed: int,
+                     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``draws`` noised copies per image for a low-variance loss estimate: noise (n·draws, *shape)
+    float32 and timesteps (n·draws,) int64, row ``i·draws + j`` being image i's copy j, whose t is
+    uniform in the j-th of ``draws`` equal strata of [0, T) (stratified sampling of a uniform t).
+
+    As in :func:`eval_draws`, two streams spawned from ``seed`` are filled image by image, so
+    image i's draws do not depend on n.
+    """
+    n, draws, steps = int(n), int(draws), int(num_train_timesteps)
+    noise_seq, t_seq = np.random.SeedSequence(int(seed)).spawn(2)
+    noise = np.random.default_rng(noise_seq).standard_normal((n * draws, *(int(s) for s in shape)), dtype=np.float32)
+    u = np.random.default_rng(t_seq).random((n, draws))
+    timesteps = np.floor((np.arange(draws)[None, :] + u) * steps / draws).astype(np.int64).clip(0, steps - 1)
+    return noise, timesteps.reshape(-1)
+
+
 @torch.no_grad()
-def denoising_loss(model: DiffusionUNet, images: Any, labels: Any, seed: int, batch_size: int = 256) -> float:
+def denoising_loss(model: DiffusionUNet, images: Any, labels: Any, seed: int, draws: int = 4,
+                   batch_size: int = 256) -> float:  # fmt: skip
     """Mean ε-prediction MSE of ``model`` on clean ``images`` (n, C, H, W) in [0, 1] with class
-    ``labels`` (n,), at the noise and timesteps of :func:`eval_draws` ``(n, shape, seed)``; NaN for n = 0."""
+    ``labels`` (n,), over ``draws`` noised copies of each image (:func:`stratified_draws`
+    ``(n, draws, shape, seed)``); NaN for n = 0.
+
+    An estimate of the training loss (uniform t) without label dropout; two image sets scored with
+    the same ``seed`` get the same ε and t row by row, so their difference is not timestep noise.
+    """
     from reprsim.devices import model_device
 
     images = np.asarray(images, dtype=np.float32)
     if len(images) == 0:
         return float("nan")
-    noise, timesteps = eval_draws(len(images), images.shape[1:], seed, model.num_train_timesteps)
+    noise, timesteps = stratified_draws(len(images), draws, images.shape[1:], seed, model.num_train_timesteps)
+    images = np.repeat(images, draws, axis=0)
+    labels = np.repeat(np.asarray(labels, dtype=np.int64), draws)
     device = model_device(model)
     was_training = model.training
     model.eval()
@@ -309,7 +334,7 @@ def denoising_loss(model: DiffusionUNet, images: Any, labels: Any, seed: int, ba
             x0 = model.to_model_space(torch.from_numpy(images[s:s + batch_size]).to(device))
             eps = torch.from_numpy(noise[s:s + batch_size]).to(device)
             t = torch.from_numpy(timesteps[s:s + batch_size]).to(device)
-            y = torch.as_tensor(np.asarray(labels[s:s + batch_size]), dtype=torch.long, device=device)
+            y = torch.from_numpy(labels[s:s + batch_size]).to(device)
             pred = model(model.add_noise(x0, eps, t), t, y).float()
             total += float(((pred - eps) ** 2).mean(dim=(1, 2, 3)).sum())
     finally:

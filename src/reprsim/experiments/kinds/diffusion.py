@@ -18,8 +18,9 @@ subset) — and both models receive the identical x_t, t and the null class labe
 ``conv_out``, pooled as per-channel mean ‖ population std.
 
 Per-pair columns: ``denoise_loss_a`` / ``_b`` (ε-MSE on up to :data:`EVAL_N` test images of the
-model's classes, conditioned on their labels) and ``train_denoise_loss_a`` / ``_b`` (the same on
-its training images, with the same ε and t row by row: the gap is memorisation). Files: DDIM
+model's classes, conditioned on their labels, :data:`EVAL_DRAWS` stratified timesteps each) and
+``train_denoise_loss_a`` / ``_b`` (the same on its training images, with the same ε and t row by
+row: a lower training loss is memorisation). Files: DDIM
 samples of each model, one row per class (``samples_a.png``, ``samples_b.png`` and
 ``samples.json`` naming the rows), for the pairs of the config's first seed — one pair per
 fraction. No consequence stage applies (there is no classifier to attack).
@@ -47,8 +48,9 @@ if TYPE_CHECKING:
 
 #: Seed of the denoising-loss draws (the same for every model, so A and B are scored alike).
 EVAL_SEED = 0
-#: Images (test, and training) the per-model denoising loss is measured on.
-EVAL_N = 512
+#: Images (test, and training) the per-model denoising loss is measured on, and noised copies of each.
+EVAL_N = 256
+EVAL_DRAWS = 4
 #: Sample grids: DDIM steps, samples per class, classifier-free guidance scale, noise seed.
 SAMPLE_STEPS = 20
 SAMPLES_PER_CLASS = 4
@@ -156,7 +158,7 @@ class DiffusionKind(ImageKind):
         losses = {}
         for key, (x, y) in (("denoise_loss", pair.eval_set(side)), ("train_denoise_loss", pair.train_set(side))):
             idx = subsample(len(x), EVAL_N, EVAL_SEED)
-            losses[key] = denoising_loss(result.model, x[idx], y[idx], EVAL_SEED)
+            losses[key] = denoising_loss(result.model, x[idx], y[idx], EVAL_SEED, draws=EVAL_DRAWS)
         info = losses | {"final_train_loss": float(result.history[-1]["train_loss"]) if result.history else None,
                          "seconds": float(result.seconds)}  # fmt: skip
         return result.model, info

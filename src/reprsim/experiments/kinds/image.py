@@ -34,13 +34,28 @@ def _load_cached(name: str, split: str, options_json: str):
     return data.load(name, split=split, **json.loads(options_json))
 
 
-def load_source(source: SourceSpec, split: str):
-    """The train or test split of a configured source (the test split drops training subsampling)."""
+def load_source(source: SourceSpec, split: str, cache_dir: Path | None = None):
+    """The train or test split of a configured source (the test split drops training subsampling).
+
+    A source that caches what it generates (``colorshapes``) keeps it in the sweep's ``cache_dir``
+    unless its options name another folder.
+    """
     if split == "train":
-        options = source.options
+        options = dict(source.options)
     else:  # the test split keeps the source's options but not its training-set subsampling
         options = {k: v for k, v in source.options.items() if k not in ("per_class", "n")} | source.test_options
+    if cache_dir is not None and "cache_dir" not in options and _takes_cache_dir(source.name):
+        options["cache_dir"] = str(cache_dir)
     return _load_cached(source.name, split, json.dumps(options, sort_keys=True))
+
+
+def _takes_cache_dir(name: str) -> bool:
+    import inspect
+
+    from reprsim.data.registry import SOURCES
+
+    loader = SOURCES[name].loader if name in SOURCES else None
+    return loader is not None and "cache_dir" in inspect.signature(loader).parameters
 
 
 def load_probe(spec: ProbeSpec):
@@ -81,7 +96,7 @@ class ImageKind(Kind):
 
     # ---- data -----------------------------------------------------------------------------
     def pair(self, config: ExperimentConfig, unit: Unit, cache_dir: Path | None) -> PairData:
-        return make_pair_data(unit, load_source(unit.source, "train"), load_source(unit.source, "test"),
+        return make_pair_data(unit, load_source(unit.source, "train", cache_dir), load_source(unit.source, "test", cache_dir),
                               unit.seeds()["split"], cache_dir, design_fractions(config, unit))  # fmt: skip
 
     def probes(self, config: ExperimentConfig, unit: Unit, pair: PairData) -> list[Probe]:
