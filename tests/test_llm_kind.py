@@ -60,7 +60,7 @@ def test_model_entry_names_and_kinds(llama, tmp_path):
     from reprsim.experiments.preflight import preflight_problems
 
     missing = parse_config(llm_config(tmp_path / "nowhere", [{"kind": "data", "fractions": [0.5]}]))
-    assert any("is not a folder" in p for p in preflight_problems(missing, expand(missing)))
+    assert any("does not exist; give the local folder" in p for p in preflight_problems(missing, expand(missing)))
     with pytest.raises(ConfigError, match="dtype and lora apply to Hugging Face models"):
         parse_config(llm_config(llama, [{"kind": "data", "fractions": [0.5]}], models=[{"name": "gpt", "lora": {}}]))
 

@@ -241,7 +241,7 @@ def denoising_features(model: DiffusionUNet, images: Any, noise: Any, timesteps:
     (:func:`mean_std_pool` of the layer's output, or input for ``...:input`` layers).
     """
     from reprsim.devices import model_device
-    from reprsim.models.zoo import resolve_layer
+    from reprsim.models.layers import resolve_layer
 
     images = torch.as_tensor(np.asarray(images, dtype=np.float32))
     noise = torch.as_tensor(np.asarray(noise, dtype=np.float32))
