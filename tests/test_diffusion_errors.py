@@ -9,11 +9,11 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from reprsim.errors import ReprsimError  # noqa: E402
-from reprsim.experiments import parse_config  # noqa: E402
-from reprsim.experiments.grid import expand  # noqa: E402
-from reprsim.experiments.kinds import get_kind, kind_name_of, kind_of  # noqa: E402
-from reprsim.experiments.preflight import preflight_problems  # noqa: E402
+from reprsim.errors import ReprsimError
+from reprsim.experiments import parse_config
+from reprsim.experiments.grid import expand
+from reprsim.experiments.kinds import get_kind, kind_name_of, kind_of
+from reprsim.experiments.preflight import preflight_problems
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +26,8 @@ def _one_thread():
 
 BASE = {
     "name": "diffusion-bad",
-    "sources": [{"name": "colorshapes", "label": "color", "options": {"n": 60, "seed": 0, "image_size": 12, "cache": False},
-                 "test_options": {"n": 40}}],
+    "sources": [{"name": "colorshapes", "label": "color", "test_options": {"n": 40},
+                 "options": {"n": 60, "seed": 0, "image_size": 12, "cache": False}}],
     "probe_size": 20,
     "models": [{"name": "unet_tiny"}],
     "train": {"epochs": 1, "batch_size": 16},
@@ -116,7 +116,8 @@ def test_the_paper_configs_pass_the_preflight_on_a_cifar10_folder(tmp_path, name
 
     root = _fake_cifar10(tmp_path / "cifar-10-batches-py")
     path = Path(__file__).resolve().parent.parent / "configs" / "paper" / f"diffusion_cifar10_{name}.yaml"
-    config = load_config(path, [f"sources=[{{name: cifar10, options: {{root: {root}}}}}]", "probe_size=100", "seeds=[0]"])
+    overrides = [f"sources=[{{name: cifar10, options: {{root: {root}}}}}]", "probe_size=100", "seeds=[0]"]
+    config = load_config(path, overrides)
     assert config.models[0].name == "unet_paper" and config.train["ema_decay"] == 0.999
     assert preflight_problems(config, expand(config)) == []
     assert {u.overlap_kind for u in expand(config)} == {"data" if name == "ds" else "task"}

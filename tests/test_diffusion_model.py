@@ -11,8 +11,8 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from reprsim import models  # noqa: E402
-from reprsim.models.unet import (  # noqa: E402
+from reprsim import models
+from reprsim.models.unet import (
     DiffusionUNet,
     MissingDiffusers,
     denoising_features,
@@ -21,8 +21,8 @@ from reprsim.models.unet import (  # noqa: E402
     mean_std_pool,
     stratified_draws,
 )
-from reprsim.train import TrainConfig, train  # noqa: E402
-from reprsim.training.parts import EMA  # noqa: E402
+from reprsim.train import TrainConfig, train
+from reprsim.training.parts import EMA
 
 
 @pytest.fixture(autouse=True)

@@ -16,12 +16,12 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from reprsim import metrics, models, storage  # noqa: E402
-from reprsim.data import load  # noqa: E402
-from reprsim.experiments import load_results, parse_config, run_experiment  # noqa: E402
-from reprsim.experiments.grid import expand  # noqa: E402
-from reprsim.experiments.kinds import kind_of  # noqa: E402
-from reprsim.experiments.kinds import diffusion as dk  # noqa: E402
+from reprsim import metrics, models, storage
+from reprsim.data import load
+from reprsim.experiments import load_results, parse_config, run_experiment
+from reprsim.experiments.grid import expand
+from reprsim.experiments.kinds import diffusion as dk
+from reprsim.experiments.kinds import kind_of
 
 SOURCE = {"name": "colorshapes", "label": "color", "options": {"n": 120, "seed": 0, "image_size": 12, "cache": False},
           "test_options": {"n": 80}}  # fmt: skip
@@ -78,7 +78,7 @@ def _trained(config, unit, run_dir: Path, cache: Path) -> dict[str, torch.nn.Mod
 
 # ---- the table and the unit folders -------------------------------------------------------------
 def test_a_tiny_diffusion_sweep_runs_end_to_end(sweep):
-    config, summary, run_dir, _, df = sweep
+    _, summary, run_dir, _, df = sweep
     assert set(summary.statuses.values()) == {"ok"} and df.unit_id.nunique() == 4
     assert set(df.source) == {"colorshapes"} and set(df.model) == {"unet_tiny"}
     data, task = df[df.overlap_kind == "data"], df[df.overlap_kind == "task"]
@@ -96,9 +96,10 @@ def test_a_tiny_diffusion_sweep_runs_end_to_end(sweep):
     assert len(valued) and np.isfinite(valued["value"]).all()
     assert valued.loc[valued.measure != "cknna", "value"].between(-1e-6, 1 + 1e-6).all()
     # the fixed-composition sets hold the same test images at both task fractions; the plain ones do not
-    n = task.drop_duplicates(["unit_id", "probe_set"]).pivot(index="probe_set", columns="task_fraction", values="n_probe")
+    sets = task.drop_duplicates(["unit_id", "probe_set"])
+    n = sets.pivot(index="probe_set", columns="task_fraction", values="n_probe")
     assert n.loc["common_fixed"].nunique() == 1 and n.loc["ood_one_fixed"].nunique() == 1
-    classes = task.drop_duplicates(["unit_id", "probe_set"]).set_index(["probe_set", "task_fraction"])["n_probe_classes"]
+    classes = sets.set_index(["probe_set", "task_fraction"])["n_probe_classes"]
     assert classes["common", 0.4] == 2 and classes["common", 0.8] == 4  # round(0.4·5), round(0.8·5) shared classes
     assert classes["common_fixed", 0.4] == classes["common_fixed", 0.8] == 2
     assert classes["ood_one", 0.4] == 6 and classes["ood_one_fixed", 0.8] == 2
@@ -154,7 +155,9 @@ def test_both_models_receive_bit_identical_noised_inputs(sweep):
 
 # ---- the value oracle ---------------------------------------------------------------------------
 def _pick(n_total: int, n: int, seed: int) -> np.ndarray:
-    return np.arange(n_total) if n >= n_total else np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
+    if n >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
 
 
 def _draws(n: int, shape, seed: int):
@@ -169,7 +172,7 @@ def _oracle_probes(config, unit) -> dict[str, tuple[np.ndarray, np.ndarray, np.n
     test = load("colorshapes", split="test", n=80, seed=0, image_size=12, cache=False)
     train_labels = load("colorshapes", split="train", **SOURCE["options"]).labels["color"]
     labels = test.labels["color"]
-    entropy = lambda name: int(np.random.SeedSequence([seeds["probe"], zlib.crc32(name.encode())]).generate_state(1)[0])  # noqa: E731
+    entropy = lambda name: int(np.random.SeedSequence([seeds["probe"], zlib.crc32(name.encode())]).generate_state(1)[0])
     noise, timesteps = _draws(len(labels), (3, 12, 12), entropy("test"))
     if unit.overlap_kind == "data":
         groups = {"test": np.arange(len(labels))}
@@ -264,7 +267,8 @@ def test_denoising_loss_columns_match_the_oracle(sweep):
                 images, labels = np.repeat(x[idx], r, axis=0), np.repeat(y[idx], r)
                 model = trained[side]
                 with torch.no_grad():
-                    x_t = model.add_noise(torch.from_numpy(images) * 2 - 1, torch.from_numpy(noise), torch.from_numpy(t))
+                    x0 = torch.from_numpy(images) * 2 - 1
+                    x_t = model.add_noise(x0, torch.from_numpy(noise), torch.from_numpy(t))
                     eps = model.unet(x_t, torch.from_numpy(t), class_labels=torch.from_numpy(labels)).sample
                 want = float(((eps.numpy() - noise) ** 2).mean())
                 assert units.loc[unit.unit_id, f"{column}_{side}"] == pytest.approx(want, rel=1e-5), (column, side)

@@ -41,9 +41,12 @@ def model_dir_problems(path: str | Path, where: str = "models.hf") -> list[str]:
     """
     from reprsim.models.adapters import detect_hf_task
 
+    from reprsim.llm.spec import hf_path_problem
+
+    problem = hf_path_problem(str(path))
+    if problem:
+        return [f"{where}: {problem.removeprefix('hf: ')}"]
     path = Path(path).expanduser()
-    if not path.is_dir():
-        return [f"{where}: {path} is not a folder; give the folder that holds config.json and the weights"]
     if not (path / "config.json").is_file():
         return [f"{where}: {path} is not a Hugging Face model folder (no config.json); point it at the folder that "
                 "holds config.json, the weights and the tokenizer (what save_pretrained writes)"]

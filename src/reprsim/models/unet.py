@@ -30,8 +30,17 @@ from torch import Tensor, nn
 
 from reprsim.errors import ReprsimError
 
-__all__ = ["DiffusionUNet", "MissingDiffusers", "UNET_PRESETS", "denoising_features",
-           "denoising_loss", "eval_draws", "mean_std_pool", "require_diffusers", "stratified_draws"]  # fmt: skip
+__all__ = [
+    "UNET_PRESETS",
+    "DiffusionUNet",
+    "MissingDiffusers",
+    "denoising_features",
+    "denoising_loss",
+    "eval_draws",
+    "mean_std_pool",
+    "require_diffusers",
+    "stratified_draws",
+]  # fmt: skip
 
 #: The steps of the DDPM noise schedule (diffusers' default linear β from 1e-4 to 0.02).
 NUM_TRAIN_TIMESTEPS = 1000
@@ -39,13 +48,14 @@ NUM_TRAIN_TIMESTEPS = 1000
 _D, _AD, _U, _AU = "DownBlock2D", "AttnDownBlock2D", "UpBlock2D", "AttnUpBlock2D"
 
 #: Architecture presets. ``paper``: the paper's CIFAR-10 UNet (15.5M parameters at 32×32).
-#: ``small``: trains on a 2-core CPU at 28×28 (two levels, 8 and 16 channels, attention only in the
-#: middle block at 14×14; 43k parameters). ``tiny``: for tests (4 and 8 channels).
+#: ``small``: trains on a 2-core CPU (three levels of 16, 32, 32 channels, attention only in the
+#: middle block, at the lowest resolution: 7×7 for 28×28 inputs; 273k parameters). ``tiny``: for
+#: tests (two levels of 4 and 8 channels, 11k parameters).
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"block_out_channels": (4, 8), "layers_per_block": 1, "down_block_types": (_D, _D),
              "up_block_types": (_U, _U), "attention_head_dim": 8, "norm_num_groups": 4, "dropout": 0.0},
-    "small": {"block_out_channels": (8, 16), "layers_per_block": 1, "down_block_types": (_D, _D),
-              "up_block_types": (_U, _U), "attention_head_dim": 8, "norm_num_groups": 4, "dropout": 0.0},
+    "small": {"block_out_channels": (16, 32, 32), "layers_per_block": 1, "down_block_types": (_D, _D, _D),
+              "up_block_types": (_U, _U, _U), "attention_head_dim": 8, "norm_num_groups": 8, "dropout": 0.0},
     "paper": {"block_out_channels": (96, 192, 192), "layers_per_block": 2, "down_block_types": (_D, _AD, _AD),
               "up_block_types": (_AU, _AU, _U), "attention_head_dim": 8, "norm_num_groups": 32, "dropout": 0.1},
 }  # fmt: skip
@@ -57,7 +67,7 @@ class MissingDiffusers(ReprsimError, ImportError):
     """diffusers is not installed (the ``diffusion`` extra)."""
 
 
-def require_diffusers():  # noqa: ANN201 - the diffusers module
+def require_diffusers():
     """The ``diffusers`` module; :class:`MissingDiffusers` naming the install command when it is absent."""
     try:
         import diffusers
@@ -109,7 +119,8 @@ class DiffusionUNet(nn.Module):
                      "attention_head_dim": attention_head_dim, "norm_num_groups": norm_num_groups, "dropout": dropout}
         arch.update({k: v for k, v in overrides.items() if v is not None})
         arch["block_out_channels"] = tuple(int(c) for c in arch["block_out_channels"])
-        arch["down_block_types"], arch["up_block_types"] = tuple(arch["down_block_types"]), tuple(arch["up_block_types"])
+        for key in ("down_block_types", "up_block_types"):
+            arch[key] = tuple(arch[key])
         levels = len(arch["block_out_channels"])
         if len(arch["down_block_types"]) != levels or len(arch["up_block_types"]) != levels:
             raise ValueError(f"unet: {levels} block_out_channels need {levels} down_block_types and up_block_types, "
@@ -162,7 +173,7 @@ class DiffusionUNet(nn.Module):
         return out[:, :, :h, :w] if ph or pw else out
 
     def add_noise(self, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
-        """``√ᾱ_t·x₀ + √(1 − ᾱ_t)·ε`` for clean samples ``x0`` in [−1, 1] (N, C, H, W) (DDPM forward process)."""
+        """``√ᾱ_t·x₀ + √(1 − ᾱ_t)·ε`` for clean samples ``x0`` in [−1, 1] (N, C, H, W): the DDPM forward process."""
         ab = self.alphas_cumprod.to(x0.device)[timesteps.to(x0.device)].to(x0.dtype).view(-1, 1, 1, 1)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 

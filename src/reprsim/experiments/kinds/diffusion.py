@@ -140,7 +140,8 @@ class DiffusionKind(ImageKind):
             ood_noise, ood_t = eval_draws(len(idx), shape, draw_seed(seed, spec.name), steps)
             labels = data.labels.get("label")
             n_classes = _n_classes(labels[idx]) if labels is not None else None
-            probes.append(Probe(spec.name, "ood", data.inputs[idx], n_classes, {"noise": ood_noise, "timesteps": ood_t}))
+            extra = {"noise": ood_noise, "timesteps": ood_t}
+            probes.append(Probe(spec.name, "ood", data.inputs[idx], n_classes, extra))
         return probes
 
     # ---- models ---------------------------------------------------------------------------

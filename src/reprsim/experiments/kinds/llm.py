@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,9 +103,8 @@ def _fraction(unit: Unit) -> float:
     return unit.data_fraction if unit.overlap_kind == "data" else unit.task_fraction
 
 
-@lru_cache(maxsize=8)
 def _tokenizer_of(path: str) -> Any:
-    from reprsim.llm.hf import load_tokenizer
+    from reprsim.llm.hf import load_tokenizer  # cached per folder
 
     return load_tokenizer(path)
 
