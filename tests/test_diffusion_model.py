@@ -155,6 +155,21 @@ def test_sampling_is_seeded_and_returns_pixels():
     assert not torch.equal(a, m.sample([0, 1, 1], seed=5, steps=3))
 
 
+def test_the_ddim_sampler_recovers_the_image_of_an_exact_denoiser(monkeypatch):
+    """For data holding one image x*, the optimal ε-prediction is (x_t − √ᾱ_t·x*) / √(1 − ᾱ_t): with it,
+    deterministic DDIM (and guidance, as conditional = unconditional) must end exactly at x*."""
+    m = _unet(k=2, shape=(1, 8, 8))
+    target = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def exact(x_t, t, labels=None):
+        ab = m.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return (x_t - ab.sqrt() * (2 * target - 1)) / (1 - ab).sqrt()
+
+    monkeypatch.setattr(m, "forward", exact)
+    samples = m.sample([0, 1, 1], seed=3, steps=10, guidance_scale=3.0)
+    torch.testing.assert_close(samples, target.expand(3, 1, 8, 8), rtol=0, atol=1e-5)
+
+
 def test_missing_diffusers_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers now raises ImportError
     with pytest.raises(MissingDiffusers, match=r"pip install 'reprsim\[diffusion\]'"):
