@@ -34,12 +34,12 @@ import torch
 from torch import nn
 
 from reprsim.errors import ReprsimError
+from reprsim.models.pretrained import read_state_dict, state_mismatch
 
 __all__ = ["ModelRef", "load_model", "load_weights", "is_scripted"]
 
 _FACTORY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _SCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript", ".zip")
-_STATE_KEYS = ("state_dict", "model_state_dict", "model")
 
 
 @dataclass
@@ -199,40 +199,15 @@ def _load_tokenizer(path: Path) -> Any:
 # ---------------------------------------------------------------------------------------------
 # reprsim checkpoints
 # ---------------------------------------------------------------------------------------------
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """(tensors, reprsim metadata or None)."""
-    import json
-
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ReprsimError(f"cannot read the safetensors file {path}: {exc}") from exc
-    meta = json.loads(raw["reprsim"]) if "reprsim" in raw else None
-    return tensors, meta
-
-
-def _model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The model's own tensors: a resumable ``last.safetensors`` prefixes them with ``model.``."""
-    if any(k.startswith(("optim.", "rng.")) for k in tensors):
-        return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    return tensors
-
-
 def _load_checkpoint(path: Path, which: str) -> ModelRef:
     from reprsim.models import build
     from reprsim.training.checkpoint import model_fingerprint
 
-    tensors, meta = _read_safetensors(path)
+    state, meta = read_state_dict(path, what=f"model {which}")
     if meta is None:
         raise ReprsimError(f"model {which}: {path} holds bare weights without an architecture; pass the architecture "
                            f"as MODULE:CALLABLE and this file as its weights (weights_{which.lower()}=..., "
                            f"--weights-{which.lower()}).")
-    state = _model_state(tensors)
     fingerprint = str(meta.get("fingerprint", ""))
     spec = meta.get("model")
     if isinstance(spec, dict) and "name" in spec:
@@ -349,57 +324,22 @@ def load_weights(model: nn.Module, weights: str | Path, *, which: str = "A") -> 
     ``.safetensors`` (plain, or a reprsim checkpoint, whose fingerprint is checked) or a file
     saved with ``torch.save`` holding a state dict (or a dict with a ``state_dict`` / ``model``
     entry); the latter is read with ``torch.load(weights_only=True)``, so no code runs. A
-    ``module.`` prefix (``DataParallel``) is removed when the model's own keys lack it.
+    ``module.`` prefix (``DataParallel``) is removed.
     """
     path = Path(str(weights)).expanduser()
-    if not path.is_file():
-        raise ReprsimError(f"model {which}: weights file {path} not found.")
-    if path.suffix == ".safetensors":
-        tensors, meta = _read_safetensors(path)
-        state = _model_state(tensors)
-        if meta and meta.get("fingerprint"):
-            from reprsim.training.checkpoint import model_fingerprint
+    state, meta = read_state_dict(path, what=f"model {which}: weights")
+    if meta and meta.get("fingerprint"):
+        from reprsim.training.checkpoint import model_fingerprint
 
-            if model_fingerprint(model) != meta["fingerprint"]:
-                raise ReprsimError(f"model {which}: {path} was written for a different architecture "
-                                   f"({meta['fingerprint']}) than the factory builds ({model_fingerprint(model)}); "
-                                   "check the factory's options (widths, classes, depth).")
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpicklable under weights_only, or corrupt
-            raise ReprsimError(f"model {which}: cannot read {path} as a state dict with torch.load(weights_only=True) "
-                               f"({str(exc).splitlines()[0]}); save model.state_dict(), or use .safetensors.") from exc
-        if isinstance(obj, dict):
-            for key in _STATE_KEYS:
-                if isinstance(obj.get(key), dict):
-                    obj = obj[key]
-                    break
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise ReprsimError(f"model {which}: {path} does not hold a state dict (name → tensor); save "
-                               "model.state_dict().")
-        state = obj
-    own = model.state_dict()
-    if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        if model_fingerprint(model) != meta["fingerprint"]:
+            raise ReprsimError(f"model {which}: {path} was written for a different architecture "
+                               f"({meta['fingerprint']}) than the factory builds ({model_fingerprint(model)}); "
+                               "check the factory's options (widths, classes, depth).")
     _load_state(model, state, str(path), which)
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str, which: str) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]  # model order
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}" + (" …" if len(missing) > 5 else ""))
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}" + (" …" if len(unexpected) > 5 else ""))
-        if wrong:
-            k = wrong[0]
-            parts.append(f"shape of {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                         + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""))
-        raise ReprsimError(f"model {which}: the weights in {where} do not fit {type(model).__name__}: "
-                           + "; ".join(parts) + ".")
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise ReprsimError(f"model {which}: the weights in {where} do not fit {type(model).__name__}: {problem}.")
     model.load_state_dict(state, strict=True)

@@ -52,11 +52,16 @@ class ProbeSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    """A model of :func:`reprsim.models.build` and its keyword options, or a local Hugging Face
-    causal LM (``hf: /path/to/model``, fine-tuned by the ``llm`` kind; see :mod:`reprsim.llm.spec`).
+    """A model of :func:`reprsim.models.build` and its keyword options, or a local Hugging Face model.
 
-    With ``hf``, ``name`` defaults to the folder's name (``demo`` for the built-in demo base),
-    ``dtype`` is the weights' dtype and ``lora`` the LoRA options (``false``: full fine-tuning).
+    ``hf: /path/to/model`` names a ``save_pretrained`` folder: a causal LM is fine-tuned by the
+    ``llm`` kind (see :mod:`reprsim.llm.spec`; ``dtype`` is the weights' dtype and ``lora`` the LoRA
+    options, ``false``: full fine-tuning), an image classifier or vision encoder by the ``image``
+    kind, with a new head for the task (``input_size``: the side images are resized to; default the
+    model config's ``image_size``). ``name`` defaults to the folder's name (``demo`` for the
+    built-in demo base). A zoo model may start from ``checkpoint`` (every weight but the head).
+    ``train`` overrides keys of the top-level ``train`` for this model only (e.g. SGD for ResNets,
+    AdamW for ViTs).
     """
 
     name: str | None = None
@@ -64,6 +69,9 @@ class ModelSpec(_Strict):
     hf: str | None = Field(None, description="a local Hugging Face model directory, or 'demo' (built offline)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     lora: dict[str, Any] | bool | None = Field(None, description="hf models: LoRA options; false = full fine-tuning")
+    checkpoint: str | None = Field(None, description="zoo models: weights to start from (every tensor but the head)")
+    input_size: int | None = Field(None, gt=0, description="hf image models: resize images to this side")
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the top-level train for this model")
 
     @model_validator(mode="before")
     @classmethod
@@ -81,6 +89,11 @@ class ModelSpec(_Strict):
                 raise ValueError("give a zoo model (name: gpt) or a local Hugging Face directory (hf: /path/to/model)")
             if self.lora is not None or self.dtype != "auto":
                 raise ValueError(f"dtype and lora apply to Hugging Face models (hf: ...) only, not to {self.name!r}")
+            if self.input_size is not None:
+                raise ValueError(f"input_size applies to Hugging Face image models (hf: ...) only; zoo model "
+                                 f"{self.name!r} is built for the data's size")
+        elif self.checkpoint is not None:
+            raise ValueError(f"checkpoint applies to zoo models; hf: {self.hf} starts from its own weights")
         # whether hf: names a model folder is checked by the llm kind's preflight, not here, so that a
         # config pointing at a folder of another machine can still be shown and edited
         return self
@@ -90,6 +103,9 @@ class ModelSpec(_Strict):
         data = handler(self)
         if self.hf is None:  # zoo entries dump as before (their unit ids and cache keys do not change)
             for key in ("hf", "dtype", "lora"):
+                data.pop(key, None)
+        for key in ("checkpoint", "input_size", "train"):  # likewise for entries that do not use these
+            if not data.get(key):
                 data.pop(key, None)
         return data
 

@@ -102,7 +102,7 @@ def expand(config: ExperimentConfig) -> list[Unit]:
                                 task_fraction=task_f,
                                 seed=seed,
                                 mode=config.overlap.mode,
-                                train=dict(config.train),
+                                train=dict(config.train) | dict(model.train),  # per-model overrides
                                 attributes=attributes,
                             )
                         )

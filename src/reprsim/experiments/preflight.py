@@ -48,6 +48,10 @@ def _model_problems(config: ExperimentConfig, i: int, spec, source: str, kind) -
     from reprsim.experiments.kinds import model_kind_of
     from reprsim.models.zoo import usable_models
 
+    from reprsim.llm.spec import hf_path_problem
+
+    if spec.hf is not None and hf_path_problem(spec.hf):
+        return []  # a folder that is not there: the kind's check says so (not that its kind is wrong)
     try:
         found = model_kind_of(spec)
     except ValueError as exc:

@@ -40,8 +40,9 @@ def hf_path_problem(hf: str) -> str | None:
         return None
     path = Path(hf).expanduser()
     if not path.exists():
-        return (f"hf: {hf} does not exist; give the local folder of a Hugging Face causal LM (the one holding "
-                f"config.json and the weights, e.g. saved with save_pretrained), or hf: {DEMO} for the offline demo base")
+        return (f"hf: {hf} does not exist; give the local folder of a Hugging Face model (the one holding "
+                f"config.json and the weights, e.g. saved with save_pretrained), or hf: {DEMO} for the offline demo "
+                "language model")
     if not path.is_dir():
         return f"hf: {hf} is a file; give the folder that holds config.json and the weights"
     return None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from reprsim.models.common import Normalize
 
@@ -199,6 +200,9 @@ class HFVisionModel(nn.Module):
     input normalisation (``normalization``, e.g. from ``preprocessor_config.json``) and returns
     logits (N, num_labels) for ``task="image-classification"``, or the last hidden state for
     ``"image-base"`` ((N, T, D) for a ViT, (N, C, h, w) for a conv net).
+    ``resize_to=(H, W)`` resizes every batch bilinearly to the model's resolution first and
+    ``grey_to_rgb=True`` repeats a single channel three times (a sweep of Fashion-MNIST through an
+    ImageNet model); both are part of ``forward``, so gradients (attacks) reach the original pixels.
     Layers: ``embed`` (patch / stem embeddings when the model names them), ``blocks.<i>`` (each
     transformer block or conv stage), ``penultimate`` (classifier: the input of the last linear
     layer, i.e. the pooled features the head reads; encoder: the last hidden state) and, for a
@@ -210,8 +214,12 @@ class HFVisionModel(nn.Module):
         hf_model: nn.Module,
         task: str = "image-classification",
         normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+        resize_to: tuple[int, int] | None = None,
+        grey_to_rgb: bool = False,
     ) -> None:
         super().__init__()
+        self.resize_to = None if resize_to is None else (int(resize_to[0]), int(resize_to[1]))
+        self.grey_to_rgb = grey_to_rgb
         if task not in _VISION_TASKS:
             raise ValueError(f"HFVisionModel: task must be one of {_VISION_TASKS}, got {task!r}.")
         self.task = task
@@ -255,6 +263,10 @@ class HFVisionModel(nn.Module):
 
     def forward(self, pixels: Tensor) -> Tensor:
         """Return logits (N, num_labels) or the last hidden state (see the class docstring)."""
+        if self.grey_to_rgb and pixels.dim() == 4 and pixels.shape[1] == 1 and self.input_shape[0] == 3:
+            pixels = pixels.expand(-1, 3, -1, -1)
+        if self.resize_to is not None and pixels.dim() == 4 and tuple(pixels.shape[2:]) != self.resize_to:
+            pixels = F.interpolate(pixels, size=self.resize_to, mode="bilinear", align_corners=False)
         want = self.input_shape
         if pixels.dim() != 4 or any(w is not None and g != w for g, w in zip(pixels.shape[1:], want)):
             shape = "(N, " + ", ".join("any" if w is None else str(w) for w in want) + ")"

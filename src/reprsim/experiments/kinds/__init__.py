@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
+from pathlib import Path
 
 from reprsim.experiments.kinds.base import Kind
 
@@ -37,11 +38,18 @@ def get_kind(name: str) -> Kind:
 
 def model_kind_of(model) -> str:  # noqa: ANN001 - a config ModelSpec
     """The kind of model a config entry names (a zoo model's registry kind, e.g. ``image`` or ``lm``;
-    ``hf_causal_lm`` for a local Hugging Face causal LM, ``hf: /path``)."""
+    for a local Hugging Face folder, ``hf: /path``, ``hf_image`` when its config.json describes an
+    image model, else ``hf_causal_lm``: a folder that is missing is reported by the kind's preflight)."""
     from reprsim.models.zoo import model_kind
 
-    if getattr(model, "hf", None) is not None:
-        return "hf_causal_lm"
+    hf = getattr(model, "hf", None)
+    if hf is not None:
+        from reprsim.models.adapters import detect_hf_task
+
+        try:
+            return "hf_image" if detect_hf_task(Path(hf).expanduser()).startswith("image") else "hf_causal_lm"
+        except ValueError:  # no config.json (or the demo base): not an image model
+            return "hf_causal_lm"
     return model_kind(model.name)
 
 

@@ -23,7 +23,7 @@ from reprsim.experiments.kinds.base import Kind, Probe, Trained, layer_problems
 from reprsim.experiments.pairs import PairData, make_pair_data
 
 if TYPE_CHECKING:
-    from reprsim.experiments.config import ExperimentConfig, ProbeSpec, SourceSpec
+    from reprsim.experiments.config import ExperimentConfig, ModelSpec, ProbeSpec, SourceSpec
     from reprsim.experiments.grid import Unit
 
 
@@ -86,10 +86,18 @@ def design_fractions(config: ExperimentConfig, unit: Unit) -> tuple[float, ...]:
     return ()
 
 
+def _pretrained_key(model: ModelSpec) -> dict[str, str]:
+    """What a model entry starts from, by content: a changed checkpoint or folder retrains."""
+    from reprsim.models.pretrained import weights_fingerprint
+
+    start = model.hf if model.hf is not None else model.checkpoint
+    return {} if start is None else {"pretrained": weights_fingerprint(start)}
+
+
 class ImageKind(Kind):
     name = "image"
     overlap_kinds = ("data", "task", "combined", "attribute", "factorial")
-    model_kinds = ("image",)
+    model_kinds = ("image", "hf_image")
     consequences = ("attack_transfer",)
     feature_batch_size = 512
     feature_pool = "avg"
@@ -120,11 +128,21 @@ class ImageKind(Kind):
 
     # ---- models ---------------------------------------------------------------------------
     def build(self, config: ExperimentConfig, unit: Unit, pair: PairData, side: str) -> nn.Module:
+        """A zoo model (optionally started from ``checkpoint``) or a local Hugging Face image model,
+        either way with a new head of the side's classes, initialised from the unit's seed."""
         from reprsim import models
+        from reprsim.models import pretrained
 
         x, _ = pair.train_set(side)
-        return models.build(unit.model.name, input_shape=tuple(x.shape[1:]), num_classes=pair.num_classes(side),
-                            seed=unit.seeds()[f"init_{side}"], **unit.model.options)  # fmt: skip
+        seed, num_classes = unit.seeds()[f"init_{side}"], pair.num_classes(side)
+        if unit.model.hf is not None:
+            return pretrained.hf_image_classifier(unit.model.hf, num_classes, seed=seed, input_size=unit.model.input_size,
+                                                  in_channels=int(x.shape[1]) if x.ndim == 4 else None)  # fmt: skip
+        model = models.build(unit.model.name, input_shape=tuple(x.shape[1:]), num_classes=num_classes, seed=seed,
+                             **unit.model.options)  # fmt: skip
+        if unit.model.checkpoint is not None:
+            pretrained.start_from_checkpoint(model, unit.model.checkpoint, what=f"models.{unit.model.name}.checkpoint")
+        return model
 
     def weights_key(self, config: ExperimentConfig, unit: Unit, pair: PairData, side: str) -> dict[str, Any]:
         seeds = unit.seeds()
@@ -132,7 +150,7 @@ class ImageKind(Kind):
         examples = hashlib.sha256(np.ascontiguousarray(pair.split.indices(side)).tobytes() + y.tobytes()).hexdigest()
         return {"source": unit.source.model_dump(mode="json"), "model": unit.model.model_dump(mode="json"),
                 "train": unit.train, "init": seeds[f"init_{side}"], "order": seeds[f"order_{side}"],
-                "examples": examples, "classes": pair.num_classes(side)}  # fmt: skip
+                "examples": examples, "classes": pair.num_classes(side)} | _pretrained_key(unit.model)  # fmt: skip
 
     def fit(self, config: ExperimentConfig, unit: Unit, pair: PairData, side: str, model: nn.Module,
             checkpoint_dir: Path, device: torch.device, progress: bool) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
@@ -177,10 +195,11 @@ class ImageKind(Kind):
                 load_probe(spec)
             except (ValueError, FileNotFoundError, ReprsimError) as exc:
                 problems.append(f"probes.{spec.name}: {exc}")
-        try:
-            TrainConfig.from_dict(config.train)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"train: {exc}")
+        for model in config.models:  # the top-level recipe with each model's overrides
+            try:
+                TrainConfig.from_dict(dict(config.train) | dict(model.train))
+            except (TypeError, ValueError) as exc:
+                problems.append(f"models.{model.name}.train: {exc}" if model.train else f"train: {exc}")
         k = config.measures.params.get("k")
         checked_models: set[tuple] = set()
         for unit in units:
@@ -195,14 +214,36 @@ class ImageKind(Kind):
                 if small:
                     problems.append(f"measures.params.k={k} is not smaller than probe set(s) {small} of unit "
                                     f"{unit.unit_id}; lower k or raise probe_size")  # fmt: skip
-            model_key = (unit.model.name, json.dumps(unit.model.options, sort_keys=True), pair.num_classes("a"))
+            model_key = (json.dumps(unit.model.model_dump(mode="json"), sort_keys=True), pair.num_classes("a"))
             if model_key in checked_models:
                 continue
             checked_models.add(model_key)
-            try:
-                model = self.build(config, unit, pair, "a")
-            except (TypeError, ValueError) as exc:
-                problems.append(f"models.{unit.model.name}: {exc}")
-                continue
-            problems += layer_problems(model, config.layers, unit.model.name)
+            problems += self._model_problems(config, unit, pair)
         return list(dict.fromkeys(problems))
+
+    def _model_problems(self, config: ExperimentConfig, unit: Unit, pair: PairData) -> list[str]:
+        """The model entry builds (a pretrained one loads), has the layers, and runs on two training images."""
+        spec, what = unit.model, f"models.{unit.model.name}"
+        if spec.hf is not None:
+            from reprsim.llm.spec import hf_path_problem
+
+            problem = hf_path_problem(spec.hf)
+            if problem:
+                return [f"{what}: {problem}"]
+            try:
+                import transformers  # noqa: F401
+            except ImportError:
+                return [f"{what}: hf: models need transformers: pip install 'reprsim[hf]'"]
+        try:
+            model = self.build(config, unit, pair, "a")
+        except (TypeError, ValueError, OSError, ReprsimError) as exc:
+            return [f"{what}: {exc}"]
+        problems = layer_problems(model, config.layers, spec.name)
+        x, _ = pair.train_set("a")
+        try:
+            with torch.no_grad():
+                model.eval()(torch.as_tensor(x[:2], dtype=torch.float32))
+        except (RuntimeError, ValueError) as exc:
+            first = str(exc).splitlines()[0]
+            problems.append(f"{what}: cannot run on the source's images of shape {tuple(x.shape[1:])}: {first}")
+        return problems
