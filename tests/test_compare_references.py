@@ -103,7 +103,7 @@ def test_reprsim_checkpoint_is_rebuilt_and_verified(tmp_path):
     y = rng.integers(0, 4, 48)
     results = {}
     for name, options in (("cnn", {"channels": (8, 16)}), ("resnet18", {"width": 0.125}),
-                          ("mlp", {"hidden": (16, 8)})):
+                          ("mlp", {"hidden": (16, 8)}), ("vit", {"preset": "tiny", "patch_size": 8, "depth": 1})):
         model = M.build(name, input_shape=(3, 16, 16), num_classes=4, seed=0, **options)
         out = tmp_path / name
         trained = train(model, (x, y), TrainConfig(epochs=1, batch_size=16), seed=0, checkpoint_dir=out,

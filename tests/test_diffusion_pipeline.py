@@ -287,3 +287,16 @@ def test_rerunning_the_sweep_retrains_nothing_and_gives_the_same_table(sweep, tm
     merged = pd.merge(df[keys + ["value"]], again[keys + ["value"]], on=keys)
     assert len(merged) == len(df)
     np.testing.assert_array_equal(merged["value_x"].to_numpy(), merged["value_y"].to_numpy())
+
+
+def test_the_report_shows_both_models_samples_for_one_pair_per_overlap_point(sweep, tmp_path):
+    from reprsim.analysis import build_report
+
+    _, _, run_dir, _, df = sweep
+    html = build_report(run_dir, out=tmp_path / "report", figures=False, n_boot=50, n_perm=50).read_text()
+    points = df.drop_duplicates("unit_id")[["overlap_kind", "data_fraction", "task_fraction"]].drop_duplicates()
+    assert f"Samples of the generative models ({len(points)} pairs, one per overlap point)" in html
+    assert html.count(": model A.") == len(points) and html.count(": model B.") == len(points)
+    assert html.count('<img src="data:image/png;base64,') == 2 * len(points)  # figures=False: only the samples
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert markdown.count(dk.SAMPLE_FILES["a"]) == len(points)

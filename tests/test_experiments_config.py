@@ -179,3 +179,14 @@ def test_yaml_limits_on_size_recursion_and_the_normal_use_of_anchors(tmp_path, m
     (tmp_path / "anchored.yaml").write_text(text.replace("    options: {per_class: 100, seed: 0}\n", shared))
     source = load_config(tmp_path / "anchored.yaml").sources[0]
     assert source.options == source.test_options == {"per_class": 100, "seed": 0}
+
+
+@pytest.mark.parametrize("key, value", [("seeds", ["0"]), ("probe_size", "300"), ("probe_size", True),
+                                        ("execution", {"workers": "2"})])
+def test_numbers_written_as_strings_or_booleans_are_refused_not_coerced(key, value):
+    data = yaml.safe_load((CONFIGS / "quick.yaml").read_text()) | {key: value}
+    with pytest.raises(ConfigError, match=key):
+        parse_config(data)
+    attack = {"attack_transfer": {"eps_data": "0.1"}}
+    with pytest.raises(ConfigError, match="eps_data"):
+        parse_config(yaml.safe_load((CONFIGS / "quick.yaml").read_text()) | {"consequences": [attack]})

@@ -29,6 +29,7 @@ __all__ = [
     "RESULTS_PARQUET",
     "RESULT_COLUMNS",
     "SUMMARY_FILE",
+    "SAMPLE_FILES",
     "UNITS_DIR",
     "UNIT_FILES",
     "assemble_units",
@@ -83,6 +84,8 @@ REPORT_MD = "report.md"
 UNITS_DIR = "units"
 #: Files of ``units/<unit_id>/``: what the unit is, its rows, its status (written last), its log.
 UNIT_FILES = {"record": "unit.json", "rows": "rows.parquet", "status": "status.json", "log": "log.txt"}
+#: Sample grids a generative kind (diffusion) writes into ``units/<unit_id>/`` (the report shows them).
+SAMPLE_FILES = {"a": "samples_a.png", "b": "samples_b.png", "rows": "samples.json"}
 
 
 def order_columns(frame: pd.DataFrame) -> pd.DataFrame:

@@ -42,7 +42,7 @@ from reprsim.analysis.methods import methods_paragraphs
 from reprsim.analysis.summary import summarize
 from reprsim.analysis.text import kind_label, measure_label
 from reprsim.errors import ReprsimError
-from reprsim.results import REPORT_HTML, REPORT_MD, SUMMARY_FILE
+from reprsim.results import REPORT_HTML, REPORT_MD, SAMPLE_FILES, SUMMARY_FILE, UNITS_DIR
 
 __all__ = ["FORMATS", "build_report"]
 
@@ -68,13 +68,24 @@ def _primary(runs: list[Run]) -> tuple[PrimaryFamily, list[dict[str, str]]]:
     return chosen, notes
 
 
+def _sample_caption(folder: Path, side: str) -> str:
+    """What the rows of a unit's sample grid are (from its ``samples.json``)."""
+    try:
+        info = json.loads((folder / SAMPLE_FILES["rows"]).read_text())
+    except (OSError, ValueError):
+        return "one row per class of the model"
+    return (f"one row per class ({', '.join(map(str, info.get(side, [])))}), {info.get('per_class')} samples each: "
+            f"DDIM, {info.get('steps')} steps, guidance {info.get('guidance_scale')}, noise seed {info.get('seed')} "
+            "(the same for both models)")
+
+
 class _Builder:
     """Collects report blocks and figures for one analysed table."""
 
     def __init__(self, summary: dict[str, Any], data: pd.DataFrame, raw: pd.DataFrame, fig_dir: Path,
-                 primary: PrimaryFamily, draw: bool = True):  # fmt: skip
+                 primary: PrimaryFamily, draw: bool = True, unit_dirs: dict[str, Path] | None = None):  # fmt: skip
         self.s, self.data, self.raw, self.fig_dir, self.primary = summary, data, raw, fig_dir, primary
-        self.draw = draw
+        self.draw, self.unit_dirs = draw, unit_dirs or {}
         self.effects = _frame(summary["overlap_effects"])
         self.figures: list[dict[str, str]] = []
         self.measures = [m for m in primary.measures if m in set(self.data["measure"])]
@@ -217,6 +228,7 @@ class _Builder:
             fig = self.figure(path, "Layer × layer similarity", caption, "layers")
             if fig:
                 blocks.append(Details("Layer pairs", fig))
+        blocks += self.samples()
         acc = _frame(self.s["accuracy"])
         fig = self.figure(self.plot(plots.plot_accuracy, acc, self.fig_dir), "Accuracy vs overlap",
                           "Mean test accuracy of the two models (± between-seed SD): if accuracy is flat while "
@@ -224,6 +236,25 @@ class _Builder:
         if fig:
             blocks.append(Details("Accuracy", fig))
         return blocks
+
+    def samples(self) -> list:
+        """The sample grids of both models of one pair per overlap point (its lowest seed with grids):
+        generative models (diffusion) show whether they learned anything at all."""
+        keys = ["source", "model", "overlap_kind", "x"]
+        units = self.data.drop_duplicates("unit_id").sort_values([*keys, "seed"], kind="stable")
+        figures: list = []
+        for _, group in units.groupby(keys, sort=False):
+            for row in group.itertuples():
+                folder = self.unit_dirs.get(row.unit_id)
+                if folder is None or not all((folder / SAMPLE_FILES[side]).is_file() for side in "ab"):
+                    continue
+                point = f"{row.source} · {row.model} · {kind_label(row.overlap_kind)} {row.x:g} · seed {row.seed}"
+                figures += [Figure(folder / SAMPLE_FILES[side], f"{point}: model {side.upper()}",
+                                   _sample_caption(folder, side)) for side in "ab"]  # fmt: skip
+                break
+        if not figures:
+            return []
+        return [Details(f"Samples of the generative models ({len(figures) // 2} pairs, one per overlap point)", figures)]
 
     def _layer_choice(self) -> tuple[str, str, str] | None:
         counts = self.raw.groupby(["unit_id", "measure", "probe_set"], sort=False).size()
@@ -317,7 +348,8 @@ def build_report(
     builder, methods = None, []
     if summary["status"] == "ok" and not missing_columns(table):
         data = prepare(table, layers)
-        builder = _Builder(summary, data, clean_results(table), root / "figures", primary, figures)
+        unit_dirs = {uid: r.path / UNITS_DIR / uid for r in runs for uid in r.table["unit_id"].unique()}
+        builder = _Builder(summary, data, clean_results(table), root / "figures", primary, figures, unit_dirs)
         together = None if len(runs) == 1 else (
             f"{len(runs)} runs analysed together ({', '.join(r.name for r in runs)}); the run is a cell axis, so "
             "nothing is pooled across runs, and each run's config is listed at the end.")  # fmt: skip

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reprsim.chat.world import ChatWorld, Request
+from reprsim.data.split_types import RealisedFractions
 from reprsim.data.splits import Split, data_overlap_split, task_overlap_split
 
 __all__ = ["ChatSplit", "make_chat_split", "POOL_SEED"]
@@ -29,7 +30,7 @@ POOL_SEED = 0
 
 
 @dataclass
-class ChatSplit:
+class ChatSplit(RealisedFractions):
     """A split of the chat world: pools, the index split into the training pool, and family sets.
 
     Attributes:
@@ -56,16 +57,6 @@ class ChatSplit:
     def requests_b(self) -> list[Request]:
         """Model B's training requests."""
         return [self.train_pool[i] for i in self.split.b_indices]
-
-    @property
-    def realised_data_fraction(self) -> float:
-        """|A ∩ B| / |A| over training dialogues."""
-        return float(self.split.realised_data_fraction)
-
-    @property
-    def realised_task_fraction(self) -> float:
-        """Shared benign families / benign families per model (1.0 for data splits)."""
-        return float(self.split.realised_task_fraction)
 
 
 def make_chat_split(world: ChatWorld, overlap_kind: str, fraction: float, seed: int, *,

@@ -21,6 +21,21 @@ FORMAT_VERSION = 1
 ClassKey = Any  # an int (class split / domain split) or a tuple of ints (attribute split)
 
 
+class RealisedFractions:
+    """``realised_data_fraction`` / ``realised_task_fraction`` of an object that holds a ``split``
+    (a :class:`Split`, or anything with those two attributes): the exact overlap, after rounding."""
+
+    split: Any
+
+    @property
+    def realised_data_fraction(self) -> float:
+        return float(self.split.realised_data_fraction)
+
+    @property
+    def realised_task_fraction(self) -> float:
+        return float(self.split.realised_task_fraction)
+
+
 @dataclass
 class Split:
     """Two overlapping training sets.

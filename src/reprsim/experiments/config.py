@@ -18,6 +18,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     field_validator,
     model_serializer,
@@ -70,7 +72,7 @@ class ModelSpec(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     lora: dict[str, Any] | bool | None = Field(None, description="hf models: LoRA options; false = full fine-tuning")
     checkpoint: str | None = Field(None, description="zoo models: weights to start from (every tensor but the head)")
-    input_size: int | None = Field(None, gt=0, description="hf image models: resize images to this side")
+    input_size: StrictInt | None = Field(None, gt=0, description="hf image models: resize images to this side")
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the top-level train for this model")
 
     @model_validator(mode="before")
@@ -204,7 +206,7 @@ class OverlapSpec(_Strict):
 
 class PrepareSpec(_Strict):
     normalize: Literal["l2"] | None = "l2"
-    clip_quantile: float | None = Field(0.95, gt=0.0, le=1.0)
+    clip_quantile: StrictFloat | None = Field(0.95, gt=0.0, le=1.0)
 
 
 class MeasureSpec(_Strict):
@@ -213,7 +215,7 @@ class MeasureSpec(_Strict):
     names: list[str] | Literal["all", "paper"] = "paper"
     params: dict[str, Any] = Field(default_factory=lambda: {"k": 10})
     prepare: PrepareSpec = Field(default_factory=PrepareSpec)
-    permutations: int = Field(0, ge=0, description="permutation-test size per pair (0 = off)")
+    permutations: StrictInt = Field(0, ge=0, description="permutation-test size per pair (0 = off)")
 
     def resolved_names(self) -> list[str]:
         from reprsim import metrics
@@ -230,10 +232,10 @@ class AttackTransferSpec(_Strict):
 
     kind: Literal["attack_transfer"] = "attack_transfer"
     attack: Literal["mi_fgsm", "fgsm", "pgd"] = "mi_fgsm"
-    eps_data: float = Field(1 / 255, ge=0.0, le=1.0, description="ε (pixel scale) for data-overlap pairs")
-    eps_task: float = Field(2 / 255, ge=0.0, le=1.0, description="ε for task/combined/attribute pairs")
-    steps: int = Field(3, ge=1)
-    n: int = Field(500, ge=1, description="size of the fixed, seeded probe subset")
+    eps_data: StrictFloat = Field(1 / 255, ge=0.0, le=1.0, description="ε (pixel scale) for data-overlap pairs")
+    eps_task: StrictFloat = Field(2 / 255, ge=0.0, le=1.0, description="ε for task/combined/attribute pairs")
+    steps: StrictInt = Field(3, ge=1)
+    n: StrictInt = Field(500, ge=1, description="size of the fixed, seeded probe subset")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -264,10 +266,10 @@ class AnalysisSpec(_Strict):
 
 class ExecutionSpec(_Strict):
     executor: Literal["local", "ray"] = "local"
-    workers: int = Field(1, ge=1, description="units run at once (local: worker processes)")
-    threads_per_unit: int = Field(1, ge=1, description="torch threads inside each unit")
+    workers: StrictInt = Field(1, ge=1, description="units run at once (local: worker processes)")
+    threads_per_unit: StrictInt = Field(1, ge=1, description="torch threads inside each unit")
     address: str | None = Field(None, description="Ray cluster address (e.g. 'auto'); None starts a local instance")
-    gpus_per_unit: float = Field(0.0, ge=0.0)
+    gpus_per_unit: StrictFloat = Field(0.0, ge=0.0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
                         description="where units train and run: auto (CUDA when available), cpu, cuda or cuda:N")
 
@@ -278,11 +280,11 @@ class ExperimentConfig(_Strict):
     name: str = "experiment"
     sources: list[SourceSpec] = Field(min_length=1)
     probes: list[ProbeSpec] = Field(default_factory=list)
-    probe_size: int = Field(2000, ge=10, description="in-distribution probe inputs per set (seeded subsample)")
+    probe_size: StrictInt = Field(2000, ge=10, description="in-distribution probe inputs per set (seeded subsample)")
     models: list[ModelSpec] = Field(min_length=1)
     train: dict[str, Any] = Field(default_factory=dict, description="reprsim.train.TrainConfig fields")
     overlap: OverlapSpec
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[StrictInt] = Field(min_length=1)
     layers: list[str] = Field(default_factory=lambda: ["penultimate"], min_length=1)
     measures: MeasureSpec = Field(default_factory=MeasureSpec)
     consequences: list[AttackTransferSpec | JailbreakTransferSpec] = Field(default_factory=list)

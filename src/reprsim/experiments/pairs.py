@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from reprsim.data import splits
+from reprsim.data.split_types import RealisedFractions
 from reprsim.experiments.grid import Unit, content_hash
 
 # Probe subsets of a class split, in the order the paper reports them.
@@ -20,7 +21,7 @@ CLASS_PROBES = ("common", "ood_one", "ood_all")
 
 
 @dataclass
-class PairData:
+class PairData(RealisedFractions):
     unit: Unit
     split: splits.Split
     train: object  # reprsim.data Dataset (inputs, labels, meta)
@@ -29,14 +30,6 @@ class PairData:
     #: every task fraction of the unit's design (class splits): fixes the probe sets and the
     #: attack's label space across the sweep
     design_fractions: tuple[float, ...] = ()
-
-    @property
-    def realised_data_fraction(self) -> float:
-        return float(self.split.realised_data_fraction)
-
-    @property
-    def realised_task_fraction(self) -> float:
-        return float(self.split.realised_task_fraction)
 
     # ---- training -------------------------------------------------------------------------
     def _labels(self, dataset):

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprsim.data.corpora import CorpusSpec
+from reprsim.data.split_types import RealisedFractions
 
 if TYPE_CHECKING:
     from reprsim.data.corpora import TextTokenizer
@@ -158,7 +159,7 @@ def source_tokenizer(opts: TextOptions) -> TextTokenizer:
 
 
 @dataclass
-class TextPair:
+class TextPair(RealisedFractions):
     """The split of one unit: each model's training documents, the domains it saw and the tokenizer."""
 
     split: Any  # reprsim.data.splits.Split (kind "chunk" or "corpus")
@@ -166,14 +167,6 @@ class TextPair:
     domains: dict[str, list[str]]  # side -> domains trained on
     opts: TextOptions
     tokenizer: TextTokenizer | None = None  # None: bytes
-
-    @property
-    def realised_data_fraction(self) -> float:
-        return float(self.split.realised_data_fraction)
-
-    @property
-    def realised_task_fraction(self) -> float:
-        return float(self.split.realised_task_fraction)
 
     @property
     def vocab_size(self) -> int:

@@ -9,6 +9,7 @@ input of the last ``nn.Linear``).
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,11 +135,20 @@ def build(
         raise ValueError(f"build({name!r}) is a language model: pass vocab_size and block_size, "
                          "not input_shape/num_classes.")
     _check_kwargs(name, spec.factory, options)
-    if seed is None:
-        return spec.factory(**options)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return spec.factory(**options)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = spec.factory(**options)
+    # How to build it again: reprsim.train writes this into its checkpoints, so that a checkpoint
+    # of any zoo model loads without its factory (compare_models, compare-models).
+    shape = {} if input_shape is None else {"input_shape": list(input_shape), "num_classes": num_classes}
+    recipe = {"name": name, "options": {**kwargs, **shape}}
+    try:
+        json.dumps(recipe)
+    except TypeError:  # an option that JSON cannot hold (a module, a callable): no recipe
+        return model
+    model.reprsim_build = recipe
+    return model
 
 
 def input_normalization(model: nn.Module) -> tuple[Tensor, Tensor] | None:

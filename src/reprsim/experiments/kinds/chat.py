@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from reprsim.data.split_types import RealisedFractions
 from reprsim.errors import ReprsimError
 from reprsim.experiments.grid import content_hash
 from reprsim.experiments.kinds.base import Kind, Probe, Trained, layer_problems
@@ -42,7 +43,7 @@ _JAILBREAK_MODES = ("universal", "individual")
 
 
 @dataclass
-class ChatPair:
+class ChatPair(RealisedFractions):
     """A unit's world, recipe and split, and (shared-base mode) the trained base model."""
 
     world: ChatWorld
@@ -50,19 +51,20 @@ class ChatPair:
     split: ChatSplit
     base: Trained | None = None
 
-    @property
-    def realised_data_fraction(self) -> float:
-        return self.split.realised_data_fraction
-
-    @property
-    def realised_task_fraction(self) -> float:
-        return self.split.realised_task_fraction
-
     def requests(self, side: str):
         return self.split.requests_a if side == "a" else self.split.requests_b
 
     def families(self, side: str) -> list[int]:
         return self.split.families_a if side == "a" else self.split.families_b
+
+
+def dialogue_length_problems(recipe, world) -> list[str]:  # noqa: ANN001 - a ChatRecipe and a ChatWorld
+    """The training block must hold the longest dialogue (prompt, answer and noise tokens)."""
+    longest = world.max_prompt_len + world.response_len + recipe.noise_max_len
+    if recipe.block_size >= longest:
+        return []
+    return [f"train.block_size={recipe.block_size} is shorter than the longest dialogue "
+            f"({longest} tokens); use block_size >= {longest} plus the suffix length"]
 
 
 def _fraction(unit: Unit) -> float:
@@ -210,10 +212,7 @@ class ChatKind(Kind):
             except (TypeError, ValueError) as exc:
                 problems.append(f"unit {unit.unit_id}: {exc}")
                 continue
-            longest = pair.world.max_prompt_len + pair.world.response_len + recipe.noise_max_len
-            if recipe.block_size < longest:
-                problems.append(f"train.block_size={recipe.block_size} is shorter than the longest dialogue "
-                                f"({longest} tokens); use block_size >= {longest} plus the suffix length")  # fmt: skip
+            problems += dialogue_length_problems(recipe, pair.world)
             if unit.model.name in checked_models:
                 continue
             checked_models.add(unit.model.name)

@@ -41,6 +41,7 @@ from reprsim.errors import ReprsimError
 from reprsim.experiments.kinds.base import Kind, Probe, Trained
 from reprsim.experiments.kinds.image import ImageKind, load_probe, load_source, subsample
 from reprsim.experiments.pairs import PairData
+from reprsim.results import SAMPLE_FILES  # what save_artifacts writes into the unit folder
 
 if TYPE_CHECKING:
     from reprsim.experiments.config import ExperimentConfig
@@ -56,8 +57,6 @@ SAMPLE_STEPS = 20
 SAMPLES_PER_CLASS = 4
 GUIDANCE_SCALE = 3.0
 SAMPLE_SEED = 0
-#: Files :meth:`DiffusionKind.save_artifacts` writes into the unit folder.
-SAMPLE_FILES = {"a": "samples_a.png", "b": "samples_b.png", "rows": "samples.json"}
 
 
 def draw_seed(probe_seed: int, name: str) -> int:
@@ -199,6 +198,9 @@ class DiffusionKind(ImageKind):
         return Kind.consequence(self, spec, config, unit, pair, a, b, seed)
 
     # ---- preflight ------------------------------------------------------------------------
+    def dry_forward(self, model: nn.Module, x: torch.Tensor) -> None:
+        model(x, torch.zeros(len(x), dtype=torch.long))  # a UNet also takes the timestep
+
     def check(self, config: ExperimentConfig, units: list[Unit]) -> list[str]:
         """diffusers is installed, the probe sources have the training images' shape, then the image
         kind's checks (splits, training recipe, models, layers, k against every probe set)."""

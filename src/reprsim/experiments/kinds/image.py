@@ -242,8 +242,12 @@ class ImageKind(Kind):
         x, _ = pair.train_set("a")
         try:
             with torch.no_grad():
-                model.eval()(torch.as_tensor(x[:2], dtype=torch.float32))
+                self.dry_forward(model.eval(), torch.as_tensor(x[:2], dtype=torch.float32))
         except (RuntimeError, ValueError) as exc:
             first = str(exc).splitlines()[0]
             problems.append(f"{what}: cannot run on the source's images of shape {tuple(x.shape[1:])}: {first}")
         return problems
+
+    def dry_forward(self, model: nn.Module, x: torch.Tensor) -> None:
+        """One forward pass on two training images (preflight: the model takes the source's images)."""
+        model(x)

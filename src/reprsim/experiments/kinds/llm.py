@@ -379,18 +379,14 @@ class LLMKind(Kind):
 
     def _text_problems(self, config: ExperimentConfig, units: list[Unit], cfg: Any, tokenizers: dict[str, Any]) -> list[str]:
         from reprsim.data.corpora import PretrainedTokenizer, corpus_problem
-        from reprsim.experiments.text_pairs import make_text_pair, text_options
+        from reprsim.experiments.kinds.text import unit_text_options
+        from reprsim.experiments.text_pairs import make_text_pair
 
         problems: list[str] = []
         checked: set[tuple[str, str]] = set()
         for unit in units:
-            if unit.source.test_options:
-                problems.append("sources.text: test_options are not used (validation is the last val_fraction "
-                                "of each domain); remove them")
-            try:
-                opts = text_options(unit.source)
-            except ValueError as exc:
-                problems.append(str(exc))
+            opts = unit_text_options(unit, problems)
+            if opts is None:
                 continue
             if opts.bpe_vocab_size is not None:
                 problems.append("sources.text.options.tokenizer: the llm kind tokenises with its model's tokenizer; "
@@ -415,6 +411,7 @@ class LLMKind(Kind):
         return problems
 
     def _chat_problems(self, config: ExperimentConfig, units: list[Unit], recipe: Any) -> list[str]:
+        from reprsim.experiments.kinds.chat import dialogue_length_problems
         from reprsim.llm.spec import is_demo
 
         problems: list[str] = []
@@ -432,10 +429,7 @@ class LLMKind(Kind):
             except (TypeError, ValueError) as exc:
                 problems.append(f"unit {unit.unit_id}: {exc}")
                 continue
-            longest = pair.world.max_prompt_len + pair.world.response_len + recipe.noise_max_len
-            if recipe.block_size < longest:
-                problems.append(f"train.block_size={recipe.block_size} is shorter than the longest dialogue "
-                                f"({longest} tokens); use block_size >= {longest} plus the suffix length")  # fmt: skip
+            problems += dialogue_length_problems(recipe, pair.world)
         return problems
 
 

@@ -72,6 +72,18 @@ def _vocab_size(opts) -> int:  # noqa: ANN001 - TextOptions
     return VOCAB_SIZE if opts.bpe_vocab_size is None else int(source_tokenizer(opts).vocab_size)
 
 
+def unit_text_options(unit: Unit, problems: list[str]):  # noqa: ANN201 - TextOptions | None
+    """The unit's text-source options, or None with the reason appended to ``problems`` (preflight)."""
+    if unit.source.test_options:
+        problems.append("sources.text: test_options are not used (validation is the last val_fraction "
+                        "of each domain); remove them")
+    try:
+        return text_options(unit.source)
+    except ValueError as exc:
+        problems.append(str(exc))
+        return None
+
+
 def _recipe(train: dict[str, Any]):
     """The :class:`reprsim.train.TrainConfig` of a unit's (or config's) ``train`` section."""
     from reprsim.train import TrainConfig
@@ -165,13 +177,8 @@ class TextKind(Kind):
             return problems + [f"train: {exc}"]
         checked: set[str] = set()
         for unit in units:
-            if unit.source.test_options:
-                problems.append("sources.text: test_options are not used (validation is the last val_fraction "
-                                "of each domain); remove them")
-            try:
-                opts = text_options(unit.source)
-            except ValueError as exc:
-                problems.append(str(exc))
+            opts = unit_text_options(unit, problems)
+            if opts is None:
                 continue
             try:
                 tokenizer = None if opts.bpe_vocab_size is None else source_tokenizer(opts)
