@@ -96,7 +96,7 @@ class ModelSpec(_Strict):
                                  f"{self.name!r} is built for the data's size")
         elif self.checkpoint is not None:
             raise ValueError(f"checkpoint applies to zoo models; hf: {self.hf} starts from its own weights")
-        # whether hf: names a model folder is checked by the llm kind's preflight, not here, so that a
+        # whether hf: names a model folder is checked by the kind's preflight (image or llm), not here, so that a
         # config pointing at a folder of another machine can still be shown and edited
         return self
 
