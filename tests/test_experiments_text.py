@@ -161,3 +161,17 @@ def test_run_fails_before_training_on_a_bad_domain(tmp_path, monkeypatch):
     monkeypatch.setattr(reprsim.train, "train", lambda *a, **k: pytest.fail("trained despite a bad config"))
     with pytest.raises(ReprsimError, match="unknown domain"):
         run(tiny_config([{"kind": "data", "fractions": [0.5]}], domains=["shakespeare", "tinystories"]), tmp_path)
+
+
+def test_a_models_own_train_overrides_are_checked_by_the_kinds_recipe():
+    from reprsim.experiments.preflight import preflight_problems
+
+    config = tiny_config([{"kind": "data", "fractions": [0.0]}])
+    config["models"] = [{**config["models"][0], "train": {"max_step": 5}}]  # a typo of max_steps
+    parsed = parse_config(config)
+    problems = preflight_problems(parsed, expand(parsed))
+    assert len(problems) == 1 and problems[0].startswith("models.gpt.train:") and "max_step" in problems[0]
+    config["models"][0]["train"] = {"max_steps": 5}
+    parsed = parse_config(config)
+    assert preflight_problems(parsed, expand(parsed)) == []
+    assert {u.train["max_steps"] for u in expand(parsed)} == {5}

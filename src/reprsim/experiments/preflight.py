@@ -9,6 +9,7 @@ writable. Problems are collected, not raised one by one, so a user fixes them in
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,6 +63,26 @@ def _model_problems(config: ExperimentConfig, i: int, spec, source: str, kind) -
     return []
 
 
+def _recipe_problems(units: list[Unit]) -> list[str]:
+    """Each model entry's recipe (the top-level ``train`` with the entry's ``train`` overrides) parses."""
+    problems, seen = [], set()
+    for unit in units:
+        key = (unit.source.name, unit.model.name, json.dumps(unit.train, sort_keys=True, default=str))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            kind = get_kind(kind_name_of(unit.source.name, unit.model))
+        except ValueError:
+            continue  # an unknown source: reported with the designs
+        try:
+            kind.recipe(unit)
+        except (TypeError, ValueError) as exc:
+            where = f"models.{unit.model.name}.train" if unit.model.train else "train"
+            problems.append(f"{where}: {' '.join(str(exc).split())}")
+    return problems
+
+
 def _writable(folder: Path, what: str) -> list[str]:
     probe = folder
     while not probe.exists():  # the nearest existing ancestor decides whether it can be created
@@ -83,6 +104,7 @@ def preflight_problems(config: ExperimentConfig, units: list[Unit], *, out_dir: 
                 problems.append(f"sources: {exc}")
                 break
             problems += _design_problems(config, source, kind) + _model_problems(config, i, model, source, kind)
+    problems += _recipe_problems(units)
     if not problems:  # a kind's own checks assume its designs and models are ones it knows
         by_kind: dict[str, list[Unit]] = {}
         for unit in units:

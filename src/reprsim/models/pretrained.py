@@ -154,15 +154,19 @@ def weights_fingerprint(path: str | Path) -> str:
 # ---- Hugging Face image models --------------------------------------------------------------
 @contextmanager
 def _quiet_transformers():
-    """Silence transformers' "newly initialized weights" report: the new head is intended."""
+    """Silence transformers' "newly initialized weights" report (the new head is intended) and its
+    weight-loading progress bar (a sweep loads the folder once per model and shows its own progress)."""
     from transformers.utils import logging
 
-    level = logging.get_verbosity()
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def hf_image_classifier(path: str | Path, num_labels: int, *, seed: int, input_size: int | None = None,

@@ -112,6 +112,14 @@ class Kind:
         """
         return []
 
+    def recipe(self, unit: Unit) -> Any:
+        """The unit's training recipe parsed from ``unit.train`` (the top-level ``train`` with the
+        model entry's overrides); ValueError / TypeError naming a bad key. The preflight calls it
+        once per model entry."""
+        from reprsim.train import TrainConfig
+
+        return TrainConfig.from_dict(dict(unit.train))
+
     # ---- data -----------------------------------------------------------------------------
     def pair(self, config: ExperimentConfig, unit: Unit, cache_dir: Path | None) -> Pair:
         """The unit's split and each model's training data (cached under ``cache_dir`` if given)."""

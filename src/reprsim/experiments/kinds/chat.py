@@ -99,10 +99,9 @@ class ChatKind(Kind):
         """The world, the split (seed stream ``split``) and, with a cache, the trained shared base."""
         from reprsim.chat import ChatWorld
         from reprsim.chat.split import make_chat_split
-        from reprsim.chat.training import ChatRecipe
 
         world = ChatWorld(**unit.source.options)
-        recipe = ChatRecipe.from_dict(unit.train)
+        recipe = self.recipe(unit)
         split = make_chat_split(world, unit.overlap_kind, _fraction(unit), unit.seeds()["split"],
                                 n_train_per_family=recipe.n_train_per_family,
                                 n_heldout_per_family=recipe.n_heldout_per_family, mode=unit.mode)  # fmt: skip
@@ -110,6 +109,11 @@ class ChatKind(Kind):
         if recipe.shared_base and cache_dir is not None:
             pair.base = self._base(config, unit, pair, cache_dir)
         return pair
+
+    def recipe(self, unit: Unit) -> Any:
+        from reprsim.chat.training import ChatRecipe
+
+        return ChatRecipe.from_dict(dict(unit.train))
 
     def _base(self, config: ExperimentConfig, unit: Unit, pair: ChatPair, cache_dir: Path) -> Trained:
         """The shared base: trained two-phase on its own pool once per (world, model, base recipe), then cached."""

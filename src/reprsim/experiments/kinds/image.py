@@ -187,19 +187,12 @@ class ImageKind(Kind):
     # ---- preflight ------------------------------------------------------------------------
     def check(self, config: ExperimentConfig, units: list[Unit]) -> list[str]:
         """Probe sources load, every unit's split is feasible, the layers exist and k fits every probe set."""
-        from reprsim.train import TrainConfig
-
         problems = []
         for spec in config.probes:
             try:
                 load_probe(spec)
             except (ValueError, FileNotFoundError, ReprsimError) as exc:
                 problems.append(f"probes.{spec.name}: {exc}")
-        for model in config.models:  # the top-level recipe with each model's overrides
-            try:
-                TrainConfig.from_dict(dict(config.train) | dict(model.train))
-            except (TypeError, ValueError) as exc:
-                problems.append(f"models.{model.name}.train: {exc}" if model.train else f"train: {exc}")
         k = config.measures.params.get("k")
         checked_models: set[tuple] = set()
         for unit in units:

@@ -117,6 +117,10 @@ class LLMKind(Kind):
     feature_pool = "mean"
     feature_batch_size = 64
 
+    def recipe(self, unit: Unit) -> Any:
+        """The chat world's recipe for chat units, the training loop's config for text units."""
+        return _chat_recipe(unit.train) if _is_chat(unit) else _train_config(unit.train)
+
     # ---- base model -----------------------------------------------------------------------
     def _base(self, config: ExperimentConfig, unit: Unit, cache_dir: Path | None, world: Any = None) -> Base:
         """The unit's base: the configured folder, or the demo base (built in ``cache_dir`` on first use)."""
