@@ -5,7 +5,8 @@ split → train A → train B → probe sets → features (cached by content) �
 consequences → rows. A *kind* supplies only what differs between model families:
 
 * :meth:`Kind.check` — preflight: every problem of the config for this kind, found before any
-  training (one line each);
+  training (one line each); :meth:`Kind.recipe` parses a unit's ``train`` (the top-level section
+  with the model entry's overrides) into the kind's training recipe;
 * :meth:`Kind.pair` — a unit's two training sets (a :class:`Pair`, with realised overlaps);
 * :meth:`Kind.build` / :meth:`Kind.fit` / :meth:`Kind.weights_key` — how a model is built, trained
   (through :func:`reprsim.train.train`) and what determines its weights (the model-cache key);
@@ -23,7 +24,7 @@ Adding a kind (recipe)
    :attr:`~Kind.name`, :attr:`~Kind.overlap_kinds`, :attr:`~Kind.model_kinds` (which zoo model
    kinds it can train, see :func:`reprsim.models.build`) and :attr:`~Kind.consequences`, and
    implements ``pair``, ``build``, ``fit``, ``weights_key`` and ``probes`` (override ``check``,
-   ``features``, ``pair_columns`` and ``consequence`` where the defaults do not fit).
+   ``recipe``, ``features``, ``pair_columns`` and ``consequence`` where the defaults do not fit).
 2. Add one line to :data:`reprsim.experiments.kinds.KINDS` and give the data sources it trains
    on ``kind="<name>"`` in :data:`reprsim.data.registry.SOURCES`.
 Nothing in the driver, the runner or the results table changes.
