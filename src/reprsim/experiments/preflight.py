@@ -47,9 +47,8 @@ def _design_problems(config: ExperimentConfig, source: str, kind) -> list[str]: 
 
 def _model_problems(config: ExperimentConfig, i: int, spec, source: str, kind) -> list[str]:  # noqa: ANN001
     from reprsim.experiments.kinds import model_kind_of
-    from reprsim.models.zoo import usable_models
-
     from reprsim.llm.spec import hf_path_problem
+    from reprsim.models.zoo import usable_models
 
     if spec.hf is not None and hf_path_problem(spec.hf):
         return []  # a folder that is not there: the kind's check says so (not that its kind is wrong)
