@@ -62,9 +62,11 @@ def _model_problems(config: ExperimentConfig, i: int, spec, source: str, kind) -
     return []
 
 
-def _recipe_problems(units: list[Unit]) -> list[str]:
-    """Each model entry's recipe (the top-level ``train`` with the entry's ``train`` overrides) parses."""
-    problems, seen = [], set()
+def _recipe_problems(units: list[Unit]) -> dict[str, str]:
+    """Each model entry's recipe (the top-level ``train`` with the entry's ``train`` overrides) parses:
+    ``{problem line: the error's text}`` for those that do not."""
+    problems: dict[str, str] = {}
+    seen = set()
     for unit in units:
         key = (unit.source.name, unit.model.name, json.dumps(unit.train, sort_keys=True, default=str))
         if key in seen:
@@ -78,7 +80,8 @@ def _recipe_problems(units: list[Unit]) -> list[str]:
             kind.recipe(unit)
         except (TypeError, ValueError) as exc:
             where = f"models.{unit.model.name}.train" if unit.model.train else "train"
-            problems.append(f"{where}: {' '.join(str(exc).split())}")
+            error = " ".join(str(exc).split())
+            problems[f"{where}: {error}"] = error
     return problems
 
 
@@ -103,13 +106,16 @@ def preflight_problems(config: ExperimentConfig, units: list[Unit], *, out_dir: 
                 problems.append(f"sources: {exc}")
                 break
             problems += _design_problems(config, source, kind) + _model_problems(config, i, model, source, kind)
-    problems += _recipe_problems(units)
+    recipes = _recipe_problems(units)
     if not problems:  # a kind's own checks assume its designs and models are ones it knows
         by_kind: dict[str, list[Unit]] = {}
         for unit in units:
             by_kind.setdefault(kind_name_of(unit.source.name, unit.model), []).append(unit)
         for name, kind_units in by_kind.items():
-            problems += get_kind(name).check(config, kind_units)
+            # a kind that meets a bad recipe while checking reports the same error again: say it once
+            problems += [p for p in get_kind(name).check(config, kind_units)
+                         if not any(error in " ".join(p.split()) for error in recipes.values())]  # fmt: skip
+    problems += list(recipes)
     for folder, what in ((out_dir, "the run folder (--out)"), (cache_dir, "the cache folder (--cache-dir)")):
         if folder is not None:
             problems += _writable(Path(folder), what)
