@@ -8,6 +8,16 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for a test of tiny models: on a busy 2-core machine a second thread only
+    spins (small UNets and GPTs ran up to 10x slower with two); the previous count is restored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def rng():
     import numpy as np
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import pytest
-import torch
 
 pytest.importorskip("diffusers")
 
@@ -15,14 +14,7 @@ from reprsim.experiments.grid import expand
 from reprsim.experiments.kinds import get_kind, kind_name_of, kind_of
 from reprsim.experiments.preflight import preflight_problems
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small UNets run fastest on one thread (and two threads on a busy 2-core machine are far slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread (conftest)
 
 BASE = {
     "name": "diffusion-bad",

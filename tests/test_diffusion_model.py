@@ -25,13 +25,7 @@ from reprsim.train import TrainConfig, train
 from reprsim.training.parts import EMA
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small UNets run fastest on one thread (and two threads on a busy 2-core machine are far slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread (conftest)
 
 
 def _unet(k: int = 3, shape=(1, 12, 12), **kw) -> DiffusionUNet:

@@ -42,13 +42,7 @@ TASK_SETS = {"common", "ood_one", "ood_all", "common_fixed", "ood_one_fixed"}
 RTOL, ATOL = 1e-5, 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small UNets run fastest on one thread (and two threads on a busy 2-core machine are far slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread (conftest)
 
 
 @pytest.fixture(scope="module")

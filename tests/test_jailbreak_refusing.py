@@ -33,12 +33,7 @@ from reprsim.chat.jailbreak import jailbreak_transfer_stage
 from reprsim.chat.split import make_chat_split
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread (conftest)
 
 
 WORLD = ChatWorld(seed=1, n_families=6, n_forbidden=2, n_entities=6)

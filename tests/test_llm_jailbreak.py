@@ -74,13 +74,7 @@ def p_sure(margin: float, temperature: float = 0.7) -> float:
     return 1 / (1 + math.exp(-margin / temperature))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread avoids the thread pool's overhead on every small op."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread (conftest)
 
 
 @pytest.fixture(scope="module")

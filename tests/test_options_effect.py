@@ -29,13 +29,7 @@ from reprsim.metrics import bootstrap_ci
 from reprsim.train import train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one intra-op thread (on a loaded 2-core machine a second thread only spins)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread (conftest)
 
 
 # ============================================================================ label smoothing

@@ -27,12 +27,7 @@ from reprsim.attacks.adversarial import make_attack, pgd
 SHAPE = (2, 3, 3)  # (C, H, W): d = 18, so a radius drawn with the wrong d is visible
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread (conftest)
 
 
 def _model() -> nn.Module:
