@@ -101,10 +101,12 @@ def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor])
 
 def head_of(model: nn.Module) -> str:
     """The path of ``model``'s classification head: its last ``nn.Linear``."""
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n]
-    if not linears:
+    from reprsim.models.adapters import _last_linear
+
+    head = _last_linear(model)
+    if head is None:
         raise ReprsimError(f"{type(model).__name__} has no linear layer to serve as its classification head.")
-    return linears[-1]
+    return head
 
 
 def start_from_checkpoint(model: nn.Module, path: str | Path, *, what: str = "checkpoint") -> nn.Module:

@@ -83,7 +83,7 @@ def run_training(
     model.to(dev)
     fingerprint = ckpt.model_fingerprint(model)
     # a zoo model's build recipe, so that the checkpoint loads without its factory
-    recipe = {"model": model.reprsim_build} if isinstance(getattr(model, "reprsim_build", None), dict) else {}
+    build_meta = {"model": model.reprsim_build} if isinstance(getattr(model, "reprsim_build", None), dict) else {}
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -225,7 +225,7 @@ def run_training(
             else:
                 bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
             if directory is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == n_epochs or stopped):
-                meta = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, **recipe, "epoch": epoch + 1,
+                meta = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, **build_meta, "epoch": epoch + 1,
                         "global_step": step, "history": history, "best_score": best["score"],
                         "best_epoch": best["epoch"], "bad": best["bad"], "stopped": stopped}
                 ckpt.save_state(directory, model, optimizer, rng_state(gen, dev), best["state"], meta,
@@ -242,7 +242,7 @@ def run_training(
     metrics = _final_metrics(model, is_lm, data, val, ev, cfg, dev)
     path = None
     if directory is not None:
-        meta = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, **recipe, "epoch": len(history),
+        meta = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, **build_meta, "epoch": len(history),
                 "global_step": step, "history": history, "best_epoch": best["epoch"], "stopped": stopped,
                 "metrics": metrics}
         path = ckpt.save_weights(model, meta, directory)

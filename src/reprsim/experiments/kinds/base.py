@@ -117,9 +117,7 @@ class Kind:
         """The unit's training recipe parsed from ``unit.train`` (the top-level ``train`` with the
         model entry's overrides); ValueError / TypeError naming a bad key. The preflight calls it
         once per model entry."""
-        from reprsim.train import TrainConfig
-
-        return TrainConfig.from_dict(dict(unit.train))
+        return train_config(unit.train)
 
     # ---- data -----------------------------------------------------------------------------
     def pair(self, config: ExperimentConfig, unit: Unit, cache_dir: Path | None) -> Pair:
@@ -171,6 +169,13 @@ class Kind:
                     seed: int) -> Mapping[str, Any]:  # fmt: skip
         """The columns of consequence stage ``spec.kind`` (one of :attr:`consequences`) for this pair."""
         raise NotImplementedError(f"kind {self.name!r} has no consequence stage {spec.kind!r}")
+
+
+def train_config(train: Mapping[str, Any]) -> Any:
+    """A ``train`` section (a unit's, or the config's) as a :class:`reprsim.train.TrainConfig`."""
+    from reprsim.train import TrainConfig
+
+    return TrainConfig.from_dict(dict(train))
 
 
 def layer_problems(model: nn.Module, layers: list[str], model_name: str) -> list[str]:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from reprsim.errors import ReprsimError
-from reprsim.experiments.kinds.base import Kind, Probe, Trained
+from reprsim.experiments.kinds.base import Kind, Probe, Trained, train_config
 
 if TYPE_CHECKING:
     from reprsim.experiments.config import ExperimentConfig, ModelSpec
@@ -81,12 +81,6 @@ def _is_chat(unit: Unit) -> bool:
     return unit.source.name == "chat"
 
 
-def _train_config(train: dict[str, Any]):
-    from reprsim.train import TrainConfig
-
-    return TrainConfig.from_dict(dict(train))
-
-
 def _chat_recipe(train: dict[str, Any]):
     from reprsim.chat.training import ChatRecipe
 
@@ -119,7 +113,7 @@ class LLMKind(Kind):
 
     def recipe(self, unit: Unit) -> Any:
         """The chat world's recipe for chat units, the training loop's config for text units."""
-        return _chat_recipe(unit.train) if _is_chat(unit) else _train_config(unit.train)
+        return _chat_recipe(unit.train) if _is_chat(unit) else train_config(unit.train)
 
     # ---- base model -----------------------------------------------------------------------
     def _base(self, config: ExperimentConfig, unit: Unit, cache_dir: Path | None, world: Any = None) -> Base:
@@ -162,7 +156,7 @@ class LLMKind(Kind):
 
         base = self._base(config, unit, cache_dir)
         tokenizer = PretrainedTokenizer(base.tokenizer, json.dumps(base.identity, sort_keys=True))
-        text = make_text_pair(unit, text_options(unit.source), _train_config(unit.train).block_size, tokenizer)
+        text = make_text_pair(unit, text_options(unit.source), train_config(unit.train).block_size, tokenizer)
         return LLMPair(base, text=text)
 
     def probes(self, config: ExperimentConfig, unit: Unit, pair: LLMPair) -> list[Probe]:
@@ -174,7 +168,7 @@ class LLMKind(Kind):
         from reprsim.experiments.text_pairs import text_probes
 
         fixed = pair.text.opts.fixed_probes is not False
-        block = _train_config(unit.train).block_size
+        block = train_config(unit.train).block_size
         return [Probe(name, role, torch.from_numpy(windows), n_domains)
                 for name, role, n_domains, windows in text_probes(unit, pair.text, pair.text.opts, config.probe_size,
                                                                   block, unit.seeds()["probe"], fixed=fixed)]  # fmt: skip
@@ -238,7 +232,7 @@ class LLMKind(Kind):
         from reprsim.experiments.text_pairs import sample_windows, validation_tokens
         from reprsim.train import train
 
-        cfg = _train_config(unit.train)
+        cfg = train_config(unit.train)
         text = pair.text
         validation = validation_tokens(text.opts, text.domains[side], text.tokenizer)
         eval_set = ([np.asarray(v, dtype=np.int64) for v in validation if len(v) > cfg.block_size]
@@ -298,7 +292,7 @@ class LLMKind(Kind):
         chat_units = [u for u in units if _is_chat(u)]
         text_units = [u for u in units if not _is_chat(u)]
         try:
-            cfg = _chat_recipe(config.train) if chat_units else _train_config(config.train)
+            cfg = _chat_recipe(config.train) if chat_units else train_config(config.train)
         except (TypeError, ValueError) as exc:
             return problems + [f"train: {exc}"]
         if chat_units and text_units:

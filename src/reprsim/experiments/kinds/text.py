@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from reprsim.errors import ReprsimError
-from reprsim.experiments.kinds.base import Kind, Probe, Trained, layer_problems
+from reprsim.experiments.kinds.base import Kind, Probe, Trained, layer_problems, train_config
 from reprsim.experiments.text_pairs import (
     TextPair,
     make_text_pair,
@@ -84,13 +84,6 @@ def unit_text_options(unit: Unit, problems: list[str]):  # noqa: ANN201 - TextOp
         return None
 
 
-def _recipe(train: dict[str, Any]):
-    """The :class:`reprsim.train.TrainConfig` of a unit's (or config's) ``train`` section."""
-    from reprsim.train import TrainConfig
-
-    return TrainConfig.from_dict(dict(train))
-
-
 class TextKind(Kind):
     name = "text"
     overlap_kinds = ("data", "task")
@@ -101,10 +94,10 @@ class TextKind(Kind):
     def pair(self, config: ExperimentConfig, unit: Unit, cache_dir: Path | None) -> TextPair:
         opts = text_options(unit.source)
         tokenizer = None if opts.bpe_vocab_size is None else source_tokenizer(opts)
-        return make_text_pair(unit, opts, _recipe(unit.train).block_size, tokenizer)
+        return make_text_pair(unit, opts, train_config(unit.train).block_size, tokenizer)
 
     def probes(self, config: ExperimentConfig, unit: Unit, pair: TextPair) -> list[Probe]:
-        cfg = _recipe(unit.train)
+        cfg = train_config(unit.train)
         return [Probe(name, role, torch.from_numpy(windows), n_domains)
                 for name, role, n_domains, windows in text_probes(unit, pair, pair.opts, config.probe_size,
                                                                   cfg.block_size, unit.seeds()["probe"],
@@ -114,14 +107,14 @@ class TextKind(Kind):
         from reprsim.features import extract
 
         return extract(model, probe.inputs, layers=config.layers, pool=self.feature_pool,
-                       batch_size=_recipe(config.train).eval_batch_size)  # fmt: skip
+                       batch_size=train_config(config.train).eval_batch_size)  # fmt: skip
 
     def build(self, config: ExperimentConfig, unit: Unit, pair: TextPair | None, side: str) -> nn.Module:
         from reprsim import models
 
         seed = unit.seeds()[f"init_{side}"] if side in ("a", "b") else None
         vocab = pair.vocab_size if pair is not None else _vocab_size(text_options(unit.source))
-        return models.build(unit.model.name, vocab_size=vocab, block_size=_recipe(unit.train).block_size,
+        return models.build(unit.model.name, vocab_size=vocab, block_size=train_config(unit.train).block_size,
                             seed=seed, **unit.model.options)  # fmt: skip
 
     def weights_key(self, config: ExperimentConfig, unit: Unit, pair: TextPair, side: str) -> dict[str, Any]:
@@ -144,7 +137,7 @@ class TextKind(Kind):
         accuracy) on validation windows of the model's own domains, and ``seconds``."""
         from reprsim.train import train
 
-        cfg = _recipe(unit.train)
+        cfg = train_config(unit.train)
         validation = validation_tokens(pair.opts, pair.domains[side], pair.tokenizer)
         eval_set = [v for v in validation if len(v) > cfg.block_size] if cfg.early_stopping_patience is not None else None
         result = train(model, [np.asarray(d, dtype=np.int64) for d in pair.train[side]], cfg,
@@ -172,7 +165,7 @@ class TextKind(Kind):
             problems.append("probes: the text source probes the validation text of its listed domains; "
                             "add out-of-distribution domains to sources[].options.domains instead")
         try:
-            cfg = _recipe(config.train)
+            cfg = train_config(config.train)
         except (TypeError, ValueError) as exc:
             return problems + [f"train: {exc}"]
         checked: set[str] = set()
