@@ -110,18 +110,3 @@ def test_mi_permutation_p_and_null_by_hand(rng: np.random.Generator) -> None:
     assert strong["mi_p"] == pytest.approx(1 / (1 + n_perm)) and strong["mi"] > strong["mi_null95"]
 
 
-def test_partial_correlation_by_hand(rng: np.random.Generator) -> None:
-    frac = np.repeat([0.0, 0.5, 1.0], 6)
-    seeds = np.tile(np.arange(6), 3)
-    sim = frac + rng.normal(0, 0.1, frac.size)
-    tr = frac - 0.5 * (sim - frac) + rng.normal(0, 0.05, frac.size)  # pooled: positive; within: negative
-    got = inference.partial_correlation(sim, tr, frac, seeds, n_boot=300, seed=0)
-    rs = sim - np.array([sim[frac == f].mean() for f in frac])
-    rt = tr - np.array([tr[frac == f].mean() for f in frac])
-    assert got["estimate"] == pytest.approx(np.corrcoef(rs, rt)[0, 1], rel=1e-10)
-    assert got["estimate"] < 0 < np.corrcoef(sim, tr)[0, 1]
-    assert got["low"] <= got["estimate"] <= got["high"] and got["ci_unit"] == "seeds"
-    few = inference.partial_correlation(sim[:9], tr[:9], frac[:9], np.arange(9) % 3)
-    assert np.isnan(few["low"]) and "no bootstrap interval" in few["reason"]
-    flat = inference.partial_correlation(frac, tr, frac, seeds)
-    assert np.isnan(flat["estimate"]) and "no variation" in flat["reason"]

@@ -77,8 +77,8 @@ def test_a_tiny_diffusion_sweep_runs_end_to_end(sweep):
     assert set(df.source) == {"colorshapes"} and set(df.model) == {"unet_tiny"}
     data, task = df[df.overlap_kind == "data"], df[df.overlap_kind == "task"]
     assert set(data.probe_set) == {"test", "noise"}
-    assert set(task.probe_set) == TASK_SETS | {"noise"}
-    assert set(zip(task.probe_set, task.probe_role)) == {(s, s) for s in TASK_SETS} | {("noise", "ood")}
+    assert set(task.probe_set) == TASK_SETS | {"test", "noise"}
+    assert set(zip(task.probe_set, task.probe_role)) == {(s, s) for s in TASK_SETS} | {("test", "id"), ("noise", "ood")}
     assert set(zip(df.layer_a, df.layer_b)) == {(a, b) for a in ("penultimate", "mid") for b in ("penultimate", "mid")}
     units = df.drop_duplicates("unit_id").set_index("unit_id")
     for col in ("denoise_loss_a", "denoise_loss_b", "train_denoise_loss_a", "train_denoise_loss_b"):
@@ -180,6 +180,7 @@ def _oracle_probes(config, unit) -> dict[str, tuple[np.ndarray, np.ndarray, np.n
                 "common_fixed": set(order[:min(ks)]),
                 "ood_one_fixed": set(order[max(ks):5]) | set(order[5:10 - max(ks)])}  # fmt: skip
         groups = {name: np.flatnonzero(np.isin(labels, sorted(c))) for name, c in sets.items()}
+        groups["test"] = np.arange(len(labels))  # task units also probe the whole test set
     out = {}
     for name, idx in groups.items():
         idx = idx[_pick(len(idx), config.probe_size, seeds["probe"])]

@@ -56,14 +56,17 @@ def test_results_table_follows_the_contract(tmp_path):
     assert (df["status"] == "ok").all()
     assert summary.statuses and set(summary.statuses.values()) == {"ok"}
     # data units: probe sets test + mnist; task unit: common / ood_one / ood_all, the fixed-composition
-    # common_fixed / ood_one_fixed, + mnist; 2 measures each
-    assert len(df) == 2 * (2 * 2) + 1 * (6 * 2)
+    # common_fixed / ood_one_fixed, the whole test set, + mnist; 2 measures each
+    assert len(df) == 2 * (2 * 2) + 1 * (7 * 2)
     data = df[df.overlap_kind == "data"]
     assert set(data.probe_set) == {"test", "mnist"}
     assert set(data.probe_role) == {"id", "ood"}
     assert np.allclose(sorted(data.realised_data_fraction.unique()), [0.0, 1.0])
     task = df[df.overlap_kind == "task"]
-    assert set(task.probe_set) == {"common", "ood_one", "ood_all", "common_fixed", "ood_one_fixed", "mnist"}
+    assert set(task.probe_set) == {"common", "ood_one", "ood_all", "common_fixed", "ood_one_fixed", "test", "mnist"}
+    # the default task split is pure task overlap: disjoint images, no shared example
+    assert (task.task_images == "disjoint").all() and (task.realised_data_fraction == 0).all()
+    assert data.task_images.isna().all()
     # one task fraction: the fixed sets are that fraction's common / ood_one classes
     for fixed, plain in (("common_fixed", "common"), ("ood_one_fixed", "ood_one")):
         assert task[task.probe_set == fixed].n_probe_classes.iloc[0] == task[task.probe_set == plain].n_probe_classes.iloc[0]

@@ -126,7 +126,7 @@ def test_prepare_matches_paper_definition():
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     assert np.allclose(prepare(X, clip_quantile=0.95), expected, atol=1e-12)
     assert np.allclose(np.linalg.norm(prepare(X), axis=1), 1.0)
-    assert np.array_equal(prepare(X, normalize=None), X)
+    assert np.array_equal(prepare(X, normalize=None, clip_quantile=None), X)
     assert isinstance(prepare(torch.from_numpy(X)), torch.Tensor)
     with pytest.warns(PrepareWarning, match="3 all-zero row"):  # kept as zero rows (documented)
         assert np.array_equal(prepare(np.zeros((3, 2))), np.zeros((3, 2)))
@@ -143,7 +143,8 @@ def test_cli_formats_and_errors(tmp_path, related, capsys):
 
     save_file({"f": torch.from_numpy(Y).contiguous()}, str(tmp_path / "b.safetensors"))
     for b in ["b.npz", "b.pt", "b.safetensors"]:
-        assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / b), "-m", "cka", "--format", "json"]) == 0
+        assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / b), "-m", "cka", "--prepare", "none",
+                     "--format", "json"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["cka"] == pytest.approx(compute("cka", X, Y))
     assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "b.npz"), "-m", "mutual_knn", "--k", "5",
@@ -156,16 +157,19 @@ def test_cli_formats_and_errors(tmp_path, related, capsys):
     assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "short.npy")]) == 2
     err = capsys.readouterr().err
     assert "same number of rows" in err and len(err.strip().splitlines()) == 1
-    np.savez(tmp_path / "two.npz", a=X, b=X)
-    assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "two.npz")]) == 2
-    assert "holds 2 arrays" in capsys.readouterr().err
+    np.savez(tmp_path / "two.npz", a=X, b=X[:, ::-1])  # a feature set: one matrix per layer → a 1 × 2 table
+    assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "two.npz"), "-m", "cka", "--prepare", "none",
+                 "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["layer_a"], r["layer_b"]) for r in records] == [("features", "a"), ("features", "b")]
+    assert records[0]["value"] == pytest.approx(compute("cka", X, X), abs=1e-6)
 
 
 def test_cli_table_default_all_measures(tmp_path, related, capsys):
     X, Y = related
     np.save(tmp_path / "a.npy", X)
     np.save(tmp_path / "b.npy", Y)
-    assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]) == 0
+    assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--prepare", "none"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert [r.split()[0] for r in rows] == list(MEASURES)
     ref = compute_all(X, Y)

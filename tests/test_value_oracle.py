@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from reprsim import metrics, models, storage
-from reprsim.data import load, splits
+from reprsim.data import load
 from reprsim.experiments import load_results, parse_config, run_experiment
 from reprsim.experiments.grid import expand
 from reprsim.experiments.kinds import kind_of
@@ -91,6 +91,10 @@ def assert_models_differ(feats: dict[tuple[str, str], np.ndarray], layer: str) -
 
 
 # ---- image -------------------------------------------------------------------------------------
+#: task fractions of the image design: 1 shared class of 5 at 0.2, 3 at 0.6, 5 at 1 — so the fixed
+#: attack classes are the 3 shared at 0.6 (no attack at 0.2), and at 1 the current fraction's
+#: shared classes (5) differ from the fixed ones
+TASK_FRACTIONS = [0.2, 0.6, 1.0]
 IMAGE = {
     "name": "oracle-image",
     "sources": [{"name": "fashion_mnist", "options": {"per_class": 24, "seed": 0}}],
@@ -98,7 +102,8 @@ IMAGE = {
     "probe_size": 50,
     "models": [{"name": "mlp", "options": {"hidden": [32, 16]}}],
     "train": {"epochs": 2, "batch_size": 32, "optimizer": "adamw", "lr": 0.003},
-    "overlap": {"designs": [{"kind": "data", "fractions": [0.0, 1.0]}, {"kind": "task", "fractions": [0.6]}]},
+    "overlap": {"designs": [{"kind": "data", "fractions": [0.0, 1.0]},
+                            {"kind": "task", "fractions": TASK_FRACTIONS, "images": "shared"}]},
     "seeds": [0],
     "layers": ["hidden.0", "penultimate"],
     "measures": {"names": ["cka", "mutual_knn", "cknna", "svcca", "procrustes_distance"], "params": {"k": 5}},
@@ -106,28 +111,54 @@ IMAGE = {
 }
 
 
+def class_roles(n_classes: int, fraction: float, split_seed: int) -> tuple[list[int], list[int], list[int]]:
+    """(common, A only, B only) classes of a constrained task split, from the documented rule: the
+    classes in the order of ``default_rng(split_seed).permutation``, K = ⌊C/2⌋ per model, the first
+    round(f·K) common, the next K − k A's, the next K − k B's (common classes get ids 0..k−1)."""
+    order = [int(c) for c in np.random.default_rng(split_seed).permutation(np.arange(n_classes))]
+    per_model = n_classes // 2
+    k = round(fraction * per_model)
+    return order[:k], order[k:per_model], order[per_model:2 * per_model - k]
+
+
+def fixed_classes_by_hand(n_classes: int, split_seed: int) -> dict[str, set[int]]:
+    """Classes shared at every fraction > 0 (common_fixed), seen by one model at every fraction < 1
+    (ood_one_fixed), for the design's TASK_FRACTIONS."""
+    roles = {f: class_roles(n_classes, f, split_seed) for f in TASK_FRACTIONS}
+    common = [set(c) for f, (c, _, _) in roles.items() if f > 0]
+    one = [set(a) | set(b) for f, (_, a, b) in roles.items() if f < 1]
+    return {"common_fixed": set.intersection(*common), "ood_one_fixed": set.intersection(*one)}
+
+
+def attack_classes_by_hand(n_classes: int, split_seed: int) -> list[int]:
+    """The fixed attack classes: the shared classes at the smallest fraction sharing two, in id order."""
+    for f in sorted(f for f in TASK_FRACTIONS if f > 0):
+        common, _, _ = class_roles(n_classes, f, split_seed)
+        if len(common) >= 2:
+            return common
+    return []
+
+
 def image_probe_inputs(config, unit) -> dict[str, np.ndarray]:
-    """The unit's probe inputs rebuilt from the sources: the documented seeded subsample of each set."""
+    """The unit's probe inputs rebuilt from the sources: the documented seeded subsample of each set;
+    a task unit's class subsets from the seeded class order (never from the split functions)."""
     seeds = unit.seeds()
     opts = {k: v for k, v in unit.source.options.items() if k not in ("per_class", "n")}
     test = load(unit.source.name, split="test", **opts)
-    train_labels = load(unit.source.name, split="train", **unit.source.options).labels["label"]
 
     def pick(n_total: int) -> np.ndarray:
         if config.probe_size >= n_total:
             return np.arange(n_total)
         return np.sort(np.random.default_rng(seeds["probe"]).choice(n_total, config.probe_size, replace=False))
 
-    sets = {}
-    if unit.overlap_kind == "data":
-        sets["test"] = test.inputs[pick(len(test.inputs))]
-    else:
-        split = splits.task_overlap_split(train_labels, unit.task_fraction, mode=unit.mode, seed=seeds["split"])
+    sets = {"test": test.inputs[pick(len(test.inputs))]}  # every unit: the whole test set
+    if unit.overlap_kind == "task":
+        assert unit.mode == "constrained"
         label = test.labels["label"]
-        common, a_only, b_only = set(split.common_classes), set(split.a_classes), set(split.b_classes)
-        groups = {"common": common, "ood_one": (a_only ^ b_only), "ood_all": set(np.unique(label)) - a_only - b_only}
-        fractions = next(d["fractions"] for d in IMAGE["overlap"]["designs"] if d["kind"] == "task")
-        groups |= splits.fixed_probe_classes(train_labels, fractions, mode=unit.mode, seed=seeds["split"])
+        n_classes = len(np.unique(label))
+        common, a_only, b_only = (set(c) for c in class_roles(n_classes, unit.task_fraction, seeds["split"]))
+        groups = {"common": common, "ood_one": a_only | b_only, "ood_all": set(range(n_classes)) - common - a_only - b_only}
+        groups |= fixed_classes_by_hand(n_classes, seeds["split"])
         for name, classes in groups.items():
             idx = np.flatnonzero(np.isin(label, sorted(classes)))
             sets[name] = test.inputs[idx[pick(len(idx))]]
@@ -140,6 +171,11 @@ def image_model(config, unit, side: str, cache: Path, key: str, n_classes: int) 
     spec = config.models[0]
     model = models.build(spec.name, input_shape=(1, 28, 28), num_classes=n_classes, **spec.options)
     return cached_weights(model, cache, key)
+
+
+def n_outputs(unit) -> int:
+    """Classes each model trains on: all 10 (data overlap) or K = 5 (task overlap)."""
+    return 10 if unit.overlap_kind == "data" else 5
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +194,13 @@ def image_run(tmp_path_factory):
 def test_image_similarity_values_match_the_oracle(image_run):
     config, run_dir, cache, df = image_run
     checked = 0
+    assert sorted(df[df.overlap_kind == "task"].task_fraction.unique()) == TASK_FRACTIONS
     for unit in expand(config):
         keys = unit_models(run_dir, unit.unit_id)
-        pair = kind_of(unit).pair(config, unit, cache_dir=None)
-        trained = {side: image_model(config, unit, side, cache, keys[side], pair.num_classes(side)) for side in "ab"}
-        for probe, inputs in image_probe_inputs(config, unit).items():
+        trained = {side: image_model(config, unit, side, cache, keys[side], n_outputs(unit)) for side in "ab"}
+        inputs_of = image_probe_inputs(config, unit)
+        assert set(inputs_of) == set(df[df.unit_id == unit.unit_id].probe_set), unit.unit_id
+        for probe, inputs in inputs_of.items():
             rows = df[(df.unit_id == unit.unit_id) & (df.probe_set == probe)]
             assert (rows["n_probe"] == len(inputs)).all(), (probe, rows["n_probe"].unique(), len(inputs))
             if len(inputs) == 0:
@@ -175,6 +213,43 @@ def test_image_similarity_values_match_the_oracle(image_run):
     assert checked == len(df.dropna(subset=["value"]))
     zero = df[(df.overlap_kind == "data") & (df.data_fraction == 0) & (df.measure == "cka")]
     assert (zero["value"] < 1 - 1e-3).all()
+    # the fixed-composition sets keep their classes across the fractions (3 fractions, one seed)
+    fixed = df[df.probe_set.isin(["common_fixed", "ood_one_fixed"])].groupby("probe_set").n_probe_classes.unique()
+    assert {name: list(v) for name, v in fixed.items()} == {"common_fixed": [1], "ood_one_fixed": [4]}
+
+
+class FirstK(torch.nn.Module):
+    """The first k logits of a classifier (the shared label space of a task-overlap pair)."""
+
+    def __init__(self, model: torch.nn.Module, k: int) -> None:
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[:, :self.k]
+
+
+def attack_inputs_by_hand(unit, spec) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """The inputs, labels and label-space size the unit's attack must use (empty when none):
+    data overlap, every test image; task overlap, the test images of the fixed attack classes with
+    their shared ids, only where all of them are shared at the unit's fraction."""
+    test = load("fashion_mnist", split="test", seed=0)
+    label = test.labels["label"]
+    if unit.overlap_kind == "data":
+        x, y, k = test.inputs, label, None
+    else:
+        n_classes = len(np.unique(label))
+        fixed = attack_classes_by_hand(n_classes, unit.seeds()["split"])
+        common, _, _ = class_roles(n_classes, unit.task_fraction, unit.seeds()["split"])
+        k = len(fixed)
+        if not set(fixed) <= set(common):
+            return test.inputs[:0], label[:0], k
+        keep = np.isin(label, fixed)
+        x, y = test.inputs[keep], np.array([fixed.index(c) for c in label[keep]])
+    if len(x) > spec.n:
+        idx = np.sort(np.random.default_rng(unit.seeds()["attack"]).choice(len(x), spec.n, replace=False))
+        x, y = x[idx], y[idx]
+    return x, y, k
 
 
 def test_image_attack_columns_match_the_oracle(image_run):
@@ -182,28 +257,34 @@ def test_image_attack_columns_match_the_oracle(image_run):
 
     config, run_dir, cache, df = image_run
     spec = config.consequences[0]
+    directions_differ = []
     for unit in expand(config):
-        if unit.overlap_kind != "data":
-            continue
         keys = unit_models(run_dir, unit.unit_id)
-        m = {side: image_model(config, unit, side, cache, keys[side], 10) for side in "ab"}
-        test = load("fashion_mnist", split="test", seed=0)
-        rng = np.random.default_rng(unit.seeds()["attack"])
-        idx = np.sort(rng.choice(len(test.inputs), spec.n, replace=False))
-        x = torch.as_tensor(test.inputs[idx])
-        y = torch.as_tensor(test.labels["label"][idx])
-        attack = make_attack(spec.attack, eps=spec.eps_data, steps=spec.steps)
+        m = {side: image_model(config, unit, side, cache, keys[side], n_outputs(unit)) for side in "ab"}
+        x, y, k = attack_inputs_by_hand(unit, spec)
         row = df[df.unit_id == unit.unit_id].iloc[0]
+        if unit.overlap_kind == "task":
+            assert row["attack_classes"] == k == 3, unit.unit_id
+        if len(y) == 0:  # fraction 0.2: one shared class, the fixed attack classes are not all shared
+            assert unit.task_fraction == 0.2
+            assert np.isnan(row["whitebox_asr"]) and np.isnan(row["transfer_asr"])
+            continue
+        if k is not None:
+            m = {side: FirstK(model, k) for side, model in m.items()}
+        x, y = torch.as_tensor(x), torch.as_tensor(y)
+        eps = spec.eps_data if unit.overlap_kind == "data" else spec.eps_task
+        attack = make_attack(spec.attack, eps=eps, steps=spec.steps, **spec.params)
         for source, victim, tag in (("a", "b", ""), ("b", "a", "_ba")):
             x_adv = attack(m[source], x, y)
             with torch.no_grad():
                 source_wrong = (m[source](x_adv).argmax(1) != y).double().mean().item()
                 victim_wrong = (m[victim](x_adv).argmax(1) != y).double().mean().item()
-            assert row[f"whitebox_asr{tag}"] == pytest.approx(source_wrong, abs=1e-9), tag
-            assert row[f"transfer_asr{tag}"] == pytest.approx(victim_wrong, abs=1e-9), tag
-        assert row["attack_n"] == spec.n and row["n_probe"] != spec.n
+            assert row[f"whitebox_asr{tag}"] == pytest.approx(source_wrong, abs=1e-9), (unit.unit_id, tag)
+            assert row[f"transfer_asr{tag}"] == pytest.approx(victim_wrong, abs=1e-9), (unit.unit_id, tag)
+        assert row["attack_n"] == spec.n == len(y)
         # two different models: crafting on the victim would give other numbers in at least one direction
-        assert (row["whitebox_asr"], row["transfer_asr"]) != (row["transfer_asr_ba"], row["whitebox_asr_ba"])
+        directions_differ.append((row["whitebox_asr"], row["transfer_asr"]) != (row["transfer_asr_ba"], row["whitebox_asr_ba"]))
+    assert len(directions_differ) == 4 and all(directions_differ)  # data 0 and 1, task 0.6 and 1
 
 
 # ---- text --------------------------------------------------------------------------------------

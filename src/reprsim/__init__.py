@@ -4,7 +4,8 @@ Stages (each usable alone): :mod:`reprsim.data` (sources and controlled-overlap 
 :mod:`reprsim.models` / :mod:`reprsim.train` / :mod:`reprsim.features` (models, training,
 representation extraction), :mod:`reprsim.metrics` (similarity measures), :mod:`reprsim.attacks`
 (consequences), :mod:`reprsim.experiments` (sweeps) and :mod:`reprsim.analysis` (statistics, report).
-:func:`compare_models` compares two models you already have (see :mod:`reprsim.compare`).
+:func:`compare_models` compares two models you already have, :func:`compare_features` their saved
+features (see :mod:`reprsim.compare`).
 """
 
 from typing import Any
@@ -14,7 +15,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     # compare_models is imported on first use, so that `import reprsim` stays light
-    if name in ("compare_models", "Comparison"):
+    if name in ("compare_models", "compare_features", "Comparison"):
         from reprsim import compare
 
         return getattr(compare, name)

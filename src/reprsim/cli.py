@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "compare-models": "reprsim.compare.cli",
     "data": "reprsim.data.cli",
     "report": "reprsim.analysis.cli",
+    "measures": "reprsim.metrics.cards",
 }
 
 

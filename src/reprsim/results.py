@@ -17,6 +17,7 @@ from reprsim.errors import ReprsimError
 
 __all__ = [
     "CELL_AXES",
+    "DESIGN_AXES",
     "CLASS_PROBE_ROLES",
     "CONFIG_FILE",
     "CONSEQUENCE_COLUMNS",
@@ -56,6 +57,11 @@ RESULT_COLUMNS: tuple[str, ...] = (
 #: analysis never pools rows across them. A new grid axis is added here (a table without one of
 #: these columns is treated as having a single level of it).
 CELL_AXES: tuple[str, ...] = ("source", "model", "overlap_kind", "probe_set", "layer_a", "layer_b", "measure")
+#: Design options that are grid axes too, in tables that record them (older and foreign tables
+#: lack them; such a table has one level of each): ``task_images`` (a class split's shared classes
+#: on disjoint or shared images: pure task vs task + data overlap), ``align`` (the dose of the
+#: alignment loss of model B) and ``init`` (independent or shared initial weights).
+DESIGN_AXES: tuple[str, ...] = ("task_images", "align", "init")
 
 #: What a probe set is, relative to the two models' training data.
 #: ``id``: in-distribution for both; ``common``: classes (tasks, domains) both models trained on;
@@ -130,3 +136,22 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         return assemble_units(root)
     raise ReprsimError(f"{root} holds no results table ({RESULTS_PARQUET}, {RESULTS_CSV} or {UNITS_DIR}/); "
                        "run `reprsim run` first, or point at a folder with one of them")
+
+
+#: First characters that make a spreadsheet read a text cell as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV text (no index) that a spreadsheet opens without running anything: a text
+    cell starting with one of :data:`FORMULA_STARTS` is written with a leading ``'``. Numbers,
+    negative ones included, stay numbers (only ``str`` cells are changed)."""
+
+    def defuse(v: object) -> object:
+        return "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+
+    text_cols = [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
+    out = frame.copy() if text_cols else frame
+    for c in text_cols:
+        out[c] = out[c].map(defuse)
+    return out.to_csv(index=False)

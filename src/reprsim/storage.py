@@ -7,7 +7,9 @@ Writing
     file or the new one, never a mix, and two processes never share a temporary name. A full disk
     (ENOSPC, EDQUOT), a read-only or forbidden folder and every other ``OSError`` become one
     :class:`~reprsim.errors.ReprsimError` line naming the path and the fix; no temporary file is
-    left behind (also on KeyboardInterrupt).
+    left behind (also on KeyboardInterrupt). The temporary file is created ``O_EXCL | O_NOFOLLOW``
+    and a target that is a symlink or not a regular file is refused, naming it
+    (:func:`check_writable_target`); :func:`safe_folder` does the same for folders reprsim owns.
 
 Verified entries
     :func:`write_verified` stores ``HEADER + payload`` in one file, the header being one ASCII line
@@ -27,7 +29,9 @@ with POSIX locks, which needs a working lock manager)
     over (the kernel released it) and reported in the log. :func:`key_lock` is a per-entry
     exclusive lock: concurrent units and sweeps that need the same cache entry wait for the one
     computing it. :func:`cached` is the whole pattern (verified read; else lock, read again,
-    compute, write). Lock files are small and left in place: deleting a lock file that a waiter
+    compute, write). Lock files are opened ``O_NOFOLLOW``; a symlink, a non-regular file or a file
+    with several hard links where a lock file should be is refused, naming it (a planted link
+    must never make reprsim truncate someone else's file). Lock files are small and left in place: deleting a lock file that a waiter
     has open would break mutual exclusion; remove them only when no reprsim process runs.
 """
 
@@ -43,6 +47,7 @@ import logging
 import os
 import secrets
 import socket
+import stat
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -85,6 +90,75 @@ def _write_error(path: Path, exc: OSError, what: str = "write") -> ReprsimError:
     return ReprsimError(f"cannot {what} {path}: {cause}; {fix} (e.g. another --out or --cache-dir)")
 
 
+def _not_regular(path: Path, what: str, found: str) -> ReprsimError:
+    """One line for a path where reprsim writes its own file but finds something else."""
+    return ReprsimError(f"refusing to write the {what} {path}: it is {found}, not a file reprsim made; "
+                        "remove it (or choose another folder) and rerun")
+
+
+def check_writable_target(path: str | Path, what: str = "file") -> None:
+    """Raise ReprsimError when ``path`` exists as a symlink or anything but a regular file.
+
+    Writers call this before publishing ``path``: replacing a planted symlink would be harmless
+    (a rename replaces the link), but a symlink where reprsim's own file should be means the folder
+    is not what the user thinks it is, so it is an error naming it.
+    """
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise _not_regular(path, what, "a symbolic link")
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, what, "not a regular file")
+
+
+def safe_folder(folder: str | Path, what: str = "folder") -> Path:
+    """Create ``folder`` (one level, its parent must exist or is created) and return it; a symlink or
+    a non-folder there is a ReprsimError naming it (for folders reprsim owns, e.g. ``figures/``)."""
+    folder = Path(folder)
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        _mkdir(folder)
+        return folder
+    if stat.S_ISLNK(st.st_mode):
+        raise _not_regular(folder, what, "a symbolic link")
+    if not stat.S_ISDIR(st.st_mode):
+        raise _not_regular(folder, what, "not a folder")
+    return folder
+
+
+def path_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be one component of a file name (None when it can).
+
+    Refused: a non-string or empty name, ``.`` / ``..``, a path separator (``/``, ``\\``), a NUL or
+    any other control character (they hide in listings and terminals).
+    """
+    if not isinstance(name, str) or not name:
+        return "it is empty or not text"
+    if name in (".", ".."):
+        return f"{name!r} names a folder, not a file"
+    if "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        return "it contains a path separator"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it contains a control character"
+    return None
+
+
+def check_path_name(name: object, what: str) -> str:
+    """``name`` when it can be one file-name component (see :func:`path_name_problem`), else a
+    ReprsimError naming ``what``, the value and the fix."""
+    problem = path_name_problem(name)
+    if problem is not None:
+        raise ReprsimError(f"{what} {name!r} becomes part of a file name but {problem}; use letters, digits, "
+                           "'-', '_' and '.' (e.g. resnet18-a)")
+    return name  # type: ignore[return-value]
+
+
 def _mkdir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +176,8 @@ def _write_all(fd: int, data: Buffer) -> None:
 
 def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
     """A new file ``.<name>.<pid>.<random>.tmp`` in ``folder``, opened O_EXCL with mode 0o666 & ~umask."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    # O_EXCL never follows a symlink (a planted one at the name is EEXIST: another name is tried)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
         tmp = folder / f".{name[:120]}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
@@ -129,6 +204,7 @@ def _fsync_dir(folder: Path) -> None:
 def _atomic_write(path: Path, chunks: Iterable[Buffer]) -> None:
     path = Path(path)
     _mkdir(path.parent)
+    check_writable_target(path)
     tmp: Path | None = None
     try:
         fd, tmp = _create_temp(path.parent, path.name)
@@ -364,11 +440,25 @@ def _describe(rec: Mapping[str, Any]) -> str:
 
 
 def _open_lock_file(path: Path) -> int:
+    """Open (creating) a lock file without following a symlink; only a regular file with one link.
+
+    The lock file is truncated and rewritten (the holder record): a symlink or hard link planted in a
+    shared cache or a foreign run folder must never make that empty someone else's file.
+    """
     _mkdir(path.parent)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = os.open(path, flags, 0o666)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_regular(path, "lock file", "a symbolic link") from None
         raise _write_error(path, exc, "create the lock file") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise _not_regular(path, "lock file", "not a regular file" if not stat.S_ISREG(st.st_mode)
+                           else f"a file with {st.st_nlink} hard links")
+    return fd
 
 
 class RunLock:

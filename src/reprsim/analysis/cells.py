@@ -20,11 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprsim.results import CLASS_PROBE_ROLES
+from reprsim.analysis.spec import PRIMARY_MEASURES, PRIMARY_PROBE_SETS, AnalysisSpec
+from reprsim.results import CLASS_PROBE_ROLES, DESIGN_AXES
 
 __all__ = [
     "PrimaryFamily",
+    "GROUP_AXES",
     "composition",
+    "group_keys",
     "headline_layer_mask",
     "headline_probe_sets",
     "is_distance",
@@ -34,30 +37,30 @@ __all__ = [
 
 FIXED = "fixed"
 VARIES = "varies with the fraction"
-_HEADLINE_MEASURES = ("cka", "cknna", "mutual_knn")
 
 
 @dataclass(frozen=True)
 class PrimaryFamily:
-    """The declared primary family: ``measures`` × ``probe_sets`` (``"all"`` = every probe set).
+    """The declared primary family: ``measures`` × ``probe_sets`` (``"fixed"`` = every probe set whose
+    composition does not change with the fraction; ``"all"`` = every probe set).
 
-    Built from the config's ``analysis.primary`` (see :meth:`from_config`)."""
+    Built from the config's ``analysis.primary`` (see :meth:`from_config`; schema and defaults in
+    :mod:`reprsim.analysis.spec`)."""
 
-    measures: tuple[str, ...] = _HEADLINE_MEASURES
-    probe_sets: tuple[str, ...] | str = "all"
+    measures: tuple[str, ...] = PRIMARY_MEASURES
+    probe_sets: tuple[str, ...] | str = PRIMARY_PROBE_SETS
     source: str = field(default="the default", compare=False)
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> PrimaryFamily:
-        """Read ``analysis.primary`` of a run's config dict, validated by the config schema
-        (:class:`reprsim.experiments.config.AnalysisSpec`); defaults when it is absent."""
+        """Read ``analysis.primary`` of a run's config dict, validated by
+        :class:`reprsim.analysis.spec.AnalysisSpec`; defaults when it is absent."""
         section = (config or {}).get("analysis") if isinstance(config, dict) else None
         if not section:
             return cls()
         from pydantic import ValidationError
 
         from reprsim.errors import ConfigError
-        from reprsim.experiments.config import AnalysisSpec
 
         try:
             spec = AnalysisSpec.model_validate(section)
@@ -65,19 +68,39 @@ class PrimaryFamily:
             msgs = "; ".join(f"analysis.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"invalid analysis section in config.yaml: {msgs}") from None
         probes = spec.primary.probe_sets
-        return cls(tuple(spec.primary.measures), probes if probes == "all" else tuple(probes), source="config.yaml")
+        return cls(tuple(spec.primary.measures), probes if isinstance(probes, str) else tuple(probes),
+                   source="config.yaml")  # fmt: skip
 
-    def contains(self, measure: str, probe_set: str) -> bool:
-        return measure in self.measures and (self.probe_sets == "all" or probe_set in self.probe_sets)
+    def contains(self, measure: str, probe_set: str, composition: str = FIXED) -> bool:
+        """Whether the cell (measure, probe set of that composition) is a primary test."""
+        if measure not in self.measures:
+            return False
+        if self.probe_sets == "all":
+            return True
+        if self.probe_sets == "fixed":
+            return composition == FIXED
+        return probe_set in self.probe_sets
 
     def describe(self) -> str:
-        probes = "every probe set" if self.probe_sets == "all" else "probe sets " + ", ".join(self.probe_sets)
+        probes = {"all": "every probe set",
+                  "fixed": "every fixed-composition probe set"}.get(self.probe_sets) if isinstance(self.probe_sets, str) \
+            else "probe sets " + ", ".join(self.probe_sets)  # fmt: skip
         return f"measures {', '.join(self.measures)} × {probes}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"measures": list(self.measures),
-                "probe_sets": self.probe_sets if self.probe_sets == "all" else list(self.probe_sets),
+                "probe_sets": self.probe_sets if isinstance(self.probe_sets, str) else list(self.probe_sets),
                 "declared_in": self.source}  # fmt: skip
+
+
+#: The axes of a claim's group (a design in one source and model), in order; present ones only.
+GROUP_AXES: tuple[str, ...] = ("run", "source", "model", "overlap_kind", *DESIGN_AXES)
+
+
+def group_keys(frame: pd.DataFrame) -> list[str]:
+    """The :data:`GROUP_AXES` ``frame`` has: the keys of a design group (run, source, model, overlap
+    kind and the design options the table records)."""
+    return [k for k in GROUP_AXES if k in frame.columns]
 
 
 def iter_cells(df: pd.DataFrame, axes: list[str]) -> Iterator[tuple[dict[str, Any], pd.DataFrame]]:

@@ -13,18 +13,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprsim.analysis.cells import VARIES, headline_probe_sets
+from reprsim.analysis.cells import VARIES, group_keys, headline_probe_sets
 from reprsim.analysis.text import (
     consequence_label,
     fmt,
     fmt_ci,
-    kind_label,
+    design_label,
     measure_label,
     similarity_direction,
     where_label,
 )
 
-__all__ = ["CLAIMS", "build_claims", "effect_groups"]
+__all__ = ["CLAIMS", "build_claims", "effect_groups", "similarity_transfer_answer"]
 
 #: (id, title, overlap kinds) of the claims the report answers, in order.
 CLAIMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -33,11 +33,7 @@ CLAIMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("combined", "Does combining data and task overlap give the strongest effect?", ("factorial", "combined")),
     ("consequences", "Does similarity make adversarial examples transfer?", ()),
 )
-_GROUP_KEYS = ("run", "source", "model", "overlap_kind")
-
-
-def _keys(frame: pd.DataFrame) -> list[str]:
-    return [k for k in _GROUP_KEYS if k in frame.columns]
+_keys = group_keys
 
 
 def effect_groups(effects: pd.DataFrame, kinds: tuple[str, ...]) -> list[tuple[dict[str, Any], pd.DataFrame, list[str]]]:
@@ -68,7 +64,7 @@ def _count_phrase(rows: pd.DataFrame) -> str:
 
 def _effect_line(keys: dict[str, Any], g: pd.DataFrame, heads: list[str]) -> tuple[str, dict[str, int]]:
     prim = g[g["family"] == "primary"]
-    lead = f"{kind_label(keys['overlap_kind']).capitalize()}, {where_label(keys)}"
+    lead = f"{design_label(keys).capitalize()}, {where_label(keys)}"
     if prim.empty:
         return f"{lead}: no primary test in this group (every cell is exploratory).", _counts(prim)
     head = prim[prim["probe_set"].isin(heads)]
@@ -110,7 +106,7 @@ def _factorial_line(keys: dict[str, Any], g: pd.DataFrame) -> str:
             f"{strongest.count('inconclusive')}.")  # fmt: skip
 
 
-def _consequence_line(keys: dict[str, Any], cons: pd.DataFrame, links: pd.DataFrame, link_choice: tuple[str, str] | None) -> str:
+def _consequence_line(keys: dict[str, Any], cons: pd.DataFrame) -> str:
     def pick(name: str) -> pd.Series | None:
         hit = cons[cons["consequence"] == name]
         return hit.iloc[0] if len(hit) else None
@@ -131,20 +127,82 @@ def _consequence_line(keys: dict[str, Any], cons: pd.DataFrame, links: pd.DataFr
         parts.append(text)
     if not parts:
         return ""
-    line = f"{kind_label(keys['overlap_kind']).capitalize()}, {where_label(keys)}: " + "; ".join(parts)
-    if link_choice is not None and not links.empty:
-        hit = links[(links["measure"] == link_choice[0]) & (links["probe_set"] == link_choice[1])
-                    & (links["consequence"] == "transfer_asr")]  # fmt: skip
-        if len(hit):
-            r = hit.iloc[0]
-            line += (f". {measure_label(r['measure'])} ('{r['probe_set']}') vs transfer within fraction: r "
-                     f"{fmt_ci(r['partial_r'], r['partial_r_low'], r['partial_r_high'])} ({r['partial_verdict']}), "
-                     f"pooled over fractions ρ {fmt(r['spearman'])}")  # fmt: skip
-    return line + "."
+    return f"{design_label(keys).capitalize()}, {where_label(keys)}: " + "; ".join(parts) + "."
 
 
-def build_claims(effects: pd.DataFrame, factorial: pd.DataFrame, cons: pd.DataFrame, links: pd.DataFrame,
-                 primary_measures: tuple[str, ...]) -> list[dict[str, Any]]:  # fmt: skip
+_CAUSE_LABELS = {"data_overlap": "data overlap", "alignment": "the alignment loss (λ)", "shared_init": "shared initialisation"}
+
+
+def _transfer_record_text(r: pd.Series) -> str:
+    """One cause's record: its first stage, then transfer per unit of similarity (Holm-adjusted interval)."""
+    measure = measure_label(r["measure"])
+    if r["cause"] == "difference":
+        return (f"difference ({r['compared'].replace('_', ' ')}) {_adjusted_ci(r)} per unit {measure} "
+                f"({r['verdict']})")  # fmt: skip
+    first = fmt_ci(r["first_stage"], r["first_stage_low"], r["first_stage_high"])
+    text = f"{_CAUSE_LABELS.get(r['cause'], r['cause'])} moves {measure} by {first} per unit"
+    if not r["identifies"]:
+        return text + " (inconclusive: it identifies nothing)"
+    return text + f", and transfer by {_adjusted_ci(r)} per unit {measure} ({r['verdict']})"
+
+
+def _adjusted_ci(r: pd.Series) -> str:
+    """The record's interval: Holm-adjusted for a primary record (said so), else unadjusted."""
+    if r.get("family") == "primary" and "low_adjusted" in r and np.isfinite(r["low_adjusted"]):
+        return fmt_ci(r["estimate"], r["low_adjusted"], r["high_adjusted"]) + " (Holm-adjusted)"
+    return fmt_ci(r["estimate"], r["low"], r["high"])
+
+
+def similarity_transfer_answer(st: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
+    """The answer to "does similarity make adversarial examples transfer?" from the
+    :func:`reprsim.analysis.identification.similarity_transfer` records: a summary and one line per
+    (source, model, measure, probe set) of the primary family."""
+    if st.empty:
+        return ("Not identified in this run: no data-overlap design with transfer attacks.", [])
+    prim = st[st["family"] == "primary"]
+    if prim.empty:
+        return ("No primary similarity → transfer record (the primary measures or fixed probe sets are absent).", [])
+    causes = [c for c in ("alignment", "shared_init") if (prim["cause"] == c).any()]
+    groups = []
+    for key, g in prim.groupby([k for k in ("run", "source", "model", "layer_a", "layer_b", "measure", "probe_set")
+                                if k in prim.columns], sort=False):  # fmt: skip
+        keys = dict(zip([k for k in ("run", "source", "model", "layer_a", "layer_b", "measure", "probe_set") if k in prim],
+                        key if isinstance(key, tuple) else (key,)))  # fmt: skip
+        order = {"data_overlap": 0, "alignment": 1, "shared_init": 2, "difference": 3}
+        g = g.assign(_o=g["cause"].map(order)).sort_values("_o", kind="stable")
+        line = f"{where_label(keys)}, {measure_label(keys['measure'])} on '{keys['probe_set']}': " + "; ".join(
+            _transfer_record_text(r) for _, r in g.iterrows()) + "."
+        groups.append({"keys": keys, "summary": line})
+    if not causes:
+        return ("Not identified: this run varies similarity only through overlap, which also drives transfer; a second "
+                "cause (overlap.designs[i].align or init) is needed to separate them.", groups)  # fmt: skip
+    diffs = prim[prim["cause"] == "difference"]
+    data_rows = prim[prim["cause"] == "data_overlap"]
+    counts = []
+    for cause in ("data_overlap", *causes):
+        rows = prim[prim["cause"] == cause]
+        counts.append(f"through {_CAUSE_LABELS[cause]}, transfer per unit similarity is positive in "
+                      f"{(rows['verdict'] == 'positive').sum()} of {len(rows)} primary tests "
+                      f"({(~rows['identifies']).sum()} without a detectable first stage)")  # fmt: skip
+    dv = list(diffs["verdict"])
+    answer = (f"Two causes of similarity, compared (Holm-adjusted over {len(prim)} primary tests): " + "; ".join(counts)
+              + f"; the causes give detectably different transfer per unit similarity in {dv.count('differs')} of "
+              f"{len(dv)} comparisons, inconclusive in {dv.count('inconclusive')}.")  # fmt: skip
+    identified = diffs[diffs["identifies"]]
+    if identified.empty:
+        answer += (" No comparison is identified (a cause's first stage is inconclusive), so this run cannot say "
+                   "whether similarity carries transfer.")
+    elif (identified["verdict"] == "differs").any():
+        answer += (" Where they differ, similarity alone does not account for transfer: the same change in similarity "
+                   "buys different changes in transfer depending on its cause.")
+    elif (data_rows["verdict"] == "positive").any():
+        answer += (" Where both are identified, no difference is detectable (the intervals bound how large it can "
+                   "be): consistent with similarity carrying transfer, not proof of it.")
+    return answer, groups
+
+
+def build_claims(effects: pd.DataFrame, factorial: pd.DataFrame, cons: pd.DataFrame,
+                 similarity_transfer: pd.DataFrame) -> list[dict[str, Any]]:  # fmt: skip
     """Every claim with its groups and one-line answers.
 
     Returns a list of dicts: ``id``, ``title``, ``summary`` (one line for the claim), ``groups``
@@ -184,22 +242,20 @@ def build_claims(effects: pd.DataFrame, factorial: pd.DataFrame, cons: pd.DataFr
                 m = np.ones(len(cons), dtype=bool)
                 for k in _keys(cons):
                     m &= cons[k].astype(str).to_numpy() == str(keys[k])
-                lm = np.ones(len(links), dtype=bool)
-                for k in (*_keys(links), "layer_a", "layer_b"):
-                    if k in links:
-                        lm &= links[k].astype(str).to_numpy() == str(keys[k])
-                measure = next((mm for mm in primary_measures if mm in set(g["measure"])), None)
-                choice = (measure, heads[0]) if measure and heads else None
-                line = _consequence_line(keys, cons[m], links[lm] if len(links) else links, choice)
+                line = _consequence_line(keys, cons[m])
                 if line:
                     groups.append({"keys": keys, "summary": line, "headline_probe_sets": heads})
+            answer, identified = similarity_transfer_answer(similarity_transfer)
             heads_cons = cons[cons["family"] == "primary"] if not cons.empty else cons
             if groups:
                 v = list(heads_cons["verdict"])
-                summary = (f"Transfer success rises with overlap in {v.count('rises')} of {len(v)} primary tests "
-                           f"(Holm-adjusted), falls in {v.count('falls')}, inconclusive in {v.count('inconclusive')}; "
-                           "the within-fraction links below separate similarity from the fraction.")  # fmt: skip
+                summary = (f"{answer} Transfer success itself rises with overlap in {v.count('rises')} of {len(v)} "
+                           f"primary tests (Holm-adjusted), falls in {v.count('falls')}, inconclusive in "
+                           f"{v.count('inconclusive')}.")  # fmt: skip
             else:
                 summary = "No consequence columns in this run."
+            claims.append({"id": cid, "title": title, "summary": summary, "groups": groups,
+                           "similarity_transfer": identified})  # fmt: skip
+            continue
         claims.append({"id": cid, "title": title, "summary": summary, "groups": groups})
     return claims

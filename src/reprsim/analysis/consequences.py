@@ -9,8 +9,10 @@ sources, models or overlap kinds.
   fooled) when the attack stage recorded it.
 * :func:`consequence_by_fraction` — mean and between-seed SD of each consequence per fraction.
 * :func:`similarity_links` — transfer success against similarity per similarity cell: the pooled
-  Spearman ρ (which mixes in the fraction) next to the within-fraction partial correlation (the
-  fraction held fixed), both with intervals that resample seeds.
+  Spearman ρ with an interval that resamples seeds. It is descriptive only: overlap drives both, so
+  it cannot say whether similarity carries transfer (a correlation within a fraction cannot
+  either: it is a between-seed correlation over a handful of seeds). That question is answered by
+  :func:`reprsim.analysis.identification.similarity_transfer`, from two causes of similarity.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from reprsim.analysis import inference, stats
-from reprsim.analysis.cells import headline_layer_mask, iter_cells
+from reprsim.analysis.cells import group_keys, headline_layer_mask, iter_cells
 from reprsim.analysis.effects import apply_family, ensure_prepared, seed_effect
 from reprsim.analysis.load import cell_axes, consequence_columns
 
@@ -38,7 +40,6 @@ __all__ = [
 HEADLINE_CONSEQUENCES = ("transfer_asr", "jailbreak_transfer_asr")
 #: Consequences related to similarity in :func:`similarity_links`.
 LINK_CONSEQUENCES = ("transfer_asr", "transfer_asr_given_source_fooled", "jailbreak_transfer_asr")
-_UNIT_AXES = ("run", "source", "model", "overlap_kind")
 
 
 def _base(name: str) -> str:
@@ -51,8 +52,12 @@ def _units(data: pd.DataFrame) -> pd.DataFrame:
     return units[np.isfinite(units["x"])]
 
 
-def _unit_axes(data: pd.DataFrame) -> list[str]:
-    return [a for a in _UNIT_AXES if a in data.columns]
+_unit_axes = group_keys
+#: The reason given for a consequence that cannot move with the fraction: model A's white-box
+#: success in a data-overlap design (A, the attack inputs and the attack seed are the same at every
+#: fraction), for instance.
+CONSTANT = ("identical at every fraction within each seed (constant by construction: the same source model, "
+            "inputs and attack seed at every fraction); reported, not tested")
 
 
 def consequence_effects(df: pd.DataFrame, *, layers: str = "default") -> pd.DataFrame:
@@ -78,14 +83,27 @@ def consequence_effects(df: pd.DataFrame, *, layers: str = "default") -> pd.Data
                 continue
             x, y = sub["x"].to_numpy(float), pd.to_numeric(sub[c]).to_numpy(float)
             means = pd.Series(y).groupby(x).mean()
-            rows.append({**keys, "consequence": c, **seed_effect(x, y, sub["seed"].to_numpy()),
+            effect = seed_effect(x, y, sub["seed"].to_numpy())
+            if np.ptp(y) > 0 and _constant_within_seeds(x, y, sub["seed"].to_numpy()):
+                effect["reason"] = CONSTANT
+            rows.append({**keys, "consequence": c, **effect,
                          "n": len(sub), "x_min": float(x.min()), "x_max": float(x.max()),
                          "value_at_min": float(means.iloc[0]), "value_at_max": float(means.iloc[-1])})  # fmt: skip
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    fam = out["consequence"].map(_base).isin(HEADLINE_CONSEQUENCES)
-    return apply_family(out, fam, estimate="slope", low="slope_low", high="slope_high")
+    fam = out["consequence"].map(_base).isin(HEADLINE_CONSEQUENCES) & (out["reason"] != CONSTANT)
+    out = apply_family(out, fam, estimate="slope", low="slope_low", high="slope_high", sd="slope_sd")
+    out.loc[out["reason"] == CONSTANT, "verdict"] = "constant by construction"
+    return out
+
+
+def _constant_within_seeds(x: np.ndarray, y: np.ndarray, seeds: np.ndarray) -> bool:
+    """Whether ``y`` is identical at every fraction within every seed (over ≥ 2 fractions): then no
+    overlap effect can show, and the column says nothing about overlap."""
+    if np.unique(x).size < 2:
+        return False
+    return all(np.ptp(y[seeds == s]) == 0 for s in np.unique(seeds))
 
 
 def consequence_by_fraction(df: pd.DataFrame, *, layers: str = "default") -> pd.DataFrame:
@@ -107,23 +125,15 @@ def consequence_by_fraction(df: pd.DataFrame, *, layers: str = "default") -> pd.
     return out.reset_index().sort_values(keys + ["consequence", "x"], kind="stable").reset_index(drop=True)
 
 
-def _link_verdict(low: float, high: float) -> str:
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return "inconclusive"
-    return "positive" if low > 0 else ("negative" if high < 0 else "inconclusive")
-
-
 def similarity_links(df: pd.DataFrame, *, layers: str = "default", n_boot: int = stats.DEFAULT_N_BOOT,
                      seed: int = stats.DEFAULT_SEED) -> pd.DataFrame:  # fmt: skip
-    """Transfer success against similarity, within each similarity cell (never pooling kinds).
+    """Transfer success against similarity, pooled over the fractions of each similarity cell
+    (never pooling kinds or designs); descriptive, see the module docstring.
 
     Returns
     -------
     DataFrame with the similarity cell's axes, ``probe_role``, ``headline_layer``, ``consequence``, ``n`` (pairs),
-    ``n_seeds``, ``n_levels``; pooled ``spearman`` (+ ``_low``/``_high``, bootstrap over seeds) and
-    ``pearson``; ``partial_r`` (+ ``_low``/``_high``): Pearson r of similarity and consequence after
-    removing each fraction's mean, with a bootstrap that resamples seeds; ``partial_verdict``
-    (positive/negative/inconclusive from that interval) and ``reason``.
+    ``n_seeds``, ``n_levels``, pooled ``spearman`` (+ ``_low``/``_high``, bootstrap over seeds) and ``pearson``.
     """
     data = ensure_prepared(df, layers)
     cols = [c for c in consequence_columns(data) if _base(c) in LINK_CONSEQUENCES]
@@ -141,14 +151,10 @@ def similarity_links(df: pd.DataFrame, *, layers: str = "default", n_boot: int =
             sim, y = g["value"].to_numpy(float)[m], v[m]
             seeds, x = g["seed"].to_numpy()[m], g["x"].to_numpy(float)[m]
             rho = stats.correlation_ci(sim, y, seeds, method="spearman", n_boot=n_boot, seed=seed,
-                                  min_groups=inference.MIN_SEEDS_FOR_BOOTSTRAP)
+                                       min_groups=inference.MIN_SEEDS_FOR_BOOTSTRAP)  # fmt: skip
             pearson = stats.weighted_pearson(sim, y, np.ones((1, sim.size)))[0]
-            part = inference.partial_correlation(sim, y, x, seeds, n_boot=n_boot, seed=seed)
             rows.append({**keys, "probe_role": str(g["probe_role"].iloc[0]), "headline_layer": bool(head.loc[g.index].all()),
-                         "consequence": c,
-                         "n": int(m.sum()), "n_seeds": int(np.unique(seeds).size), "n_levels": int(np.unique(x).size),
-                         "spearman": rho["estimate"], "spearman_low": rho["low"], "spearman_high": rho["high"],
-                         "pearson": float(pearson), "partial_r": part["estimate"], "partial_r_low": part["low"],
-                         "partial_r_high": part["high"], "partial_verdict": _link_verdict(part["low"], part["high"]),
-                         "reason": part["reason"]})  # fmt: skip
+                         "consequence": c, "n": int(m.sum()), "n_seeds": int(np.unique(seeds).size),
+                         "n_levels": int(np.unique(x).size), "spearman": rho["estimate"], "spearman_low": rho["low"],
+                         "spearman_high": rho["high"], "pearson": float(pearson)})  # fmt: skip
     return pd.DataFrame(rows)

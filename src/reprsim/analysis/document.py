@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 __all__ = ["CSS", "Bullets", "Details", "Figure", "Heading", "Legend", "Para", "Pre", "Table", "to_html", "to_markdown"]
 
@@ -157,8 +159,29 @@ def to_html(blocks: list, title: str) -> str:
     return "\n".join(head + _html_blocks(blocks) + ["</body>", "</html>"]) + "\n"
 
 
+_MD_INLINE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "\\`", "\\": "\\\\", "\n": " ", "\r": " "})
+_MD_LINE_START = re.compile(r"^(\s*)(?:([#>+=~*_\[|-])|(\d+)([.)]))")
+
+
+def _md_inline(text: object) -> str:
+    """``text`` as literal Markdown inside a line, as :func:`html.escape` makes it literal HTML: no
+    raw HTML or autolinks (``<`` ``>`` ``&`` as entities), no code spans, no links or images (``](``
+    and ``![`` escaped), one line."""
+    out = str(text).translate(_MD_INLINE)
+    return out.replace("](", "]\\(").replace("![", "!\\[")
+
+
+def _md(text: object) -> str:
+    """:func:`_md_inline`, and no heading, quote, list, rule or link definition made by the first
+    characters (the text starts a line)."""
+    def escape(m: re.Match) -> str:
+        return m.group(1) + ("\\" + m.group(2) if m.group(2) else m.group(3) + "\\" + m.group(4))
+
+    return _MD_LINE_START.sub(escape, _md_inline(text))
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _md_inline(text).replace("|", "\\|")
 
 
 def _md_table(t: Table) -> list[str]:
@@ -167,16 +190,17 @@ def _md_table(t: Table) -> list[str]:
     for row in t.rows:
         cells = [f"**{_md_cell(c)}**" if j == verdict_col and c else _md_cell(c) for j, c in enumerate(row)]
         lines.append("| " + " | ".join(cells) + " |")
-    return ([f"*{t.caption}*", ""] if t.caption else []) + lines + [""] + ([f"*{t.note}*", ""] if t.note else [])
+    return ([f"*{_md(t.caption)}*", ""] if t.caption else []) + lines + [""] + ([f"*{_md(t.note)}*", ""] if t.note else [])
 
 
 def _md_blocks(blocks: list, root: Path) -> list[str]:
     out: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
-            out += ["#" * b.level + " " + b.text, ""]
+            out += ["#" * b.level + " " + _md(b.text), ""]
         elif isinstance(b, Para):
-            out += [f"> {b.text}" if b.css == "summary" else (f"*{b.text}*" if b.css == "note" else b.text), ""]
+            text = _md(b.text)
+            out += [f"> {text}" if b.css == "summary" else (f"*{text}*" if b.css == "note" else text), ""]
         elif isinstance(b, Table):
             out += _md_table(b)
         elif isinstance(b, Figure):
@@ -184,11 +208,14 @@ def _md_blocks(blocks: list, root: Path) -> list[str]:
                 rel = Path(b.png).resolve().relative_to(root.resolve()).as_posix()
             except ValueError:
                 rel = Path(b.png).as_posix()
-            out += [f"![{b.title}]({rel})", "", f"*{b.title}. {b.caption}*", ""]
+            alt = _md_inline(b.title).replace("]", "\\]")
+            out += [f"![{alt}]({quote(rel)})", "",
+                    f"*{_md_inline(b.title)}. {_md_inline(b.caption)}*", ""]
         elif isinstance(b, Pre):
-            out += ["```", b.text.rstrip(), "```", ""]
+            fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", b.text)), default=0))
+            out += [fence, b.text.rstrip(), fence, ""]  # a fence longer than any backtick run inside
         elif isinstance(b, Bullets):
-            out += [f"- {i}" for i in b.items] + [""]
+            out += [f"- {_md(i)}" for i in b.items] + [""]
         elif isinstance(b, Legend):
             continue
         elif isinstance(b, Details):
@@ -201,5 +228,6 @@ def _md_blocks(blocks: list, root: Path) -> list[str]:
 
 
 def to_markdown(blocks: list, title: str, root: Path) -> str:
-    """The same document as Markdown; figures are linked relative to ``root`` (the report folder)."""
-    return "\n".join([f"# {title}", ""] + _md_blocks(blocks, root)) + "\n"
+    """The same document as Markdown; figures are linked relative to ``root`` (the report folder).
+    Every string is escaped (:func:`_md`) as the HTML rendering escapes it."""
+    return "\n".join([f"# {_md(title)}", ""] + _md_blocks(blocks, root)) + "\n"

@@ -31,6 +31,7 @@ __all__ = [
     "SLOPE_METHOD",
     "apply_family",
     "ensure_prepared",
+    "fit_range",
     "fraction_means",
     "overlap_effects",
     "seed_effect",
@@ -81,6 +82,27 @@ def _effect_sd(x: np.ndarray, y: np.ndarray, seeds: np.ndarray, slope: float) ->
     return slope / sd0, x0, None
 
 
+#: Fixed-composition class subsets keep their classes' role only on part of a task sweep: at fraction
+#: 1 the classes of ``ood_one_fixed`` become shared, at fraction 0 those of ``common_fixed`` are seen
+#: by one model only. Their slope is fitted where the role holds.
+FIT_RANGES: dict[str, tuple[str, str]] = {
+    "ood_one_fixed": ("below", "fitted over fractions < 1 (at 1 its classes become shared)"),
+    "common_fixed": ("above", "fitted over fractions > 0 (at 0 its classes are seen by one model only)"),
+}
+
+
+def fit_range(g: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows of a cell its slope is fitted on, and a note saying which fractions were left out
+    (``""`` when none): a fixed-composition class subset (:data:`FIT_RANGES`) drops the fraction at
+    which its classes change role."""
+    role = str(g["probe_role"].iloc[0]) if len(g) else ""
+    if role not in FIT_RANGES:
+        return g, ""
+    side, note = FIT_RANGES[role]
+    keep = g["x"] < 1.0 if side == "below" else g["x"] > 0.0
+    return (g[keep], note) if (~keep).any() else (g, "")
+
+
 def _cell_row(g: pd.DataFrame, n_boot: int, n_perm: int, seed: int) -> dict[str, Any]:
     x, y, seeds = g["x"].to_numpy(float), g["value"].to_numpy(float), g["seed"].to_numpy()
     out = seed_effect(x, y, seeds)
@@ -105,18 +127,40 @@ def _cell_row(g: pd.DataFrame, n_boot: int, n_perm: int, seed: int) -> dict[str,
 
 
 def apply_family(frame: pd.DataFrame, primary_mask: pd.Series, *, estimate: str, low: str, high: str,
-                 p: str = "p") -> pd.DataFrame:  # fmt: skip
-    """Holm-adjust ``p`` over the rows of ``primary_mask`` (``p_adjusted``; NaN elsewhere), label
-    ``family`` primary/exploratory, and set ``verdict`` from the adjusted p (primary) or the
-    unadjusted p (exploratory) with the interval (:func:`reprsim.analysis.inference.decide`)."""
+                 p: str = "p", sd: str | None = None, n: str = "n_seeds") -> pd.DataFrame:  # fmt: skip
+    """Holm-adjust ``p`` over the rows of ``primary_mask`` and read each row's verdict.
+
+    Adds ``family`` (primary/exploratory), ``p_adjusted`` (Holm; NaN for exploratory rows) and, when
+    ``sd`` names the column of the between-seed SD of the per-seed estimates, the Holm-adjusted
+    t interval ``{low}_adjusted`` / ``{high}_adjusted`` of each primary row — at the level of its
+    Holm step (:func:`reprsim.analysis.inference.holm_levels`; the unadjusted interval elsewhere).
+    ``verdict`` comes from the adjusted p and adjusted interval (primary) or the unadjusted ones
+    (exploratory) (:func:`reprsim.analysis.inference.decide`), so it never disagrees with the
+    interval reported next to it."""
     out = frame.copy()
-    out["family"] = np.where(primary_mask, "primary", "exploratory")
+    mask = primary_mask.to_numpy(bool)
+    out["family"] = np.where(mask, "primary", "exploratory")
     adj = np.full(len(out), np.nan)
-    if primary_mask.any():
-        adj[primary_mask.to_numpy()] = inference.holm(out.loc[primary_mask, p].to_numpy(float))
+    levels = np.full(len(out), np.nan)
+    if mask.any():
+        adj[mask] = inference.holm(out.loc[mask, p].to_numpy(float))
+        levels[mask] = inference.holm_levels(out.loc[mask, p].to_numpy(float))
     out["p_adjusted"] = adj
-    used = np.where(primary_mask, out["p_adjusted"], out[p])
-    out["verdict"] = [inference.decide(e, lo, hi, pu) for e, lo, hi, pu in zip(out[estimate], out[low], out[high], used)]
+    lo_used, hi_used = out[low].to_numpy(float), out[high].to_numpy(float)
+    if sd is not None:
+        lo_adj, hi_adj = np.full(len(out), np.nan), np.full(len(out), np.nan)
+        for i in np.flatnonzero(mask & np.isfinite(levels)):
+            r = out.iloc[i]
+            if np.isfinite(r[low]) and r[low] == r[high]:  # no between-seed variation: the interval is a point
+                lo_adj[i] = hi_adj[i] = r[low]
+            else:
+                lo_adj[i], hi_adj[i] = inference.t_interval(r[estimate], r[sd], int(r[n]), 1.0 - levels[i])
+        out[f"{low}_adjusted"], out[f"{high}_adjusted"] = lo_adj, hi_adj
+        out["holm_level"] = 1.0 - levels
+        lo_used = np.where(mask, lo_adj, lo_used)
+        hi_used = np.where(mask, hi_adj, hi_used)
+    used = np.where(mask, out["p_adjusted"], out[p])
+    out["verdict"] = [inference.decide(e, lo, hi, pu) for e, lo, hi, pu in zip(out[estimate], lo_used, hi_used, used)]
     return out
 
 
@@ -161,16 +205,21 @@ def overlap_effects(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, l
     head = headline_layer_mask(data)
     rows = []
     for keys, g in iter_cells(data, axes):
+        fitted, note = fit_range(g)
+        if fitted.empty:  # only fractions at which the set's classes change role
+            continue
         rows.append({**keys, "probe_role": str(g["probe_role"].iloc[0]), "composition": composition(g),
-                     "probe_classes": probe_classes(g), "headline_layer": bool(head.loc[g.index].all()),
-                     "distance": is_distance(keys["measure"]), **_cell_row(g, n_boot, n_perm, seed)})  # fmt: skip
+                     "probe_classes": probe_classes(fitted), "headline_layer": bool(head.loc[g.index].all()),
+                     "distance": is_distance(keys["measure"]), "fit_note": note,
+                     **_cell_row(fitted, n_boot, n_perm, seed)})  # fmt: skip
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     in_family = out["headline_layer"] & pd.Series(
-        [primary.contains(m, p) for m, p in zip(out["measure"], out["probe_set"])], index=out.index
+        [primary.contains(m, p, c) for m, p, c in zip(out["measure"], out["probe_set"], out["composition"])],
+        index=out.index,
     )
-    out = apply_family(out, in_family, estimate="slope", low="slope_low", high="slope_high")
+    out = apply_family(out, in_family, estimate="slope", low="slope_low", high="slope_high", sd="slope_sd")
     out["verdict_note"] = out.apply(_verdict_note, axis=1)
     order = out["overlap_kind"].map(_KIND_ORDER).fillna(9)
     return out.assign(_o=order).sort_values(["_o"], kind="stable").drop(columns="_o").reset_index(drop=True)

@@ -25,10 +25,11 @@ __all__ = [
     "VERDICTS",
     "decide",
     "holm",
+    "holm_levels",
     "ksg_mi_batch",
     "mi_permutation_test",
-    "partial_correlation",
     "per_seed_slopes",
+    "t_interval",
     "t_summary",
     "within_group_permutations",
 ]
@@ -114,6 +115,42 @@ def holm(p_values: object) -> np.ndarray:
     adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
     out[order] = np.maximum.accumulate(adjusted)
     return out
+
+
+def holm_levels(p_values: object, *, alpha: float = ALPHA) -> np.ndarray:
+    """The per-test significance level of Holm's step-down procedure, for intervals that agree with it.
+
+    With the finite p-values sorted, p₍₁₎ ≤ … ≤ p₍ₘ₎, step i (1-based) tests p₍ᵢ₎ < α / (m − i + 1).
+    A test rejected at step i gets the level α / (m − i + 1); once a step fails (at step s), it and
+    every later test get the level of step s. So a (1 − level) interval excludes 0 exactly when the
+    test is rejected (for a t-test, p < level ⇔ the 1 − level interval excludes 0), and a verdict
+    read from the Holm-adjusted p never disagrees with its adjusted interval. NaN p-values are not
+    tests: their level is NaN. Returns an array of the input's shape.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = idx.size
+    order = idx[np.argsort(p[idx], kind="stable")]
+    stopped: float | None = None
+    for i, j in enumerate(order):
+        level = alpha / (m - i)
+        if stopped is None and p[j] >= level:
+            stopped = level
+        out[j] = level if stopped is None else stopped
+    return out
+
+
+def t_interval(estimate: float, sd: float, n: int, level: float) -> tuple[float, float]:
+    """The two-sided t(n − 1) interval ``estimate ± t · sd / √n`` at confidence ``level``
+    (``(estimate, estimate)`` when ``sd`` is 0; NaN when undefined)."""
+    nan = float("nan")
+    if not (np.isfinite(estimate) and np.isfinite(sd) and np.isfinite(level)) or n < MIN_SEEDS_FOR_INTERVAL:
+        return nan, nan
+    if sd == 0:
+        return float(estimate), float(estimate)
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return float(estimate - half), float(estimate + half)
 
 
 def decide(estimate: float, low: float, high: float, p: float, *, alpha: float = ALPHA) -> str:
@@ -215,46 +252,3 @@ def mi_permutation_test(x: object, y: object, groups: object, *, n_perm: int = 1
     p = (1.0 + float(np.sum(null >= mi - 1e-12))) / (1.0 + n_perm)
     return {"mi": mi, "mi_null95": float(np.percentile(null, 95)), "mi_p": p, "n_perm": int(n_perm)}
 
-
-# ---- within-fraction (partial) correlation with a seed-cluster bootstrap --------------------
-
-
-def _within_corr(w: np.ndarray, x: np.ndarray, y: np.ndarray, onehot: np.ndarray) -> np.ndarray:
-    """Weighted Pearson r of x and y after removing each stratum's weighted mean, per row of w."""
-    sw = w @ onehot  # (B, k)
-    safe = np.where(sw > 0, sw, 1.0)
-    mx, my = (w * x) @ onehot / safe, (w * y) @ onehot / safe
-    strata = onehot.argmax(axis=1)
-    rx, ry = x - mx[:, strata], y - my[:, strata]
-    cov = (w * rx * ry).sum(axis=1)
-    vx, vy = (w * rx * rx).sum(axis=1), (w * ry * ry).sum(axis=1)
-    tol = 1e-20
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = cov / np.sqrt(vx * vy)
-    r[(vx <= tol) | (vy <= tol)] = np.nan
-    return np.clip(r, -1.0, 1.0)
-
-
-def partial_correlation(x: object, y: object, strata: object, clusters: object, *, n_boot: int = stats.DEFAULT_N_BOOT,
-                        seed: int = stats.DEFAULT_SEED, level: float = LEVEL) -> dict[str, float | str | None]:  # fmt: skip
-    """Correlation of ``x`` and ``y`` given the stratum (the overlap fraction, as a factor): Pearson r
-    of both after subtracting their stratum means, with a percentile bootstrap over ``clusters``
-    (seeds: a resample draws whole seeds).
-
-    Returns dict with ``estimate``, ``low``, ``high``, ``ci_unit`` and ``reason`` (``None``, or why
-    it is undefined, e.g. no variation left within the fractions).
-    """
-    xa, ya = stats.check_xy(x, y)
-    nan = float("nan")
-    _, codes = np.unique(np.asarray(strata), return_inverse=True)
-    onehot = np.eye(codes.max() + 1 if codes.size else 1)[codes]
-    est = float(_within_corr(np.ones((1, xa.size)), xa, ya, onehot)[0])
-    if not np.isfinite(est):
-        return {"estimate": nan, "low": nan, "high": nan, "ci_unit": "none",
-                "reason": "no variation left within the fraction levels"}  # fmt: skip
-    if np.unique(np.asarray(clusters)).size < MIN_SEEDS_FOR_BOOTSTRAP:
-        return {"estimate": est, "low": nan, "high": nan, "ci_unit": "none",
-                "reason": f"fewer than {MIN_SEEDS_FOR_BOOTSTRAP} seeds: no bootstrap interval"}  # fmt: skip
-    w, unit = stats.bootstrap_weights(clusters, n_boot=n_boot, seed=seed)
-    low, high = stats.percentile_ci(_within_corr(w, xa, ya, onehot), level)
-    return {"estimate": est, "low": low, "high": high, "ci_unit": unit, "reason": None}

@@ -20,6 +20,7 @@ from reprsim.errors import ReprsimError
 from reprsim.results import (
     CELL_AXES,
     CONFIG_FILE,
+    DESIGN_AXES,
     CONSEQUENCE_COLUMNS,
     CONTRACT_COLUMNS,
     PROVENANCE_FILE,
@@ -27,9 +28,11 @@ from reprsim.results import (
 )
 
 __all__ = [
+    "KNOWN_KINDS",
     "LAYER_SELECTIONS",
     "Run",
     "cell_axes",
+    "check_table",
     "clean_results",
     "consequence_columns",
     "load_run",
@@ -43,6 +46,8 @@ __all__ = [
 LAYER_SELECTIONS: tuple[str, ...] = ("default", "best")
 #: Overlap kinds whose regressor is the data × task grid's diagonal (data fraction == task fraction).
 DIAGONAL_KINDS: tuple[str, ...] = ("combined", "factorial")
+#: The overlap kinds reprsim's sweeps write; another kind in a foreign table is analysed as its own.
+KNOWN_KINDS: tuple[str, ...] = ("data", "task", "attribute", "combined", "factorial")
 
 
 @dataclass
@@ -88,8 +93,10 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[st
     if (root / PROVENANCE_FILE).is_file():
         try:
             provenance = json.loads((root / PROVENANCE_FILE).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ReprsimError(f"{PROVENANCE_FILE} in {str(root)!r} is not valid JSON ({exc}).") from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; nesting too deep
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ReprsimError(f"{PROVENANCE_FILE} in {str(root)!r} is not valid JSON ({why}); "
+                               "fix or remove it to analyse the table alone.") from None
     return df, config, provenance
 
 
@@ -123,6 +130,61 @@ def missing_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in CONTRACT_COLUMNS if c not in df.columns]
 
 
+def _rows_text(df: pd.DataFrame, mask: pd.Series, column: str, limit: int = 5) -> str:
+    """``row 3 ('25%'), row 7 ('x')`` for the first ``limit`` masked rows (1-based data rows)."""
+    idx = np.flatnonzero(mask.to_numpy())
+    shown = ", ".join(f"row {i + 1} ({df[column].iloc[i]!r})" for i in idx[:limit])
+    return shown + (f" and {len(idx) - limit} more" if len(idx) > limit else "")
+
+
+def check_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Check a (possibly foreign) results table before analysis; return it and notes for the report.
+
+    Errors (ReprsimError, one line naming the column and rows): a fraction that is not a number in
+    [0, 1] (``"25%"``, ``1.5``); duplicate rows of one key (``unit_id``, ``probe_set``, ``layer_a``,
+    ``layer_b``, ``measure``, and ``run``) whose contract values differ — they would be averaged
+    silently. Notes (``{"scope": "table", "reason": ...}``): identical duplicates (dropped), values
+    that are not numbers (their rows cannot enter a statistic), overlap kinds reprsim does not know
+    (analysed as their own kind, see :func:`overlap_x`). A table lacking contract columns is
+    returned unchanged (the analysis reports it).
+    """
+    notes: list[dict[str, str]] = []
+    if missing_columns(df) or df.empty:
+        return df, notes
+    df = df.reset_index(drop=True)
+    for col in ("data_fraction", "task_fraction"):
+        num = pd.to_numeric(df[col], errors="coerce")
+        bad = df[col].notna() & ~(num.between(0.0, 1.0))
+        if bad.any():
+            raise ReprsimError(f"column {col} must hold numbers in [0, 1] (a share, 0.25 not '25%'), or be empty "
+                               f"where the kind does not vary it; got {_rows_text(df, bad, col)}")
+    num = pd.to_numeric(df["value"], errors="coerce")
+    bad = df["value"].notna() & num.isna()
+    if bad.any():
+        notes.append({"scope": "table", "reason": f"{int(bad.sum())} value(s) are not numbers and were left out: "
+                      f"{_rows_text(df, bad, 'value')}"})
+    key = (["run"] if "run" in df.columns else []) + ["unit_id", "probe_set", "layer_a", "layer_b", "measure"]
+    cols = list(dict.fromkeys(key + [c for c in CONTRACT_COLUMNS if c in df.columns]))
+    text = df[cols].astype(str)
+    dup = text.duplicated(key, keep=False)
+    if dup.any():
+        conflicts = text[dup].groupby(key, sort=False).nunique().gt(1).any(axis=1)
+        if conflicts.any():
+            shown = ["/".join(map(str, k)) for k in conflicts[conflicts].index[:5]]
+            more = f" and {int(conflicts.sum()) - 5} more" if conflicts.sum() > 5 else ""
+            raise ReprsimError(f"the table has {int(conflicts.sum())} duplicated key(s) ({', '.join(key)}) with different "
+                               f"values: {', '.join(shown)}{more}; keep one row per key (they would be averaged)")
+        drop = text.duplicated(key, keep="first")
+        notes.append({"scope": "table", "reason": f"{int(drop.sum())} identical duplicate row(s) dropped"})
+        df = df.loc[~drop].reset_index(drop=True)
+    unknown = sorted(set(df["overlap_kind"].astype(str)) - set(KNOWN_KINDS))
+    if unknown:
+        notes.append({"scope": "table", "reason": f"overlap kind(s) {', '.join(map(repr, unknown))} are not one of "
+                      f"{', '.join(KNOWN_KINDS)} (case matters): each is analysed as its own kind, against the one "
+                      "fraction that varies within it"})
+    return df, notes
+
+
 def clean_results(df: pd.DataFrame) -> pd.DataFrame:
     """Drop rows that must not enter any statistic and return a copy.
 
@@ -141,7 +203,8 @@ def clean_results(df: pd.DataFrame) -> pd.DataFrame:
     keep &= np.isfinite(pd.to_numeric(df["value"], errors="coerce"))
     out = df.loc[keep].copy()
     out["value"] = out["value"].astype(float)
-    for axis in CELL_AXES:  # axes compare as text; a missing level is its own level
+    for axis in CELL_AXES + tuple(a for a in DESIGN_AXES if a in out.columns):
+        # axes compare as text; a missing level is its own level
         out[axis] = out[axis].astype(object).where(out[axis].notna(), "").astype(str)
     return out
 
@@ -177,7 +240,9 @@ def overlap_x(df: pd.DataFrame) -> pd.Series:
 
     data → ``data_fraction``; task and attribute → ``task_fraction``; combined and factorial → the
     common fraction on the grid's diagonal (``data_fraction == task_fraction``) and NaN off it (the
-    full grid is analysed in :mod:`reprsim.analysis.factorial`). Unknown kinds give NaN.
+    full grid is analysed in :mod:`reprsim.analysis.factorial`). A kind not in
+    :data:`KNOWN_KINDS` (e.g. ``DATA`` from a foreign table) gets the one fraction that varies
+    among its rows, and NaN when none or both do.
     """
     d = pd.to_numeric(df["data_fraction"], errors="coerce")
     t = pd.to_numeric(df["task_fraction"], errors="coerce")
@@ -188,6 +253,11 @@ def overlap_x(df: pd.DataFrame) -> pd.Series:
     x[is_task] = t[is_task]
     diag = kind.isin(DIAGONAL_KINDS) & np.isclose(d.fillna(-1), t.fillna(-2))
     x[diag] = d[diag]
+    for other in set(kind) - set(KNOWN_KINDS):  # a foreign kind: regress on the one fraction it varies
+        rows = kind.eq(other)
+        varies = [f for f in (d, t) if f[rows].nunique() > 1]
+        if len(varies) == 1:
+            x[rows] = varies[0][rows]
     return x
 
 
@@ -204,8 +274,14 @@ def prepare(df: pd.DataFrame, layers: str = "default") -> pd.DataFrame:
 
 def cell_axes(df: pd.DataFrame) -> list[str]:
     """The axes a cell is defined by in this table: ``run`` (when several runs are analysed
-    together) and :data:`reprsim.results.CELL_AXES`."""
-    return (["run"] if "run" in df.columns else []) + list(CELL_AXES)
+    together), :data:`reprsim.results.CELL_AXES` and, right after ``overlap_kind``, the
+    :data:`reprsim.results.DESIGN_AXES` the table records."""
+    axes = ["run"] if "run" in df.columns else []
+    for axis in CELL_AXES:
+        axes.append(axis)
+        if axis == "overlap_kind":
+            axes += [a for a in DESIGN_AXES if a in df.columns]
+    return axes
 
 
 def consequence_columns(df: pd.DataFrame) -> list[str]:

@@ -7,6 +7,9 @@ bands). Colours are the Okabe–Ito palette (safe for colour-blind readers).
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import re
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from reprsim.analysis.cells import group_keys
 from reprsim.analysis.text import consequence_label, measure_label
 
 __all__ = [
@@ -41,17 +45,33 @@ _RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsi
 
 
 def slug(*parts: object) -> str:
-    """A file-name-safe name from ``parts`` (``"overlap", "task", "mnist"`` → ``overlap_task_mnist``)."""
-    text = "_".join(str(p) for p in parts if p not in (None, ""))
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:120]
+    """A file-name-safe name from ``parts`` (``"overlap", "task", "mnist"`` → ``overlap-task-mnist``).
+
+    Distinct ``parts`` never share a slug: when a part is not plain (letters, digits and '.' only,
+    not a leading '.') or the name would pass 120 characters, the readable name is shortened and
+    followed by ``-`` and 10 hex digits of the parts' SHA-256 (``m<1>`` and ``m 1`` differ).
+    """
+    kept = [str(p) for p in parts if p not in (None, "")]
+    text = re.sub(r"[^A-Za-z0-9.]+", "-", "_".join(kept)).strip("-")
+    plain = all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.]*", p) for p in kept)
+    if plain and len(text) <= 120:
+        return text
+    digest = hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:10]
+    return f"{text[:109].strip('-.')}-{digest}".lstrip("-.")
 
 
 def _save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from reprsim.storage import atomic_write_bytes, safe_folder
+
+    safe_folder(out_dir, "figures folder")
     png = out_dir / f"{name}.png"
-    fig.savefig(png, dpi=130, facecolor="white")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, facecolor="white")
+    atomic_write_bytes(png, buf.getbuffer())  # temp file + rename, never through a planted symlink
     fig.set_layout_engine("none")  # the layout is settled: do not compute it again for the SVG
-    fig.savefig(out_dir / f"{name}.svg", facecolor="white")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", facecolor="white")
+    atomic_write_bytes(out_dir / f"{name}.svg", buf.getbuffer())
     plt.close(fig)
     return png
 
@@ -262,7 +282,7 @@ def plot_accuracy(acc: pd.DataFrame, out_dir: Path) -> Path | None:
     """Mean test accuracy of the two models vs overlap fraction, one line per (source, model, kind)."""
     if acc.empty:
         return None
-    keys = [k for k in ("run", "source", "model", "overlap_kind") if k in acc.columns]
+    keys = group_keys(acc)
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
         for j, (key, g) in enumerate(acc.groupby(keys, sort=False)):

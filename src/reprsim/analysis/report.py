@@ -9,6 +9,8 @@ section generated from the config; the long per-cell tables folded away in ``<de
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import yaml
 
 from reprsim.analysis import plots, stats
 from reprsim.analysis import tables as tb
-from reprsim.analysis.cells import PrimaryFamily, headline_layer_mask
+from reprsim.analysis.cells import GROUP_AXES, PrimaryFamily, headline_layer_mask
 from reprsim.analysis.document import (
     Bullets,
     Details,
@@ -33,16 +35,19 @@ from reprsim.analysis.effects import DEFAULT_N_PERM
 from reprsim.analysis.families import GROUPING
 from reprsim.analysis.load import (
     Run,
+    check_table,
     clean_results,
     load_runs,
     missing_columns,
     prepare,
 )
 from reprsim.analysis.methods import methods_paragraphs
+from reprsim.analysis.report_folder import remove_old_figures, report_folder
 from reprsim.analysis.summary import summarize
-from reprsim.analysis.text import kind_label, measure_label
+from reprsim.analysis.text import design_label, kind_label, measure_label
 from reprsim.errors import ReprsimError
 from reprsim.results import REPORT_HTML, REPORT_MD, SAMPLE_FILES, SUMMARY_FILE, UNITS_DIR
+from reprsim.storage import atomic_write_bytes, path_name_problem
 
 __all__ = ["FORMATS", "build_report"]
 
@@ -68,11 +73,26 @@ def _primary(runs: list[Run]) -> tuple[PrimaryFamily, list[dict[str, str]]]:
     return chosen, notes
 
 
+def _own_file(folder: Path, name: str) -> Path | None:
+    """``folder/name`` when it is a regular file and neither it nor ``folder`` is a symlink (sample
+    grids are read from inside the run folder only, never through a planted link)."""
+    path = folder / name
+    try:
+        if stat.S_ISLNK(os.lstat(folder).st_mode) or not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+    except OSError:
+        return None
+    return path
+
+
 def _sample_caption(folder: Path, side: str) -> str:
     """What the rows of a unit's sample grid are (from its ``samples.json``)."""
+    path = _own_file(folder, SAMPLE_FILES["rows"])
     try:
-        info = json.loads((folder / SAMPLE_FILES["rows"]).read_text())
-    except (OSError, ValueError):
+        info = json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError, RecursionError):
+        info = None
+    if not isinstance(info, dict):
         return "one row per class of the model"
     return (f"one row per class ({', '.join(map(str, info.get(side, [])))}), {info.get('per_class')} samples each: "
             f"DDIM, {info.get('steps')} steps, guidance {info.get('guidance_scale')}, noise seed {info.get('seed')} "
@@ -113,12 +133,12 @@ class _Builder:
             probes = heads + sorted(set(rows["probe_set"]) - set(heads))
             blocks += [Heading(tb.kind_title(keys), 3), Para(group["summary"], "summary")]
             blocks.append(tb.effect_table(prim if not prim.empty else rows, self.measures, probes))
-            name = plots.slug("overlap", *(keys.get(k) for k in ("run", "source", "model", "overlap_kind")))
-            title = f"Similarity vs {kind_label(keys['overlap_kind'])} ({tb.kind_title(keys).split(' — ')[1]})"
+            name = plots.slug("overlap", *(keys.get(k) for k in GROUP_AXES))
+            title = f"Similarity vs {design_label(keys)} ({tb.kind_title(keys).split(' — ')[1]})"
             measures = self.measures or sorted(set(rows["measure"]))[:3]
             blocks += self.figure(
                 self.plot(plots.plot_overlap, self._rows(keys), measures, probes, title, self.fig_dir, name),
-                f"Similarity vs {kind_label(keys['overlap_kind'])}",
+                f"Similarity vs {design_label(keys)}",
                 "Per primary measure: box plots over seeds at each fraction, probe sets side by side; lines join "
                 "the means. Probe sets whose composition varies with the fraction are in the table's labels.",
                 claim["id"])  # fmt: skip
@@ -197,9 +217,9 @@ class _Builder:
                 if self.measures and heads:
                     cell = {**keys, "measure": self.measures[0], "probe_set": heads[0]}
                     units = tb.match(self.data, cell)
-                    name = plots.slug("link", *(keys.get(k) for k in ("run", "source", "model", "overlap_kind")))
+                    name = plots.slug("link", *(keys.get(k) for k in GROUP_AXES))
                     xlabel = f"{measure_label(self.measures[0])} ('{heads[0]}')"
-                    title = f"Transfer vs similarity, {kind_label(keys['overlap_kind'])}"
+                    title = f"Transfer vs similarity, {design_label(keys)}"
                     blocks += self.figure(
                         self.plot(plots.plot_link, units, "transfer_asr", xlabel, title, self.fig_dir, name),
                         "Transfer success vs similarity", "One point per model pair, coloured by overlap fraction; "
@@ -246,7 +266,7 @@ class _Builder:
         for _, group in units.groupby(keys, sort=False):
             for row in group.itertuples():
                 folder = self.unit_dirs.get(row.unit_id)
-                if folder is None or not all((folder / SAMPLE_FILES[side]).is_file() for side in "ab"):
+                if folder is None or not all(_own_file(folder, SAMPLE_FILES[side]) for side in "ab"):
                     continue
                 point = f"{row.source} · {row.model} · {kind_label(row.overlap_kind)} {row.x:g} · seed {row.seed}"
                 figures += [Figure(folder / SAMPLE_FILES[side], f"{point}: model {side.upper()}",
@@ -336,19 +356,17 @@ def build_report(
     if len(dirs) > 1 and out is None:
         raise ReprsimError("several run folders are analysed together: give --out DIR for the combined report")
     runs = load_runs(dirs)
-    root = Path(out) if out is not None else runs[0].path
-    root.mkdir(parents=True, exist_ok=True)
-    for old in (root / "figures").glob("*.*"):  # figures of an earlier report of this folder
-        if old.suffix in (".png", ".svg"):
-            old.unlink()
+    root = report_folder(out, runs)
+    remove_old_figures(root)
     table = pd.concat([r.table for r in runs], ignore_index=True) if len(runs) > 1 else runs[0].table
+    table, checked = check_table(table)
     primary, notes = _primary(runs)
     summary = summarize(table, primary=primary, layers=layers, n_boot=n_boot, n_perm=n_perm, seed=seed)
-    summary["problems"] = notes + summary["problems"]
+    summary["problems"] = notes + checked + summary["problems"]
     builder, methods = None, []
     if summary["status"] == "ok" and not missing_columns(table):
         data = prepare(table, layers)
-        unit_dirs = {uid: r.path / UNITS_DIR / uid for r in runs for uid in r.table["unit_id"].unique()}
+        unit_dirs = _unit_dirs(runs)
         builder = _Builder(summary, data, clean_results(table), root / "figures", primary, figures, unit_dirs)
         together = None if len(runs) == 1 else (
             f"{len(runs)} runs analysed together ({', '.join(r.name for r in runs)}); the run is a cell axis, so "
@@ -361,9 +379,24 @@ def build_report(
                           for f in (builder.figures if builder else [])]  # fmt: skip
     summary["methods"] = methods
     summary["run"] = {"run_dirs": [str(r.path) for r in runs], "provenance": provenance}
-    (root / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False, default=str), encoding="utf-8")
-    names = [r.config.get("name") for r in runs if isinstance(r.config, dict) and r.config.get("name")]
+    names = [str(r.config.get("name")) for r in runs if isinstance(r.config, dict) and r.config.get("name")]
     title = "reprsim report: " + (", ".join(names) if names else ", ".join(r.name for r in runs))
-    (root / REPORT_HTML).write_text(to_html(blocks, title), encoding="utf-8")
-    (root / REPORT_MD).write_text(to_markdown(blocks, title, root), encoding="utf-8")
+    # temporary file + rename, never through a symlink (storage.atomic_write_bytes); summary.json last:
+    # it marks the folder as a report folder reprsim made
+    atomic_write_bytes(root / REPORT_HTML, to_html(blocks, title).encode("utf-8"))
+    atomic_write_bytes(root / REPORT_MD, to_markdown(blocks, title, root).encode("utf-8"))
+    atomic_write_bytes(root / SUMMARY_FILE, json.dumps(summary, indent=2, allow_nan=False, default=str).encode("utf-8"))
     return root / (REPORT_HTML if format == "html" else REPORT_MD)
+
+
+def _unit_dirs(runs: list[Run]) -> dict[str, Path]:
+    """Each unit id of the (possibly run-prefixed) table → its folder ``<run>/units/<id>``; ids that
+    are not a plain file name (an absolute or ``../`` path in a foreign table) get none."""
+    out: dict[str, Path] = {}
+    for r in runs:
+        prefix = f"{r.name}/" if len(runs) > 1 else ""
+        for uid in r.table["unit_id"].astype(str).unique():
+            own = uid[len(prefix):] if uid.startswith(prefix) else uid
+            if path_name_problem(own) is None:
+                out[uid] = r.path / UNITS_DIR / own
+    return out

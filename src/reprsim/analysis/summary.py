@@ -14,7 +14,7 @@ import pandas as pd
 
 from reprsim.analysis import inference, stats
 from reprsim.analysis.agreement import measure_agreement, significance_summary
-from reprsim.analysis.cells import PrimaryFamily
+from reprsim.analysis.cells import PrimaryFamily, group_keys
 from reprsim.analysis.claims import build_claims
 from reprsim.analysis.consequences import (
     HEADLINE_CONSEQUENCES,
@@ -34,6 +34,7 @@ from reprsim.analysis.factorial import (
     factorial_effects,
 )
 from reprsim.analysis.families import GROUPING, family_table
+from reprsim.analysis.identification import IDENTIFICATION_METHOD, similarity_transfer
 from reprsim.analysis.load import cell_axes, missing_columns, prepare
 from reprsim.results import CONTRACT_COLUMNS
 
@@ -63,7 +64,7 @@ def jsonable(obj: Any) -> Any:
 
 def accuracy_table(data: pd.DataFrame) -> pd.DataFrame:
     """Mean accuracy of both models per (source, model, overlap kind) and fraction, over seeds."""
-    keys = [k for k in ("run", "source", "model", "overlap_kind") if k in data.columns]
+    keys = group_keys(data)
     cols = [*keys, "x", "acc_mean", "acc_sd", "n_seeds"]
     if not {"acc_a", "acc_b"} <= set(data.columns):
         return pd.DataFrame(columns=cols)
@@ -81,8 +82,12 @@ def statistics_text(primary: PrimaryFamily, n_family: int, n_boot: int, n_perm: 
         "unit": "the seed: every interval is over seeds (rows of one seed share model A)",
         "effect": SLOPE_METHOD + "; with fewer than 3 seeds no interval is given",
         "correction": f"Holm over the primary family ({primary.describe()}, at each model's headline layer pair; "
-        f"{n_family} tests); all other cells are exploratory (unadjusted p)",
-        "verdict": "rises / falls when the (adjusted) p < 0.05 and the interval excludes 0; otherwise inconclusive",
+        f"{n_family} tests); a primary interval is also given at the level of its Holm step (adjusted), next to the "
+        "unadjusted 95% interval; all other cells are exploratory (unadjusted p and interval)",
+        "verdict": "rises / falls when the (Holm-adjusted, for primary tests) p < 0.05 and the (adjusted) interval "
+        "excludes 0; otherwise inconclusive — which is not \"no effect\": the interval bounds the effect",
+        "fit_range": "a fixed-composition class subset is fitted over the fractions at which its classes keep their "
+        "role (ood_one_fixed: fractions < 1; common_fixed: fractions > 0)",
         "effect_sd": "mean per-seed slope / between-seed SD at the lowest fraction",
         "r2": "in-sample R² of the pooled OLS fit (the paper's)",
         "spearman": f"Spearman ρ, percentile bootstrap over seeds ({n_boot} resamples; no interval with fewer than "
@@ -92,9 +97,10 @@ def statistics_text(primary: PrimaryFamily, n_family: int, n_boot: int, n_perm: 
         "factorial": INTERACTION_METHOD + "; Holm over the primary family's interaction tests",
         "consequences": "consequence on fraction per (source, model, overlap kind), the same per-seed slope; "
         f"Holm over {', '.join(HEADLINE_CONSEQUENCES)} (both directions); controls exploratory",
-        "links": "similarity vs transfer per cell: pooled Spearman ρ (bootstrap over seeds) and the within-fraction "
-        "partial correlation (Pearson r after removing each fraction's mean; bootstrap resampling seeds, no interval "
-        f"with fewer than {inference.MIN_SEEDS_FOR_BOOTSTRAP} seeds); positive / negative when the interval excludes 0",
+        "links": "similarity vs transfer per cell, pooled over fractions: Spearman ρ (bootstrap over seeds); "
+        "descriptive only, since overlap drives both",
+        "similarity_transfer": IDENTIFICATION_METHOD + "; Holm over the primary measures × fixed probe sets (transfer "
+        "A→B); a cause whose first stage (its effect on similarity) is inconclusive identifies nothing",
     }
 
 
@@ -145,12 +151,13 @@ def summarize(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers:
     grid = combined_grid(data)
     cons = consequence_effects(data)
     links = similarity_links(data, n_boot=n_boot, seed=seed)
-    claims = build_claims(effects, factorial, cons, links, primary.measures)
+    transfer = similarity_transfer(data, primary=primary)
+    claims = build_claims(effects, factorial, cons, transfer)
     problems = []
     absent = [m for m in primary.measures if m not in set(data["measure"])]
     if absent:
         problems.append({"scope": "table", "reason": f"primary measure(s) {', '.join(absent)} not in the table"})
-    if primary.probe_sets != "all":
+    if not isinstance(primary.probe_sets, str):
         absent = [p for p in primary.probe_sets if p not in set(data["probe_set"])]
         if absent:
             problems.append({"scope": "table", "reason": f"primary probe set(s) {', '.join(absent)} not in the table"})
@@ -158,7 +165,8 @@ def summarize(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers:
         problems.append({"scope": "table", "reason": "no unit has an overlap fraction its kind varies "
                          "(overlap_kind must be data, task, attribute, combined or factorial)"})  # fmt: skip
     problems += _cell_problems({"overlap_effects": effects, "combined.interaction": factorial,
-                                "consequences": cons, "links": links})  # fmt: skip
+                                "consequences": cons, "links": links,
+                                "similarity_transfer": transfer})  # fmt: skip
     n_family = int(np.isfinite(effects.loc[effects["family"] == "primary", "p"]).sum()) if not effects.empty else 0
     agreement = measure_agreement(data)
     fam = family_table(effects, primary.measures)
@@ -183,6 +191,7 @@ def summarize(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers:
         "fraction_means": fraction_means(data),
         "combined": {"interaction": factorial, "grid": grid},
         "consequences": {"effects": cons, "by_fraction": consequence_by_fraction(data), "links": links},
+        "similarity_transfer": transfer,
         "families": {"grouping": GROUPING, "rows": fam},
         "agreement": {str(k): {str(c): v for c, v in row.items()} for k, row in agreement.iterrows()},
         "significance": significance_summary(data),

@@ -19,7 +19,7 @@ from reprsim.analysis.text import (
     fmt,
     fmt_ci,
     fmt_p,
-    kind_label,
+    design_label,
     measure_label,
     similarity_direction,
 )
@@ -230,4 +230,4 @@ def kind_title(keys: dict[str, Any]) -> str:
     where = " · ".join(str(keys[k]) for k in ("run", "source", "model") if keys.get(k) not in (None, ""))
     la, lb = keys.get("layer_a"), keys.get("layer_b")
     layers = f" ({la})" if la == lb else f" ({la} × {lb})"
-    return f"{kind_label(keys['overlap_kind']).capitalize()} — {where}{layers if la not in (None, '') else ''}"
+    return f"{design_label(keys).capitalize()} — {where}{layers if la not in (None, '') else ''}"

@@ -15,6 +15,7 @@ __all__ = [
     "fmt",
     "fmt_ci",
     "fmt_p",
+    "design_label",
     "kind_label",
     "measure_label",
     "similarity_direction",
@@ -57,6 +58,30 @@ def measure_label(name: Any) -> str:
 def kind_label(kind: Any) -> str:
     """Display phrase of an overlap kind (``"data"`` → ``"data overlap"``)."""
     return _KIND_LABELS.get(str(kind), f"{kind} overlap")
+
+
+def design_label(keys: dict[str, Any]) -> str:
+    """Display phrase of a design group: its overlap kind and the design options it records
+    (``task_images``, ``align``, ``init``), e.g. ``"pure task overlap (disjoint images)"``,
+    ``"data overlap, alignment λ = 2"``."""
+    kind = str(keys.get("overlap_kind"))
+    images = str(keys.get("task_images") or "")
+    if kind == "task" and images == "disjoint":
+        label = "pure task overlap (class split, disjoint images)"
+    elif kind == "task" and images == "shared":
+        label = "task + data overlap (class split, shared images)"
+    else:
+        label = kind_label(kind)
+    extra = []
+    try:
+        align = float(keys.get("align") or 0.0)
+    except (TypeError, ValueError):
+        align = 0.0
+    if align:
+        extra.append(f"alignment λ = {align:g}")
+    if str(keys.get("init") or "") == "shared":
+        extra.append("shared initialisation")
+    return ", ".join([label, *extra])
 
 
 def consequence_label(name: Any) -> str:

@@ -26,8 +26,10 @@ import numpy as np
 import pandas as pd
 
 from reprsim.compare.result import Comparison
+from reprsim.compare.table import check_count, layer_table
+from reprsim.compare.features_in import compare_features  # noqa: E402  (uses _layer_specs lazily)
 
-__all__ = ["Comparison", "compare_models"]
+__all__ = ["Comparison", "compare_features", "compare_models"]
 
 ModelLike = Any  # nn.Module | str | Path
 
@@ -41,10 +43,7 @@ def _layer_specs(layers: Any) -> tuple[Any, Any]:
     return layers, layers
 
 
-def _check_count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0; got {value!r}.")
-    return int(value)
+_check_count = check_count
 
 
 def compare_models(
@@ -172,31 +171,13 @@ def compare_models(
         cpu[f"features_{which.lower()}"] = time.process_time() - c0
         shown[which] = list(resolved)
 
-    # ---- measures, each layer prepared once --------------------------------------------------
-    t0, c0 = time.perf_counter(), time.process_time()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        prepared_a = similarity.prepare_layers(feats["a"], prep_fn, "A")
-        prepared_b = similarity.prepare_layers(feats["b"], prep_fn, "B")
-    notes += [str(w.message) for w in caught]
-    engine = similarity.SimilarityEngine(prepared_a, prepared_b, names, params, progress=progress)
-    values = engine.compute()
-    timings["measures"] = time.perf_counter() - t0
-    cpu["measures"] = time.process_time() - c0
-    table = pd.DataFrame([{"layer_a": la, "layer_b": lb, "measure": m, "value": v}
-                          for (la, lb, m), v in values.items()], columns=["layer_a", "layer_b", "measure", "value"])
-    if n_permutations:
-        t0 = time.perf_counter()
-        pv = engine.permutation_pvalues(n_permutations, seed)
-        table["p_value"] = [pv[(r.layer_a, r.layer_b, r.measure)] for r in table.itertuples(index=False)]
-        timings["permutations"] = time.perf_counter() - t0
-    if n_boot:
-        t0 = time.perf_counter()
-        ci = engine.bootstrap_intervals(n_boot, level, seed)
-        table["ci_low"] = [ci[(r.layer_a, r.layer_b, r.measure)][0] for r in table.itertuples(index=False)]
-        table["ci_high"] = [ci[(r.layer_a, r.layer_b, r.measure)][1] for r in table.itertuples(index=False)]
-        timings["bootstrap"] = time.perf_counter() - t0
-    notes += engine.warnings
+    # ---- measures, each layer prepared once (the engine shared with compare_features) ----------
+    measured = layer_table(feats["a"], feats["b"], prep_fn, names, params, n_permutations=n_permutations,
+                           n_boot=n_boot, level=level, seed=seed, progress=progress)
+    table = measured.table
+    notes += measured.notes
+    timings |= measured.timings
+    cpu |= measured.cpu
 
     # ---- consequences ------------------------------------------------------------------------
     transfer = summary = None

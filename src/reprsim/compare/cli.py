@@ -135,19 +135,29 @@ def run(args: argparse.Namespace) -> int:
     for w in caught:
         if "compare_models:" not in str(w.message):
             print(f"warning: {w.message}", file=sys.stderr)
+    print_comparison(comp, args)
+    return 0
+
+
+def print_comparison(comp: Any, args: argparse.Namespace) -> None:
+    """Print a Comparison as ``--format`` asks (notes and the preparation rule on stderr for json/csv,
+    in the header for the table) and write ``--out`` (with ``--save-features``, the features too)."""
     for note in comp.warnings[:20]:
         print(f"note: {note}", file=sys.stderr)
     if args.format == "json":
+        print(f"note: features prepared: {comp.prepare}", file=sys.stderr)
         print(json.dumps(comp.records(), indent=1))
     elif args.format == "csv":
-        sys.stdout.write(comp.to_frame().to_csv(index=False))
+        print(f"note: features prepared: {comp.prepare}", file=sys.stderr)
+        from reprsim.results import csv_text
+
+        sys.stdout.write(csv_text(comp.to_frame()))
     else:
-        print(f"A: {comp.model_a}\nB: {comp.model_b}\ninputs: {comp.inputs}\n")
+        print(f"A: {comp.model_a}\nB: {comp.model_b}\ninputs: {comp.inputs}\nprepare: {comp.prepare}\n")
         print(_wide_text(comp))
         if comp.transfer is not None:
             print("\nattack transfer (" + (comp.attack or "") + "):")
             print(comp.transfer.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.out:
-        paths = comp.save(args.out)
+        paths = comp.save(args.out, features=bool(getattr(args, "save_features", False)))
         print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
-    return 0

@@ -12,9 +12,14 @@ A reference is one of
 * a TorchScript file (``torch.jit.save``): output only, since loaded ScriptModules take no hooks;
 * ``MODULE:CALLABLE``: an importable factory returning an ``nn.Module`` (the uvicorn/gunicorn
   convention; the current folder is importable), with optional ``weights``: a ``.safetensors``
-  file or a state dict loaded with ``torch.load(weights_only=True)``.
+  file or a state dict loaded with ``torch.load(weights_only=True)``. This **imports that module
+  and calls that callable**: it runs that code with your permissions, so name only code you
+  trust. A callable (or an import) that raises — ``SystemExit`` from ``sys.exit`` included — or
+  that returns something other than an ``nn.Module`` is one ReprsimError line; ``os.abort`` and
+  ``os._exit`` end the process at once and cannot be caught (reprsim does not sandbox it).
 
-Nothing is ever downloaded, and no pickle is loaded with code execution.
+Nothing is ever downloaded, no pickle is loaded with code execution, and Hugging Face folders
+are loaded with ``trust_remote_code=False`` (a folder whose config has ``auto_map`` is refused).
 """
 
 from __future__ import annotations
@@ -190,7 +195,7 @@ def _load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ReprsimError(f"cannot load the tokenizer saved in {path}: {str(exc).splitlines()[0]}") from exc
     return tok
@@ -298,6 +303,8 @@ def _load_factory(text: str, weights: Any, which: str) -> ModelRef:
     except ImportError as exc:
         raise ReprsimError(f"model {which}: cannot import {module_name!r} for {text!r} ({exc}); the current folder "
                            f"({cwd}) is importable, check the spelling or PYTHONPATH.") from exc
+    except (Exception, SystemExit) as exc:  # the module's own code failed (or exited) while importing
+        raise ReprsimError(f"model {which}: importing {module_name!r} for {text!r} failed: {_raised(exc)}") from None
     finally:
         if added:
             sys.path.remove(cwd)
@@ -308,7 +315,11 @@ def _load_factory(text: str, weights: Any, which: str) -> ModelRef:
         obj = getattr(obj, part)
     if not callable(obj):
         raise ReprsimError(f"model {which}: {text!r} is not callable; name a function or class returning an nn.Module.")
-    model = obj()
+    try:
+        model = obj()
+    except (Exception, SystemExit) as exc:  # its own code: report it in one line, never exit silently
+        raise ReprsimError(f"model {which}: {text}() failed: {_raised(exc)}; it must build and return an "
+                           "nn.Module") from None
     if not isinstance(model, nn.Module):
         raise ReprsimError(f"model {which}: {text}() returned a {type(model).__name__}, not a torch.nn.Module.")
     label = text
@@ -316,6 +327,14 @@ def _load_factory(text: str, weights: Any, which: str) -> ModelRef:
         load_weights(model, weights, which=which)
         label = f"{text} + {Path(str(weights)).name}"
     return ModelRef(model.eval(), label, _kind_of(model), None, is_scripted(model), text)
+
+
+def _raised(exc: BaseException) -> str:
+    """One line for an exception raised by user code (``SystemExit`` says it tried to exit)."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) (raised SystemExit)"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def load_weights(model: nn.Module, weights: str | Path, *, which: str = "A") -> None:

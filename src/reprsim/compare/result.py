@@ -125,19 +125,35 @@ class Comparison:
         if out.is_dir():
             raise ReprsimError(f"to_html: {out} is a folder; give a file name such as {out / 'comparison.html'}.")
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render(self), encoding="utf-8")
+        from reprsim.storage import atomic_write_bytes
+
+        atomic_write_bytes(out, render(self).encode("utf-8"))  # temp file + rename, never through a symlink
         return out
 
-    def save(self, directory: str | Path) -> dict[str, Path]:
+    def save(self, directory: str | Path, features: bool = False) -> dict[str, Path]:
         """Write ``comparison.html``, ``comparison.parquet`` and ``comparison.csv`` (the :meth:`to_frame`
-        table) into ``directory``; returns ``{kind: path}``."""
+        table) into ``directory``; with ``features=True`` also ``features_a.safetensors`` and
+        ``features_b.safetensors`` (the raw features, layer order kept), which
+        ``compare_features(dir/"features_a.safetensors", dir/"features_b.safetensors")`` reloads.
+        Returns ``{kind: path}``."""
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
         frame = self.to_frame()
         paths = {"html": self.to_html(root / "comparison.html"), "csv": root / "comparison.csv"}
-        frame.to_csv(paths["csv"], index=False)
+        if features:
+            from reprsim.compare.features_in import save_feature_set
+
+            if not self.features:
+                raise ReprsimError("save(features=True): this Comparison holds no features.")
+            for side, label in (("a", self.model_a), ("b", self.model_b)):
+                paths[f"features_{side}"] = save_feature_set(self.features[side], root / f"features_{side}.safetensors",
+                                                             model=label, inputs=self.inputs)
+        from reprsim.results import csv_text
+        from reprsim.storage import atomic_write_bytes
+
+        atomic_write_bytes(paths["csv"], csv_text(frame).encode())  # text cells like '=cmd' defused
         try:
-            frame.to_parquet(root / "comparison.parquet", index=False)
+            atomic_write_bytes(root / "comparison.parquet", frame.to_parquet(index=False))
             paths["parquet"] = root / "comparison.parquet"
         except ImportError:  # pragma: no cover - pyarrow is a dependency; keep the CSV regardless
             pass

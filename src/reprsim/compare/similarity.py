@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ from reprsim.metrics import cca as _cca
 from reprsim.metrics import cka as _cka
 from reprsim.metrics import other as _other
 from reprsim.metrics._pair import Pair, Side
-from reprsim.metrics._validate import as_features
+from reprsim.metrics._validate import as_features, degenerate_problem
 from reprsim.metrics.registry import NUMERIC_ERRORS, call_measure, get_measure, plan_pair, resolve_params
 
 __all__ = ["SHARED_BYTES", "SimilarityEngine", "prepare_layers", "resolve_measures", "resolve_prepare"]
@@ -71,29 +71,12 @@ def resolve_measures(measures: Any) -> list[str]:
 
 
 def resolve_prepare(prepare: Any) -> tuple[Prepare, str]:
-    """The feature preparation as a function (n, d) → (n, d) and a description.
+    """The feature preparation as a function (n, d) → (n, d) and a description: the one rule of
+    :func:`reprsim.metrics.prepare.resolve_prepare` (``"paper"`` = clip 0.95 + L2, ``"l2"``,
+    ``"none"``/None, a dict or a callable)."""
+    from reprsim.metrics.prepare import resolve_prepare as resolve
 
-    ``"paper"`` (default): clamp to ± the 0.95-quantile of |x|, then L2-normalise rows, as the
-    paper and reprsim's sweeps do; ``"l2"``: rows only; ``None``/``"none"``: raw features; a dict
-    ``{"normalize": "l2"|None, "clip_quantile": q|None}``; or any callable.
-    """
-    from reprsim.metrics import prepare as prep
-
-    if prepare == "paper":
-        return (lambda X: prep(X, normalize="l2", clip_quantile=0.95)), "clip 0.95 quantile + L2 rows (paper)"
-    if prepare == "l2":
-        return (lambda X: prep(X, normalize="l2")), "L2 rows"
-    if prepare is None or prepare == "none":
-        return (lambda X: X), "none (raw features)"
-    if isinstance(prepare, Mapping):
-        unknown = sorted(set(prepare) - {"normalize", "clip_quantile"})
-        if unknown:
-            raise ValueError(f"prepare dict takes 'normalize' and 'clip_quantile'; got unknown keys {unknown}.")
-        opts = dict(prepare)
-        return (lambda X: prep(X, **opts)), ", ".join(f"{k}={v}" for k, v in opts.items())
-    if callable(prepare):
-        return prepare, getattr(prepare, "__name__", "custom")
-    raise ValueError(f"prepare must be 'paper', 'l2', None, a dict or a callable; got {prepare!r}.")
+    return resolve(prepare)
 
 
 def prepare_layers(feats: Mapping[str, np.ndarray], prepare: Prepare, which: str) -> dict[str, torch.Tensor]:
@@ -349,8 +332,11 @@ class SimilarityEngine:
         plan_pair(pair, [n for n in library if n not in ("linear_regression", "mean_cca", "pwcca", "svcca")], self.resolved)
         out: dict[str, float] = {}
         fused: dict[str, Any] = {}
+        problem = degenerate_problem(pair.x, pair.y)  # a constant side: every measure NaN, with a warning
         for name in self.names:
             try:
+                if problem:
+                    raise ValueError(f"{name} is {problem}")
                 if name not in library:
                     arg = None
                     if perm is not None:
@@ -366,7 +352,7 @@ class SimilarityEngine:
                         raise ValueError(f"{name}: {fused['cca']}") from fused["cca"]
                     out[name] = _finite(name, lambda: fused["cca"][0 if name == "mean_cca" else 1])
                 elif name == "procrustes_distance" and "procrustes" in out and not math.isnan(out["procrustes"]):
-                    out[name] = math.acos(max(-1.0, min(1.0, out["procrustes"])))
+                    out[name] = _other.procrustes_distance_from(pair, out["procrustes"])
                 elif name == "svcca":
                     out[name] = _finite(name, lambda: _svcca(pair, **self.resolved["svcca"]))
                 elif name == "linear_regression":
@@ -406,13 +392,28 @@ class SimilarityEngine:
         if not self.values:
             self.compute()
         rng = np.random.default_rng(seed)
-        n = self.n
         hits = {key: 0 for key in self.values}
+        perms = (rng.permutation(self.n) for _ in range(n_permutations))
+        for vals in tqdm(self.permuted_values(perms), total=n_permutations, desc="permutations",
+                         disable=self._disabled(n_permutations)):
+            for key, v in vals.items():
+                obs = self.values[key]
+                if math.isnan(obs) or math.isnan(v):
+                    continue
+                hits[key] += v <= obs if MEASURES[key[2]].kind == "distance" else v >= obs
+        return {key: (float("nan") if math.isnan(self.values[key]) else (1 + h) / (n_permutations + 1))
+                for key, h in hits.items()}
+
+    def permuted_values(self, perms: Iterable[Any]) -> Iterator[dict[tuple[str, str, str], float]]:
+        """For each permutation ``perm`` (n,) of the rows: every measure on every pair (A[la], B[lb][perm]),
+        ``{(layer_a, layer_b, measure): value}`` (NaN where undefined). The same permutation is applied to
+        every layer of B; cached B-side quantities are relabelled (neighbour lists, kernels, RDM ranks)."""
+        n = self.n
         iu = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in tqdm(range(n_permutations), desc="permutations", disable=self._disabled(n_permutations)):
-                perm = torch.as_tensor(rng.permutation(n))
+        for perm in perms:
+            with warnings.catch_warnings():  # per permutation: the filter must not outlive a yield
+                warnings.simplefilter("ignore")
+                perm = torch.as_tensor(np.asarray(perm), dtype=torch.long)
                 inv = torch.empty_like(perm)
                 inv[perm] = torch.arange(n)
                 tri_cache: dict[str, np.ndarray] = {}
@@ -427,6 +428,7 @@ class SimilarityEngine:
                         tri_cache["t"] = (lo * n - lo * (lo + 1) // 2 + (hi - lo - 1)).numpy()
                     return tri_cache["t"]
 
+                out: dict[tuple[str, str, str], float] = {}
                 for lb, sb in self.sb.items():
                     sbp = sb.permuted(perm.to(sb.F.device), inv.to(sb.F.device))
                     kp: dict[str, torch.Tensor] = {}
@@ -439,13 +441,8 @@ class SimilarityEngine:
 
                     for la, sa in self.sa.items():
                         vals = self._evaluate(Pair(sa, sbp), la, lb, record=False, perm={"rbf": rbf_perm, "tri": tri})
-                        for name, v in vals.items():
-                            obs = self.values[(la, lb, name)]
-                            if math.isnan(obs) or math.isnan(v):
-                                continue
-                            hits[(la, lb, name)] += v <= obs if MEASURES[name].kind == "distance" else v >= obs
-        return {key: (float("nan") if math.isnan(self.values[key]) else (1 + h) / (n_permutations + 1))
-                for key, h in hits.items()}
+                        out.update({(la, lb, name): v for name, v in vals.items()})
+            yield out
 
     def bootstrap_intervals(self, n_boot: int, level: float, seed: int) -> dict[tuple[str, str, str], tuple[float, float]]:
         """Percentile intervals over resampled inputs per (layer_a, layer_b, measure), as

@@ -64,7 +64,8 @@ class Split:
     n_total : int
         Size of the source the indices point into.
     info : dict
-        Kind-specific extras (``chunk_len`` for chunk splits, ``domains`` for corpus splits, ...).
+        Kind-specific extras (``chunk_len`` for chunk splits, ``domains`` for corpus splits,
+        ``images: "disjoint"`` for task splits with disjoint images, ...).
     """
 
     kind: str
@@ -153,13 +154,24 @@ class Split:
         pos = np.clip(np.searchsorted(sorted_classes, lab), 0, len(classes) - 1)
         return np.where(sorted_classes[pos] == lab, order[pos], -1).astype(np.int64)
 
+    @property
+    def task_images(self) -> str | None:
+        """Task splits: ``"disjoint"`` (A and B train on disjoint examples of each common class: pure
+        task overlap) or ``"shared"`` (a common class brings all of its examples to both: task + data
+        overlap, the paper's vertical split); None for every other kind."""
+        if self.kind != "task":
+            return None
+        return self.info.get("images", "shared")
+
     def n_classes(self, model: str) -> int:
         """Number of output classes model ``"a"`` or ``"b"`` trains with."""
         return len(self._pick(model, self.a_classes, self.b_classes))
 
     def describe(self) -> str:
         """One line: kind, sizes, requested vs realised overlap (rounding is stated when it differs)."""
-        parts = [f"{self.kind} split (seed {self.seed}): |A|={len(self.a_indices)}, "
+        images = {"disjoint": ", disjoint images (pure task overlap)",
+                  "shared": ", shared images (task + data overlap)"}.get(self.task_images or "", "")
+        parts = [f"{self.kind} split{images} (seed {self.seed}): |A|={len(self.a_indices)}, "
                  f"|B|={len(self.b_indices)}, shared={len(self.shared_indices)}"]
         for name, req, real in (("data", self.requested_data_fraction, self.realised_data_fraction),
                                 ("task", self.requested_task_fraction, self.realised_task_fraction)):

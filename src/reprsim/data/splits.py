@@ -4,7 +4,9 @@ Pure functions of a label array (or a size, or a list of domains) and a seed; th
 paper (arXiv 2505.13899, code ``data_splitting/data_splitting.py``), see ``PAPER.md`` §1:
 
 * data overlap ("horizontal"): per class, both sets get N_c examples, ``round(f·N_c)`` identical;
-* task overlap ("vertical"): each set gets K classes, ``round(f·K)`` common, all examples of a class;
+* task overlap ("vertical"): each set gets K classes, ``round(f·K)`` common, all examples of a class
+  (``images="shared"``: task + data overlap, the paper's); or, with ``images="disjoint"`` (pure task
+  overlap), each common class split into two disjoint halves, one per model;
 * combined: a task split whose common classes carry a data overlap;
 * attribute tasks: the same inputs, tasks sharing a subset of label attributes (task-only overlap);
 * chunk split (text data overlap) and corpus split (text task overlap).
@@ -26,12 +28,15 @@ from reprsim.data.split_types import Split
 
 __all__ = [
     "Split", "OverlapRoundingWarning", "data_overlap_split", "task_overlap_split", "combined_split",
-    "factorial_split", "fixed_probe_classes",
+    "factorial_split", "fixed_probe_classes", "classes_too_small_to_halve", "TASK_IMAGES",
     "attribute_task_split", "colorshapes_task_levels", "colorshapes_level_pairs", "chunk_split",
     "corpus_split", "probe_subsets",
 ]
 
 MODES = ("constrained", "unconstrained")
+#: How a task split treats the images of a shared class: both models train on all of them
+#: (``shared``: task + data overlap) or on disjoint halves (``disjoint``: pure task overlap).
+TASK_IMAGES = ("shared", "disjoint")
 ROUNDING_TOLERANCE = 0.005
 
 
@@ -164,23 +169,44 @@ def _choose_classes(classes: np.ndarray, fraction: float, mode: str, rng: np.ran
     return common, a_only, b_only, per_model
 
 
+def classes_too_small_to_halve(labels: Sequence[int] | np.ndarray) -> dict[int, int]:
+    """``{class: number of examples}`` for the classes of ``labels`` with fewer than 2 examples:
+    those that cannot be cut into two non-empty disjoint halves (``images="disjoint"``)."""
+    classes, counts = np.unique(_check_labels(labels), return_counts=True)
+    return {int(c): int(n) for c, n in zip(classes, counts) if n < 2}
+
+
 def task_overlap_split(labels: Sequence[int] | np.ndarray, fraction: float, mode: str = "constrained",
-                       seed: int = 0) -> Split:
-    """Task overlap: each set gets K classes (all of their examples); ``round(f·K)`` are common.
+                       seed: int = 0, *, images: str = "shared") -> Split:
+    """Task overlap: each set gets K classes; ``round(f·K)`` are common.
 
     Constrained: ``K = ⌊C/2⌋`` (C classes in ``labels``); unconstrained: the largest K with
     ``2K − round(f·K) ≤ C``. The class list is shuffled with ``seed``; the first k are common, the
     next K − k go to A only, the next K − k to B only. Training ids (paper convention): common
     classes 0..k−1 in the same order for both models, exclusive classes k..K−1.
 
+    ``images="shared"`` (the paper's vertical split): a class brings all of its examples, so the
+    common classes' examples are in both sets (task + data overlap; ``realised_data_fraction``
+    grows with the fraction). ``images="disjoint"`` (pure task overlap): the same classes (the same
+    seeded class order); then every class of ``labels``, in sorted order, is shuffled by the same
+    generator and cut into halves of ``⌊n_c/2⌋``: A trains on the first half of each of its classes,
+    B on the second half of each of its. No example is shared at any fraction, every set holds
+    ``⌊n_c/2⌋`` per class (set sizes do not move with the fraction when classes are equal in size),
+    and A's set is the same at every fraction of a seed (constrained mode), as with shared images.
+
     Returns
     -------
     Split with ``kind="task"``; ``a_classes``/``b_classes`` in training-id order,
-    ``realised_task_fraction = k / K``, ``realised_data_fraction = |A ∩ B| / |A|``.
+    ``realised_task_fraction = k / K``, ``realised_data_fraction = |A ∩ B| / |A|`` (0 for disjoint
+    images, recorded as ``info["images"] = "disjoint"``; see :attr:`Split.task_images`).
     Use :func:`probe_subsets` to get the ``common`` / ``ood_one`` / ``ood_all`` test subsets.
     """
+    if images not in TASK_IMAGES:
+        raise ValueError(f"images must be one of {TASK_IMAGES}, got {images!r}")
     labels = _check_labels(labels)
     fraction, mode, seed = _check_fraction(fraction), _check_mode(mode), _check_seed(seed)
+    if images == "disjoint":
+        return _disjoint_task_split(labels, fraction, mode, seed)
     rng = np.random.default_rng(seed)
     common, a_only, b_only, per_model = _choose_classes(np.unique(labels), fraction, mode, rng)
     a = np.flatnonzero(np.isin(labels, common + a_only)).astype(np.int64)
@@ -191,6 +217,31 @@ def task_overlap_split(labels: Sequence[int] | np.ndarray, fraction: float, mode
     return Split("task", a, b, shared, common + a_only, common + b_only, len(shared) / len(a),
                  realised_task, seed, requested_data_fraction=None, requested_task_fraction=fraction,
                  mode=mode, n_total=len(labels))
+
+
+def _disjoint_task_split(labels: np.ndarray, fraction: float, mode: str, seed: int) -> Split:
+    """:func:`task_overlap_split` with ``images="disjoint"`` (arguments already checked)."""
+    small = classes_too_small_to_halve(labels)
+    if small:
+        raise ValueError(f"images='disjoint' needs at least 2 examples in every class (one half per model); "
+                         f"class(es) {small} (class: examples) have fewer: use images='shared', add examples "
+                         "or drop those classes")  # fmt: skip
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    common, a_only, b_only, per_model = _choose_classes(classes, fraction, mode, rng)
+    halves = {}
+    for c in classes:  # every class, in a fixed order: a class's halves do not depend on the fraction
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        half = len(idx) // 2
+        halves[int(c)] = (idx[:half], idx[half:2 * half])
+    a = _sorted([halves[c][0] for c in common + a_only])
+    b = _sorted([halves[c][1] for c in common + b_only])
+    realised_task = len(common) / per_model
+    _warn_rounding("task", fraction, realised_task)
+    return Split("task", a, b, np.zeros(0, dtype=np.int64), common + a_only, common + b_only, 0.0, realised_task,
+                 seed, requested_data_fraction=0.0, requested_task_fraction=fraction, mode=mode,
+                 n_total=len(labels), info={"images": "disjoint"})  # fmt: skip
 
 
 def combined_split(labels: Sequence[int] | np.ndarray, data_fraction: float, task_fraction: float,

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from reprsim.analysis.spec import AnalysisSpec
 from reprsim.errors import ConfigError
 
 OverlapKind = Literal["data", "task", "combined", "attribute", "factorial"]
@@ -139,19 +140,78 @@ class _DesignBase(_Strict):
     sources: list[str] | None = Field(
         None, description="names of the sources this design runs on (default: every source of the config)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _data_only_arms(cls, data: Any) -> Any:
+        # a clear message instead of "unknown key": these arms exist for data-overlap designs only
+        if isinstance(data, dict) and data.get("kind") != "data":
+            stray = [key for key in DATA_ARMS if key in data]
+            if stray:
+                raise ValueError(f"{stray} apply to data-overlap designs (kind: data) only, not to kind "
+                                 f"{data.get('kind')!r}; move them to a kind: data design or drop them")
+        return data
+
+
+#: the arms a data-overlap design crosses with its fractions, and their ordinary (default) values
+DATA_ARMS: dict[str, Any] = {"align": 0.0, "init": "independent"}
+
+
+def _strict_dose(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"align dose {value!r} must be a number such as 2.0 (written without quotes), "  # noqa: TRY004 - pydantic reports ValueError
+                         f"not a {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"align dose {value} must be a finite number >= 0 (0 = no alignment loss)")
+    return float(value)
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{values} contain duplicates")
+    return values
+
 
 class DataDesign(_DesignBase):
-    """Data overlap: a fraction of identical examples shared per class; both models see every class."""
+    """Data overlap: a fraction of identical examples shared per class; both models see every class.
+
+    Two optional arms are crossed with the fractions (the grid is fractions × ``align`` × ``init``),
+    each a second cause of similarity at a fixed data overlap; they change model B only:
+
+    * ``align``: doses λ ≥ 0 (default ``[0]``). B is trained with its usual loss plus
+      λ · (1 − linear CKA(B's penultimate features, A's)) on each training batch, with the trained
+      model A frozen (eval mode, no gradient, the same batch inputs); λ = 0 is ordinary training.
+    * ``init``: ``independent`` (default: B draws its own initial weights) and/or ``shared`` (B
+      starts from A's initial weights).
+    """
 
     kind: Literal["data"]
     fractions: Fractions
+    align: Annotated[list[Annotated[float, BeforeValidator(_strict_dose)]], Field(min_length=1),
+                     AfterValidator(_unique)] = Field(default_factory=lambda: [0.0])  # fmt: skip
+    init: Annotated[list[Literal["independent", "shared"]], Field(min_length=1),
+                    AfterValidator(_unique)] = Field(default_factory=lambda: ["independent"])  # fmt: skip
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for key, ordinary in DATA_ARMS.items():  # designs without the arms dump as before
+            if data.get(key) == [ordinary]:
+                data.pop(key)
+        return data
 
 
 class TaskDesign(_DesignBase):
-    """Task (class) overlap: a fraction of the classes shared; the images of a class go with it."""
+    """Task (class) overlap: a fraction of the classes shared.
+
+    ``images`` (image sources; ignored by text and chat sources, whose task overlap shares domains
+    or families): ``disjoint`` (default, pure task overlap) trains A and B on disjoint halves of
+    every shared class, so no fraction shares an image; ``shared`` is the paper's vertical split, in
+    which a shared class brings all of its images to both models (task + data overlap).
+    """
 
     kind: Literal["task"]
     fractions: Fractions
+    images: Literal["disjoint", "shared"] = "disjoint"
 
 
 class CombinedDesign(_DesignBase):
@@ -234,9 +294,33 @@ class AttackTransferSpec(_Strict):
     attack: Literal["mi_fgsm", "fgsm", "pgd"] = "mi_fgsm"
     eps_data: StrictFloat = Field(1 / 255, ge=0.0, le=1.0, description="ε (pixel scale) for data-overlap pairs")
     eps_task: StrictFloat = Field(2 / 255, ge=0.0, le=1.0, description="ε for task/combined/attribute pairs")
+    eps: Literal["auto"] | None = Field(
+        None, description="auto: one ε per design, the smallest on a grid up to eps_max at which the source "
+                          "model's white-box success reaches target_whitebox (reprsim.experiments.attack_eps)")
+    target_whitebox: StrictFloat = Field(0.5, gt=0.0, le=1.0, description="eps: auto — white-box success to reach")
+    eps_max: StrictFloat = Field(0.3, gt=0.0, le=1.0, description="eps: auto — the largest ε tried")
     steps: StrictInt = Field(3, ge=1)
     n: StrictInt = Field(500, ge=1, description="size of the fixed, seeded probe subset")
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _eps_options(self) -> AttackTransferSpec:
+        given = self.model_fields_set
+        if self.eps is None and given & {"target_whitebox", "eps_max"}:
+            raise ValueError(f"{sorted(given & {'target_whitebox', 'eps_max'})} apply with eps: auto only; "
+                             "add eps: auto or drop them")
+        if self.eps == "auto" and given & {"eps_data", "eps_task"}:
+            raise ValueError(f"eps: auto chooses ε itself; drop {sorted(given & {'eps_data', 'eps_task'})} "
+                             "or drop eps: auto")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        drop = ("eps", "target_whitebox", "eps_max") if self.eps is None else ("eps_data", "eps_task")
+        for key in drop:  # a fixed-ε stage dumps as before
+            data.pop(key, None)
+        return data
 
 
 class JailbreakTransferSpec(_Strict):
@@ -244,24 +328,6 @@ class JailbreakTransferSpec(_Strict):
 
     kind: Literal["jailbreak_transfer"] = "jailbreak_transfer"
     params: dict[str, Any] = Field(default_factory=dict)
-
-
-HEADLINE_MEASURES: tuple[str, ...] = ("cka", "cknna", "mutual_knn")
-
-
-class PrimaryFamily(_Strict):
-    """The declared primary family of tests: these measures × these probe sets (in every source,
-    model and overlap kind, at the headline layer pair). Their p-values are Holm-adjusted
-    together; every other cell is reported as exploratory with its unadjusted p-value."""
-
-    measures: list[str] = Field(default_factory=lambda: list(HEADLINE_MEASURES), min_length=1)
-    probe_sets: list[str] | Literal["all"] = Field("all", description="probe-set names, or 'all'")
-
-
-class AnalysisSpec(_Strict):
-    """How the report tests the claims (read by :mod:`reprsim.analysis`)."""
-
-    primary: PrimaryFamily = Field(default_factory=PrimaryFamily)
 
 
 class ExecutionSpec(_Strict):
@@ -341,8 +407,23 @@ def parse_config(data: dict[str, Any]) -> ExperimentConfig:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
+    _check_path_names(config)
     _check_against_registries(config)
     return config
+
+
+def _check_path_names(config: ExperimentConfig) -> None:
+    """Source, model and probe names become parts of unit ids, i.e. of folder names under the run
+    folder: no separators, no ``..``, no control characters (see :func:`reprsim.storage.path_name_problem`)."""
+    from reprsim.storage import path_name_problem
+
+    named = [(f"sources.{i}.name", s.name) for i, s in enumerate(config.sources)]
+    named += [(f"models.{i}.name", m.name) for i, m in enumerate(config.models)]
+    named += [(f"probes.{i}.name", p.name) for i, p in enumerate(config.probes)]
+    bad = [f"{where}: {name!r} ({problem})" for where, name in named if (problem := path_name_problem(name))]
+    if bad:
+        raise ConfigError("invalid config: names become parts of folder names; " + "; ".join(bad)
+                          + "; use letters, digits, '-', '_' and '.'")
 
 
 def dump_config(config: ExperimentConfig) -> str:

@@ -54,12 +54,15 @@ def timed_stage(timings: dict, name: str, bar: Any = None):
 
 
 def trained_model(kind: Kind, config: ExperimentConfig, unit: Unit, pair: Pair, side: str, cache_dir: Path,
-                  device: torch.device, progress: bool) -> Trained:  # fmt: skip
-    """Model ``side`` of the unit, trained or loaded from the content-keyed model cache, on ``device``."""
+                  device: torch.device, progress: bool, partner: Trained | None = None) -> Trained:  # fmt: skip
+    """Model ``side`` of the unit, trained or loaded from the content-keyed model cache, on ``device``.
+
+    ``partner``: the trained model of the side :meth:`Kind.partner` names, handed to ``kind.fit``."""
     key = f"{kind.name}-{content_hash(kind.weights_key(config, unit, pair, side))}"
+    extra = {} if partner is None else {"partner": partner}
 
     def fit(model, checkpoint_dir):
-        return kind.fit(config, unit, pair, side, model, checkpoint_dir, device, progress)
+        return kind.fit(config, unit, pair, side, model, checkpoint_dir, device, progress, **extra)
 
     model, info = cached_model(kind.build(config, unit, pair, side), key, cache_dir, fit)
     return Trained(model.to(device).eval(), info, key)
@@ -105,7 +108,9 @@ def run_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: dic
     trained: dict[str, Trained] = {}
     for side in SIDES:
         with timed_stage(timings, f"train_{side}", bar):
-            trained[side] = trained_model(kind, config, unit, pair, side, cache_dir, device, progress)
+            other = kind.partner(unit, side)
+            trained[side] = trained_model(kind, config, unit, pair, side, cache_dir, device, progress,
+                                          partner=trained[other] if other is not None else None)  # fmt: skip
     with timed_stage(timings, "probes", bar):
         probes = kind.probes(config, unit, pair)
     with timed_stage(timings, "features", bar):

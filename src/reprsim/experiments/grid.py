@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from itertools import product
 from typing import Any
 
 import numpy as np
@@ -39,10 +40,21 @@ class Unit:
     mode: str
     train: dict[str, Any] = field(default_factory=dict)
     attributes: tuple = ()  # attribute overlap: (task_a attributes, task_b attributes)
+    images: str | None = None  # task overlap on image data: "disjoint" or "shared" images (None elsewhere)
+    align: float = 0.0  # data overlap: dose λ of B's alignment loss to A (0 = ordinary training)
+    init: str = "independent"  # data overlap: "shared" = B starts from A's initial weights
+    # not part of the unit's identity: its design's index in overlap.designs, and the ε that
+    # `eps: auto` chose for that design (set by the runner's pre-pass, reprsim.experiments.attack_eps)
+    design: int | None = None
+    attack_eps: float | None = None
 
     def key(self) -> dict[str, Any]:
         """Everything that determines the unit's trained models."""
-        return {
+        # disjoint images are new: only they add a key, so shared-image and other units keep their ids
+        images = {"images": self.images} if self.images == "disjoint" else {}
+        # likewise the data-overlap arms: only an alignment dose or a shared initialisation adds a key
+        arms = ({"align": self.align} if self.align > 0 else {}) | ({"init": self.init} if self.init != "independent" else {})
+        return images | arms | {
             "source": self.source.model_dump(mode="json"),
             "model": self.model.model_dump(mode="json"),
             "overlap_kind": self.overlap_kind,
@@ -57,7 +69,8 @@ class Unit:
     @property
     def unit_id(self) -> str:
         frac = lambda x: "na" if x is None else f"{x:g}"  # noqa: E731
-        label = f"{self.source.name}-{self.model.name}-{self.overlap_kind}-d{frac(self.data_fraction)}-t{frac(self.task_fraction)}-s{self.seed}"
+        arms = (f"-al{self.align:g}" if self.align > 0 else "") + ("-init_shared" if self.init == "shared" else "")
+        label = f"{self.source.name}-{self.model.name}-{self.overlap_kind}-d{frac(self.data_fraction)}-t{frac(self.task_fraction)}{arms}-s{self.seed}"
         return f"{label}-{content_hash(self.key(), 8)}"
 
     def seeds(self) -> dict[str, int]:
@@ -80,6 +93,9 @@ class Unit:
             "data_fraction": np.nan if self.data_fraction is None else self.data_fraction,
             "task_fraction": np.nan if self.task_fraction is None else self.task_fraction,
             "seed": self.seed,
+            "task_images": self.images,
+            "align": float(self.align),
+            "init": self.init,
         }
 
 
@@ -88,10 +104,10 @@ def expand(config: ExperimentConfig) -> list[Unit]:
     units: list[Unit] = []
     for source in config.sources:
         for model in config.models:
-            for design in config.overlap.designs:
+            for index, design in enumerate(config.overlap.designs):
                 if design.sources is not None and source.name not in design.sources:
                     continue
-                for data_f, task_f, attributes in _design_points(design):
+                for (data_f, task_f, attributes), (align, init) in product(_design_points(design), _design_arms(design)):
                     for seed in config.seeds:
                         units.append(
                             Unit(
@@ -104,12 +120,36 @@ def expand(config: ExperimentConfig) -> list[Unit]:
                                 mode=config.overlap.mode,
                                 train=dict(config.train) | dict(model.train),  # per-model overrides
                                 attributes=attributes,
+                                images=_task_images(design, source, model),
+                                align=align,
+                                init=init,
+                                design=index,
                             )
                         )
     ids = [u.unit_id for u in units]
     if len(set(ids)) != len(ids):
         raise ValueError("the sweep grid contains the same unit twice (duplicate sources, models or designs)")
     return units
+
+
+def _task_images(design, source: SourceSpec, model: ModelSpec) -> str | None:
+    """A task design's ``images`` where the unit's kind splits images by class (None elsewhere)."""
+    if design.kind != "task":
+        return None
+    from reprsim.experiments.kinds import get_kind, kind_name_of
+
+    try:
+        kind = get_kind(kind_name_of(source.name, model))
+    except ValueError:  # an unknown source: the preflight reports it
+        return None
+    return design.images if kind.task_images else None
+
+
+def _design_arms(design) -> list[tuple[float, str]]:
+    """The (align dose, init) arms a design crosses with its points: data designs' ``align`` × ``init``."""
+    if design.kind != "data":
+        return [(0.0, "independent")]
+    return [(float(a), i) for a in design.align for i in design.init]
 
 
 def _design_points(design) -> list[tuple[float | None, float | None, tuple[str, ...]]]:

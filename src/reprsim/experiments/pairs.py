@@ -62,15 +62,18 @@ class PairData(RealisedFractions):
         """``(probe_set, probe_role, test indices)``: the whole test set for data / attribute
         overlap; for class splits ``common`` / ``ood_one`` / ``ood_all`` (their class composition
         changes with the fraction) and ``common_fixed`` / ``ood_one_fixed`` (classes that are
-        shared, resp. seen by one model only, at every fraction of the design)."""
+        shared, resp. seen by one model only, at every fraction of the design); task splits also
+        get the whole test set (``test``, role ``id``: every class of the source, a composition
+        that no fraction changes)."""
+        whole = ("test", "id", np.arange(len(self.test.inputs), dtype=np.int64))
         if not self.class_split:
-            return [("test", "id", np.arange(len(self.test.inputs)))]
+            return [whole]
         test_labels = self.test.labels[self.label]
         subsets = splits.probe_subsets(self.split, test_labels)
         out = [(name, name, np.asarray(subsets[name], dtype=np.int64)) for name in CLASS_PROBES]
         for name, classes in self.fixed_classes().items():
             out.append((name, name, np.flatnonzero(np.isin(test_labels, classes)).astype(np.int64)))
-        return out
+        return out + [whole] if self.split.kind == "task" else out
 
     def fixed_classes(self) -> dict[str, list[int]]:
         """:func:`reprsim.data.splits.fixed_probe_classes` of this unit's design and split seed."""
@@ -123,7 +126,7 @@ def _split_for(unit: Unit, train, seed: int) -> splits.Split:
     if kind == "data":
         return splits.data_overlap_split(labels, unit.data_fraction, mode=mode, seed=seed)
     if kind == "task":
-        return splits.task_overlap_split(labels, unit.task_fraction, mode=mode, seed=seed)
+        return splits.task_overlap_split(labels, unit.task_fraction, mode=mode, seed=seed, images=unit.images or "shared")
     if kind == "combined":
         return splits.combined_split(labels, unit.data_fraction, unit.task_fraction, mode=mode, seed=seed)
     if kind == "factorial":

@@ -37,6 +37,13 @@ def _design_problems(config: ExperimentConfig, source: str, kind) -> list[str]: 
         if design.kind not in kind.overlap_kinds:
             problems.append(f"overlap.designs.{i}.kind: the {kind.name} kind (source {source!r}) builds "
                             f"{list(kind.overlap_kinds)}, not {design.kind!r}")  # fmt: skip
+        elif design.kind == "data":
+            used = [arm for arm, on in (("align", any(a > 0 for a in design.align)), ("init", "shared" in design.init)) if on]
+            missing = [arm for arm in used if arm not in kind.design_arms]
+            if missing:
+                problems.append(f"overlap.designs.{i}: {missing} cannot be trained by the {kind.name} kind (source "
+                                f"{source!r}; it trains {list(kind.design_arms) or 'neither align nor init: shared'}); "
+                                "drop them from this design or restrict its sources")  # fmt: skip
     for i, spec in enumerate(config.consequences):
         if spec.kind not in kind.consequences:
             applies = list(kind.consequences) or "none"
@@ -85,6 +92,28 @@ def _recipe_problems(units: list[Unit]) -> dict[str, str]:
     return problems
 
 
+def _align_layer_problems(config: ExperimentConfig, units: list[Unit]) -> list[str]:
+    """Each (design, source, model) with an ``align`` dose: model B has a penultimate layer to align."""
+    from reprsim.training.alignment import layer_problem
+
+    problems, seen = [], set()
+    for unit in units:
+        group = (unit.design, unit.source.name, unit.model.name)
+        if unit.align <= 0 or group in seen:
+            continue
+        seen.add(group)
+        kind = get_kind(kind_name_of(unit.source.name, unit.model))
+        try:
+            model = kind.build(config, unit, kind.pair(config, unit, None), "b")
+        except Exception:  # noqa: BLE001 - a split or model that does not build: the kind's check says why
+            continue
+        problem = layer_problem(model)
+        if problem:
+            problems.append(f"overlap.designs.{unit.design}.align: model {unit.model.name!r} has no penultimate "
+                            f"layer to align ({problem}); drop align from this design or use another model")  # fmt: skip
+    return problems
+
+
 def _writable(folder: Path, what: str) -> list[str]:
     probe = folder
     while not probe.exists():  # the nearest existing ancestor decides whether it can be created
@@ -115,6 +144,7 @@ def preflight_problems(config: ExperimentConfig, units: list[Unit], *, out_dir: 
             # a kind that meets a bad recipe while checking reports the same error again: say it once
             problems += [p for p in get_kind(name).check(config, kind_units)
                          if not any(error in " ".join(p.split()) for error in recipes.values())]  # fmt: skip
+        problems += _align_layer_problems(config, units)
     problems += list(recipes)
     for folder, what in ((out_dir, "the run folder (--out)"), (cache_dir, "the cache folder (--cache-dir)")):
         if folder is not None:

@@ -21,11 +21,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from reprsim import __version__
+from reprsim.experiments import attack_eps
 from reprsim.experiments.config import ExperimentConfig, dump_config
 from reprsim.experiments.executors import Executor, UnitTask, make_executor
 from reprsim.experiments.grid import Unit, expand, unit_record
 from reprsim.experiments.store import RunStore, git_commit
-from reprsim.storage import RUN_LOCK_FILE, RunLock
+from reprsim.storage import RUN_LOCK_FILE, RunLock, atomic_write_json
 from reprsim.experiments.preflight import preflight
 
 
@@ -84,7 +85,14 @@ def run_experiment(
     with RunLock(run_dir), _removed_if_unused(Path(run_dir), created):
         # Everything that can be checked without training is checked before any unit starts.
         preflight(config, todo, out_dir=Path(run_dir), cache_dir=cache)
+        eps: dict = {}
+        if todo:  # eps: auto — each design's ε, chosen (or read back) before any unit's attacks run
+            store.prepare(dump_config(config), check_only=True)  # a foreign run folder fails before training
+            eps = attack_eps.resolve_attack_eps(config, units, cache, attack_eps.read_records(Path(run_dir)), progress)
+            todo = attack_eps.with_attack_eps(todo, eps)
         store.prepare(dump_config(config))
+        if eps:
+            atomic_write_json(Path(run_dir) / attack_eps.ATTACK_EPS_FILE, eps)
         executor = executor or make_executor(config.execution)
 
         tasks = [

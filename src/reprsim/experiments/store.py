@@ -35,7 +35,7 @@ def atomic_write_frame(path: Path, frame: pd.DataFrame) -> None:
     if path.suffix == ".parquet":
         data = frame.to_parquet(index=False)
     elif path.suffix == ".csv":
-        data = frame.to_csv(index=False).encode()
+        data = results.csv_text(frame).encode()  # text cells such as '=cmd' defused for spreadsheets
     else:
         raise ValueError(f"unsupported table format {path.suffix!r}: use .parquet or .csv")
     atomic_write_bytes(path, data)
@@ -115,7 +115,9 @@ class RunStore:
         atomic_write_bytes(config_path, config_yaml.encode())
 
     def unit_dir(self, unit_id: str) -> Path:
-        return self.root / results.UNITS_DIR / unit_id
+        from reprsim.storage import check_path_name
+
+        return self.root / results.UNITS_DIR / check_path_name(unit_id, "unit id")
 
     def status(self, unit_id: str) -> str:
         """'ok', 'failed' or 'pending'."""

@@ -75,7 +75,7 @@ def load_tokenizer(path: str) -> Any:
     """The ``transformers`` tokenizer saved in ``path`` (local files only)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -91,8 +91,12 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.M
     """The causal LM saved in ``path`` (``AutoModelForCausalLM``, local files only) in ``dtype``, on CPU, in train mode."""
     from transformers import AutoModelForCausalLM
 
-    with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+    from reprsim.models.adapters import check_no_custom_code, refused_pickles
+
+    check_no_custom_code(path)
+    with quiet_transformers(), refused_pickles(path):
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=True,
+                                                     trust_remote_code=False)
     return model.train()
 
 
@@ -121,7 +125,7 @@ def skeleton(path: str | Path) -> nn.Module:
     """The model of ``path`` built from its config on the meta device (no weights read): for module checks."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)
 

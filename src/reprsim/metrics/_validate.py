@@ -123,3 +123,38 @@ def check_float(value: Any, name: str, low: float | None = None, high: float | N
     if high is not None and v > high:
         raise ValueError(f"{name} must be <= {high}; got {v}.")
     return v
+
+
+def constant_side(F: torch.Tensor) -> bool:
+    """True when every row of ``F`` (n, d) is the same point, up to the dtype's rounding:
+    max_j (max_i F_ij − min_i F_ij) ≤ 16·eps·max|F| (an exactly zero matrix included).
+
+    Such a representation (rank 0 after centring) has no geometry: every similarity measure is
+    undefined on it (0/0 for CKA and CCA, all-tied neighbours for the kNN measures, a zero RDM for
+    RSA), and what the formulas return there is rounding noise (1.0, 1.0000000000000016, −0.99997).
+    """
+    if F.shape[0] < 2:
+        return False
+    span = float((F.amax(0) - F.amin(0)).amax())
+    scale = float(F.abs().amax())
+    return span <= 16 * torch.finfo(F.dtype).eps * scale
+
+
+def degenerate_problem(x: Any, y: Any) -> str | None:
+    """Why no measure is defined on the pair of sides ``x``, ``y`` (objects with a feature matrix
+    ``F``), or None. The answer is cached on each side (permuted and resampled sides are new objects)."""
+    which = []
+    for side, name in ((x, "X"), (y, "Y")):
+        flag = getattr(side, "_rs_constant", None)
+        if flag is None:
+            flag = constant_side(side.F)
+            try:
+                side._rs_constant = flag
+            except AttributeError:  # a side without a __dict__: recompute next time
+                pass
+        if flag:
+            which.append(name)
+    if not which:
+        return None
+    return (f"undefined: all {x.F.shape[0]} rows of {' and '.join(which)} are the same point (a constant "
+            "representation has no geometry to compare; check the layer or the inputs)")

@@ -8,6 +8,7 @@ issued when the preparation departs from the paper's rule.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,16 @@ import torch
 
 from reprsim.metrics._numerics import row_exponents, scale_pow2
 from reprsim.metrics._validate import as_features, check_float
+
+#: The paper's clip quantile (PAPER.md): entries are clamped to ± the 0.95-quantile of |x|.
+PAPER_CLIP_QUANTILE = 0.95
+
+#: The named preparation rules every entry point accepts: name → (normalize, clip_quantile, description).
+RULES: dict[str, tuple[str | None, float | None, str]] = {
+    "paper": ("l2", PAPER_CLIP_QUANTILE, "paper (clip 0.95 quantile + L2 rows)"),
+    "l2": ("l2", None, "l2 (L2 rows)"),
+    "none": (None, None, "none (raw features)"),
+}
 
 
 class PrepareWarning(UserWarning):
@@ -78,11 +89,13 @@ def _kth_smallest(v: torch.Tensor, q: float) -> torch.Tensor:
     return v.kthvalue(idx + 1).values  # kthvalue is 1-based
 
 
-def prepare(X: Any, normalize: str | None = "l2", clip_quantile: float | None = None,
+def prepare(X: Any, normalize: str | None = "l2", clip_quantile: float | None = PAPER_CLIP_QUANTILE,
             return_info: bool = False) -> Any:
     """Prepare a feature matrix the way the paper does before measuring similarity.
 
-    Steps, in order (each optional):
+    With no options this is the paper's rule (clip at the 0.95 quantile, then L2 rows), the same
+    rule the sweep and ``compare_models`` / ``compare_features`` / ``reprsim compare`` default to
+    (:func:`resolve_prepare`). Steps, in order (each optional; ``clip_quantile=None`` skips 1):
 
     1. ``clip_quantile=q``: clamp every entry to [−τ, τ]. The paper's τ is the q-quantile of |x|
        over *all* entries (sort |x|, τ = value at index ⌊q·numel⌋; q = 0.95), and it is used
@@ -102,7 +115,7 @@ def prepare(X: Any, normalize: str | None = "l2", clip_quantile: float | None = 
     X : array-like of shape (n_samples, n_features)
         numpy array or torch tensor.
     normalize : {"l2", None}, default="l2"
-    clip_quantile : float in (0, 1] or None, default=None
+    clip_quantile : float in (0, 1] or None, default=0.95 (the paper's)
     return_info : bool, default=False
         Also return a :class:`PrepareInfo` (and issue no warning: the caller records the info).
 
@@ -151,3 +164,39 @@ def prepare(X: Any, normalize: str | None = "l2", clip_quantile: float | None = 
         warnings.warn(f"prepare: {info.describe()}.", PrepareWarning, stacklevel=2)
     out = t.cpu().numpy() if was_numpy else t
     return (out, info) if return_info else out
+
+
+def resolve_prepare(spec: Any = "paper") -> tuple[Callable[[Any], Any], str]:
+    """The one preparation rule of every entry point, as ``(function (n, d) → (n, d), description)``.
+
+    ``spec``: ``"paper"`` (default: clamp to ± the 0.95-quantile of |x|, then L2 rows — the sweep's
+    and :func:`prepare`'s default), ``"l2"`` (rows only), ``"none"`` / ``None`` (raw features), a
+    dict ``{"normalize": "l2" | None, "clip_quantile": q | None}`` (missing keys: ``"l2"``, no clip)
+    or a callable (its ``__name__`` is the description). The description is what tables and reports
+    record in their ``prepare`` column / field.
+
+    Raises:
+        ValueError: an unknown name, dict key or type (the valid choices are listed).
+    """
+    if spec is None:
+        spec = "none"
+    if isinstance(spec, str):
+        if spec not in RULES:
+            raise ValueError(f"prepare must be one of {', '.join(map(repr, RULES))}, a dict or a callable; "
+                             f"got {spec!r}.")
+        normalize, q, desc = RULES[spec]
+        return (lambda X: prepare(X, normalize=normalize, clip_quantile=q)), desc
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - {"normalize", "clip_quantile"})
+        if unknown:
+            raise ValueError(f"a prepare dict takes 'normalize' and 'clip_quantile'; got unknown keys {unknown}.")
+        opts = {"normalize": spec.get("normalize", "l2"), "clip_quantile": spec.get("clip_quantile")}
+        prepare(np.ones((2, 2)), **opts)  # checks the values now, not on the first layer
+        for name, (n, q, desc) in RULES.items():
+            if (n, q) == (opts["normalize"], opts["clip_quantile"]):
+                return (lambda X: prepare(X, **opts)), desc
+        return (lambda X: prepare(X, **opts)), ", ".join(f"{k}={v}" for k, v in opts.items())
+    if callable(spec):
+        return spec, f"custom ({getattr(spec, '__name__', type(spec).__name__)})"
+    raise ValueError(f"prepare must be one of {', '.join(map(repr, RULES))}, a dict or a callable; "
+                     f"got {type(spec).__name__}.")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
@@ -27,7 +27,7 @@ import torch
 from reprsim.metrics import cca, cka, knn, other
 from reprsim.metrics._blocks import run_pass
 from reprsim.metrics._pair import Pair, make_pair
-from reprsim.metrics._validate import check_float, check_int, check_paired_features
+from reprsim.metrics._validate import check_float, check_int, check_paired_features, degenerate_problem
 
 
 def _k(v: Any, n: int) -> int:
@@ -94,6 +94,15 @@ class Measure:
     # overflow are rescaled by a power of two for *every* measure: rbf_cka's numeric sigma is
     # rescaled with them, so the value is exact there too.
     scale_invariant: bool = True
+    # The measure card: the transforms (of either side; "sample_permutation" = the same reordering of
+    # both sides' rows) that leave the value unchanged, with default parameters. Verified, and each
+    # transform not listed shown to change the value, by tests/test_metrics_cards.py.
+    invariances: tuple[str, ...] = ()
+
+    @property
+    def bounded(self) -> bool:
+        """Whether both ends of ``value_range`` are finite."""
+        return all(math.isfinite(v) for v in self.value_range)
 
     @property
     def summary(self) -> str:
@@ -134,6 +143,27 @@ _ENTRIES = [
             value_range=(-_INF, 1.0), symmetric=False, min_n=4, reference="Klabunde et al. 2023 (ReSi)"),
 ]
 
+INVARIANCES: tuple[str, ...] = ("orthogonal_transform", "isotropic_scaling", "translation",
+                                 "invertible_linear_transform", "feature_permutation", "sample_permutation")
+"""The transforms a measure card states invariance to (or not)."""
+
+_ORTH = ("orthogonal_transform", "isotropic_scaling", "feature_permutation", "sample_permutation")
+_CENTRED = ("orthogonal_transform", "isotropic_scaling", "translation", "feature_permutation", "sample_permutation")
+# kNN measures rank raw inner products (no centring): a translation changes the neighbours.
+# pwcca weights by features' absolute projections (basis dependent: no orthogonal invariance);
+# rsa's correlation distance centres each row across features (no rotation or translation invariance);
+# linear_regression's folds are by row position (no sample-permutation invariance).
+_INVARIANT: dict[str, tuple[str, ...]] = {
+    "cka": _CENTRED, "unbiased_cka": _CENTRED, "mutual_knn": _ORTH, "cycle_knn": _ORTH, "lcs_knn": _ORTH,
+    "edit_distance_knn": _ORTH, "cknna": _ORTH, "svcca": _CENTRED, "rbf_cka": _CENTRED,
+    "pwcca": ("isotropic_scaling", "translation", "feature_permutation", "sample_permutation"),
+    "mean_cca": _CENTRED[:3] + ("invertible_linear_transform",) + _CENTRED[3:], "procrustes": _CENTRED,
+    "procrustes_distance": _CENTRED, "rsa": ("isotropic_scaling", "feature_permutation", "sample_permutation"),
+    "jaccard_knn": _ORTH, "second_order_cosine": _ORTH,
+    "linear_regression": ("orthogonal_transform", "isotropic_scaling", "translation", "feature_permutation"),
+}
+_ENTRIES = [replace(m, invariances=_INVARIANT[m.name]) for m in _ENTRIES]
+
 MEASURES: Mapping[str, Measure] = MappingProxyType({m.name: m for m in _ENTRIES})
 """Registry: measure name → :class:`Measure`. ``list(MEASURES)`` gives the valid names."""
 
@@ -172,6 +202,9 @@ def call_measure(m: Measure, pair: Pair, params: Mapping[str, Any]) -> float:
     division by zero, overflow and a NaN/inf result, so no numerical error escapes as a traceback
     from inside torch.
     """
+    problem = degenerate_problem(pair.x, pair.y)  # all rows identical: NaN with a warning, never 1.0
+    if problem:
+        raise ValueError(f"{m.name} is {problem}")
     try:
         v = float(m.fn(pair, **params))
     except NUMERIC_ERRORS as exc:

@@ -15,8 +15,9 @@ so a path of the user's own ``named_modules()`` can be found inside the wrapper.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -290,8 +291,11 @@ def detect_hf_task(path: str | Path) -> str:
         raise ValueError(f"{str(path)!r} is not a local Hugging Face model directory (no config.json).")
     try:
         config = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{file}: cannot read the model config ({exc}).") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{file}: cannot read the model config ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: the model config is not a JSON object.")
+    check_no_custom_code(path)
     arch = " ".join(config.get("architectures") or [])
     if "ForCausalLM" in arch or "LMHeadModel" in arch:
         return "causal-lm"
@@ -300,6 +304,47 @@ def detect_hf_task(path: str | Path) -> str:
     if "ForImageClassification" in arch:
         return "image-classification"
     return "image-base" if "num_channels" in config else "base"
+
+
+_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
+
+
+def check_no_custom_code(path: str | Path) -> None:
+    """Raise ConfigError when the Hugging Face folder ``path`` needs its own Python code.
+
+    A config with ``auto_map`` names classes in the folder's ``configuration_*.py`` /
+    ``modeling_*.py`` / ``tokenization_*.py``, which ``transformers`` would import (run) with
+    ``trust_remote_code=True``. reprsim always loads with ``trust_remote_code=False`` and refuses such
+    a folder before anything runs.
+    """
+    from reprsim.errors import ConfigError
+
+    for name in _CONFIG_FILES:
+        file = Path(path) / name
+        try:
+            cfg = json.loads(file.read_text()) if file.is_file() else None
+        except (OSError, ValueError, RecursionError):
+            continue  # unreadable configs are reported by the loader that needs them
+        if isinstance(cfg, dict) and cfg.get("auto_map"):
+            raise ConfigError(f"{path}: {name} has auto_map, so the model needs the folder's own Python code "
+                              f"({', '.join(sorted(map(str, cfg['auto_map'])))}); reprsim never runs code from a "
+                              "model folder (trust_remote_code=False): use a model type transformers ships")
+
+
+@contextlib.contextmanager
+def refused_pickles(directory: str | Path) -> Iterator[None]:
+    """Turn the error of a weights file holding more than plain tensors (a pickle with code, which
+    ``torch.load(weights_only=True)`` refuses without running it) into one ReprsimError line."""
+    import pickle
+
+    from reprsim.errors import ReprsimError
+
+    try:
+        yield
+    except pickle.UnpicklingError:
+        raise ReprsimError(f"{directory}: a weights file (pytorch_model.bin or similar) holds a pickle with more than "
+                           "tensors; it was refused unread (loading it could run code). Save the model with "
+                           "safetensors (save_pretrained(..., safe_serialization=True))") from None
 
 
 def _preprocessor_normalization(directory: Path) -> tuple[list[float], list[float]] | None:
@@ -347,6 +392,7 @@ def load_hf_model(
             f"load_hf_model: {str(path)!r} is not a local model directory with a config.json; reprsim never "
             "downloads weights. Save the model with model.save_pretrained(dir) and pass that dir."
         )
+    check_no_custom_code(directory)
     if task == "auto":
         task = detect_hf_task(directory)
     if task not in _TASKS + _VISION_TASKS:
@@ -360,9 +406,11 @@ def load_hf_model(
     }[task]
     kwargs = dict(from_pretrained_kwargs)
     kwargs["local_files_only"] = True
+    kwargs["trust_remote_code"] = False  # never run a model folder's own Python
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
-    hf_model = auto.from_pretrained(str(directory), **kwargs)
+    with refused_pickles(directory):
+        hf_model = auto.from_pretrained(str(directory), **kwargs)
     hf_model.train()
     if task in _VISION_TASKS:
         return HFVisionModel(hf_model, task=task, normalization=_preprocessor_normalization(directory))

@@ -190,7 +190,7 @@ def hf_image_classifier(path: str | Path, num_labels: int, *, seed: int, input_s
     """
     import transformers
 
-    from reprsim.models.adapters import HFVisionModel, _preprocessor_normalization, detect_hf_task
+    from reprsim.models.adapters import HFVisionModel, _preprocessor_normalization, detect_hf_task, refused_pickles
 
     directory = Path(str(path)).expanduser()
     try:
@@ -200,11 +200,12 @@ def hf_image_classifier(path: str | Path, num_labels: int, *, seed: int, input_s
     if task not in ("image-classification", "image-base"):
         raise ReprsimError(f"hf: {path} holds a {task} model, not an image model; the image kind fine-tunes image "
                            "classifiers and vision encoders (e.g. a saved ResNetForImageClassification or ViTModel).")
-    with torch.random.fork_rng(devices=[]), _quiet_transformers():
+    with torch.random.fork_rng(devices=[]), _quiet_transformers(), refused_pickles(directory):
         torch.manual_seed(seed)
         try:
             hf = transformers.AutoModelForImageClassification.from_pretrained(
-                str(directory), num_labels=num_labels, ignore_mismatched_sizes=True, local_files_only=True)
+                str(directory), num_labels=num_labels, ignore_mismatched_sizes=True, local_files_only=True,
+                trust_remote_code=False)
         except ValueError as exc:  # a model type without an image-classification class
             raise ReprsimError(f"hf: {path}: transformers has no image-classification model for it ({exc}).") from exc
         # The head is new even when the saved one has num_labels outputs: it belongs to another task.

@@ -6,6 +6,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from reprsim.training.parts import (
     threads,
 )
 
-__all__ = ["train", "run_training"]
+__all__ = ["ExtraLoss", "train", "run_training"]
 
 
 def _final_metrics(model: nn.Module, is_lm: bool, data: Any, val: Any, ev: Any, cfg: TrainConfig,
@@ -67,6 +68,57 @@ def _result_from_final(model: nn.Module, path: Path, started: float) -> TrainRes
                        resumed_from_epoch=meta["epoch"], steps=meta["global_step"], metrics=m)
 
 
+#: ``extra_loss(model, batch_inputs) -> 0-d tensor``, added to each batch's loss (e.g. :class:`~reprsim.training.alignment.AlignmentLoss`)
+ExtraLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class _Step:
+    """One optimisation step — forward, loss (+ ``extra_loss``), backward, clipping, update — with
+    what stays fixed for the whole run. ``max_label``: the largest training label, checked against
+    the model's outputs on the first batch (None: nothing to check)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    cfg: TrainConfig
+    is_lm: bool
+    own_loss: bool
+    gen: torch.Generator
+    scaler: Any
+    autocast: Callable[[], Any]
+    max_label: int | None
+    extra_loss: ExtraLoss | None = None
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Train on one batch; return its loss (0-d float32) and the flat logits (N, K) (None for own-loss models)."""
+        flat = None
+        if self.own_loss:  # e.g. a diffusion model's denoising loss, randomness from the loop's generator
+            with self.autocast():
+                loss = self.model.training_loss(xb, yb, self.gen).float()
+        else:
+            with self.autocast():
+                logits = self.model(xb)
+            if self.max_label is not None:
+                if logits.dim() != 2 or self.max_label >= logits.shape[-1]:
+                    raise ValueError(
+                        f"train: the model outputs {tuple(logits.shape)} logits but labels go up to "
+                        f"{self.max_label}; build it with num_classes >= {self.max_label + 1}."
+                    )
+                self.max_label = None
+            flat = logits.float().reshape(-1, logits.shape[-1])
+            loss = F.cross_entropy(flat, yb.reshape(-1), label_smoothing=0.0 if self.is_lm else self.cfg.label_smoothing)
+        if self.extra_loss is not None:  # outside autocast: the term is computed in float32
+            loss = loss + self.extra_loss(self.model, xb).float()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss, flat
+
+
 def run_training(
     model: nn.Module,
     dataset: Any,
@@ -77,6 +129,7 @@ def run_training(
     progress: bool,
     dev: torch.device,
     callback: Callable[[dict[str, Any]], None] | None,
+    extra_loss: ExtraLoss | None = None,
 ) -> TrainResult:
     """Run (or resume) training; the caller has already seeded the global RNG and set threads."""
     started = time.perf_counter()
@@ -137,7 +190,8 @@ def run_training(
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
-    labels_checked = is_lm or own_loss
+    update = _Step(model, optimizer, cfg, is_lm, own_loss, gen, scaler, autocast,
+                   None if is_lm or own_loss else int(data.y.max()), extra_loss)  # fmt: skip
     bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     model.train()
     try:
@@ -162,30 +216,7 @@ def run_training(
                 lr = schedule_lr(cfg, step, total, warmup, spe, n_epochs)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                if own_loss:  # e.g. a diffusion model's denoising loss, randomness from the loop's generator
-                    with autocast():
-                        loss = model.training_loss(xb, yb, gen).float()
-                    flat = None
-                else:
-                    with autocast():
-                        logits = model(xb)
-                if not labels_checked:
-                    if logits.dim() != 2 or int(data.y.max()) >= logits.shape[-1]:
-                        raise ValueError(
-                            f"train: the model outputs {tuple(logits.shape)} logits but labels go up to "
-                            f"{int(data.y.max())}; build it with num_classes >= {int(data.y.max()) + 1}."
-                        )
-                    labels_checked = True
-                if not own_loss:
-                    flat = logits.float().reshape(-1, logits.shape[-1])
-                    loss = F.cross_entropy(flat, yb.reshape(-1), label_smoothing=0.0 if is_lm else cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                loss, flat = update(xb, yb)
                 step += 1
                 if ema is not None:
                     ema.update(model, step)
@@ -264,6 +295,7 @@ def train(
     progress: bool = True,
     device: str | torch.device | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    extra_loss: ExtraLoss | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and return a :class:`TrainResult`.
 
@@ -285,6 +317,11 @@ def train(
         progress: show a tqdm bar (epoch, loss, accuracy).
         device: None = CUDA when available (with mixed precision), else CPU.
         callback: called with each epoch's history dict after its checkpoint is written.
+        extra_loss: ``extra_loss(model, xb) -> 0-d tensor``, called on each training batch ``xb``
+            (after augmentation, on the device) right after the model's forward pass on it, and
+            added to the batch's loss (and to the logged ``train_loss``); e.g. an
+            :class:`~reprsim.training.alignment.AlignmentLoss`. It is not part of the checkpoint's
+            resume check: give a resumed run the same term (the sweep keys its checkpoints by it).
 
     On CPU the same seed, config and initial weights give bit-identical final weights, also
     across an interruption and resume.
@@ -298,4 +335,5 @@ def train(
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with threads(cfg.num_threads), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        return run_training(model, dataset, cfg, seed, eval_dataset, checkpoint_dir, progress, dev, callback)
+        return run_training(model, dataset, cfg, seed, eval_dataset, checkpoint_dir, progress, dev, callback,
+                            extra_loss)

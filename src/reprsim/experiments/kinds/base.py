@@ -100,6 +100,11 @@ class Kind:
     model_kinds: ClassVar[tuple[str, ...]] = ()
     #: consequence stages (``consequences[].kind``) that apply to this kind's pairs
     consequences: ClassVar[tuple[str, ...]] = ()
+    #: whether its task splits take ``images: disjoint | shared`` (class splits of image data sets)
+    task_images: ClassVar[bool] = False
+    #: data-overlap arms (``overlap.designs[i].align`` / ``init``, :class:`~reprsim.experiments.config.DataDesign`)
+    #: its ``build`` / ``fit`` implement; the preflight refuses the others
+    design_arms: ClassVar[tuple[str, ...]] = ()
     #: batch size of feature extraction and how token/spatial outputs are pooled
     feature_batch_size: ClassVar[int] = 512
     feature_pool: ClassVar[str] = "avg"
@@ -143,8 +148,16 @@ class Kind:
 
     def fit(self, config: ExperimentConfig, unit: Unit, pair: Pair, side: str, model: nn.Module,
             checkpoint_dir: Path, device: torch.device, progress: bool) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
-        """Train ``model`` on ``device`` (resuming from ``checkpoint_dir``); return it and JSON-able metrics."""
+        """Train ``model`` on ``device`` (resuming from ``checkpoint_dir``); return it and JSON-able metrics.
+
+        A kind whose :meth:`partner` names a side for ``side`` takes a keyword ``partner``: that
+        side's :class:`Trained` model (e.g. B trained against a frozen A)."""
         raise NotImplementedError
+
+    def partner(self, unit: Unit, side: str) -> str | None:
+        """The earlier side whose trained model ``fit`` of ``side`` needs (passed as ``partner=``);
+        default None: each side trains alone. Its weights key must then include the partner's."""
+        return None
 
     # ---- read-out -------------------------------------------------------------------------
     def features(self, config: ExperimentConfig, model: nn.Module, probe: Probe) -> dict[str, np.ndarray]:

@@ -109,6 +109,7 @@ class DiffusionKind(ImageKind):
     overlap_kinds = ("data", "task")
     model_kinds = ("unet",)
     consequences = ()
+    design_arms = ()  # its fit has no alignment loss, and shared initialisation is untested for UNets
     feature_batch_size = 256
     feature_pool = "mean_std"
 

@@ -94,11 +94,40 @@ def _pretrained_key(model: ModelSpec) -> dict[str, str]:
     return {} if start is None else {"pretrained": weights_fingerprint(start)}
 
 
+def _init_side(unit: Unit, side: str) -> str:
+    """Whose initial weights model ``side`` starts from: A's for B of an ``init: shared`` unit."""
+    return "a" if unit.init == "shared" else side
+
+
+def attack_eps(spec: Any, unit: Unit) -> float:
+    """The ε of an ``attack_transfer`` stage for ``unit``: fixed by overlap kind (``eps_data`` /
+    ``eps_task``), or with ``eps: auto`` the one the runner's pre-pass chose for the unit's design."""
+    if spec.eps != "auto":
+        return spec.eps_data if unit.overlap_kind == "data" else spec.eps_task
+    if unit.attack_eps is None:
+        raise ValueError(f"unit {unit.unit_id}: eps: auto has not been resolved for its design; run the sweep "
+                         "through reprsim.experiments.run_experiment (or set the unit's attack_eps with "
+                         "reprsim.experiments.attack_eps.with_attack_eps)")  # fmt: skip
+    return unit.attack_eps
+
+
+def _attack_stage(spec: Any, source: nn.Module, victim: nn.Module, pair: PairData, eps: float, seed: int,
+                  **options: Any) -> dict[str, float]:  # fmt: skip
+    """:func:`~reprsim.attacks.transfer.attack_transfer_stage` on the pair's attack set with ``spec``'s settings."""
+    from reprsim.attacks.transfer import attack_transfer_stage
+
+    inputs, labels, shared = pair.attack_set()
+    return attack_transfer_stage(source, victim, inputs, labels, attack=spec.attack, eps=eps, steps=spec.steps,
+                                 n=spec.n, seed=seed, num_shared_classes=shared, **options, **spec.params)  # fmt: skip
+
+
 class ImageKind(Kind):
     name = "image"
     overlap_kinds = ("data", "task", "combined", "attribute", "factorial")
     model_kinds = ("image", "hf_image")
     consequences = ("attack_transfer",)
+    task_images = True
+    design_arms = ("align", "init")
     feature_batch_size = 512
     feature_pool = "avg"
 
@@ -134,7 +163,7 @@ class ImageKind(Kind):
         from reprsim.models import pretrained
 
         x, _ = pair.train_set(side)
-        seed, num_classes = unit.seeds()[f"init_{side}"], pair.num_classes(side)
+        seed, num_classes = unit.seeds()[f"init_{_init_side(unit, side)}"], pair.num_classes(side)
         if unit.model.hf is not None:
             return pretrained.hf_image_classifier(unit.model.hf, num_classes, seed=seed, input_size=unit.model.input_size,
                                                   in_channels=int(x.shape[1]) if x.ndim == 4 else None)  # fmt: skip
@@ -149,16 +178,33 @@ class ImageKind(Kind):
         _, y = pair.train_set(side)
         examples = hashlib.sha256(np.ascontiguousarray(pair.split.indices(side)).tobytes() + y.tobytes()).hexdigest()
         return {"source": unit.source.model_dump(mode="json"), "model": unit.model.model_dump(mode="json"),
-                "train": unit.train, "init": seeds[f"init_{side}"], "order": seeds[f"order_{side}"],
-                "examples": examples, "classes": pair.num_classes(side)} | _pretrained_key(unit.model)  # fmt: skip
+                "train": unit.train, "init": seeds[f"init_{_init_side(unit, side)}"], "order": seeds[f"order_{side}"],
+                "examples": examples, "classes": pair.num_classes(side)} | _pretrained_key(unit.model) | (
+                    # B trained against A: its weights depend on the dose and on A's weights
+                    {"align": unit.align, "partner": self.weights_key(config, unit, pair, "a")}
+                    if self.partner(unit, side) else {})  # fmt: skip
+
+    def partner(self, unit: Unit, side: str) -> str | None:
+        """Model B of an alignment unit (``align`` > 0) trains against the trained model A."""
+        return "a" if side == "b" and unit.align > 0 else None
 
     def fit(self, config: ExperimentConfig, unit: Unit, pair: PairData, side: str, model: nn.Module,
-            checkpoint_dir: Path, device: torch.device, progress: bool) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
-        from reprsim.train import TrainConfig, train
+            checkpoint_dir: Path, device: torch.device, progress: bool,
+            partner: Trained | None = None) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+        """Train ``model``; model B of an alignment unit adds ``align`` · (1 − CKA to the frozen ``partner`` A)."""
+        from contextlib import nullcontext
 
-        result = train(model, pair.train_set(side), TrainConfig.from_dict(unit.train), unit.seeds()[f"order_{side}"],
-                       eval_dataset=pair.eval_set(side), checkpoint_dir=checkpoint_dir, progress=progress,
-                       device=device)  # fmt: skip
+        from reprsim.train import TrainConfig, train
+        from reprsim.training.alignment import AlignmentLoss
+
+        if self.partner(unit, side) and partner is None:
+            raise ValueError(f"unit {unit.unit_id}: model B (align {unit.align:g}) trains against model A; pass partner=")
+        aligned = (AlignmentLoss(model, partner.model, unit.align, pool=self.feature_pool)
+                   if self.partner(unit, side) else nullcontext())  # fmt: skip
+        with aligned as extra_loss:
+            result = train(model, pair.train_set(side), TrainConfig.from_dict(unit.train), unit.seeds()[f"order_{side}"],
+                           eval_dataset=pair.eval_set(side), checkpoint_dir=checkpoint_dir, progress=progress,
+                           device=device, extra_loss=extra_loss)  # fmt: skip
         info = {"train_accuracy": float(result.train_accuracy), "eval_accuracy": float(result.eval_accuracy),
                 "seconds": float(result.seconds)}  # fmt: skip
         return result.model, info
@@ -171,18 +217,22 @@ class ImageKind(Kind):
     # ---- consequences ---------------------------------------------------------------------
     def consequence(self, spec: Any, config: ExperimentConfig, unit: Unit, pair: PairData, a: Trained, b: Trained,
                     seed: int) -> dict[str, Any]:  # fmt: skip
-        from reprsim.attacks.transfer import attack_transfer_stage
-
         inputs, labels, shared = pair.attack_set()
-        label_space = {} if shared is None else {"attack_classes": shared}
+        eps = attack_eps(spec, unit)
+        label_space = ({} if shared is None else {"attack_classes": shared}) | {"attack_eps": eps}
         if len(labels) == 0:
             # No fixed label space shared by both models (task overlap below the fraction that
             # shares the fixed attack classes; different attribute tasks): nothing to transfer.
             return label_space | {"transfer_asr": float("nan"), "whitebox_asr": float("nan")}
-        eps = spec.eps_data if unit.overlap_kind == "data" else spec.eps_task
-        return label_space | attack_transfer_stage(a.model, b.model, inputs, labels, attack=spec.attack, eps=eps,
-                                                   steps=spec.steps, n=spec.n, seed=seed, num_shared_classes=shared,
-                                                   **spec.params)  # fmt: skip
+        return label_space | _attack_stage(spec, a.model, b.model, pair, eps, seed)
+
+    def whitebox_asr(self, spec: Any, unit: Unit, pair: PairData, a: Trained, eps: float) -> float | None:
+        """Model A's white-box success at ``eps`` on the unit's attack set, with the stage's settings and
+        the unit's attack seed (as in :meth:`consequence`), or None when the pair has no attack set.
+        ``eps: auto`` chooses ε from it (:mod:`reprsim.experiments.attack_eps`)."""
+        if len(pair.attack_set()[1]) == 0:
+            return None
+        return _attack_stage(spec, a.model, a.model, pair, eps, unit.seeds()["attack"], both_directions=False)["whitebox_asr"]
 
     # ---- preflight ------------------------------------------------------------------------
     def check(self, config: ExperimentConfig, units: list[Unit]) -> list[str]:
@@ -193,9 +243,13 @@ class ImageKind(Kind):
                 load_probe(spec)
             except (ValueError, FileNotFoundError, ReprsimError) as exc:
                 problems.append(f"probes.{spec.name}: {exc}")
+        halves, unsplittable = self._disjoint_image_problems(config, units)
+        problems += halves
         k = config.measures.params.get("k")
         checked_models: set[tuple] = set()
         for unit in units:
+            if unit.images == "disjoint" and unit.source.name in unsplittable:
+                continue  # said once, for its design, above
             try:
                 pair = self.pair(config, unit, cache_dir=None)
             except (ValueError, FileNotFoundError, KeyError, ReprsimError) as exc:
@@ -213,6 +267,32 @@ class ImageKind(Kind):
             checked_models.add(model_key)
             problems += self._model_problems(config, unit, pair)
         return list(dict.fromkeys(problems))
+
+    def _disjoint_image_problems(self, config: ExperimentConfig, units: list[Unit]) -> tuple[list[str], set[str]]:
+        """Task designs with ``images: disjoint`` on a source with a class of fewer than 2 training
+        images (no two disjoint halves): one problem per design and source, and those sources' names."""
+        from reprsim.data.splits import classes_too_small_to_halve
+
+        problems, unsplittable = [], set()
+        sources = {u.source.name: u.source for u in units if u.images == "disjoint"}
+        for i, design in enumerate(config.overlap.designs):
+            if design.kind != "task" or design.images != "disjoint":
+                continue
+            for name, source in sources.items():
+                if design.sources is not None and name not in design.sources:
+                    continue
+                try:
+                    small = classes_too_small_to_halve(load_source(source, "train").labels[source.label])
+                except (ValueError, FileNotFoundError, KeyError, ReprsimError):
+                    continue  # the source itself does not load: the unit checks below say why
+                if small:
+                    (cls, n), *_ = small.items()
+                    problems.append(f"overlap.designs.{i}.images: disjoint images need at least 2 training images in "
+                                    f"every class of source {name!r} (one half per model), but class {cls} has {n} "
+                                    f"({len(small)} class(es) with fewer than 2); set images: shared for this "
+                                    "design, or give the source more images per class (its n or per_class)")  # fmt: skip
+                    unsplittable.add(name)
+        return problems, unsplittable
 
     def _model_problems(self, config: ExperimentConfig, unit: Unit, pair: PairData) -> list[str]:
         """The model entry builds (a pretrained one loads), has the layers, and runs on two training images."""

@@ -1,0 +1,187 @@
+"""Calibrated scores (Algorithm 1) and the layer aggregate with its null (Algorithm 2), against a
+brute-force loop in the test: every measure recomputed with ``metrics.compute`` on each permuted Y,
+τ / p / calibrated from their formulas written out here."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from reprsim import metrics
+from reprsim.metrics.calibrate import calibrate, calibrate_layers, calibration_record, draw_permutations
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _params(name: str, k: int) -> dict:
+    return {"k": k} if "k" in metrics.MEASURES[name].params else {}
+
+
+def _expected(obs: float, null: np.ndarray, top: float, alpha: float) -> dict:
+    """Algorithm 1 written out: τ = ⌈(1−α)(K+1)⌉-th smallest of {obs} ∪ null; p; clamp."""
+    K = len(null)
+    allv = sorted([obs, *null])
+    r = math.ceil(round((1 - alpha) * (K + 1), 9))
+    tau = allv[r - 1]
+    p = (1 + sum(v >= obs for v in null)) / (K + 1)
+    cal = min(1.0, max(0.0, (obs - tau) / (top - tau))) if top > tau else 0.0
+    return {"tau": tau, "p_value": p, "calibrated": cal, "null_mean": float(np.mean(null)), "max": top}
+
+
+def _related(n: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    return X, X @ rng.normal(size=(6, 5)) + 1.5 * rng.normal(size=(n, 5))
+
+
+def test_every_measure_matches_a_brute_force_loop_over_the_same_permutations():
+    X, Y = _related()
+    P = np.stack([np.random.default_rng(100 + i).permutation(len(X)) for i in range(9)])
+    alpha = 0.35  # with K = 9, τ is the 7th smallest of 10 values: a real null quantile, not the maximum
+    got = calibrate(None, X, Y, permutations=P, alpha=alpha, k=4)
+    assert list(got) == list(metrics.MEASURES)
+    n_interior = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, rec in got.items():
+            sign = -1.0 if metrics.MEASURES[name].kind == "distance" else 1.0
+            kw = _params(name, 4)
+            obs = sign * metrics.compute(name, X, Y, **kw)
+            null = np.array([sign * metrics.compute(name, X, Y[p], **kw) for p in P])
+            top = sign * metrics.compute(name, X, X, **kw)
+            want = _expected(obs, null, top, alpha)
+            tol = 1e-6 if name == "rbf_cka" else 1e-9  # the engine forms rbf's kernel in float64
+            assert rec["value"] == pytest.approx(obs, abs=tol), name
+            for key, v in want.items():
+                assert rec[key] == pytest.approx(v, abs=tol), (name, key)
+            assert rec["n_permutations"] == 9
+            assert rec["orientation"] == ("similarity" if sign > 0 else "negated distance (-d)")
+            n_interior += 0 < rec["calibrated"] < 1
+    assert n_interior >= 3  # the clamp is not what makes every case agree
+
+
+def test_tau_and_p_value_by_hand_on_a_tiny_null():
+    # K = 4, α = 0.5: τ = the ⌈0.5·5⌉ = 3rd smallest of {0.5, 0.1, 0.6, 0.3, 0.2} = 0.3
+    rec = calibration_record(0.5, np.array([0.1, 0.6, 0.3, 0.2]), 1.0, "similarity", 0.5)
+    assert rec["tau"] == pytest.approx(0.3)
+    assert rec["p_value"] == pytest.approx(2 / 5)  # only 0.6 ≥ 0.5
+    assert rec["null_mean"] == pytest.approx(0.3)
+    assert rec["calibrated"] == pytest.approx((0.5 - 0.3) / (1.0 - 0.3))
+    # α = 0.25: ⌈0.75·5⌉ = 4th smallest = 0.5 = the observed value → calibrated 0
+    rec = calibration_record(0.5, np.array([0.1, 0.6, 0.3, 0.2]), 1.0, "similarity", 0.25)
+    assert rec["tau"] == pytest.approx(0.5) and rec["calibrated"] == 0.0
+    # K = 19, α = 0.05: ⌈0.95·20⌉ = 19 exactly (no rounding up to 20): τ = the 19th smallest
+    null = np.arange(19) / 100.0  # 0.00 … 0.18
+    rec = calibration_record(0.5, null, 1.0, "similarity", 0.05)
+    assert rec["tau"] == pytest.approx(0.18)
+    assert rec["p_value"] == pytest.approx(1 / 20)
+    # a distance: calibrated in the orientation s = −d; smaller null distances count as "≥"
+    rec = calibration_record(0.2, np.array([0.9, 0.1, 0.7, 0.8]), 0.0, "distance", 0.5)
+    assert rec["value"] == -0.2 and rec["raw_value"] == 0.2 and rec["max"] == 0.0
+    assert rec["tau"] == pytest.approx(-0.7)  # sorted −d: −0.9 −0.8 −0.7 −0.2 −0.1 → 3rd
+    assert rec["p_value"] == pytest.approx(2 / 5)  # only d = 0.1 ≤ 0.2
+    assert rec["calibrated"] == pytest.approx((-0.2 + 0.7) / (0.0 + 0.7))
+
+
+def test_null_mean_of_mutual_knn_is_k_over_n_minus_1_for_independent_inputs():
+    rng = np.random.default_rng(1)
+    n, k = 300, 10
+    X, Y = rng.normal(size=(n, 8)), rng.normal(size=(n, 8))
+    rec = calibrate(["mutual_knn", "jaccard_knn"], X, Y, n_permutations=40, seed=2, k=k)
+    # one permutation's mean overlap has sd ≈ sqrt(k/(n−1)/ (k n)) ≈ 0.0024; over 40 draws ≈ 0.0004
+    assert rec["mutual_knn"]["null_mean"] == pytest.approx(k / (n - 1), abs=0.002)
+    assert rec["mutual_knn"]["calibrated"] < 0.05
+    assert rec["mutual_knn"]["p_value"] > 0.01
+
+
+def test_rotated_copy_calibrates_to_one():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 5))
+    Q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    names = ["cka", "unbiased_cka", "mutual_knn", "procrustes", "procrustes_distance", "rbf_cka", "mean_cca"]
+    rec = calibrate(names, X, X @ Q, n_permutations=30, seed=0, k=5)
+    for name in names:
+        assert rec[name]["calibrated"] == pytest.approx(1.0, abs=1e-6), name
+        assert rec[name]["p_value"] == pytest.approx(1 / 31), name
+    # and an independent Y is not calibrated to 1
+    assert calibrate("cka", X, rng.normal(size=(60, 5)), n_permutations=30)["cka"]["calibrated"] < 0.5
+
+
+def test_seeded_permutations_are_reproducible_and_match_numpys_draws():
+    P = draw_permutations(50, 5, seed=7)
+    rng = np.random.default_rng(7)
+    assert np.array_equal(P, np.stack([rng.permutation(50) for _ in range(5)]))
+    X, Y = _related()
+    a = calibrate("cka", X, Y, n_permutations=20, seed=4)["cka"]
+    b = calibrate("cka", X, Y, permutations=draw_permutations(30, 20, seed=4))["cka"]
+    c = calibrate("cka", X, Y, n_permutations=20, seed=5)["cka"]
+    assert a == b and a["null_mean"] != c["null_mean"]
+    small = draw_permutations(4, 24, seed=0)  # all 4! permutations, each once
+    assert len({tuple(p) for p in small}) == 24
+
+
+def test_calibrate_layers_matches_a_brute_force_loop():
+    rng = np.random.default_rng(5)
+    n = 30
+    Z = rng.normal(size=(n, 4))
+    Xl = {"x1": Z @ rng.normal(size=(4, 5)) + rng.normal(size=(n, 5)), "x2": rng.normal(size=(n, 3))}
+    Yl = {"y1": rng.normal(size=(n, 4)), "y2": Z + 0.5 * rng.normal(size=(n, 4)), "y3": Z @ rng.normal(size=(4, 6))}
+    P = np.stack([np.random.default_rng(i).permutation(n) for i in range(11)])
+    alpha = 0.3
+    for name in ("cka", "mutual_knn", "procrustes_distance"):
+        sign = -1.0 if metrics.MEASURES[name].kind == "distance" else 1.0
+        kw = _params(name, 4)
+
+        def table(perm: np.ndarray) -> np.ndarray:
+            return np.array([[sign * metrics.compute(name, x, y[perm], **kw) for y in Yl.values()] for x in Xl.values()])
+
+        ident = np.arange(n)
+        obs_t = table(ident)
+        tops = [sign * metrics.compute(name, x, x, **kw) for x in Xl.values()]
+        for agg, red in (("max", np.max), ("mean", np.mean)):
+            got = calibrate_layers(name, Xl, Yl, agg=agg, permutations=P, alpha=alpha, **kw)
+            want = _expected(float(red(obs_t)), np.array([red(table(p)) for p in P]), float(red(tops)), alpha)
+            assert got["value"] == pytest.approx(red(obs_t), abs=1e-9), (name, agg)
+            for key, v in want.items():
+                assert got[key] == pytest.approx(v, abs=1e-9), (name, agg, key)
+            assert got["n_pairs"] == 6
+        best = np.unravel_index(np.argmax(obs_t), obs_t.shape)
+        got = calibrate_layers(name, Xl, Yl, agg="max", permutations=P, **kw)
+        assert (got["layer_a"], got["layer_b"]) == (list(Xl)[best[0]], list(Yl)[best[1]])
+
+
+def test_the_layer_maximum_null_is_above_a_single_pairs_null():
+    # selecting the best of 2×3 pairs raises the null: its mean exceeds one pair's null mean
+    rng = np.random.default_rng(8)
+    Xl = [rng.normal(size=(40, 5)) for _ in range(2)]
+    Yl = [rng.normal(size=(40, 5)) for _ in range(3)]
+    agg = calibrate_layers("cka", Xl, Yl, n_permutations=20, seed=0)
+    one = calibrate("cka", Xl[0], Yl[0], n_permutations=20, seed=0)["cka"]
+    assert agg["null_mean"] > one["null_mean"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_permutations": 0}, "n_permutations must be between|n_permutations must be >= 1"),
+    ({"permutations": np.zeros((3, 30), dtype=int)}, r"permutations\[0\] is not a permutation"),
+    ({"permutations": np.arange(30)}, "must be a \\(K, n\\) integer array"),
+    ({"permutations": np.tile(np.arange(29), (2, 1))}, "n = 30"),
+    ({"alpha": 1.0}, "alpha must be in \\(0, 1\\)"),
+    ({"alpha": 0.0}, "alpha must be > 0"),
+])
+def test_bad_input_is_one_clear_error(kwargs, match):
+    X, Y = _related()
+    with pytest.raises(ValueError, match=match):
+        calibrate("cka", X, Y, **kwargs)
+
+
+def test_too_few_rows_for_k_distinct_permutations():
+    X, Y = _related(n=5)
+    with pytest.raises(ValueError, match="n_permutations=200 distinct row permutations need more rows: n=5"):
+        calibrate("cka", X, Y, n_permutations=200)
+    with pytest.raises(ValueError, match="agg must be one of"):
+        calibrate_layers("cka", [X], [Y], agg="median")
+    with pytest.raises(ValueError, match="unknown measure"):
+        calibrate(["cka", "nope"], X, Y)
