@@ -2,7 +2,16 @@
 
 Run by hand on a machine with a GPU::
 
-    python benchmarks/gpu_smoke.py [--out DIR]
+    python benchmarks/gpu_smoke.py [--out DIR] [--measures-n 50000] [--measures-d 512] [--skip-sweep]
+
+Two timings follow the sweep check, each on the GPU against the CPU path in the same run:
+
+* every measure on one pair of random features, n = 50,000 × d = 512 (float32, the paper's
+  preparation), through :func:`reprsim.compare.compare_features` with ``device="cuda"`` and
+  ``device="cpu"``: seconds per measure on each, where each GPU row was computed (a measure that
+  fails on the GPU falls back to the CPU), and |value cuda − value cpu| (expected ≤ 1e-5);
+* :func:`reprsim.compare.compare_models` on two zoo ResNet-18s (2,000 images, layers ``layer1`` –
+  ``penultimate``, every measure) with ``device="cuda"`` and ``device="cpu"``: per-stage seconds.
 
 It runs the same tiny sweep (image kind: an MLP on Fashion-MNIST, data overlap 0 and 1, MI-FGSM
 transfer) twice, with ``execution.device=cpu`` and ``execution.device=cuda``, each from an empty
@@ -54,17 +63,87 @@ def run(device: str, root: Path):
     return load_results(root / f"run-{device}"), timings, seconds
 
 
+def time_measures(n: int, d: int) -> bool:
+    """Every measure on one (n, d) pair on the GPU and on the CPU; True when they agree to 1e-5."""
+    import warnings
+
+    import torch
+
+    from reprsim.compare import compare_features
+    from reprsim.metrics import MEASURES
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d), dtype=np.float32)
+    Y = (X @ rng.standard_normal((d, d), dtype=np.float32) / np.sqrt(d) + rng.standard_normal((n, d), dtype=np.float32))
+    print(f"\nmeasures at n={n}, d={d} (float32, paper preparation): seconds on cuda / cpu, |Δ value|")
+    worst, ok = 0.0, True
+    for name in MEASURES:
+        row = {}
+        for device in ("cuda", "cpu"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                comp = compare_features({"x": X}, {"y": Y}, measures=[name], device=device, progress=False)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                row[device] = (time.perf_counter() - t0, float(comp.table["value"][0]),
+                               comp.table["device"][0] if "device" in comp.table else "cpu")
+        diff = abs(row["cuda"][1] - row["cpu"][1])
+        if np.isfinite(diff):
+            worst = max(worst, diff)
+            ok &= diff <= 1e-5
+        print(f"  {name:<22} cuda {row['cuda'][0]:8.2f} s (ran on {row['cuda'][2]})   cpu {row['cpu'][0]:8.2f} s   "
+              f"|Δ| {diff:.1e}")
+    print(f"  max |Δ value| = {worst:.1e} (expected <= 1e-5)")
+    return ok
+
+
+def time_compare_models(n: int = 2000) -> None:
+    """compare_models on two zoo ResNet-18s on the GPU and on the CPU, per stage."""
+    import warnings
+
+    import torch
+
+    from reprsim import models
+    from reprsim.compare import compare_models
+
+    x = np.random.default_rng(0).random((n, 3, 32, 32), dtype=np.float32)
+    layers = ["layer1", "layer2", "layer3", "layer4", "penultimate"]
+    print(f"\ncompare_models, two resnet18s, {n} inputs, {len(layers)} x {len(layers)} layers, every measure:")
+    for device in ("cuda", "cpu"):
+        a = models.build("resnet18", input_shape=(3, 32, 32), num_classes=10, seed=0).eval()
+        b = models.build("resnet18", input_shape=(3, 32, 32), num_classes=10, seed=1).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            comp = compare_models(a, b, x, layers=layers, measures="all", device=device, progress=False)
+            if device == "cuda":
+                torch.cuda.synchronize()
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in comp.timings.items())
+        where = sorted(set(comp.table["device"])) if "device" in comp.table else ["cpu"]
+        print(f"  {device}: {time.perf_counter() - t0:.1f} s ({stages}; measures ran on {', '.join(where)})")
+
+
 def main() -> int:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="keep the two run folders here (default: a temporary folder)")
+    parser.add_argument("--measures-n", type=int, default=50_000, help="rows of the measure timing (default 50000)")
+    parser.add_argument("--measures-d", type=int, default=512, help="features of the measure timing (default 512)")
+    parser.add_argument("--skip-sweep", action="store_true", help="only the two timings")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu_smoke: no CUDA device is available here; nothing checked (run it on a machine with a GPU)")
         return 0
     root = args.out or Path(tempfile.mkdtemp(prefix="reprsim-gpu-smoke-"))
     print(f"gpu_smoke: {torch.cuda.get_device_name(0)}, torch {torch.__version__}; run folders in {root}")
+    agree = time_measures(args.measures_n, args.measures_d)
+    time_compare_models()
+    if args.skip_sweep:
+        return 0 if agree else 1
     cpu, cpu_times, cpu_s = run("cpu", root)
     gpu, gpu_times, gpu_s = run("cuda", root)
     print(f"total: cpu {cpu_s:.1f} s, cuda {gpu_s:.1f} s")
@@ -87,7 +166,7 @@ def main() -> int:
           f"max |attack rate cpu - cuda| = {rate_diff:.3f} (tolerance {RATE_ATOL}); NaN mismatches: {nan_mismatch}")
     ok = value_diff <= VALUE_ATOL and rate_diff <= RATE_ATOL and nan_mismatch == 0
     print("OK: the CUDA run reproduces the CPU table" if ok else "FAIL: the CUDA run differs from the CPU run")
-    return 0 if ok else 1
+    return 0 if ok and agree else 1
 
 
 if __name__ == "__main__":

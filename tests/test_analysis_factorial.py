@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sps
 from test_analysis_fixture import COMBINED, FACTORIAL, make_results
 
-from reprsim.analysis import combined_grid, factorial_effects, summarize
+from reprsim.analysis import PrimaryFamily, combined_grid, factorial_effects, summarize
 
 PEN = (("penultimate", "penultimate"), ("conv1", "conv1"))
 
@@ -30,9 +30,21 @@ def _t(values: np.ndarray) -> tuple[float, float, float]:
     return values.mean(), values.mean() - half, values.mean() + half
 
 
-@pytest.mark.parametrize("measure", ["cka", "mutual_knn"])
-def test_interaction_and_main_effects_by_hand(table, measure) -> None:
-    fac = factorial_effects(table)
+FAMILY = PrimaryFamily(("cka", "mutual_knn"), "all")  # declared here: the test does not lean on the default
+
+
+def _interaction_p(table: pd.DataFrame, measure: str, probe: str) -> tuple[float, float, float, float]:
+    """(estimate, low, high, two-sided t p) of the per-seed interaction, by hand."""
+    c = _corners(table, measure, probe)
+    inter = (c[(1.0, 1.0)] - c[(1.0, 0.0)] - c[(0.0, 1.0)] + c[(0.0, 0.0)]).to_numpy()
+    est, low, high = _t(inter)
+    se = inter.std(ddof=1) / np.sqrt(inter.size)
+    return est, low, high, 2 * sps.t.sf(abs(est / se), inter.size - 1)
+
+
+@pytest.mark.parametrize(("measure", "planted"), [("cka", "positive"), ("mutual_knn", "inconclusive")])
+def test_interaction_and_main_effects_by_hand(table, measure, planted) -> None:
+    fac = factorial_effects(table, primary=FAMILY)
     r = fac[(fac.measure == measure) & (fac.probe_set == "test") & (fac.layer_a == "penultimate")].iloc[0]
     c = _corners(table, measure, "test")
     y00, y10, y01, y11 = c[(0.0, 0.0)], c[(1.0, 0.0)], c[(0.0, 1.0)], c[(1.0, 1.0)]
@@ -45,7 +57,16 @@ def test_interaction_and_main_effects_by_hand(table, measure) -> None:
     best = "data" if (y10 - y00).mean() >= (y01 - y00).mean() else "task"
     assert r.best_single == best == "task"
     assert r.both_minus_best_single == pytest.approx((y11 - y01).mean(), rel=1e-9)
-    assert r.verdict in ("positive", "negative", "inconclusive")
+    # the verdict: Holm over the family's cells at the headline layer pair, then the interval's side
+    cells = [(m, p) for m in FAMILY.measures for p in sorted(table.probe_set.unique())]
+    p = np.array([_interaction_p(table, *cell)[3] for cell in cells])
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.maximum.accumulate([min(1.0, (p.size - i) * p[j]) for i, j in enumerate(order)])
+    adj = adjusted[cells.index((measure, "test"))]
+    assert r.p_adjusted == pytest.approx(adj, rel=1e-9)
+    verdict = "positive" if adj < 0.05 and low > 0 else "negative" if adj < 0.05 and high < 0 else "inconclusive"
+    assert r.verdict == verdict == planted
 
 
 def test_factorial_verdicts_family_and_keys(table) -> None:

@@ -284,3 +284,54 @@ def test_stage_other_attacks_and_task_overlap(images6):
         attack_transfer_stage(a, b, x, y, attack="gcg")
     with pytest.raises(ValueError, match="unknown parameter"):
         attack_transfer_stage(a, b, x, y, decay_rate=0.5)
+
+
+# ----------------------------------------------------------------------------- planted victim
+
+
+def threshold_model(w0: float, w1: float) -> nn.Module:
+    """A linear 2-class model on (N, 2) inputs: class 1 iff w0·(x0 − ½) + w1·(x1 − ½) > 0."""
+    m = nn.Linear(2, 2)
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor([[0.0, 0.0], [w0, w1]]))
+        m.bias.copy_(torch.tensor([0.0, -0.5 * (w0 + w1)]))
+    return m.eval()
+
+
+def test_transfer_crafts_on_the_source_and_judges_on_the_victim():
+    """Planted linear models with a known FGSM step. The source S looks at x0 only, so its gradient
+    sign is (±1, 0): FGSM moves x0 by eps towards the other class and leaves x1 alone. The victim V
+    looks mostly at x1 and a little at x0 the other way round, so its own step moves x1 and moves x0
+    the opposite way. Every rate is recomputed from that rule; the six rates differ, so crafting on
+    the victim (the planted wiring slip), or judging on the wrong model, gives other numbers."""
+    grid = np.array([0.05, 0.2, 0.35, 0.45, 0.55, 0.65, 0.8, 0.95])
+    x = np.array([(a, b) for a in grid for b in grid], dtype=np.float32)  # (64, 2)
+    y = ((x[:, 0] > 0.5) & (x[:, 1] > 0.5)).astype(np.int64)  # neither model is always right
+    source, victim = threshold_model(1.0, 0.0), threshold_model(-0.25, 1.0)
+    eps = 0.2
+
+    def predict(w0, w1, z):
+        margin = w0 * (z[:, 0] - 0.5) + w1 * (z[:, 1] - 0.5)
+        assert np.abs(margin).min() > 0.01  # no input on a boundary: float32 rounding cannot flip a class
+        return (margin > 0).astype(np.int64)
+
+    def fgsm_by_hand(w0, w1, z):
+        # 2-class CE gradient w.r.t. x: p_other · (w_other − w_true); its sign is ±sign(w) (0 stays 0)
+        away = np.where(y == 1, -1.0, 1.0)[:, None]  # towards class 0 for class-1 inputs, and back
+        return np.clip(z + eps * away * np.sign([w0, w1]), 0.0, 1.0)
+
+    s_adv, v_adv = fgsm_by_hand(1.0, 0.0, x), fgsm_by_hand(-0.25, 1.0, x)
+    want = {
+        "whitebox_asr": np.mean(predict(1.0, 0.0, s_adv) != y),
+        "transfer_asr": np.mean(predict(-0.25, 1.0, s_adv) != y),
+        "victim_clean_error": np.mean(predict(-0.25, 1.0, x) != y),
+        "source_clean_error": np.mean(predict(1.0, 0.0, x) != y),
+        "whitebox_asr_ba": np.mean(predict(-0.25, 1.0, v_adv) != y),
+        "transfer_asr_ba": np.mean(predict(1.0, 0.0, v_adv) != y),
+    }
+    crafted_on_victim = np.mean(predict(-0.25, 1.0, v_adv) != y)  # what A → B would read if crafted on B
+    assert all(0 < v < 1 for v in want.values()), want
+    assert want["transfer_asr"] != crafted_on_victim and len(set(want.values())) == len(want)
+    s = transfer(source, victim, x, y, make_attack("fgsm", eps=eps)).summary()
+    for key, value in want.items():
+        assert s[key] == pytest.approx(value, abs=1e-12), key

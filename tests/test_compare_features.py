@@ -21,6 +21,7 @@ torch.set_num_threads(1)
 
 LAYERS = ["block1", "block2", "penultimate"]
 SOME = ["cka", "mutual_knn", "procrustes", "rsa", "linear_regression"]
+FEW = ["cka", "mutual_knn", "procrustes"]
 
 
 def _cnn(seed):
@@ -83,22 +84,30 @@ def test_prepare_with_no_options_is_the_papers_clip_then_l2():
         resolve_prepare({"center": True})
 
 
-def test_the_sweeps_default_preparation_is_the_same_rule():
+def test_the_sweeps_default_preparation_is_the_same_rule(pair):
     from reprsim.experiments.config import MeasureSpec
+    from reprsim.experiments.similarity import similarity_rows
 
-    spec = MeasureSpec().prepare
-    assert (spec.normalize, spec.clip_quantile) == ("l2", 0.95)
+    _, _, _, fa, fb = pair
+    spec = MeasureSpec(names=["cka"], params={})
+    assert (spec.prepare.normalize, spec.prepare.clip_quantile) == ("l2", 0.95)
+    rows = similarity_rows(spec, fa, fb, ["penultimate"], seed=0)
+    want = metrics.compute("cka", _paper(fa["penultimate"]), _paper(fb["penultimate"]))
+    assert rows[0]["value"] == pytest.approx(want, rel=1e-5)
+    by_name = {name: MeasureSpec(prepare=name).prepare for name in ("paper", "l2", "none")}  # rule names in YAML
+    assert [(p.normalize, p.clip_quantile) for p in by_name.values()] == [("l2", 0.95), ("l2", None), (None, None)]
 
 
 # ---- compare_features ----------------------------------------------------------------------------
 def test_compare_features_on_hooked_features_equals_compare_models(pair):
     a, b, x, fa, fb = pair
-    by_models = compare_models(a, b, x, layers=LAYERS, measures=SOME, progress=False)
-    by_feats = compare_features(fa, fb, measures=SOME, progress=False)
+    by_models = compare_models(a, b, x, layers=LAYERS, measures=SOME, calibrate=4, progress=False)
+    by_feats = compare_features(fa, fb, measures=SOME, calibrate=4, progress=False)
     assert by_feats.layers_a == LAYERS == by_feats.layers_b
-    assert list(by_feats.table.columns) == ["layer_a", "layer_b", "measure", "value"]
+    assert list(by_feats.table.columns) == list(by_models.table.columns)
     assert by_feats.prepare == by_models.prepare and by_feats.prepare.startswith("paper")
-    np.testing.assert_allclose(by_feats.table["value"], by_models.table["value"], rtol=1e-5, atol=1e-6)
+    for col in by_models.table.columns[3:]:  # value and the calibrated columns
+        np.testing.assert_allclose(by_feats.table[col], by_models.table[col], rtol=1e-5, atol=1e-6, err_msg=col)
     for la in LAYERS:  # and both equal the library on features prepared by the rule written above
         for lb in LAYERS:
             want = metrics.compute("cka", _paper(fa[la]), _paper(fb[lb]))
@@ -119,7 +128,7 @@ def test_prepare_option_reaches_the_values(pair):
 
 def test_files_folders_and_saved_comparisons_give_the_same_table(pair, tmp_path):
     a, b, x, fa, fb = pair
-    want = compare_features(fa, fb, measures=SOME, n_permutations=5, n_boot=4, progress=False)
+    want = compare_features(fa, fb, measures=FEW, n_permutations=3, n_boot=3, progress=False)
     assert {"p_value", "ci_low", "ci_high"} <= set(want.table.columns)
     np.savez(tmp_path / "a.npz", **fa)
     from safetensors.torch import save_file
@@ -129,15 +138,15 @@ def test_files_folders_and_saved_comparisons_give_the_same_table(pair, tmp_path)
     for k, v in fb.items():
         np.save(tmp_path / "bdir" / f"{k}.npy", v)
     for src_b in (tmp_path / "b.safetensors", tmp_path / "bdir"):
-        got = compare_features(tmp_path / "a.npz", src_b, measures=SOME, n_permutations=5, n_boot=4, progress=False)
+        got = compare_features(tmp_path / "a.npz", src_b, measures=FEW, n_permutations=3, n_boot=3, progress=False)
         assert sorted(got.layers_b) == sorted(LAYERS)
         g = got.table.set_index(["layer_a", "layer_b", "measure"]).sort_index()
         w = want.table.set_index(["layer_a", "layer_b", "measure"]).sort_index()
         np.testing.assert_allclose(g.to_numpy(), w.to_numpy(), rtol=1e-6, atol=1e-7)
     # Comparison.save(features=True) keeps the raw features and their layer order
-    comp = compare_models(a, b, x, layers=LAYERS, measures=SOME, progress=False)
+    comp = compare_models(a, b, x, layers=LAYERS, measures=FEW, progress=False)
     paths = comp.save(tmp_path / "out", features=True)
-    again = compare_features(paths["features_a"], paths["features_b"], measures=SOME, progress=False)
+    again = compare_features(paths["features_a"], paths["features_b"], measures=FEW, progress=False)
     assert again.layers_a == LAYERS == again.layers_b
     np.testing.assert_allclose(again.table["value"], comp.table["value"], rtol=1e-6, atol=1e-7)
 
@@ -203,3 +212,51 @@ def test_cli_bad_feature_sets_exit_2_with_one_line(pair, tmp_path, capsys):
 
 def test_reprsim_exports_compare_features():
     assert reprsim.compare_features is compare_features
+
+
+def test_cli_compare_models_saves_features_that_reprsim_compare_reloads(tmp_path, capsys, monkeypatch):
+    factory = ("import reprsim.models as M\n\n"
+               "def one():\n    return M.build('mlp', input_shape=(1, 8, 8), num_classes=10, hidden=(16, 8), seed=0)\n\n"
+               "def two():\n    return M.build('mlp', input_shape=(1, 8, 8), num_classes=10, hidden=(12, 8), seed=1)\n")
+    (tmp_path / "featfactory.py").write_text(factory)
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).random((30, 1, 8, 8), dtype=np.float32)
+    np.save(tmp_path / "probe.npy", x)
+    assert main(["compare-models", "featfactory:one", "featfactory:two", "--probe", "probe.npy", "--layers", "all",
+                 "-m", "cka", "--out", "cmp", "--save-features", "--quiet", "--format", "json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "cmp" / "features_a.safetensors").is_file()
+    assert main(["compare", "cmp/features_a.safetensors", "cmp/features_b.safetensors", "-m", "cka",
+                 "--format", "json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert [(r["layer_a"], r["layer_b"]) for r in again] == [(r["layer_a"], r["layer_b"]) for r in first]
+    np.testing.assert_allclose([r["value"] for r in again], [r["value"] for r in first], rtol=1e-6)
+    assert main(["compare-models", "featfactory:one", "featfactory:two", "--probe", "probe.npy", "--label-map",
+                 "lm.json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "label_map= is for attack transfer" in err[0]
+
+
+# ---- measures on a device ------------------------------------------------------------------------
+def test_torch_engine_in_float32_equals_the_numpy_float64_path(pair):
+    _, _, _, fa, fb = pair
+    got = compare_features(fa, fb, layers="penultimate", measures="all", params={"k": 5}, device="cpu",
+                           progress=False)
+    X, Y = _paper(fa["penultimate"]), _paper(fb["penultimate"])  # numpy, float64
+    for name in metrics.MEASURES:
+        want = metrics.compute(name, X, Y, **({"k": 5} if "k" in metrics.MEASURES[name].params else {}))
+        assert got.matrix(name).iloc[0, 0] == pytest.approx(want, abs=1e-5), name
+
+
+def test_a_measure_that_fails_on_the_device_falls_back_to_the_cpu_and_the_table_says_so(pair):
+    # the meta device runs no kernel at all: every measure fails there, as an op without a CUDA kernel would
+    _, _, _, fa, fb = pair
+    cpu = compare_features(fa, fb, layers=["block2", "penultimate"], measures=FEW, n_permutations=3,
+                           progress=False)
+    with pytest.warns(UserWarning, match="computed on the CPU"):
+        moved = compare_features(fa, fb, layers=["block2", "penultimate"], measures=FEW, n_permutations=3,
+                                 device="meta", progress=False)
+    assert "device" not in cpu.table.columns and set(moved.table["device"]) == {"cpu"}
+    assert sum("computed on the CPU (RuntimeError on meta" in n for n in moved.warnings) == len(FEW)
+    np.testing.assert_array_equal(moved.table["value"], cpu.table["value"])
+    np.testing.assert_array_equal(moved.table["p_value"], cpu.table["p_value"])

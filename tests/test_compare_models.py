@@ -195,23 +195,40 @@ def test_bad_arguments_fail_before_any_model_runs():
     assert not calls
 
 
-def test_attack_transfer_both_directions_matches_the_attack_stage():
-    from reprsim.attacks.transfer import attack_transfer_stage
+def _fgsm_by_hand(model, x, y, eps):
+    """clip(x + eps · sign(∇_x CE(model(x), y)), 0, 1): Goodfellow et al.'s step, written here."""
+    xt = torch.as_tensor(x).clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xt), torch.as_tensor(y)), xt)
+    return (xt + eps * grad.sign()).clamp(0, 1).detach()
 
+
+def test_attack_transfer_both_directions_by_hand():
+    """The transfer table recomputed without reprsim.attacks: the documented seeded subset
+    (``default_rng(seed).choice``), FGSM written out, each model's error on the other's examples."""
     a = M.build("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=(16,), seed=0)
     b = M.build("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=(16,), seed=1)
     rng = np.random.default_rng(0)
     x = rng.random((40, 1, 8, 8), dtype=np.float32)
     y = rng.integers(0, 3, 40)
     comp = compare_models(a, b, x, labels=y, measures=["cka"], attack={"name": "fgsm", "eps": 0.2, "n": 30}, seed=1)
-    want = attack_transfer_stage(a, b, x, y, attack="fgsm", eps=0.2, n=30, seed=1)
-    assert comp.transfer_summary == want
+    idx = np.sort(np.random.default_rng(1).choice(40, 30, replace=False))
+    xs, ys = torch.as_tensor(x[idx]), torch.as_tensor(y[idx])
+    a.eval(), b.eval()
+    adv = {"a": _fgsm_by_hand(a, xs, ys, 0.2), "b": _fgsm_by_hand(b, xs, ys, 0.2)}
+    with torch.no_grad():
+        wrong = {(m, on): (model(adv[on]).argmax(1) != ys).double().mean().item()
+                 for m, model in (("a", a), ("b", b)) for on in "ab"}  # fmt: skip
+        clean = {m: (model(xs).argmax(1) != ys).double().mean().item() for m, model in (("a", a), ("b", b))}
+    want = {("A→B", "whitebox_asr"): wrong["a", "a"], ("A→B", "transfer_asr"): wrong["b", "a"],
+            ("A→B", "victim_clean_error"): clean["b"], ("B→A", "whitebox_asr"): wrong["b", "b"],
+            ("B→A", "transfer_asr"): wrong["a", "b"], ("B→A", "victim_clean_error"): clean["a"]}  # fmt: skip
+    assert wrong["b", "a"] != wrong["b", "b"] and wrong["a", "b"] != wrong["a", "a"]  # crafting on the victim shows
     tr = comp.transfer.set_index(["direction", "quantity"])
-    for direction, suffix in (("A→B", ""), ("B→A", "_ba")):
-        for q in ("whitebox_asr", "transfer_asr", "victim_clean_error"):
-            row = tr.loc[(direction, q)]
-            assert row["value"] == want[q + suffix]
-            assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    for key, value in want.items():
+        row = tr.loc[key]
+        assert row["value"] == pytest.approx(value, abs=1e-12), key
+        assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    assert comp.transfer_summary["whitebox_asr"] == pytest.approx(wrong["a", "a"], abs=1e-12)
     assert set(tr.reset_index()["n"]) == {30.0}
     frame = comp.to_frame()
     assert {"transfer_asr_a_to_b", "whitebox_asr_b_to_a"} <= set(frame["measure"])

@@ -11,7 +11,10 @@ analysis must summarise. The slopes are chosen so that, with the declared primar
   1·p < 0.05 (only the step-down's monotonicity makes it so).
 
 Declared as exploratory (the same table, a family of ``cka / test`` alone), the last two read
-``rises``. Every t statistic, p and Holm step is computed here with ``scipy.stats.t``.
+``rises``. The same per-seed numbers planted as the interactions of a 2 × 2 factorial table give
+the same verdicts there (``positive`` / ``inconclusive``): the factorial analysis reads its verdict
+from the p-value and the unadjusted interval, so only the adjusted p keeps those two cells
+inconclusive. Every t statistic, p and Holm step is computed here with ``scipy.stats.t``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from reprsim.analysis import PrimaryFamily, overlap_effects
+from reprsim.analysis import PrimaryFamily, factorial_effects, overlap_effects
 
 #: per-seed slopes (3 seeds) of each cell (measure, probe set)
 SLOPES = {
@@ -45,6 +48,22 @@ def _table() -> pd.DataFrame:
                              "probe_set": probe, "probe_role": "id" if probe == "test" else "ood", "n_probe": 100,
                              "layer_a": "penultimate", "layer_b": "penultimate", "measure": measure,
                              "value": BASE[seed] + slope * x})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _factorial_table() -> pd.DataFrame:
+    """value = base + 0.01·d + 0.02·t + I·d·t per seed, so each seed's interaction
+    y11 − y10 − y01 + y00 is exactly the planted I (the numbers of SLOPES)."""
+    rows = []
+    for (measure, probe), inters in SLOPES.items():
+        for seed, inter in enumerate(inters):
+            for d in (0.0, 1.0):
+                for t in (0.0, 1.0):
+                    rows.append({"unit_id": f"f-{seed}-{d}-{t}", "status": "ok", "source": "colorshapes",
+                                 "model": "mlp", "overlap_kind": "factorial", "data_fraction": d, "task_fraction": t,
+                                 "seed": seed, "probe_set": probe, "n_probe": 100, "layer_a": "penultimate",
+                                 "layer_b": "penultimate", "measure": measure,
+                                 "value": BASE[seed] + 0.01 * d + 0.02 * t + inter * d * t})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -106,3 +125,22 @@ def test_the_same_cells_declared_exploratory_read_the_raw_p(table) -> None:
         assert r.family == "exploratory" and np.isnan(r.p_adjusted), cell
         assert r.p == pytest.approx(raw, rel=1e-9) and low > 0, cell
         assert r.verdict == "rises", (cell, r.p)
+
+
+def test_factorial_primary_cells_read_the_holm_adjusted_p() -> None:
+    table = _factorial_table()
+    order = [("cka", "test"), ("cknna", "test"), ("cka", "kmnist")]
+    p = [_t_test(SLOPES[c])[3] for c in order]
+    adjusted = np.maximum.accumulate([min(1.0, (3 - i) * pi) for i, pi in enumerate(p)])
+    fac = factorial_effects(table, primary=FAMILY)
+    for cell, adj, verdict in zip(order, adjusted, ["positive", "inconclusive", "inconclusive"]):
+        mean, low, high, raw = _t_test(SLOPES[cell])
+        r = _cell(fac, *cell)
+        assert r.family == "primary" and (r.estimate, r.low, r.high) == pytest.approx((mean, low, high), rel=1e-9)
+        assert r.p == pytest.approx(raw, rel=1e-9) and r.p_adjusted == pytest.approx(adj, rel=1e-9), cell
+        assert r.verdict == verdict, (cell, r.p, r.p_adjusted)
+    assert _cell(fac, "mutual_knn", "test").verdict == "negative"
+    narrow = factorial_effects(table, primary=NARROW)
+    for cell in (("cknna", "test"), ("cka", "kmnist")):
+        r = _cell(narrow, *cell)
+        assert r.family == "exploratory" and r.verdict == "positive", cell

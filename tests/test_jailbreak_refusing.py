@@ -60,9 +60,10 @@ def _h(key: tuple[int, int, int]) -> int:
     return (7 * x + 3 * y + f) % 8
 
 
-# the request rules as sets of _h (W, R ⊂ V for each model; U is free: no search sees it)
-RULES_A = {"v": {0, 1, 2, 3, 4, 5}, "w": {0, 1}, "r": {2, 4}, "u": {0, 3, 6}}
-RULES_B = {"v": {3, 4, 5, 6, 7}, "w": {6, 7}, "r": {3, 7}, "u": {4, 5, 7}}
+# the request rules as sets of _h (W, R ⊂ V for each model; U is free: no search sees it), chosen so
+# that on the pool the rates differ by at least 2 requests (still distinct with one request left out)
+RULES_A = {"v": {2, 3, 4, 5}, "w": {2}, "r": {3}, "u": {2, 3}}
+RULES_B = {"v": {3, 4, 5, 6, 7}, "w": {3}, "r": {4}, "u": {3, 4, 6}}
 
 
 def rule(model: str, which: str):
@@ -80,7 +81,7 @@ def Q_A(k) -> bool:
 
 
 def Q_B(k) -> bool:
-    return (k[1] + k[2]) % 2 == 0
+    return k[1] % 2 == 0
 
 
 class PlantedChat(nn.Module):
@@ -295,14 +296,15 @@ SWEEP = {
     "layers": ["penultimate"],
     "measures": {"names": ["cka", "mutual_knn"], "params": {"k": 3}},
     "execution": {"workers": 1},
-    "consequences": [{"jailbreak_transfer": {"params": dict(SEARCH, mode="individual", n_eval=16)}}],
+    "consequences": [{"jailbreak_transfer": {"params": dict(SEARCH, mode="universal", n_requests=1, n_eval=15)}}],
 }
 
 
 def test_chat_sweep_jailbreak_columns_come_from_model_a_and_model_b(tmp_path, monkeypatch) -> None:
     """The driver's trained A and B replaced by the planted models (features by seeded noise): every
     jailbreak column of the results table equals the rules' rate on the unit's held-out forbidden
-    requests, A → B unsuffixed, B → A with ``_ba``."""
+    requests other than the optimisation request (universal mode, as in the test above), A → B
+    unsuffixed, B → A with ``_ba``."""
     import numpy as np
 
     from reprsim.experiments import driver, load_results, parse_config, run_experiment
@@ -330,11 +332,13 @@ def test_chat_sweep_jailbreak_columns_come_from_model_a_and_model_b(tmp_path, mo
     monkeypatch.setattr(driver, "probe_features", fake_features)
     summary = run_experiment(config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
     assert set(summary.statuses.values()) == {"ok"}, summary.statuses
-    assert_no_random_trigger(planted["a"], planted["b"], len(pool))
-    want = expected(pool)
+    (opt,) = planted["a"].calls[0]  # features are faked: A's first forward pass is the search
+    assert opt in {r.words for r in pool}
+    assert_no_random_trigger(planted["a"], planted["b"], len(pool) - 1)
+    want = expected([r for r in pool if r.words != opt])
     assert_informative(want)
     df = load_results(tmp_path / "run")
     assert len(df) > 0
     for key, value in want.items():
-        assert (df[key] == pytest.approx(value, abs=1e-12)).all(), key
-    assert (df["jailbreak_n_eval"] == len(pool)).all()
+        assert df[key].tolist() == pytest.approx([value] * len(df), abs=1e-12), key
+    assert (df["jailbreak_n_eval"] == len(pool) - 1).all()

@@ -182,7 +182,7 @@ def test_chat_world_variant_on_a_demo_llama_base(tmp_path):
     assert len(bases) == 1 and json.loads(bases[0].read_text())["model_type"] == "llama"
 
 
-@pytest.mark.parametrize("name", ["llama_ds", "llama_task", "llama_jailbreak"])
+@pytest.mark.parametrize("name", ["llama_ds", "llama_task", "llama_jailbreak", "llama_jailbreak_ds"])
 def test_paper_configs_pass_the_preflight_with_local_paths(name, tmp_path):
     """The paper configs are valid as shipped once their paths point at a model, corpora and behaviours."""
     import yaml

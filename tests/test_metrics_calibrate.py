@@ -8,6 +8,7 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from reprsim import metrics
@@ -61,6 +62,31 @@ def test_every_measure_matches_a_brute_force_loop_over_the_same_permutations():
             assert rec["orientation"] == ("similarity" if sign > 0 else "negated distance (-d)")
             n_interior += 0 < rec["calibrated"] < 1
     assert n_interior >= 3  # the clamp is not what makes every case agree
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_rsa_with_a_row_subsample_matches_the_brute_force_loop(ties):
+    # n > max_rows: each permutation selects other rows of Y; the engine re-ranks from one global sort
+    # (without ties), or recomputes with the library (ties)
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(50, 5))
+    Y = X @ rng.normal(size=(5, 4)) + rng.normal(size=(50, 4))
+    if ties:  # few distinct values: many equal correlation distances (no row constant across features)
+        Y = rng.integers(0, 3, size=(50, 4)).astype(float)
+        Y[:, 0] = np.where((Y == Y[:, :1]).all(1), Y[:, 0] + 1, Y[:, 0])
+        from reprsim.metrics.other import _corr_rdm_upper
+        import torch
+        D = _corr_rdm_upper(torch.as_tensor(Y), "Y").numpy()[np.triu_indices(50, 1)]
+        assert len(np.unique(D)) < len(D) / 10
+    P = np.stack([np.random.default_rng(i).permutation(50) for i in range(6)])
+    got = calibrate("rsa", X, Y, permutations=P, alpha=0.3, max_rows=20)["rsa"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the subsample note
+        null = np.array([metrics.compute("rsa", X, Y[p], max_rows=20) for p in P])
+        obs = metrics.compute("rsa", X, Y, max_rows=20)
+    want = _expected(obs, null, 1.0, 0.3)
+    for key, v in want.items():
+        assert got[key] == pytest.approx(v, abs=1e-12), key
 
 
 def test_tau_and_p_value_by_hand_on_a_tiny_null():
@@ -185,3 +211,82 @@ def test_too_few_rows_for_k_distinct_permutations():
         calibrate_layers("cka", [X], [Y], agg="median")
     with pytest.raises(ValueError, match="unknown measure"):
         calibrate(["cka", "nope"], X, Y)
+
+
+# ---- compare_models: calibrate=K, Comparison.best, Comparison.difference ------------------------
+
+def _models_and_inputs():
+    import reprsim.models as M
+
+    def cnn(seed):
+        return M.build("cnn", input_shape=(3, 16, 16), num_classes=4, channels=(8, 16, 16), penultimate_width=16,
+                       seed=seed)
+    return cnn(0), cnn(1), cnn(2), np.random.default_rng(0).random((40, 3, 16, 16), dtype=np.float32)
+
+
+def _prepared(comp, which: str, layer: str) -> np.ndarray:
+    """The comparison's preparation ("paper": clip at the 0.95 quantile, then L2 rows), redone here."""
+    return metrics.prepare(comp.features[which][layer], normalize="l2", clip_quantile=0.95)
+
+
+def test_compare_models_calibrate_columns_best_and_difference():
+    from reprsim.compare import compare_models
+
+    a, b, c, x = _models_and_inputs()
+    layers = ["block2", "penultimate"]
+    comp = compare_models(a, b, x, layers=layers, measures=["cka", "mutual_knn"], params={"k": 5},
+                          calibrate=15, seed=2)
+    assert {"null_mean", "tau", "calibrated"} <= set(comp.table.columns)
+    P = draw_permutations(len(x), 15, seed=2)
+    for r in comp.table.itertuples(index=False):
+        X, Y = _prepared(comp, "a", r.layer_a), _prepared(comp, "b", r.layer_b)
+        want = calibrate(r.measure, X, Y, permutations=P, **_params(r.measure, 5))[r.measure]
+        for col in ("null_mean", "tau", "calibrated"):
+            assert getattr(r, col) == pytest.approx(want[col], abs=1e-6), (r.layer_a, r.layer_b, r.measure, col)
+    # the best pair with the selection's null = calibrate_layers on the same prepared layers
+    best = comp.best("cka", n_permutations=15, seed=4)
+    Xl = {la: _prepared(comp, "a", la) for la in layers}
+    Yl = {lb: _prepared(comp, "b", lb) for lb in layers}
+    want = calibrate_layers("cka", Xl, Yl, permutations=draw_permutations(len(x), 15, seed=4))
+    for key in ("value", "null_mean", "tau", "p_value", "calibrated", "layer_a", "layer_b"):
+        assert best[key] == pytest.approx(want[key], abs=1e-6) if isinstance(want[key], float) else best[key] == want[key]
+    # paired difference against a second comparison on the same inputs
+    other = compare_models(a, c, x, layers=layers, measures=["cka"])
+    diff = comp.difference(other, measure="cka", n_boot=20, seed=1)
+    assert len(diff) == 4
+    from reprsim.metrics import paired_difference
+
+    r = diff.iloc[0]
+    want = paired_difference("cka", (_prepared(comp, "a", r.layer_a), _prepared(comp, "b", r.layer_b)),
+                             (_prepared(other, "a", r.layer_a), _prepared(other, "b", r.layer_b)), n_boot=20, seed=1)
+    assert r["difference"] == pytest.approx(want["difference"], abs=1e-6)
+    assert (r["ci_low"], r["ci_high"]) == (pytest.approx(want["ci_low"], abs=1e-6), pytest.approx(want["ci_high"], abs=1e-6))
+    with pytest.raises(ValueError, match="measure 'rsa' was not computed"):
+        comp.best("rsa")
+
+
+# ---- sweep rows: measures.calibrate --------------------------------------------------------------
+
+def test_sweep_rows_gain_calibrated_columns_only_when_asked():
+    from reprsim.experiments.config import MeasureSpec
+    from reprsim.experiments.similarity import similarity_rows
+
+    rng = np.random.default_rng(6)
+    Z = rng.normal(size=(40, 4))
+    fa = {"l1": Z @ rng.normal(size=(4, 7)), "l2": rng.normal(size=(40, 5))}
+    fb = {"l1": Z @ rng.normal(size=(4, 6)) + 0.5 * rng.normal(size=(40, 6)), "l2": rng.normal(size=(40, 5))}
+    names = ["cka", "mutual_knn", "procrustes_distance"]
+    plain = similarity_rows(MeasureSpec(names=names, params={"k": 4}), fa, fb, ["l1", "l2"], seed=3)
+    cal = similarity_rows(MeasureSpec(names=names, params={"k": 4}, calibrate=12), fa, fb, ["l1", "l2"], seed=3)
+    assert not {"null_mean", "tau", "calibrated"} & set(plain[0])  # existing tables unchanged
+    P = draw_permutations(40, 12, seed=3)
+    for p_row, c_row in zip(plain, cal):
+        same = {k: v for k, v in c_row.items() if k not in ("null_mean", "tau", "calibrated")}
+        assert pd.Series(same).equals(pd.Series(p_row))  # NaN p_value equal to NaN
+        prep = lambda f: metrics.prepare(f, normalize="l2", clip_quantile=0.95)  # noqa: E731  the sweep's default
+        want = calibrate(c_row["measure"], prep(fa[c_row["layer_a"]]), prep(fb[c_row["layer_b"]]), permutations=P,
+                         **_params(c_row["measure"], 4))[c_row["measure"]]
+        for col in ("null_mean", "tau", "calibrated"):
+            assert c_row[col] == pytest.approx(want[col], abs=1e-9)
+    assert MeasureSpec().model_dump() == MeasureSpec(calibrate=0).model_dump()
+    assert "calibrate" not in MeasureSpec().model_dump()  # configs without it dump (and hash) as before

@@ -157,7 +157,8 @@ def image_probe_inputs(config, unit) -> dict[str, np.ndarray]:
         label = test.labels["label"]
         n_classes = len(np.unique(label))
         common, a_only, b_only = (set(c) for c in class_roles(n_classes, unit.task_fraction, seeds["split"]))
-        groups = {"common": common, "ood_one": a_only | b_only, "ood_all": set(range(n_classes)) - common - a_only - b_only}
+        seen = common | a_only | b_only
+        groups = {"common": common, "ood_one": a_only | b_only, "ood_all": set(range(n_classes)) - seen}
         groups |= fixed_classes_by_hand(n_classes, seeds["split"])
         for name, classes in groups.items():
             idx = np.flatnonzero(np.isin(label, sorted(classes)))
@@ -283,7 +284,8 @@ def test_image_attack_columns_match_the_oracle(image_run):
             assert row[f"transfer_asr{tag}"] == pytest.approx(victim_wrong, abs=1e-9), (unit.unit_id, tag)
         assert row["attack_n"] == spec.n == len(y)
         # two different models: crafting on the victim would give other numbers in at least one direction
-        directions_differ.append((row["whitebox_asr"], row["transfer_asr"]) != (row["transfer_asr_ba"], row["whitebox_asr_ba"]))
+        swapped = (row["transfer_asr_ba"], row["whitebox_asr_ba"])
+        directions_differ.append((row["whitebox_asr"], row["transfer_asr"]) != swapped)
     assert len(directions_differ) == 4 and all(directions_differ)  # data 0 and 1, task 0.6 and 1
 
 

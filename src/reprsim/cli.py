@@ -16,7 +16,7 @@ from reprsim import __version__
 
 # command name -> module implementing add_parser/run
 COMMANDS: dict[str, str] = {
-    "run": "reprsim.experiments.cli_run",
+    "run": "reprsim.cli_run",
     "config": "reprsim.experiments.cli_config",
     "compare": "reprsim.metrics.cli",
     "compare-models": "reprsim.compare.cli",

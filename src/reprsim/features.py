@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from torch import Tensor, nn
 
 from reprsim.models.zoo import default_layer, resolve_layer
@@ -227,6 +228,8 @@ def extract(
     cache_key: str | None = None,
     *,
     attention_mask: np.ndarray | Tensor | None = None,
+    progress: bool | None = False,
+    desc: str = "features",
 ) -> dict[str, np.ndarray]:
     """Read representations of ``inputs`` at named layers.
 
@@ -253,6 +256,7 @@ def extract(
             forward accepts that keyword (else a warning says the model sees the padding, which is
             exact only for a causal model with right padding), and sequence outputs (N, T, D) are
             pooled over real tokens only ("avg"/"mean"; "last" = the last real token).
+        progress: a progress bar over the batches (None: only on a terminal); ``desc`` labels it.
 
     Returns:
         ``{layer_name: float32 array of shape (N, d)}`` in the order of ``layers``.
@@ -301,7 +305,7 @@ def extract(
                     results[n] = cached
     todo = [n for n in names if n not in results]
     if todo:
-        results.update(_run(model, main, extras, todo, targets, pools, batch_size, device))
+        results.update(_run(model, main, extras, todo, targets, pools, batch_size, device, progress, desc))
         for n in todo:
             if n in files:
                 tmp = files[n].with_suffix(f".tmp{os.getpid()}.npy")
@@ -319,6 +323,8 @@ def _run(
     pools: dict[str, Pool],
     batch_size: int,
     device: str | torch.device | None,
+    progress: bool | None = False,
+    desc: str = "features",
 ) -> dict[str, np.ndarray]:
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     first = next(iter(model.parameters()), None)
@@ -350,7 +356,8 @@ def _run(
     try:
         row = 0
         with torch.no_grad():
-            for xb, eb in batches:
+            for xb, eb in tqdm(batches, total=-(-n_total // batch_size), desc=desc, leave=False,
+                               disable=True if progress is False else None):
                 current.clear()
                 if "attention_mask" in eb:
                     batch_mask["mask"] = eb["attention_mask"].to(dev)

@@ -16,6 +16,7 @@ import pandas as pd
 from reprsim.errors import ReprsimError
 
 __all__ = [
+    "CALIBRATION_COLUMNS",
     "CELL_AXES",
     "DESIGN_AXES",
     "CLASS_PROBE_ROLES",
@@ -52,6 +53,11 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "realised_data_fraction", "realised_task_fraction", "seed", "probe_set", "probe_role", "n_probe",
     "n_probe_classes", "layer_a", "layer_b", "measure", "value", "p_value", "acc_a", "acc_b",
 )  # fmt: skip
+
+#: Columns a sweep with ``measures.calibrate: K`` adds to every row (:func:`reprsim.metrics.calibrate`):
+#: the permutation null's mean, its (1 − α) threshold τ and clamp((s − τ)/(max − τ), 0, 1). For a
+#: distance measure they are of s = −value (the similarity orientation).
+CALIBRATION_COLUMNS: tuple[str, ...] = ("null_mean", "tau", "calibrated")
 
 #: The grid axes an effect is estimated within, besides the overlap fraction and the seed: the
 #: analysis never pools rows across them. A new grid axis is added here (a table without one of

@@ -32,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over seeds (default: 1000)")
     parser.add_argument("--n-perm", type=int, default=1000, help="permutations of the MI null (default: 1000)")
     parser.add_argument("--no-figures", action="store_true", help="tables and numbers only (faster)")
+    parser.add_argument("--findings", action="store_true",
+                        help="print the findings section (Markdown: numbers, intervals, corrections, verdicts) "
+                        "instead of the report's path; the README's findings block is this output")  # fmt: skip
     parser.set_defaults(func=run)
     return parser
 
@@ -41,16 +44,25 @@ def run(args: argparse.Namespace) -> int:
     from reprsim.analysis.report import build_report
     from reprsim.results import SUMMARY_FILE
 
+    from reprsim.metrics._validate import check_resamples
+
     if args.n_boot < 100:
         raise ValueError(f"--n-boot must be at least 100 for a usable interval, got {args.n_boot}.")
     if args.n_perm < 100:
         raise ValueError(f"--n-perm must be at least 100 for a usable permutation p-value, got {args.n_perm}.")
+    check_resamples(args.n_boot, "--n-boot")
+    check_resamples(args.n_perm, "--n-perm")
     if len(args.run_dirs) > 1 and not args.out:
         raise ValueError("several run folders are analysed together: give --out DIR for the combined report.")
     path = build_report(args.run_dirs if len(args.run_dirs) > 1 else args.run_dirs[0], args.format, out=args.out,
                         layers=args.layers, n_boot=args.n_boot, n_perm=args.n_perm, figures=not args.no_figures)  # fmt: skip
-    print(path)
     summary = json.loads((Path(path).parent / SUMMARY_FILE).read_text(encoding="utf-8"))
+    if args.findings:
+        from reprsim.analysis.findings import findings_markdown
+
+        print(findings_markdown(summary), end="")
+    else:
+        print(path)
     if summary.get("status") != "ok":
         reasons = "; ".join(p["reason"] for p in summary.get("problems", []))
         print(f"reprsim report: not analysed: {reasons}", file=sys.stderr)

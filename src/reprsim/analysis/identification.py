@@ -96,7 +96,7 @@ def _t_fields(values: pd.Series, prefix: str = "") -> dict[str, Any]:
     """The seed-as-unit summary of per-seed values (:func:`reprsim.analysis.inference.t_summary`) as
     record fields: ``estimate``, ``low``, ``high``, ``p``, ``sd``, ``n_seeds``, ``reason`` — or, with a
     ``prefix``, ``{prefix}``, ``{prefix}_low``, ``{prefix}_high``, ``{prefix}_p``, ``{prefix}_sd``."""
-    t = inference.t_t_fields(values.to_numpy(float))
+    t = inference.t_summary(values.to_numpy(float))
     pre = f"{prefix}_" if prefix else ""
     fields = {prefix or "estimate": t["estimate"], f"{pre}low": t["low"], f"{pre}high": t["high"], f"{pre}p": t["p"],
               f"{pre}sd": t["sd"]}  # fmt: skip

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from reprsim.analysis.cells import VARIES
-from reprsim.analysis.text import kind_label, measure_label
+from reprsim.analysis.text import design_label, kind_label, measure_label
+from reprsim.results import DESIGN_AXES
 
 __all__ = ["methods_paragraphs"]
 
@@ -78,26 +79,34 @@ def _training(config: dict[str, Any]) -> str:
 
 
 def _probes(data: pd.DataFrame, effects: list[dict[str, Any]]) -> str:
-    """One clause per probe set: role, size, classes, the kinds it probes, and where its composition varies."""
-    comp: dict[str, dict[str, tuple[str, str]]] = {}
-    for r in effects:
-        comp.setdefault(str(r.get("probe_set")), {})[str(r.get("overlap_kind"))] = (r.get("composition"),
-                                                                                  r.get("probe_classes") or "")
-    parts = []
-    for probe, g in data.groupby("probe_set", sort=False):
+    """One clause per design's probe set: role, size, classes and whether its composition varies.
+
+    Keyed by (source, design, probe set): two designs may use one probe-set name (``ood_one_fixed``
+    of a 10-class and a 100-class source) with different sizes and classes."""
+    keys = [k for k in ("run", "source", "overlap_kind", *DESIGN_AXES) if k in data.columns]
+    eff = pd.DataFrame(effects)
+    designs: dict[str, list[str]] = {}
+    for key, g in data.groupby([*keys, "probe_set"], sort=False, dropna=False):
+        where = dict(zip([*keys, "probe_set"], key))
+        probe = where.pop("probe_set")
         role = str(g["probe_role"].iloc[0]) if "probe_role" in g else ""
         n = pd.to_numeric(g["n_probe"], errors="coerce").dropna() if "n_probe" in g else pd.Series(dtype=float)
         size = "" if n.empty else (f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}–{int(n.max())}")
-        kinds = list(dict.fromkeys(g["overlap_kind"].astype(str)))
-        info = comp.get(str(probe), {})
-        classes = sorted({c for _, c in info.values() if c})
-        varies = [k for k, (c, _) in info.items() if c == VARIES]
-        text = f"'{probe}'" + (f" ({role})" if role else "") + (f", {size} inputs" if size else "")
-        text += f", {'/'.join(classes)} classes" if classes else ""
-        text += f", used for {', '.join(kinds)}"
-        text += f"; its composition varies with the fraction ({', '.join(varies)})" if varies else ", fixed composition"
-        parts.append(text)
-    return ("Probe sets: " + "; ".join(parts) + ".") if parts else ""
+        mine = eff
+        for k, v in where.items():
+            if not mine.empty and k in mine:
+                mine = mine[mine[k].astype(str) == str(v)]
+        mine = mine[mine["probe_set"].astype(str) == str(probe)] if not mine.empty else mine
+        classes = sorted({str(c) for c in mine.get("probe_classes", pd.Series(dtype=str)).dropna() if c})
+        varies = not mine.empty and (mine["composition"] == VARIES).any()
+        facts = [role] if role else []
+        facts += [f"{size} inputs"] if size else []
+        facts += [f"{'/'.join(classes)} classes"] if classes else []
+        facts.append("composition varies with the fraction" if varies else "fixed composition")
+        label = " · ".join(str(where[k]) for k in ("run", "source") if k in where)
+        designs.setdefault(f"{label}, {design_label(where)}", []).append(f"'{probe}' ({', '.join(facts)})")
+    parts = [f"{design}: {', '.join(probes)}" for design, probes in designs.items()]
+    return ("Probe sets per design — " + "; ".join(parts) + ".") if parts else ""
 
 
 def _consequences(config: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ from reprsim.analysis.report_folder import remove_old_figures, report_folder
 from reprsim.analysis.summary import summarize
 from reprsim.analysis.text import design_label, kind_label, measure_label
 from reprsim.errors import ReprsimError
+from reprsim.metrics._validate import check_resamples
 from reprsim.results import REPORT_HTML, REPORT_MD, SAMPLE_FILES, SUMMARY_FILE, UNITS_DIR
 from reprsim.storage import atomic_write_bytes, path_name_problem
 
@@ -56,7 +57,8 @@ _LINK_HEADLINE = ("transfer_asr", "transfer_asr_ba", "jailbreak_transfer_asr", "
 _STAT_LABELS = {"unit": "Unit of inference", "effect": "Effect", "correction": "Multiple testing", "verdict": "Verdict",
                 "effect_sd": "Normalised effect", "r2": "R²", "spearman": "Rank correlation",
                 "mutual_information": "Mutual information", "factorial": "Factorial design",
-                "consequences": "Consequences", "links": "Similarity → transfer"}  # fmt: skip
+                "consequences": "Consequences", "links": "Similarity vs transfer, pooled",
+                "similarity_transfer": "Similarity → transfer", "fit_range": "Fit range of fixed class subsets"}  # fmt: skip
 
 
 def _frame(records: Any) -> pd.DataFrame:
@@ -199,6 +201,15 @@ class _Builder:
         blocks: list = []
         cons = self.s["consequences"]
         eff, byf, links = _frame(cons["effects"]), _frame(cons["by_fraction"]), _frame(cons["links"])
+        transfer = _frame(self.s.get("similarity_transfer"))
+        if claim.get("similarity_transfer"):
+            blocks += [Heading("Similarity → transfer through two causes of similarity", 3),
+                       Bullets([g["summary"] for g in claim["similarity_transfer"]])]
+            prim = transfer[transfer["family"] == "primary"]
+            blocks.append(tb.similarity_transfer_table(prim))
+            if len(prim) < len(transfer):
+                blocks.append(Details(f"Every similarity → transfer record ({len(transfer)})",
+                                      [tb.similarity_transfer_table(transfer)]))  # fmt: skip
         for group in claim["groups"]:
             keys = group["keys"]
             unit_keys = {k: v for k, v in keys.items() if k not in ("layer_a", "layer_b")}
@@ -211,8 +222,9 @@ class _Builder:
                 shared = [p for r in ("common_fixed", "common") for p in roles.index[roles == r] if p not in heads]
                 prim = lk[lk["measure"].isin(self.measures or list(lk["measure"]))
                           & lk["probe_set"].isin(heads + shared[:1]) & lk["consequence"].isin(_LINK_HEADLINE)]
-                blocks.append(Para("Similarity → transfer: the pooled ρ mixes in the fraction (both rise with it); "
-                                   "the within-fraction r holds the fraction fixed.", "note"))
+                blocks.append(Para("Similarity vs transfer pooled over fractions: descriptive only — overlap drives "
+                                   "both, so this correlation cannot say whether similarity carries transfer (see "
+                                   "the two-cause estimates above).", "note"))
                 blocks.append(tb.link_table(prim, self.measures, heads + shared[:1]))
                 if self.measures and heads:
                     cell = {**keys, "measure": self.measures[0], "probe_set": heads[0]}
@@ -336,6 +348,7 @@ def build_report(
     n_perm: int = DEFAULT_N_PERM,
     seed: int = stats.DEFAULT_SEED,
     figures: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Analyse one run folder (or several together) and write its report.
 
@@ -344,7 +357,10 @@ def build_report(
     only a ``results.parquet`` / ``results.csv`` with the contract columns. ``figures=False`` skips
     drawing (the tables and numbers are the same). A table that cannot be
     analysed (missing columns, no usable row) still gets a report and a summary stating why
-    (``summary.json``'s ``status`` is then ``"not analysed"``).
+    (``summary.json``'s ``status`` is then ``"not analysed"``). ``out`` must be new, empty, a run
+    folder or a report folder reprsim made (see :mod:`reprsim.analysis.report_folder`); the table is
+    checked first (:func:`reprsim.analysis.load.check_table`). ``progress``: a bar of the report's
+    stages on stderr (None: only when stderr is a terminal).
 
     Returns
     -------
@@ -352,16 +368,23 @@ def build_report(
     """
     if format not in FORMATS:
         raise ValueError(f"report format must be one of {list(FORMATS)}, got {format!r}.")
+    check_resamples(n_boot, "n_boot")
+    check_resamples(n_perm, "n_perm")
     dirs = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
     if len(dirs) > 1 and out is None:
         raise ReprsimError("several run folders are analysed together: give --out DIR for the combined report")
+    bar = _stages(progress)
     runs = load_runs(dirs)
     root = report_folder(out, runs)
     remove_old_figures(root)
     table = pd.concat([r.table for r in runs], ignore_index=True) if len(runs) > 1 else runs[0].table
     table, checked = check_table(table)
     primary, notes = _primary(runs)
+    bar.update(1)
+    bar.set_description(f"report: analysing {len(table):,} rows")
     summary = summarize(table, primary=primary, layers=layers, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    bar.update(1)
+    bar.set_description("report: tables and figures")
     summary["problems"] = notes + checked + summary["problems"]
     builder, methods = None, []
     if summary["status"] == "ok" and not missing_columns(table):
@@ -375,6 +398,8 @@ def build_report(
     configs = [r.config for r in runs]
     provenance = [r.provenance for r in runs] if len(runs) > 1 else runs[0].provenance
     blocks = _document(summary, builder, configs, provenance, methods)
+    bar.update(1)
+    bar.set_description("report: writing")
     summary["figures"] = [{**f, "png": Path(f["png"]).resolve().relative_to(root.resolve()).as_posix()}
                           for f in (builder.figures if builder else [])]  # fmt: skip
     summary["methods"] = methods
@@ -386,7 +411,21 @@ def build_report(
     atomic_write_bytes(root / REPORT_HTML, to_html(blocks, title).encode("utf-8"))
     atomic_write_bytes(root / REPORT_MD, to_markdown(blocks, title, root).encode("utf-8"))
     atomic_write_bytes(root / SUMMARY_FILE, json.dumps(summary, indent=2, allow_nan=False, default=str).encode("utf-8"))
+    bar.update(1)
+    bar.close()
     return root / (REPORT_HTML if format == "html" else REPORT_MD)
+
+
+def _stages(progress: bool | None) -> Any:
+    """A tqdm bar over the report's four stages (read, analyse, draw, write) on stderr; disabled
+    unless ``progress`` is True, or None and stderr is a terminal."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    return tqdm(total=4, desc="report: reading tables", unit="stage", file=sys.stderr, disable=not show,
+                bar_format="{desc} [{n_fmt}/{total_fmt} stages, {elapsed}]")
 
 
 def _unit_dirs(runs: list[Run]) -> dict[str, Path]:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from reprsim.errors import ReprsimError
-from reprsim.results import CONFIG_FILE, RESULTS_CSV, RESULTS_PARQUET, SUMMARY_FILE, UNITS_DIR
-from reprsim.storage import path_name_problem, safe_folder
+from reprsim.results import CONFIG_FILE, REPORT_HTML, REPORT_MD, RESULTS_CSV, RESULTS_PARQUET, SUMMARY_FILE, UNITS_DIR
+from reprsim.storage import check_writable_target, path_name_problem, safe_folder
 
 __all__ = ["FIGURES_DIR", "remove_old_figures", "report_folder"]
 
@@ -60,7 +60,11 @@ def report_folder(out: str | Path | None, runs: list[Any]) -> Path:
 
 def remove_old_figures(root: Path) -> None:
     """Delete the figures of the earlier report in ``root`` that its ``summary.json`` lists (and only
-    those: plain PNG / SVG files directly inside ``figures/``). A symlinked ``figures/`` is an error."""
+    those: plain PNG / SVG files directly inside ``figures/``). A symlinked ``figures/``, or a symlink
+    (or anything but a file) where ``report.html``, ``report.md`` or ``summary.json`` go, is an error
+    raised before anything is deleted or written."""
+    for name in (REPORT_HTML, REPORT_MD, SUMMARY_FILE):
+        check_writable_target(root / name, "report file")
     figures = root / FIGURES_DIR
     if not os.path.lexists(figures):
         return

@@ -81,6 +81,19 @@ def _effect(r: pd.Series) -> str:
     return fmt_ci(r["slope"], r["slope_low"], r["slope_high"])
 
 
+def _effect_adjusted(r: pd.Series) -> str:
+    """The Holm-adjusted interval of a primary cell (at the level of its Holm step), else a dash."""
+    if r.get("family") != "primary" or not finite(r.get("slope_low_adjusted")):
+        return "—"
+    return fmt_ci(r["slope"], r["slope_low_adjusted"], r["slope_high_adjusted"])
+
+
+def _fit(r: pd.Series) -> str:
+    """The fractions a cell's slope was fitted on, when they are not all of the design's."""
+    note = r.get("fit_note") or ""
+    return f" [{fmt(r['x_min'])}–{fmt(r['x_max'])}]" if note else ""
+
+
 def _order(rows: pd.DataFrame, measures: list[str], probes: list[str]) -> pd.DataFrame:
     mo = {m: i for i, m in enumerate(measures)}
     po = {p: i for i, p in enumerate(probes)}
@@ -91,7 +104,7 @@ def _order(rows: pd.DataFrame, measures: list[str], probes: list[str]) -> pd.Dat
 def effect_table(rows: pd.DataFrame, measures: list[str], probes: list[str]) -> Table:
     """The compact claim table: one row per measure × probe set (headline probe sets first)."""
     all_primary = bool((rows["family"] == "primary").all())
-    header = ["Measure", "Probe set", "Effect per unit overlap [95% CI]", "Normalised", "Verdict",
+    header = ["Measure", "Probe set", "Effect per unit overlap [95% CI]", "Holm-adjusted CI", "Normalised", "Verdict",
               "p (Holm)" if all_primary else "p", "R²", "MI, nats (null 95%, p)", "Seeds"]  # fmt: skip
     body, classes = [], []
     for _, r in _order(rows, measures, probes).iterrows():
@@ -99,12 +112,14 @@ def effect_table(rows: pd.DataFrame, measures: list[str], probes: list[str]) -> 
         p = fmt_p(r["p_adjusted"] if primary else r["p"])
         if not all_primary:
             p += " (Holm)" if primary else " (unadj.)"
-        body.append([measure_label(r["measure"]), _probe_label(r), _effect(r),
+        body.append([measure_label(r["measure"]), _probe_label(r) + _fit(r), _effect(r), _effect_adjusted(r),
                      f"{fmt(r['effect_sd'], 1)} SD" if finite(r.get("effect_sd")) else "n/a", _verdict(r), p,
                      fmt(r["r2"]), _mi(r),
                      str(int(r["n_seeds"])) if finite(r.get("n_seeds")) else "0"])  # fmt: skip
         classes.append(_CLASS[similarity_direction(r["verdict"], bool(r["distance"]))])
-    return Table(header, body, classes, note=VARIES_NOTE if (rows["composition"] == VARIES).any() else "")
+    notes = [VARIES_NOTE] if (rows["composition"] == VARIES).any() else []
+    notes += sorted({f"[a–b]: {n}" for n in rows.get("fit_note", pd.Series(dtype=str)).dropna() if n})
+    return Table(header, body, classes, note=" ".join(notes))
 
 
 def cell_table(rows: pd.DataFrame) -> Table:
@@ -195,18 +210,32 @@ def consequence_tables(effects: pd.DataFrame, by_fraction: pd.DataFrame) -> list
 
 
 def link_table(rows: pd.DataFrame, measures: list[str], probes: list[str]) -> Table:
-    """Similarity → transfer: pooled ρ next to the within-fraction partial correlation."""
-    header = ["Measure", "Probe set", "Consequence", "Pooled ρ [95% CI]", "Within-fraction r [95% CI]", "Verdict",
-              "Pairs", "Seeds"]  # fmt: skip
-    body, classes = [], []
+    """Similarity vs transfer pooled over fractions (descriptive: overlap drives both)."""
+    header = ["Measure", "Probe set", "Consequence", "Pooled ρ [95% CI]", "Pearson r", "Pairs", "Seeds"]
+    body = []
     for _, r in _order(rows, measures, probes).iterrows():
-        verdict = r["partial_verdict"] + (f" — {r['reason']}" if isinstance(r.get("reason"), str) and r["reason"] else "")
         body.append([measure_label(r["measure"]), str(r["probe_set"]), consequence_label(r["consequence"]),
-                     fmt_ci(r["spearman"], r["spearman_low"], r["spearman_high"], 2),
-                     fmt_ci(r["partial_r"], r["partial_r_low"], r["partial_r_high"], 2), verdict, str(int(r["n"])),
-                     str(int(r["n_seeds"]))])  # fmt: skip
-        classes.append(_CLASS.get(r["partial_verdict"], "inconclusive"))
-    return Table(header, body, classes, left=3)
+                     fmt_ci(r["spearman"], r["spearman_low"], r["spearman_high"], 2), fmt(r["pearson"]),
+                     str(int(r["n"])), str(int(r["n_seeds"]))])  # fmt: skip
+    return Table(header, body, ["inconclusive"] * len(body), left=3)
+
+
+def similarity_transfer_table(rows: pd.DataFrame) -> Table:
+    """Transfer per unit of similarity through each cause, with each cause's first stage."""
+    header = ["Measure", "Probe set", "Cause", "First stage: Δsimilarity per unit [95% CI]",
+              "Δtransfer per unit similarity [95% CI]", "Holm-adjusted CI", "Verdict", "Seeds"]  # fmt: skip
+    body, classes = [], []
+    for _, r in rows.iterrows():
+        cause = r["compared"] if r["cause"] == "difference" else r["cause"]
+        first = "" if r["cause"] == "difference" else fmt_ci(r["first_stage"], r["first_stage_low"], r["first_stage_high"])
+        adjusted = fmt_ci(r["estimate"], r["low_adjusted"], r["high_adjusted"]) \
+            if r.get("family") == "primary" and "low_adjusted" in r else "(exploratory)"  # fmt: skip
+        verdict = r["verdict"] + (f" — {r['note']}" if isinstance(r.get("note"), str) and r["note"] else "")
+        body.append([measure_label(r["measure"]), str(r["probe_set"]), str(cause).replace("_", " "), first,
+                     fmt_ci(r["estimate"], r["low"], r["high"]), adjusted, verdict, str(int(r["n_seeds"]))])  # fmt: skip
+        classes.append({"positive": "rises", "negative": "falls", "differs": "rises"}.get(r["verdict"], "inconclusive"))
+    return Table(header, body, classes, left=3,
+                 caption="Per seed: slope of transfer on the cause ÷ slope of similarity on it; mean over seeds")
 
 
 def family_table(rows: list[dict[str, Any]]) -> Table:

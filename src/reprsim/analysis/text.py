@@ -14,6 +14,7 @@ __all__ = [
     "consequence_label",
     "fmt",
     "fmt_ci",
+    "fmt_interval",
     "fmt_p",
     "design_label",
     "kind_label",
@@ -136,6 +137,12 @@ def fmt_ci(est: Any, low: Any, high: Any, decimals: int | None = None) -> str:
     if not (_finite(low) and _finite(high)):
         return f"{fmt(est, d)} (no interval)"
     return f"{fmt(est, d)} [{fmt(low, d)}, {fmt(high, d)}]"
+
+
+def fmt_interval(low: Any, high: Any) -> str:
+    """``"[0.06, 0.10]"`` with decimals that show the interval's width (as :func:`fmt_ci`)."""
+    d = _decimals(low, high)
+    return f"[{fmt(low, d)}, {fmt(high, d)}]"
 
 
 def fmt_p(p: Any) -> str:

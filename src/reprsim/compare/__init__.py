@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import torch
 
 from reprsim.compare.result import Comparison
 from reprsim.compare.table import check_count, layer_table
-from reprsim.compare.features_in import compare_features  # noqa: E402  (uses _layer_specs lazily)
+from reprsim.compare.features_in import compare_features  # imports _layer_specs from here lazily
 
 __all__ = ["Comparison", "compare_features", "compare_models"]
 
@@ -46,6 +46,16 @@ def _layer_specs(layers: Any) -> tuple[Any, Any]:
 _check_count = check_count
 
 
+def _per_side(value: Any, name: str) -> tuple[Any, Any]:
+    """One value for both models, or ``{"a": ..., "b": ...}``."""
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"a", "b"})
+        if unknown:
+            raise ValueError(f"{name} as a dict takes keys 'a' and 'b'; got {sorted(value)}.")
+        return value.get("a"), value.get("b")
+    return value, value
+
+
 def compare_models(
     model_a: ModelLike,
     model_b: ModelLike,
@@ -60,6 +70,7 @@ def compare_models(
     seed: int = 0,
     n_boot: int = 0,
     level: float = 0.95,
+    calibrate: int = 0,
     params: Mapping[str, Any] | None = None,
     weights_a: str | Path | None = None,
     weights_b: str | Path | None = None,
@@ -68,6 +79,11 @@ def compare_models(
     batch_size: int = 256,
     device: str | None = None,
     progress: bool | None = None,
+    dtype: Any = None,
+    base: Any = None,
+    cache_dir: str | Path | None = None,
+    input_size: Any = None,
+    label_map: Any = None,
 ) -> Comparison:
     """Compare two models' representations of the same inputs with every similarity measure.
 
@@ -100,14 +116,30 @@ def compare_models(
         n_permutations: permutation-test size per (layer pair, measure); adds ``p_value``.
         seed: seeds the permutations, the bootstrap, the attack's probe subset and random starts.
         n_boot: bootstrap resamples over inputs; adds ``ci_low`` / ``ci_high`` at ``level``.
+        calibrate: K row permutations of B for calibrated scores (:func:`reprsim.metrics.calibrate`,
+            one set for every pair and measure); adds ``null_mean``, ``tau``, ``calibrated``.
         params: measure parameters, e.g. ``{"k": 10}``, passed to every measure that takes them.
         weights_a, weights_b: weights for a factory / module reference (``.safetensors`` or a
             state dict, loaded with ``weights_only=True``).
         tokenizer: for texts and a model without its own tokenizer: a Hugging Face tokenizer,
             ``"bytes"`` (reprsim's byte-level GPTs) or a callable texts → ``{"input_ids", "attention_mask"}``.
         pool: how sequence / spatial outputs become vectors (see :func:`reprsim.features.pool_features`).
-        batch_size, device: for the forward passes.
+        batch_size, device: for the forward passes and the attack (None: CUDA when available) and
+            the measures (torch on the device named; None: the CPU). A measure that fails on a GPU
+            is computed on the CPU; the table's ``device`` column (present when a GPU was named)
+            says where each row was computed.
         progress: progress bars (None: only on a terminal).
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``: run both models in it (a Hugging Face
+            folder is loaded in it); features are cast to float32 for the measures.
+        base: for a PEFT adapter folder given as a model: its base model's local folder (one path, or
+            ``{"a": path, "b": path}``); default: ``base_model_name_or_path`` of its adapter_config.json.
+        cache_dir: the model cache of models given as ``"RUN_DIR:UNIT_ID:a"`` (models a reprsim
+            sweep trained; default ``$REPRSIM_CACHE`` or ``~/.cache/reprsim``).
+        input_size: an int or (H, W): Hugging Face vision models resize every batch to it (grey
+            images repeated to RGB), as a sweep's ``input_size``.
+        label_map: for ``attack`` between models with different label spaces: ``{class of A: class
+            of B}`` (probe labels are A's classes; ``None`` / -1 = no such class in B, those inputs are
+            dropped); every probe label must be a key. See :mod:`reprsim.compare.attack`.
 
     Returns:
         A :class:`Comparison` (``.table``, ``.matrix(measure)``, ``.plot()``, ``.to_html(path)``,
@@ -120,13 +152,14 @@ def compare_models(
         unknown measures or parameters.
     """
     from reprsim.compare import attack as attack_mod
-    from reprsim.compare import extraction, references, similarity
+    from reprsim.compare import extraction, references, similarity, sources
     from reprsim.compare.inputs import resolve_inputs
 
     # ---- check everything cheap before any model runs ----------------------------------------
     names = similarity.resolve_measures(measures)
     prep_fn, prep_desc = similarity.resolve_prepare(prepare)
     n_permutations = _check_count(n_permutations, "n_permutations")
+    calibrate = _check_count(calibrate, "calibrate")
     n_boot = _check_count(n_boot, "n_boot")
     seed = _check_count(seed, "seed")
     if n_boot == 1:
@@ -139,8 +172,19 @@ def compare_models(
     if atk is not None and probe.labels is None:
         raise ValueError("attack= needs labels: pass labels=(N,) class ids, or inputs from a data source "
                          "(which carry their labels).")
-    ref_a = references.load_model(model_a, weights_a, which="A")
-    ref_b = references.load_model(model_b, weights_b, which="B")
+    if label_map is not None and atk is None:
+        raise ValueError("label_map= is for attack transfer; pass attack= too (e.g. attack='mi_fgsm').")
+    lmap = attack_mod.resolve_label_map(label_map, probe.labels) if label_map is not None else None
+    torch_dtype = sources.resolve_dtype(dtype, device)
+    bases = _per_side(base, "base")
+    ref_a = references.load_model(model_a, weights_a, which="A", dtype=torch_dtype, base=bases[0], cache_dir=cache_dir)
+    ref_b = references.load_model(model_b, weights_b, which="B", dtype=torch_dtype, base=bases[1], cache_dir=cache_dir)
+    for ref, which, given in ((ref_a, "A", model_a), (ref_b, "B", model_b)):
+        sources.apply_dtype(ref, torch_dtype, which, owned=not isinstance(given, torch.nn.Module))
+    if input_size is not None:  # resizes the Hugging Face vision models among the two
+        vision = [(r, w) for r, w in ((ref_a, "A"), (ref_b, "B")) if r.kind == "image"] or [(ref_a, "A")]
+        for ref, which in vision:
+            sources.apply_input_size(ref, input_size, which)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
     notes: list[str] = []
@@ -161,7 +205,7 @@ def compare_models(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             feats[which.lower()] = extraction.model_features(ref, fed, resolved, which=which, batch_size=batch_size,
-                                                             pool=pool, device=device)
+                                                             pool=pool, device=device, progress=progress)
         from reprsim.models import GPT
 
         causal = isinstance(ref.module, GPT)  # reprsim's GPTs are causal: right padding is exact, no note needed
@@ -173,8 +217,14 @@ def compare_models(
 
     # ---- measures, each layer prepared once (the engine shared with compare_features) ----------
     measured = layer_table(feats["a"], feats["b"], prep_fn, names, params, n_permutations=n_permutations,
-                           n_boot=n_boot, level=level, seed=seed, progress=progress)
+                           n_boot=n_boot, level=level, seed=seed, progress=progress, device=device)
     table = measured.table
+    if calibrate:
+        from reprsim.metrics.calibrate import calibrated_columns
+
+        t0 = time.perf_counter()
+        table = table.assign(**calibrated_columns(measured.engine, table, calibrate, seed))
+        timings["calibrate"] = time.perf_counter() - t0
     notes += measured.notes
     timings |= measured.timings
     cpu |= measured.cpu
@@ -183,7 +233,7 @@ def compare_models(
     transfer = summary = None
     if atk is not None:
         t0 = time.perf_counter()
-        summary = attack_mod.run_transfer(ref_a, ref_b, probe, atk, seed, progress)
+        summary = attack_mod.run_transfer(ref_a, ref_b, probe, atk, seed, progress, label_map=lmap, device=device)
         transfer = attack_mod.transfer_frame(summary)
         timings["attack"] = time.perf_counter() - t0
     if notes:
@@ -194,6 +244,6 @@ def compare_models(
         model_b=ref_b.label, inputs=probe.description, n_inputs=probe.n, prepare=prep_desc,
         params=dict(params or {}),
         transfer=transfer, transfer_summary=summary, attack=atk.describe() if atk is not None else None,
-        features=feats, timings=timings, cpu_timings=cpu, warnings=notes,
+        features=feats, timings=timings, cpu_timings=cpu, warnings=notes, engine=measured.engine,
     )
 

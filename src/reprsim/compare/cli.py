@@ -49,14 +49,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--steps", type=int, default=None, help="attack steps (default 3)")
     parser.add_argument("--attack-n", type=int, default=None, help="inputs to attack (default 500)")
     parser.add_argument("--permutations", type=int, default=0, metavar="N", help="permutation test size (p-values)")
+    parser.add_argument("--calibrate", type=int, default=0, metavar="K",
+                        help="calibrated scores against K row permutations (adds null_mean, tau, calibrated)")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples (intervals)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tokenizer", choices=["bytes"], default=None,
                         help="for texts and a model without a tokenizer of its own: UTF-8 bytes")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                        help="run both models in this dtype (features are measured in float32)")
+    parser.add_argument("--base-a", metavar="DIR", help="base model folder of a PEFT adapter given as A "
+                                                          "(default: the one its adapter_config.json names)")
+    parser.add_argument("--base-b", metavar="DIR", help="base model folder of a PEFT adapter given as B")
+    parser.add_argument("--cache-dir", metavar="DIR", help="model cache of RUN_DIR:UNIT_ID:a|b sweep models "
+                                                            "(default: $REPRSIM_CACHE or ~/.cache/reprsim)")
+    parser.add_argument("--input-size", type=int, default=None, metavar="PX",
+                        help="resize images to PX x PX inside Hugging Face vision models")
+    parser.add_argument("--label-map", metavar="FILE", help="JSON {class of A: class of B} for --attack between "
+                                                             "models with different label spaces")
     parser.add_argument("--out", metavar="DIR", help="write comparison.html and the table (.parquet, .csv) here")
+    parser.add_argument("--save-features", action="store_true",
+                        help="with --out: also write features_a/b.safetensors (reprsim compare reloads them)")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     return parser
 
@@ -103,7 +119,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from reprsim.compare import compare_models
+    from reprsim.metrics._validate import check_resamples
 
+    check_resamples(args.permutations, "--permutations")
+    check_resamples(args.bootstrap, "--bootstrap")
+    check_resamples(args.calibrate, "--calibrate")
     labels = None
     if args.labels:
         try:
@@ -128,9 +148,11 @@ def run(args: argparse.Namespace) -> int:
         comp = compare_models(
             args.a, args.b, args.probe, layers=layers, measures=_measures(args.measure),
             prepare=None if args.prepare == "none" else args.prepare, labels=labels, attack=attack,
-            n_permutations=args.permutations, n_boot=args.bootstrap, seed=args.seed, params=params,
+            n_permutations=args.permutations, n_boot=args.bootstrap, calibrate=args.calibrate, seed=args.seed, params=params,
             weights_a=args.weights_a, weights_b=args.weights_b, tokenizer=args.tokenizer,
-            batch_size=args.batch_size, device=args.device,
+            batch_size=args.batch_size, device=args.device, progress=False if args.quiet else None,
+            dtype=args.dtype, base={"a": args.base_a, "b": args.base_b}, cache_dir=args.cache_dir,
+            input_size=args.input_size, label_map=args.label_map,
         )
     for w in caught:
         if "compare_models:" not in str(w.message):

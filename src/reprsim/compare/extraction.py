@@ -276,7 +276,8 @@ def _output_features(module: nn.Module, inputs: Any, batch_size: int, pool: Any,
 
 
 def model_features(ref: ModelRef, inputs: Any, names: dict[str, str], *, which: str, batch_size: int = 256,
-                   pool: Any = "avg", device: str | torch.device | None = None) -> dict[str, np.ndarray]:
+                   pool: Any = "avg", device: str | torch.device | None = None,
+                   progress: bool | None = False) -> dict[str, np.ndarray]:
     """``{layer: float32 (N, d)}`` for every requested layer of one model, in one pass over the inputs.
 
     Raises:
@@ -291,7 +292,7 @@ def model_features(ref: ModelRef, inputs: Any, names: dict[str, str], *, which: 
             feats = {OUTPUT: _output_features(ref.module, inputs, batch_size, pool, device)}
         else:
             raw = extract(ref.module, inputs, layers=list(names.values()), batch_size=batch_size, pool=pool,
-                          device=device)
+                          device=device, progress=progress, desc=f"features of {which}")
             feats = {shown: raw[name] for shown, name in names.items()}
     except ReprsimError:
         raise

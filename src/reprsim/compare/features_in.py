@@ -159,11 +159,13 @@ def compare_features(
     measures: Any = "all",
     prepare: Any = "paper",
     n_permutations: int = 0,
+    calibrate: int = 0,
     seed: int = 0,
     n_boot: int = 0,
     level: float = 0.95,
     params: Mapping[str, Any] | None = None,
     progress: bool | None = None,
+    device: str | None = None,
 ) -> Comparison:
     """Every measure at every (layer of A, layer of B) from features you already have.
 
@@ -171,7 +173,7 @@ def compare_features(
         feats_a, feats_b: feature sets (see the module docstring); row i of every layer is input i.
         layers: ``"all"`` (default: every layer of each set), a name or a list of names (in both
             sets), or ``{"a": spec, "b": spec}``.
-        measures, prepare, n_permutations, seed, n_boot, level, params, progress: as
+        measures, prepare, n_permutations, calibrate, seed, n_boot, level, params, progress, device: as
             :func:`reprsim.compare.compare_models` (``prepare`` default ``"paper"``: clip 0.95 + L2).
 
     Returns:
@@ -188,6 +190,7 @@ def compare_features(
     names = resolve_measures(measures)
     prep_fn, prep_desc = resolve_prepare(prepare)
     n_permutations = check_count(n_permutations, "n_permutations")
+    calibrate = check_count(calibrate, "calibrate")
     n_boot = check_count(n_boot, "n_boot")
     seed = check_count(seed, "seed")
     if n_boot == 1:
@@ -205,13 +208,20 @@ def compare_features(
                            "hold the same inputs in the same order.")
     load_s = time.perf_counter() - t0
     measured = layer_table(fa, fb, prep_fn, names, params, n_permutations=n_permutations, n_boot=n_boot,
-                           level=level, seed=seed, progress=progress)
+                           level=level, seed=seed, progress=progress, device=device)
+    table = measured.table
+    if calibrate:
+        from reprsim.metrics.calibrate import calibrated_columns
+
+        t0 = time.perf_counter()
+        table = table.assign(**calibrated_columns(measured.engine, table, calibrate, seed))
+        measured.timings["calibrate"] = time.perf_counter() - t0
     if measured.notes:
         more = f" (+{len(measured.notes) - 1} more in Comparison.warnings)" if len(measured.notes) > 1 else ""
         warnings.warn(f"compare_features: {measured.notes[0]}{more}", stacklevel=2)
     return Comparison(
-        table=measured.table, layers_a=list(fa), layers_b=list(fb), measures=names,
+        table=table, layers_a=list(fa), layers_b=list(fb), measures=names,
         model_a="features A" if desc_a == "in memory" else desc_a, model_b="features B" if desc_b == "in memory" else desc_b, inputs=f"{na} rows of given features", n_inputs=na, prepare=prep_desc,
         params=dict(params or {}), features={"a": fa, "b": fb}, timings={"load": load_s} | measured.timings,
-        cpu_timings=measured.cpu, warnings=measured.notes,
+        cpu_timings=measured.cpu, warnings=measured.notes, engine=measured.engine,
     )

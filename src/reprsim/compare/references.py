@@ -88,14 +88,19 @@ def _what_models_are() -> str:
             "reprsim.train (.safetensors), a TorchScript file, or MODULE:CALLABLE (a factory)")
 
 
-def load_model(ref: Any, weights: str | Path | None = None, *, which: str = "A") -> ModelRef:
-    """Load one model reference (see the module docstring).
+def load_model(ref: Any, weights: str | Path | None = None, *, which: str = "A", dtype: torch.dtype | None = None,
+               base: str | Path | None = None, cache_dir: str | Path | None = None) -> ModelRef:
+    """Load one model reference (see the module docstring and :mod:`reprsim.compare.sources`: PEFT
+    adapter folders and ``RUN_DIR:UNIT_ID:a|b`` models of a sweep).
 
     Args:
         ref: the reference.
         weights: optional weights for a factory or an ``nn.Module`` (``.safetensors``, or a state
             dict saved with ``torch.save``; reprsim checkpoints are accepted too).
         which: "A" or "B", used in error messages.
+        dtype: a Hugging Face folder is loaded in this dtype (other models are cast by the caller).
+        base: the base model folder of a PEFT adapter (default: the one its config names).
+        cache_dir: the model cache of a sweep reference (default ``$REPRSIM_CACHE``).
 
     Returns: a :class:`ModelRef` with the module in eval mode.
 
@@ -114,10 +119,20 @@ def load_model(ref: Any, weights: str | Path | None = None, *, which: str = "A")
         return ModelRef(module.eval(), label, _kind_of(module), None, scripted, type(module).__name__)
     if not isinstance(ref, (str, os.PathLike)):
         raise ReprsimError(f"model {which}: got a {type(ref).__name__}; {_what_models_are()}.")
+    from reprsim.compare import sources
+
     text = str(ref)
     path = Path(text).expanduser()
+    if sources.is_adapter(path) or sources.is_sweep_ref(text):
+        if weights is not None:
+            raise ReprsimError(f"model {which}: weights= is for MODULE:CALLABLE factories; {text} carries its own.")
+        if sources.is_adapter(path):
+            return sources.load_adapter(path, base, which, dtype)
+        return sources.load_sweep_model(text, which, cache_dir)
+    if base is not None:
+        raise ReprsimError(f"model {which}: base= is for PEFT adapter folders (adapter_config.json); {text} is not one.")
     if path.exists():
-        return _load_path(path, weights, which)
+        return _load_path(path, weights, which, dtype)
     if _FACTORY.match(text):
         return _load_factory(text, weights, which)
     raise ReprsimError(f"model {which}: {text!r} is neither an existing file or folder nor MODULE:CALLABLE; "
@@ -127,13 +142,13 @@ def load_model(ref: Any, weights: str | Path | None = None, *, which: str = "A")
 # ---------------------------------------------------------------------------------------------
 # paths
 # ---------------------------------------------------------------------------------------------
-def _load_path(path: Path, weights: Any, which: str) -> ModelRef:
+def _load_path(path: Path, weights: Any, which: str, dtype: torch.dtype | None = None) -> ModelRef:
     if path.is_dir():
         if (path / "config.json").is_file():
             if weights is not None:
                 raise ReprsimError(f"model {which}: weights= is for MODULE:CALLABLE factories; the Hugging Face "
                                    f"folder {path} carries its own weights.")
-            return _load_hf(path, which)
+            return _load_hf(path, which, dtype)
         for name in ("model.safetensors", "last.safetensors"):
             if (path / name).is_file():
                 return _load_path(path / name, weights, which)
@@ -168,7 +183,7 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
-def _load_hf(path: Path, which: str) -> ModelRef:
+def _load_hf(path: Path, which: str, dtype: torch.dtype | None = None) -> ModelRef:
     try:
         import transformers  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -178,7 +193,7 @@ def _load_hf(path: Path, which: str) -> ModelRef:
 
     task = detect_hf_task(path)
     try:
-        module = load_hf_model(path, task=task)
+        module = load_hf_model(path, task=task, **({"dtype": dtype} if dtype is not None else {}))
     except (OSError, ValueError, KeyError) as exc:
         raise ReprsimError(f"model {which}: cannot load the Hugging Face model in {path} as {task}: "
                            f"{str(exc).splitlines()[0]}") from exc

@@ -58,6 +58,59 @@ class Comparison:
     timings: dict[str, float] = field(default_factory=dict)
     cpu_timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: the similarity engine that filled :attr:`table` (prepared features and their cached work),
+    #: used by :meth:`best` and :meth:`difference`; None for a Comparison built by hand.
+    engine: Any = field(default=None, repr=False, compare=False)
+
+    def _engine(self, what: str) -> Any:
+        if self.engine is None:
+            raise ReprsimError(f"Comparison.{what} needs the prepared features of the comparison; this Comparison "
+                               "has none (it was built by hand or loaded from a file). Rerun compare_models.")
+        return self.engine
+
+    def best(self, measure: str, agg: str = "max", n_permutations: int = 200, alpha: float = 0.05,
+             seed: int = 0) -> dict[str, Any]:
+        """The best layer pair of ``measure`` (``agg="max"``; or the mean over pairs) with a calibrated
+        score whose null accounts for the selection among all layer pairs: the same row permutation
+        of every layer of B, then the aggregate (:func:`reprsim.metrics.calibrate_layers`).
+
+        Returns the record of :func:`reprsim.metrics.calibrate.calibration_record` plus ``measure``,
+        ``agg``, ``n_pairs`` and the best pair's ``layer_a`` / ``layer_b``."""
+        from reprsim.metrics import calibrate_layers
+
+        if measure not in self.measures:
+            raise ValueError(f"measure {measure!r} was not computed; computed: {', '.join(self.measures)}.")
+        eng = self._engine("best")
+        return calibrate_layers(measure, eng.ta, eng.tb, agg=agg, n_permutations=n_permutations, alpha=alpha,
+                                seed=seed, **eng.resolved[measure])
+
+    def difference(self, other: "Comparison", measure: str | list[str] | None = None, n_boot: int = 1000,
+                   level: float = 0.95, seed: int = 0, ids: Any = None, other_ids: Any = None) -> pd.DataFrame:
+        """value(self) − value(other) per (layer_a, layer_b, measure) present in both, with a paired
+        bootstrap interval and p-value over the shared inputs (:func:`reprsim.metrics.paired_difference`;
+        rows matched by ``ids`` / ``other_ids`` when given, else by position).
+
+        Returns a DataFrame with ``layer_a``, ``layer_b``, ``measure``, ``value``, ``other_value``,
+        ``difference``, ``ci_low``, ``ci_high``, ``p_value``, ``n``."""
+        from reprsim.metrics.paired import paired_difference
+
+        mine, theirs = self._engine("difference"), other._engine("difference")
+        names = self.measures if measure is None else [measure] if isinstance(measure, str) else list(measure)
+        rows = []
+        for la in mine.ta:
+            for lb in mine.tb:
+                for name in names:
+                    if name not in other.measures or la not in theirs.ta or lb not in theirs.tb:
+                        continue
+                    r = paired_difference(name, (mine.ta[la], mine.tb[lb]), (theirs.ta[la], theirs.tb[lb]), ids1=ids,
+                                          ids2=other_ids, n_boot=n_boot, level=level, seed=seed, **mine.resolved[name])
+                    rows.append({"layer_a": la, "layer_b": lb, "measure": name, "value": r["value1"],
+                                 "other_value": r["value2"], "difference": r["difference"], "ci_low": r["ci_low"],
+                                 "ci_high": r["ci_high"], "p_value": r["p_value"], "n": r["n"]})
+        if not rows:
+            raise ValueError("the two comparisons share no (layer_a, layer_b, measure); compare the same layers "
+                             "and measures.")
+        return pd.DataFrame(rows)
 
     def __repr__(self) -> str:
         return (f"Comparison({self.model_a!r} vs {self.model_b!r}, {self.n_inputs} inputs, "

@@ -184,6 +184,46 @@ class _Ridge:
         return 1.0 - sse / sst
 
 
+class _GlobalRanks:
+    """rsa's ranks of B under a row permutation when rsa subsamples rows (n > max_rows): each
+    permutation selects another set of B's rows, B[perm[S]]. One stable sort of all n(n−1)/2 pairs of
+    B's full RDM is kept; a selection's within-selection average ranks are read off a running count
+    of the selected pairs over the sorted order (O(n²) per permutation, no sort). Only for RDMs
+    without ties: which distances tie depends on the rounding of the product that forms them, which
+    differs between the full RDM and the library's subsample RDM (a tied RDM falls back to the library)."""
+
+    def __init__(self, F: torch.Tensor, which: str) -> None:
+        n = F.shape[0]
+        D = _other._corr_rdm_upper(F, which).cpu().numpy()
+        iu = np.triu_indices(n, 1)
+        v = D[iu]
+        order = np.argsort(v, kind="stable")
+        if bool((v[order[1:]] == v[order[:-1]]).any()):
+            raise ValueError("tied dissimilarities")
+        pos = np.empty(v.size, dtype=np.int32)
+        pos[order] = np.arange(v.size, dtype=np.int32)
+        del v, order
+        # pos of pair {i, j} at [i, j] and [j, i] (int32, n×n): a subsample's pairs are one 2-D gather
+        del D  # the float RDM goes before the position matrix is allocated
+        self.where = np.zeros((n, n), dtype=np.int32)
+        self.where[iu] = pos
+        self.where.T[iu] = pos
+        self.n_pairs = pos.size
+        self._upper: dict[int, np.ndarray] = {}
+
+    def ranks(self, rows: torch.Tensor) -> np.ndarray:
+        """Ranks (1..m(m−1)/2, float64) of the RDM pairs of ``rows`` (m,) among themselves, in rsa's
+        order (pairs a < b of the m rows, row-major)."""
+        r = rows.cpu().numpy()
+        m = r.size
+        if m not in self._upper:
+            self._upper[m] = np.triu(np.ones((m, m), dtype=bool), 1)
+        q = self.where[r][:, r][self._upper[m]]
+        mark = np.zeros(self.n_pairs, dtype=np.int32)
+        mark[q] = 1
+        return np.cumsum(mark, dtype=np.int32)[q].astype(np.float64)
+
+
 class _Shared:
     """The per-layer n×n quantities of rbf_cka and rsa (None when not shared, or the error text)."""
 
@@ -233,6 +273,7 @@ class SimilarityEngine:
         rsa_bytes = n_layers * (m_rsa * (m_rsa - 1) // 2) * 8 * 2
         self.share_rsa = "rsa" in self.names and (self.share_rbf * n_layers * self.n ** 2 * 8 + rsa_bytes) <= SHARED_BYTES
         self._shared: dict[tuple[str, str], _Shared] = {}
+        self._granks: dict[str, _GlobalRanks | None] = {}
         self._ridge: weakref.WeakKeyDictionary[Side, _Ridge] = weakref.WeakKeyDictionary()
         self.values: dict[tuple[str, str, str], float] = {}
 
@@ -301,12 +342,25 @@ class SimilarityEngine:
             return _cka._ratio(float(Kx.reshape(-1) @ Ky.reshape(-1)), hxx, hyy, what="rbf_cka")
         rx, sx = qx  # type: ignore[misc]
         ry, sy = qy  # type: ignore[misc]
-        if perm_b is not None:
-            ry = ry[perm_b]
+        if perm_b is not None:  # B's centred ranks and their sum of squares under the permutation
+            ry, sy = perm_b(lb, ry, sy)
         den = math.sqrt(sx * sy)
         if not den > 0:
             raise ValueError("rsa is undefined: one RDM has all pairwise dissimilarities equal.")
         return float(rx @ ry / den)
+
+    def _global_ranks(self, lb: str) -> "_GlobalRanks | None":
+        """B layer ``lb``'s full-RDM sort for rsa under permutation with a row subsample (None: use the
+        library — constant rows, tied or undefined dissimilarities, or more than SHARED_BYTES)."""
+        if lb not in self._granks:
+            F = self.sb[lb].F
+            n = F.shape[0]
+            ok = n * (n - 1) // 2 * 8 * 4 <= SHARED_BYTES and not bool((F == F[:, :1]).all(1).any())
+            try:
+                self._granks[lb] = _GlobalRanks(F, f"B[{lb!r}]") if ok else None
+            except ValueError:
+                self._granks[lb] = None
+        return self._granks[lb]
 
     def _ridge_for(self, side: Side) -> _Ridge:
         if side not in self._ridge:
@@ -319,7 +373,8 @@ class SimilarityEngine:
         if name == "rbf_cka":
             return not (shared and self.share_rbf)
         if name == "rsa":
-            if not (shared and self.share_rsa) or (perm is not None and self._rsa_rows() is not None):
+            if not (shared and self.share_rsa) or (perm is not None and self._rsa_rows() is not None
+                                                   and self._global_ranks(lb) is None):
                 return True  # permuted rows change rsa's row subsample: recompute it
             return _FALLBACK in (self._layer("a", la).rsa, self._layer("b", lb).rsa)
         return True
@@ -340,7 +395,7 @@ class SimilarityEngine:
                 if name not in library:
                     arg = None
                     if perm is not None:
-                        arg = perm["rbf"] if name == "rbf_cka" else perm["tri"]()
+                        arg = perm["rbf"] if name == "rbf_cka" else perm["rsa"]
                     out[name] = self._shared_value(name, la, lb, arg)
                 elif name in ("mean_cca", "pwcca"):
                     if "cca" not in fused:
@@ -428,6 +483,14 @@ class SimilarityEngine:
                         tri_cache["t"] = (lo * n - lo * (lo + 1) // 2 + (hi - lo - 1)).numpy()
                     return tri_cache["t"]
 
+                def rsa_perm(lb: str, ry: np.ndarray, sy: float) -> tuple[np.ndarray, float]:
+                    rows = self._rsa_rows()
+                    if rows is None:  # the same pairs, relabelled
+                        return ry[tri()], sy
+                    r = self._global_ranks(lb).ranks(perm[rows])  # another subsample of B's rows
+                    r -= r.mean()
+                    return r, float(r @ r)
+
                 out: dict[tuple[str, str, str], float] = {}
                 for lb, sb in self.sb.items():
                     sbp = sb.permuted(perm.to(sb.F.device), inv.to(sb.F.device))
@@ -440,7 +503,7 @@ class SimilarityEngine:
                         return kp["k"]
 
                     for la, sa in self.sa.items():
-                        vals = self._evaluate(Pair(sa, sbp), la, lb, record=False, perm={"rbf": rbf_perm, "tri": tri})
+                        vals = self._evaluate(Pair(sa, sbp), la, lb, record=False, perm={"rbf": rbf_perm, "rsa": rsa_perm})
                         out.update({(la, lb, name): v for name, v in vals.items()})
             yield out
 

@@ -72,13 +72,18 @@ def _cast_out(_module: nn.Module, _args: Any, out: Any) -> Any:
     return out.float() if isinstance(out, Tensor) and out.is_floating_point() else None
 
 
-def apply_dtype(ref: ModelRef, dtype: torch.dtype | None, which: str) -> None:
-    """Run ``ref``'s model in ``dtype``: weights cast, inputs cast on the way in, outputs back to float32."""
+def apply_dtype(ref: ModelRef, dtype: torch.dtype | None, which: str, owned: bool = True) -> None:
+    """Run ``ref``'s model in ``dtype``: weights cast, inputs cast on the way in, outputs back to float32.
+    ``owned=False`` (the caller's own module): a copy is cast, the caller's model is left as it was."""
     if dtype is None:
         return
     if ref.scripted:
         raise ReprsimError(f"model {which} ({ref.label}) is TorchScript; dtype= cannot be changed on it (save it in "
                            "the dtype you want).")
+    if not owned:
+        import copy
+
+        ref.module = copy.deepcopy(ref.module)
     ref.module.to(dtype)
     if dtype != torch.float32:
         # registered first, so every later hook (feature extraction) already sees float32 outputs

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-__all__ = ["LayerTable", "check_count", "layer_table"]
+__all__ = ["DEVICE_ERRORS", "LayerTable", "check_count", "layer_table", "measure_device"]
 
 
 def check_count(value: Any, name: str) -> int:
@@ -36,19 +37,62 @@ class LayerTable:
         notes: measures undefined for a pair, preparation notes per layer, bootstrap notes.
         timings: wall seconds of ``measures`` (+ ``permutations``, ``bootstrap``).
         cpu: CPU seconds of the ``measures`` stage.
-        engine: the engine (for later passes, e.g. calibration).
+        engine: the engine of every measure (for later passes, e.g. calibration); after a per-measure
+            device fallback, a CPU engine of every measure is built (and computed) on first access.
     """
 
     table: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
-    engine: Any = None
+    _engine: Any = None
+    _make_engine: Callable[[], Any] | None = None
+
+    @property
+    def engine(self) -> Any:
+        """The :class:`~reprsim.compare.similarity.SimilarityEngine` holding every measure's values."""
+        if self._engine is None and self._make_engine is not None:
+            self._engine = self._make_engine()
+        return self._engine
+
+
+#: Errors that mean "this measure cannot run on this device" (an op without a CUDA kernel, out of
+#: GPU memory, a driver error); the measure is then computed on the CPU and the table says so.
+DEVICE_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, NotImplementedError, MemoryError)
+
+
+def measure_device(device: Any) -> torch.device:
+    """Where the measures run: the ``device`` named (None: the CPU, so that a table's numbers do not
+    depend on whether the machine has a GPU unless one is asked for)."""
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}, but torch sees no CUDA device here; use device='cpu'.")
+    return dev
+
+
+def _run_engine(engine: Any, n_permutations: int, n_boot: int, level: float, seed: int,
+                timings: dict[str, float]) -> dict[str, dict]:
+    """The engine's values (+ p-values, intervals); wall seconds of each pass added to ``timings``."""
+    t0 = time.perf_counter()
+    out: dict[str, dict] = {"values": dict(engine.compute())}
+    timings["measures"] = timings.get("measures", 0.0) + time.perf_counter() - t0
+    for key, name, run in (("p", "permutations", lambda: engine.permutation_pvalues(n_permutations, seed)),
+                           ("ci", "bootstrap", lambda: engine.bootstrap_intervals(n_boot, level, seed))):
+        if (n_permutations if key == "p" else n_boot):
+            t0 = time.perf_counter()
+            out[key] = run()
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+    return out
+
+
+def _on_device(prepared: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in prepared.items()}
 
 
 def layer_table(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], prep_fn: Callable[[Any], Any],
                 names: list[str], params: Mapping[str, Any] | None = None, *, n_permutations: int = 0,
-                n_boot: int = 0, level: float = 0.95, seed: int = 0, progress: bool | None = None) -> LayerTable:
+                n_boot: int = 0, level: float = 0.95, seed: int = 0, progress: bool | None = None,
+                device: Any = "cpu") -> LayerTable:
     """Every measure in ``names`` on every (layer of A, layer of B), features prepared once per layer.
 
     Args:
@@ -58,10 +102,14 @@ def layer_table(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], prep_fn:
         n_permutations: adds ``p_value`` (one row permutation of B serves every pair).
         n_boot, level: adds ``ci_low`` / ``ci_high`` (percentile bootstrap over rows).
         seed: seeds permutations and resamples.
+        device: where the measures run (torch; None: the CPU). On a GPU, a measure that
+            fails there (:data:`DEVICE_ERRORS`) is recomputed on the CPU; the table then has a
+            ``device`` column saying where each row was computed.
 
     Returns: a :class:`LayerTable`; rows in the order layers of A × layers of B × measures.
     """
     from reprsim.compare import similarity
+    from reprsim.metrics import MEASURES
 
     t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as caught:
@@ -69,22 +117,58 @@ def layer_table(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], prep_fn:
         prepared_a = similarity.prepare_layers(feats_a, prep_fn, "A")
         prepared_b = similarity.prepare_layers(feats_b, prep_fn, "B")
     notes = [str(w.message) for w in caught]
-    engine = similarity.SimilarityEngine(prepared_a, prepared_b, names, params, progress=progress)
-    values = engine.compute()
-    timings = {"measures": time.perf_counter() - t0}
+    timings = {"measures": time.perf_counter() - t0}  # preparation counts as measuring
+    dev = measure_device(device)
+    where: dict[str, str] = {}
+    if dev.type == "cpu":
+        engine = similarity.SimilarityEngine(prepared_a, prepared_b, names, params, progress=progress)
+        results = _run_engine(engine, n_permutations, n_boot, level, seed, timings)
+        warned = engine.warnings
+    else:
+        results, warned, engine = {"values": {}, "p": {}, "ci": {}}, [], None
+        groups = [names]  # all measures in one engine (shared per-layer work); one by one after a failure
+        while groups:
+            group = groups.pop(0)
+            for target in (dev, torch.device("cpu")):
+                taken = params if len(group) > 1 else {k: v for k, v in (params or {}).items()
+                                                       if k in MEASURES[group[0]].params}
+                try:
+                    engine = similarity.SimilarityEngine(_on_device(prepared_a, target),
+                                                         _on_device(prepared_b, target), group, taken,
+                                                         progress=progress)
+                    got = _run_engine(engine, n_permutations, n_boot, level, seed, timings)
+                except DEVICE_ERRORS as exc:
+                    if target.type == "cpu":
+                        raise
+                    if len(group) > 1:  # find which measure fails: retry them one by one
+                        groups = [[n] for n in group] + groups
+                        break
+                    notes.append(f"{group[0]}: computed on the CPU ({type(exc).__name__} on {dev}: "
+                                 f"{str(exc).splitlines()[0][:120]})")
+                    continue
+                for key, part in got.items():
+                    results[key].update(part)
+                warned += engine.warnings
+                where.update({n: str(target) for n in group})
+                break
+        results["values"] = {k: results["values"][k] for k in sorted(results["values"], key=lambda k: (
+            list(feats_a).index(k[0]), list(feats_b).index(k[1]), names.index(k[2])))}
     cpu = {"measures": time.process_time() - c0}
     table = pd.DataFrame([{"layer_a": la, "layer_b": lb, "measure": m, "value": v}
-                          for (la, lb, m), v in values.items()], columns=["layer_a", "layer_b", "measure", "value"])
+                          for (la, lb, m), v in results["values"].items()],
+                         columns=["layer_a", "layer_b", "measure", "value"])
     keys = list(table[["layer_a", "layer_b", "measure"]].itertuples(index=False, name=None))
     if n_permutations:
-        t0 = time.perf_counter()
-        pv = engine.permutation_pvalues(n_permutations, seed)
-        table["p_value"] = [pv[k] for k in keys]
-        timings["permutations"] = time.perf_counter() - t0
+        table["p_value"] = [results["p"][k] for k in keys]
     if n_boot:
-        t0 = time.perf_counter()
-        ci = engine.bootstrap_intervals(n_boot, level, seed)
-        table["ci_low"] = [ci[k][0] for k in keys]
-        table["ci_high"] = [ci[k][1] for k in keys]
-        timings["bootstrap"] = time.perf_counter() - t0
-    return LayerTable(table, notes + engine.warnings, timings, cpu, engine)
+        table["ci_low"] = [results["ci"][k][0] for k in keys]
+        table["ci_high"] = [results["ci"][k][1] for k in keys]
+    if where:
+        table["device"] = [where[k[2]] for k in keys]
+    def make_whole() -> Any:  # after a fallback split the measures: one CPU engine of them all, on demand
+        whole = similarity.SimilarityEngine(prepared_a, prepared_b, names, params, progress=False)
+        whole.compute()
+        return whole
+
+    split = engine is not None and list(engine.names) != list(names)
+    return LayerTable(table, notes + warned, timings, cpu, None if split else engine, make_whole if split else None)

@@ -48,6 +48,7 @@ __all__ = [
     "corpus_problem",
     "corpus_split_texts",
     "corpus_tokens",
+    "load_hf_tokenizer",
     "parse_corpus",
     "train_bpe",
 ]
@@ -111,6 +112,9 @@ def parse_corpus(entry: Any, where: str = "sources.text.options.domains") -> Cor
     if not p.exists():
         raise ValueError(f"{where}: corpus {name!r}: {p} does not exist; give a .txt or .jsonl file or a folder "
                          "written by datasets' save_to_disk")
+    if not p.is_dir() and not p.is_file():  # a FIFO or a device would block or never end
+        raise ValueError(f"{where}: corpus {name!r}: {p} is not a regular file or a folder (a FIFO, socket or "
+                         "device); copy the text into a .txt or .jsonl file")
     field = entry.get("field", "text")
     fields = (field,) if isinstance(field, str) else tuple(field) if isinstance(field, (list, tuple)) else ()
     if not fields or not all(isinstance(f, str) and f for f in fields):
@@ -127,17 +131,31 @@ def _join_fields(row: Mapping[str, Any], spec: CorpusSpec, where: str) -> str:
     if missing:
         raise ReprsimError(f"corpus {spec.name!r} ({spec.path}): {where} has no field(s) {missing}; its fields are "
                            f"{sorted(row)}; set field: to one of them")
-    return "\n".join(str(row[f]) for f in spec.field)
+    not_text = [f"{f} ({'null' if row[f] is None else type(row[f]).__name__})" for f in spec.field
+                if not isinstance(row[f], str)]
+    if not_text:  # str(None) / str([1, 2]) would silently become training text
+        raise ReprsimError(f"corpus {spec.name!r} ({spec.path}): {where}: field(s) {', '.join(not_text)} are not "
+                           "text; every text field must be a JSON string (fix or drop that line)")
+    return "\n".join(row[f] for f in spec.field)
 
 
 def _jsonl_rows(spec: CorpusSpec) -> Iterator[str]:
     with open(spec.path, encoding="utf-8") as fh:  # type: ignore[arg-type]
-        for i, line in enumerate(fh, 1):
+        lines = enumerate(fh, 1)
+        while True:
+            try:
+                i, line = next(lines)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as exc:
+                raise ReprsimError(f"corpus {spec.name!r}: {spec.path} is not UTF-8 text (byte {exc.start} of a "
+                                   "line cannot be decoded); a .jsonl file holds one JSON object per line, in UTF-8"
+                                   ) from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
                 raise ReprsimError(f"corpus {spec.name!r}: {spec.path} line {i} is not JSON ({exc}); a .jsonl file "
                                    "holds one JSON object per line") from None
             if not isinstance(row, dict):
@@ -308,6 +326,34 @@ class PretrainedTokenizer(TextTokenizer):
         finally:
             transformers.logging.set_verbosity(verbosity)
         return _stream(ids, self.separator, self.vocab_size)
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+                    "tokenizer.model", "added_tokens.json")  # fmt: skip
+
+
+@lru_cache(maxsize=8)
+def load_hf_tokenizer(path: str) -> PretrainedTokenizer:
+    """The ``transformers`` tokenizer saved in the folder ``path`` (local files only, e.g. GPT-2's) as a
+    :class:`PretrainedTokenizer`; its key hashes the folder's tokenizer files (a changed file retokenises).
+    Raises ValueError naming the folder and the loader's complaint when it does not load."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"tokenizer.path: {folder} is not a folder; give the folder that holds tokenizer.json "
+                         "(or vocab.json + merges.txt), e.g. what AutoTokenizer.save_pretrained writes")
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # any loader error: one line naming the folder
+        raise ValueError(f"tokenizer.path: the tokenizer in {folder} does not load ({type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); it needs tokenizer.json "
+                         "or vocab.json + merges.txt (what save_pretrained writes)") from exc
+    digest = hashlib.sha256()
+    for name in _TOKENIZER_FILES:
+        if (folder / name).is_file():
+            digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return PretrainedTokenizer(tokenizer, digest.hexdigest()[:24])
 
 
 def train_bpe(texts: Sequence[str], vocab_size: int, special_tokens: Sequence[str] = ("<|endoftext|>",)) -> Any:

@@ -197,9 +197,10 @@ class Split:
 
         Returns the path written. No pickle is used, so loading is safe.
         """
+        from reprsim.storage import atomic_write_bytes
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.to_bytes())
+        atomic_write_bytes(path, self.to_bytes())  # temp file + rename, never through a symlink
         return path
 
     def to_bytes(self) -> bytes:

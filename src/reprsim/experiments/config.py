@@ -265,8 +265,21 @@ class OverlapSpec(_Strict):
 
 
 class PrepareSpec(_Strict):
+    """Feature preparation (default: the paper's rule, clip 0.95 + L2); also written as a rule name,
+    ``prepare: paper | l2 | none`` (:data:`reprsim.metrics.prepare.RULES`)."""
+
     normalize: Literal["l2"] | None = "l2"
     clip_quantile: StrictFloat | None = Field(0.95, gt=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rule_name(cls, data: Any) -> Any:
+        from reprsim.metrics.prepare import RULES
+
+        if isinstance(data, str) and data in RULES:
+            normalize, q, _ = RULES[data]
+            return {"normalize": normalize, "clip_quantile": q}
+        return data
 
 
 class MeasureSpec(_Strict):
@@ -275,7 +288,17 @@ class MeasureSpec(_Strict):
     names: list[str] | Literal["all", "paper"] = "paper"
     params: dict[str, Any] = Field(default_factory=lambda: {"k": 10})
     prepare: PrepareSpec = Field(default_factory=PrepareSpec)
-    permutations: StrictInt = Field(0, ge=0, description="permutation-test size per pair (0 = off)")
+    permutations: StrictInt = Field(0, ge=0, le=100_000,  # metrics._validate.MAX_RESAMPLES
+                                    description="permutation-test size per pair (0 = off)")
+    calibrate: StrictInt = Field(0, ge=0, le=100_000, description="row permutations K for calibrated scores "
+                                 "(metrics.calibrate; adds null_mean, tau, calibrated; 0 = off)")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if not data.get("calibrate"):  # configs without calibration dump as before
+            data.pop("calibrate", None)
+        return data
 
     def resolved_names(self) -> list[str]:
         from reprsim import metrics
@@ -312,6 +335,17 @@ class AttackTransferSpec(_Strict):
         if self.eps == "auto" and given & {"eps_data", "eps_task"}:
             raise ValueError(f"eps: auto chooses ε itself; drop {sorted(given & {'eps_data', 'eps_task'})} "
                              "or drop eps: auto")
+        import inspect
+
+        from reprsim.attacks.adversarial import ATTACKS
+
+        # params go to attack_transfer_stage and on to the attack; the stage sets eps, steps and seed itself
+        taken = set(inspect.signature(ATTACKS[self.attack]).parameters) - {"model", "x", "y", "eps", "steps", "seed"}
+        taken |= {"batch_size", "label_map"}
+        unknown = sorted(set(self.params) - taken)
+        if unknown:
+            raise ValueError(f"params: {unknown} is not an option of the {self.attack} attack or of the stage; "
+                             f"valid: {sorted(taken)} (eps, steps, n and seed are keys of the stage itself)")
         return self
 
     @model_serializer(mode="wrap")
@@ -353,7 +387,8 @@ class ExperimentConfig(_Strict):
     seeds: list[StrictInt] = Field(min_length=1)
     layers: list[str] = Field(default_factory=lambda: ["penultimate"], min_length=1)
     measures: MeasureSpec = Field(default_factory=MeasureSpec)
-    consequences: list[AttackTransferSpec | JailbreakTransferSpec] = Field(default_factory=list)
+    consequences: list[Annotated[AttackTransferSpec | JailbreakTransferSpec, Field(discriminator="kind")]] = Field(
+        default_factory=list)  # discriminated: a bad key is reported for its own stage only
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
@@ -448,3 +483,12 @@ def _check_against_registries(config: ExperimentConfig) -> None:
     if stray:
         raise ConfigError(f"measures.params: {stray} is taken by none of the selected measures; "
                           f"they accept {sorted(accepted)}")
+    # each value's range (k >= 1, keep in (0, 1], ...), against the in-distribution probe size: every probe
+    # set has at most probe_size rows (larger bounds are checked again per probe set)
+    for name in names:
+        for param, spec in metrics.MEASURES[name].params.items():
+            if param in config.measures.params:
+                try:
+                    spec.check(config.measures.params[param], config.probe_size)
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"measures.params.{param} (measure {name}): {exc}") from None

@@ -53,7 +53,8 @@ class Unit:
         # disjoint images are new: only they add a key, so shared-image and other units keep their ids
         images = {"images": self.images} if self.images == "disjoint" else {}
         # likewise the data-overlap arms: only an alignment dose or a shared initialisation adds a key
-        arms = ({"align": self.align} if self.align > 0 else {}) | ({"init": self.init} if self.init != "independent" else {})
+        arms = {"align": self.align} if self.align > 0 else {}
+        arms |= {"init": self.init} if self.init != "independent" else {}
         return images | arms | {
             "source": self.source.model_dump(mode="json"),
             "model": self.model.model_dump(mode="json"),

@@ -38,8 +38,8 @@ def _design_problems(config: ExperimentConfig, source: str, kind) -> list[str]: 
             problems.append(f"overlap.designs.{i}.kind: the {kind.name} kind (source {source!r}) builds "
                             f"{list(kind.overlap_kinds)}, not {design.kind!r}")  # fmt: skip
         elif design.kind == "data":
-            used = [arm for arm, on in (("align", any(a > 0 for a in design.align)), ("init", "shared" in design.init)) if on]
-            missing = [arm for arm in used if arm not in kind.design_arms]
+            used = {"align": any(a > 0 for a in design.align), "init": "shared" in design.init}
+            missing = [arm for arm, on in used.items() if on and arm not in kind.design_arms]
             if missing:
                 problems.append(f"overlap.designs.{i}: {missing} cannot be trained by the {kind.name} kind (source "
                                 f"{source!r}; it trains {list(kind.design_arms) or 'neither align nor init: shared'}); "

@@ -6,12 +6,13 @@ import numpy as np
 
 from reprsim import metrics
 from reprsim.experiments.config import MeasureSpec
+from reprsim.results import CALIBRATION_COLUMNS
 
 
 def similarity_rows(spec: MeasureSpec, feats_a: dict[str, np.ndarray], feats_b: dict[str, np.ndarray],
                     layers: list[str], seed: int) -> list[dict]:  # fmt: skip
-    """One row per (layer_a, layer_b, measure) with ``value``, ``p_value`` (NaN unless permutations > 0)
-    and ``prepare_note_a`` / ``prepare_note_b`` (None, or how the layer's preparation departed from
+    """One row per (layer_a, layer_b, measure) with ``value``, ``p_value`` (NaN unless permutations > 0),
+    with ``calibrate`` > 0 ``null_mean`` / ``tau`` / ``calibrated``, and ``prepare_note_a`` / ``prepare_note_b`` (None, or how the layer's preparation departed from
     the paper's: sparse-layer clipping, all-zero rows).
 
     Every requested layer pair is kept; choosing a "best" pair is left to the analysis. An empty
@@ -27,6 +28,7 @@ def similarity_rows(spec: MeasureSpec, feats_a: dict[str, np.ndarray], feats_b: 
                 values = {name: float("nan") for name in names}
             else:  # a measure undefined on these features is recorded as NaN (with a warning in the log)
                 values = metrics.compute_all(xa, xb, names=names, on_error="nan", **_params_for(names, spec.params))
+            calibrated = _calibrated(spec, names, xa, xb, seed)
             for name in names:
                 p_value = float("nan")
                 if spec.permutations and not np.isnan(values[name]):
@@ -34,8 +36,23 @@ def similarity_rows(spec: MeasureSpec, feats_a: dict[str, np.ndarray], feats_b: 
                                                        **_params_for([name], spec.params))  # fmt: skip
                 rows.append({"layer_a": layer_a, "layer_b": layer_b, "measure": name,
                              "value": float(values[name]), "p_value": p_value,
-                             "prepare_note_a": notes_a.get(layer_a), "prepare_note_b": notes_b.get(layer_b)})  # fmt: skip
+                             "prepare_note_a": notes_a.get(layer_a), "prepare_note_b": notes_b.get(layer_b)}  # fmt: skip
+                            | calibrated.get(name, {}))
     return rows
+
+
+def _calibrated(spec: MeasureSpec, names: list[str], xa: np.ndarray | None, xb: np.ndarray | None,
+                seed: int) -> dict[str, dict[str, float]]:
+    """With ``spec.calibrate`` = K > 0: ``{measure: {null_mean, tau, calibrated}}`` from
+    :func:`reprsim.metrics.calibrate` (K permutations seeded by the unit's probe seed; NaN where the
+    pair is missing or the measure undefined). Without: {} (rows as before)."""
+    if not spec.calibrate:
+        return {}
+    if xa is None or xb is None:
+        return {name: dict.fromkeys(CALIBRATION_COLUMNS, float("nan")) for name in names}
+    recs = metrics.calibrate(names, xa, xb, n_permutations=spec.calibrate, seed=seed, on_error="nan",
+                             **_params_for(names, spec.params))
+    return {name: {col: recs[name][col] for col in CALIBRATION_COLUMNS} for name in names}
 
 
 def probe_rows(spec: MeasureSpec, probe_set: str, probe_role: str, n_probe: int, feats_a: dict[str, np.ndarray],

@@ -22,8 +22,9 @@ domain names and/or corpus mappings ``{name, path, field, split}`` for ``.txt`` 
 ``datasets`` folders, :func:`reprsim.data.corpora.parse_corpus`), ``max_bytes`` (truncate each
 domain first, for speed), ``val_fraction`` (default 0.1), ``balance`` (default ``"truncate"``),
 ``n_chunks`` (default 80), ``per_model`` (default 3), ``tokenizer`` (``text`` kind only: ``bytes``,
-the default, or ``{type: bpe, vocab_size: N}``, a byte-level BPE trained offline with
-``tokenizers`` on the training parts of the listed domains; the ``llm`` kind always uses its
+the default, ``{type: bpe, vocab_size: N}``, a byte-level BPE trained offline with
+``tokenizers`` on the training parts of the listed domains, or ``{type: hf, path: DIR}``, a local
+``transformers`` tokenizer folder such as GPT-2's; the ``llm`` kind always uses its
 model's tokenizer) and ``fixed_probes`` (task overlap: add the fixed-composition probe sets
 ``common_fixed`` / ``ood_one_fixed``; default off for the ``text`` kind, on for ``llm``).
 
@@ -65,6 +66,12 @@ class TextOptions:
     corpora: tuple[CorpusSpec, ...] = ()  # one per domain (built-in or file)
     bpe_vocab_size: int | None = None  # text kind: a BPE of this size instead of bytes
     fixed_probes: bool | None = None  # None: the kind's default
+    hf_tokenizer: str | None = None  # text kind: a local transformers tokenizer folder instead of bytes
+
+    @property
+    def byte_level(self) -> bool:
+        """True when the tokens are bytes (no BPE, no Hugging Face tokenizer)."""
+        return self.bpe_vocab_size is None and self.hf_tokenizer is None
 
     def corpus(self, name: str) -> CorpusSpec:
         """The :class:`~reprsim.data.corpora.CorpusSpec` of domain ``name``."""
@@ -93,7 +100,9 @@ def text_options(source: SourceSpec) -> TextOptions:
     domains = [c.name for c in corpora]
     if len(set(domains)) != len(domains):
         raise ValueError(f"sources.text.options.domains {domains} contains duplicates")
-    bpe = _bpe_size(opts.get("tokenizer", "bytes"))
+    raw_tokenizer = opts.get("tokenizer", "bytes")
+    hf_path = _hf_tokenizer_path(raw_tokenizer)
+    bpe = None if hf_path is not None else _bpe_size(raw_tokenizer)
     fixed = opts.get("fixed_probes")
     if fixed is not None and not isinstance(fixed, bool):
         raise ValueError(f"sources.text.options.fixed_probes must be true or false, got {fixed!r}")
@@ -111,7 +120,18 @@ def text_options(source: SourceSpec) -> TextOptions:
     if balance not in _BALANCE:
         raise ValueError(f"sources.text.options.balance must be one of {list(_BALANCE)}, got {balance!r}")
     return TextOptions(tuple(domains), max_bytes, float(val_fraction), balance,
-                       int(opts.get("n_chunks", 80)), int(opts.get("per_model", 3)), corpora, bpe, fixed)  # fmt: skip
+                       int(opts.get("n_chunks", 80)), int(opts.get("per_model", 3)), corpora, bpe, fixed,
+                       hf_path)  # fmt: skip
+
+
+def _hf_tokenizer_path(tokenizer: Any) -> str | None:
+    """The folder of a ``{type: hf, path: DIR}`` tokenizer option, else None; ValueError for a malformed one."""
+    if not (isinstance(tokenizer, dict) and tokenizer.get("type") == "hf"):
+        return None
+    if set(tokenizer) != {"type", "path"} or not isinstance(tokenizer["path"], str) or not tokenizer["path"]:
+        raise ValueError(f"sources.text.options.tokenizer: a Hugging Face tokenizer is {{type: hf, path: DIR}} "
+                         f"(a local folder, e.g. GPT-2's), got {tokenizer!r}")
+    return tokenizer["path"]
 
 
 def _bpe_size(tokenizer: Any) -> int | None:
@@ -121,8 +141,8 @@ def _bpe_size(tokenizer: Any) -> int | None:
         size = tokenizer.get("vocab_size", 4096)
         if isinstance(size, int) and not isinstance(size, bool) and size >= 258:
             return size
-    raise ValueError(f"sources.text.options.tokenizer must be 'bytes' (default) or {{type: bpe, vocab_size: N}} "
-                     f"with N >= 258, got {tokenizer!r}")
+    raise ValueError(f"sources.text.options.tokenizer must be 'bytes' (default), {{type: bpe, vocab_size: N}} "
+                     f"with N >= 258 or {{type: hf, path: DIR}}, got {tokenizer!r}")
 
 
 @lru_cache(maxsize=32)
@@ -149,10 +169,13 @@ def _bpe_for(corpora: tuple[CorpusSpec, ...], max_bytes: int | None, val_fractio
 
 
 def source_tokenizer(opts: TextOptions) -> TextTokenizer:
-    """The ``text`` kind's tokenizer for ``opts``: bytes, or the BPE trained offline on the training parts
-    of the listed domains (the same for every unit of the source, so both models share it)."""
-    from reprsim.data.corpora import ByteTokenizer
+    """The ``text`` kind's tokenizer for ``opts``: bytes, a local Hugging Face tokenizer folder (ValueError when
+    it does not load), or the BPE trained offline on the training parts of the listed domains (the same for
+    every unit of the source, so both models share it)."""
+    from reprsim.data.corpora import ByteTokenizer, load_hf_tokenizer
 
+    if opts.hf_tokenizer is not None:
+        return load_hf_tokenizer(opts.hf_tokenizer)
     if opts.bpe_vocab_size is None:
         return ByteTokenizer()
     return _bpe_for(opts.corpora, opts.max_bytes, opts.val_fraction, opts.bpe_vocab_size)

@@ -289,7 +289,14 @@ def stage_problems(params: dict[str, Any], tokenizer: Any, *, chat_world: bool, 
             problems.append("consequences.jailbreak_transfer: give behaviours: a CSV in the AdvBench format "
                             "(goal,target), e.g. harmful_behaviors.csv of llm-attacks")
         else:
-            problems += [p for p in [behaviours_problem(opts.behaviours)] if p]
+            problem = behaviours_problem(opts.behaviours)
+            problems += [problem] if problem else []
+            if not problem and opts.mode == "universal":  # the stage refuses it too, but only after training
+                n = len(load_behaviours(opts.behaviours, opts.n_behaviours))
+                if n <= opts.n_train:
+                    problems.append(f"consequences.jailbreak_transfer: universal mode optimises on n_train="
+                                    f"{opts.n_train} behaviours and evaluates on the rest, but {opts.behaviours} "
+                                    f"gives {n}; lower n_train or give more behaviours")
         if any(s["kind"] == "exact" for s in specs):
             problems.append("consequences.jailbreak_transfer.judges: the exact judge knows only the chat world's "
                             "answers; use refusal or an hf judge for real models")

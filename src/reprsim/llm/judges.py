@@ -279,6 +279,11 @@ def _judge_model(path: str, kind: str, dtype: str, device: str) -> Any:
     return model.eval()
 
 
+def _fill(template: str, goal: str, answer: str) -> str:
+    """``template`` with ``{goal}`` and ``{answer}`` replaced (not ``str.format``: other braces stay as written)."""
+    return template.replace("{goal}", goal).replace("{answer}", answer)
+
+
 def _first_word(text: str) -> str:
     words = _WORD.findall(text.lower())
     return words[0] if words else ""
@@ -313,7 +318,7 @@ def hf_judge(path: str | Path, kind: str = "chat", positive_label: str | int = "
             for s in range(0, len(texts), batch_size):
                 goals, answers = [b.goal for b in behaviours[s:s + batch_size]], list(texts[s:s + batch_size])
                 if prompt:
-                    enc = tok([prompt.format(goal=g, answer=a) for g, a in zip(goals, answers)], truncation=True,
+                    enc = tok([_fill(prompt, g, a) for g, a in zip(goals, answers)], truncation=True,
                               padding=True, return_tensors="pt")  # fmt: skip
                 else:
                     enc = tok(goals, answers, truncation=True, padding=True, return_tensors="pt")
@@ -328,7 +333,7 @@ def hf_judge(path: str | Path, kind: str = "chat", positive_label: str | int = "
     positive = str(positive_label).lower()
 
     def prompt_ids(goal: str, answer: str) -> list[int]:
-        text = template.format(goal=goal, answer=answer)
+        text = _fill(template, goal, answer)
         if getattr(tok, "chat_template", None):
             ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                           tokenize=True, return_dict=False)  # fmt: skip

@@ -158,3 +158,19 @@ def degenerate_problem(x: Any, y: Any) -> str | None:
         return None
     return (f"undefined: all {x.F.shape[0]} rows of {' and '.join(which)} are the same point (a constant "
             "representation has no geometry to compare; check the layer or the inputs)")
+
+
+#: The most bootstrap resamples / permutations any option accepts (``--bootstrap``, ``--permutations``,
+#: ``--n-boot``, ``--n-perm``, ``measures.permutations``): each recomputes every measure (or every
+#: cell statistic), and 10⁵ already resolves a p-value of 1e-5; 10⁹ ran out of memory.
+MAX_RESAMPLES = 100_000
+
+
+def check_resamples(value: Any, option: str) -> int:
+    """``value`` when it is an integer in [0, :data:`MAX_RESAMPLES`], else ValueError naming ``option``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{option} must be an integer; got {value!r}.")
+    if not 0 <= int(value) <= MAX_RESAMPLES:
+        raise ValueError(f"{option} must be between 0 and {MAX_RESAMPLES:,}; got {int(value):,} (each resample "
+                         "recomputes everything, and 10⁵ already resolves p = 1e-5).")
+    return int(value)

@@ -36,7 +36,7 @@ from reprsim.metrics._pair import Pair
 from reprsim.metrics._validate import as_features, check_float, check_int, check_paired_features
 from reprsim.metrics.registry import MEASURES, get_measure, run_measures
 
-__all__ = ["aggregate_record", "calibrate", "calibrate_engine", "calibrate_layers", "calibration_record",
+__all__ = ["CALIBRATED_COLUMNS", "aggregate_record", "calibrate", "calibrate_engine", "calibrated_columns", "calibrate_layers", "calibration_record",
            "draw_permutations"]
 
 AGGREGATES = ("max", "mean")
@@ -200,6 +200,19 @@ def calibrate_engine(engine: Any, n_permutations: int = 200, alpha: float = 0.05
     top = engine_ceilings(engine)
     return {key: calibration_record(v, null[key], top[(key[0], key[2])], MEASURES[key[2]].kind, a)
             for key, v in engine.values.items()}
+
+
+CALIBRATED_COLUMNS = ("null_mean", "tau", "calibrated")
+"""The columns a calibration adds to a results / comparison table (similarity orientation)."""
+
+
+def calibrated_columns(engine: Any, table: Any, n_permutations: int, seed: int = 0,
+                       alpha: float = 0.05) -> dict[str, list[float]]:
+    """:data:`CALIBRATED_COLUMNS` for the rows of ``table`` (columns ``layer_a``, ``layer_b``,
+    ``measure``) from :func:`calibrate_engine` (K = ``n_permutations`` seeded by ``seed``)."""
+    recs = calibrate_engine(engine, n_permutations, alpha=alpha, seed=seed)
+    keys = list(zip(table["layer_a"], table["layer_b"], table["measure"]))
+    return {col: [recs[k][col] for k in keys] for col in CALIBRATED_COLUMNS}
 
 
 def _layers(layers: Any, which: str) -> dict[str, Any]:

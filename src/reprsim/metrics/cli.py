@@ -11,10 +11,7 @@ import json
 import math
 import sys
 import warnings
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from reprsim.errors import ReprsimError
 from reprsim.metrics.prepare import RULES, resolve_prepare
@@ -50,7 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--layers-b", nargs="+", metavar="LAYER", help="layers of B (overrides --layers)")
     parser.add_argument("--permutations", type=int, default=0, metavar="N", help="permutation test size (p-values)")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples (intervals)")
+    parser.add_argument("--calibrate", type=int, default=0, metavar="K",
+                        help="K row permutations for calibrated scores (null_mean, tau, calibrated)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="where the measures of a layer table run: cpu (default), "
+                                                        "cuda, cuda:N (a measure that fails there runs on the CPU)")
     parser.add_argument("--out", metavar="DIR", help="write comparison.html and the table (.parquet, .csv) here")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -68,8 +69,8 @@ def _prepare_spec(args: argparse.Namespace) -> Any:
 
 def _single_pair(args: argparse.Namespace, fa: dict, fb: dict) -> bool:
     """One matrix on each side and no layer-table option: today's one-row-per-measure output."""
-    return len(fa) == len(fb) == 1 and not (args.layers or args.layers_a or args.layers_b or args.permutations or args.bootstrap
-                          or args.out)
+    return len(fa) == len(fb) == 1 and not (args.layers or args.layers_a or args.layers_b or args.permutations
+                                            or args.bootstrap or args.calibrate or args.out or args.device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     from reprsim.compare.cli import _layers, _measures, print_comparison
     from reprsim.compare.features_in import compare_features, load_feature_set
     from reprsim.compare.similarity import resolve_measures
+    from reprsim.metrics._validate import check_resamples
 
+    check_resamples(args.permutations, "--permutations")
+    check_resamples(args.bootstrap, "--bootstrap")
     fa, _ = load_feature_set(args.a, "A")
     fb, _ = load_feature_set(args.b, "B")
     names = resolve_measures(_measures(args.measure))
@@ -95,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
             warnings.simplefilter("always")  # the notes are printed from comp.warnings below
             comp = compare_features(fa, fb, layers=layers, measures=names, prepare=prep_fn, params=params or None,
                                     n_permutations=args.permutations, n_boot=args.bootstrap, seed=args.seed,
-                                    progress=False if args.quiet else None)
+                                    calibrate=args.calibrate,
+                                    progress=False if args.quiet else None, device=args.device)
         comp.prepare, comp.model_a, comp.model_b = prep_desc, args.a, args.b
         print_comparison(comp, args)
         return 0

@@ -122,8 +122,8 @@ class AlignmentLoss:
         """The term for the batch ``xb`` whose forward pass through ``model`` just ran; a 0-d float32 tensor."""
         own = self._own.value
         if own is None or own.shape[0] != xb.shape[0]:
-            raise RuntimeError("AlignmentLoss: no features of this batch were captured; use it inside its "
-                               "`with` block as train(..., extra_loss=...), called after the model's forward pass")  # fmt: skip
+            raise RuntimeError("AlignmentLoss: no features of this batch were captured; use it inside its `with` "
+                               "block as train(..., extra_loss=...), called after the model's forward pass")  # fmt: skip
         self._own.value = None
         with torch.no_grad():
             self.reference(xb)

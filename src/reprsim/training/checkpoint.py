@@ -8,13 +8,12 @@ the config, seed, metrics and history; the same JSON is stored in the safetensor
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor, nn
 
 __all__ = ["save_state", "load_state", "load_ema", "save_weights", "read_meta", "model_fingerprint"]
@@ -37,13 +36,13 @@ def _weights(prefix: str, state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _atomic_save(tensors: dict[str, Tensor], meta: dict[str, Any], path: Path) -> None:
+    # storage.atomic_write_bytes: an unpredictable O_EXCL | O_NOFOLLOW temporary file, then a rename, so a
+    # symlink planted at a guessable name (``model.safetensors.tmp<pid>``) in a shared cache is never followed
+    from reprsim.storage import atomic_write_bytes
+
     text = json.dumps(meta, sort_keys=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"reprsim": text})
-    os.replace(tmp, path)
-    json_tmp = path.with_suffix(f".json.tmp{os.getpid()}")
-    json_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(json_tmp, path.with_suffix(".json"))
+    atomic_write_bytes(path, save(tensors, metadata={"reprsim": text}))
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode())
 
 
 def save_weights(model: nn.Module, meta: dict[str, Any], directory: Path) -> Path:

@@ -68,7 +68,8 @@ def _result_from_final(model: nn.Module, path: Path, started: float) -> TrainRes
                        resumed_from_epoch=meta["epoch"], steps=meta["global_step"], metrics=m)
 
 
-#: ``extra_loss(model, batch_inputs) -> 0-d tensor``, added to each batch's loss (e.g. :class:`~reprsim.training.alignment.AlignmentLoss`)
+#: ``extra_loss(model, batch_inputs) -> 0-d tensor``, added to each batch's loss
+#: (e.g. :class:`~reprsim.training.alignment.AlignmentLoss`)
 ExtraLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 

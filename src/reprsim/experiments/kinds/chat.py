@@ -39,6 +39,25 @@ if TYPE_CHECKING:
 #: per-model evaluation keys (held-out requests of the model's families) that become columns
 _EVAL_KEYS = ("refusal_rate", "benign_accuracy", "benign_refusal_rate", "forbidden_content_rate", "benign_partial")
 _JAILBREAK_METHODS = ("random_search", "gcg")
+
+
+def _jailbreak_param_problems(params: dict[str, Any], method: str) -> list[str]:
+    """Names in ``params`` that neither the chat jailbreak stage nor its ``method`` takes (they used to
+    fail as a TypeError after every model was trained), or that the stage sets itself."""
+    import inspect
+
+    from reprsim.attacks import jailbreak as attacks
+    from reprsim.chat.jailbreak import jailbreak_transfer_stage
+
+    fixed = {"model_a", "model_b", "world", "split", "seed", "model", "prompts", "allowed_tokens", "pad_id",
+             "attack_options"}  # fmt: skip
+    taken = set(inspect.signature(jailbreak_transfer_stage).parameters)
+    taken |= set(inspect.signature(getattr(attacks, method)).parameters)
+    taken -= fixed
+    unknown = sorted(set(params) - taken)
+    if not unknown:
+        return []
+    return [f"consequences.jailbreak_transfer: unknown option(s) {unknown} for method {method}; valid: {sorted(taken)}"]
 _JAILBREAK_MODES = ("universal", "individual")
 
 
@@ -209,6 +228,8 @@ class ChatKind(Kind):
             if method not in _JAILBREAK_METHODS or mode not in _JAILBREAK_MODES:
                 problems.append(f"consequences.jailbreak_transfer: method must be one of {list(_JAILBREAK_METHODS)} "
                                 f"and mode one of {list(_JAILBREAK_MODES)}, got {method!r} and {mode!r}")  # fmt: skip
+            else:
+                problems += _jailbreak_param_problems(spec.params, method)
         checked_models: set[str] = set()
         for unit in units:
             try:

@@ -28,6 +28,7 @@ fraction. No consequence stage applies (there is no classifier to attack).
 
 from __future__ import annotations
 
+import io
 import json
 import zlib
 from pathlib import Path
@@ -42,6 +43,7 @@ from reprsim.experiments.kinds.base import Kind, Probe, Trained
 from reprsim.experiments.kinds.image import ImageKind, load_probe, load_source, subsample
 from reprsim.experiments.pairs import PairData
 from reprsim.results import SAMPLE_FILES  # what save_artifacts writes into the unit folder
+from reprsim.storage import atomic_write_bytes
 
 if TYPE_CHECKING:
     from reprsim.experiments.config import ExperimentConfig
@@ -101,7 +103,9 @@ def write_grid(images: np.ndarray, n_rows: int, path: Path) -> None:
         tile = tile.repeat(scale, axis=0).repeat(scale, axis=1)
         y, x = gap + r * (h * scale + gap), gap + col * (w * scale + gap)
         grid[y:y + h * scale, x:x + w * scale] = tile
-    Image.fromarray(grid).save(path)
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getbuffer())  # temp file + rename, never through a planted symlink
 
 
 class DiffusionKind(ImageKind):
@@ -192,7 +196,7 @@ class DiffusionKind(ImageKind):
             images = trained.model.sample(labels, seed=SAMPLE_SEED, steps=SAMPLE_STEPS, guidance_scale=GUIDANCE_SCALE)
             write_grid(images.cpu().numpy(), len(classes), folder / SAMPLE_FILES[side])
             rows[side] = [names[c] if names is not None and c < len(names) else str(c) for c in classes]
-        (folder / SAMPLE_FILES["rows"]).write_text(json.dumps(rows, indent=2))
+        atomic_write_bytes(folder / SAMPLE_FILES["rows"], json.dumps(rows, indent=2).encode())
 
     def consequence(self, spec: Any, config: ExperimentConfig, unit: Unit, pair: PairData, a: Trained, b: Trained,
                     seed: int) -> dict[str, Any]:  # fmt: skip

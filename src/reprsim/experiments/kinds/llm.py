@@ -386,7 +386,7 @@ class LLMKind(Kind):
             opts = unit_text_options(unit, problems)
             if opts is None:
                 continue
-            if opts.bpe_vocab_size is not None:
+            if not opts.byte_level:
                 problems.append("sources.text.options.tokenizer: the llm kind tokenises with its model's tokenizer; "
                                 "remove the tokenizer option (it is for the text kind's models trained from scratch)")
                 continue

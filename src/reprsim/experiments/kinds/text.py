@@ -2,8 +2,8 @@
 
 Splits, windows and probe sets: :mod:`reprsim.experiments.text_pairs` (built-in domains, ``.txt`` /
 ``.jsonl`` files and ``datasets`` folders). Tokens are bytes, or with ``options.tokenizer: {type: bpe,
-vocab_size: N}`` a byte-level BPE trained offline on the training parts of the listed domains (the
-paper used GPT-2's BPE). The model is a zoo language model (``gpt``, ``gpt_nano``, ...) built with the
+vocab_size: N}`` a byte-level BPE trained offline on the training parts of the listed domains, or with
+``{type: hf, path: DIR}`` a local ``transformers`` tokenizer folder (the paper used GPT-2's BPE). The model is a zoo language model (``gpt``, ``gpt_nano``, ...) built with the
 tokenizer's ``vocab_size`` (256 for bytes) and ``block_size=train.block_size``;
 representations are the configured layers (default ``penultimate`` = the final LayerNorm),
 mean-pooled over the window. Per-model columns: held-out next-token loss, perplexity and
@@ -69,7 +69,7 @@ def heldout_scores(model: nn.Module, windows: np.ndarray, batch_size: int = 256)
 
 def _vocab_size(opts) -> int:  # noqa: ANN001 - TextOptions
     """The vocabulary of the source's tokenizer (256 bytes, or the trained BPE's size)."""
-    return VOCAB_SIZE if opts.bpe_vocab_size is None else int(source_tokenizer(opts).vocab_size)
+    return VOCAB_SIZE if opts.byte_level else int(source_tokenizer(opts).vocab_size)
 
 
 def unit_text_options(unit: Unit, problems: list[str]):  # noqa: ANN201 - TextOptions | None
@@ -93,7 +93,7 @@ class TextKind(Kind):
 
     def pair(self, config: ExperimentConfig, unit: Unit, cache_dir: Path | None) -> TextPair:
         opts = text_options(unit.source)
-        tokenizer = None if opts.bpe_vocab_size is None else source_tokenizer(opts)
+        tokenizer = None if opts.byte_level else source_tokenizer(opts)
         return make_text_pair(unit, opts, train_config(unit.train).block_size, tokenizer)
 
     def probes(self, config: ExperimentConfig, unit: Unit, pair: TextPair) -> list[Probe]:
@@ -174,7 +174,7 @@ class TextKind(Kind):
             if opts is None:
                 continue
             try:
-                tokenizer = None if opts.bpe_vocab_size is None else source_tokenizer(opts)
+                tokenizer = None if opts.byte_level else source_tokenizer(opts)
             except (ValueError, ReprsimError) as exc:
                 problems.append(f"sources.text.options.tokenizer: {exc}")
                 continue
