@@ -11,7 +11,7 @@ from torch import nn
 from reprsim import metrics, models
 from reprsim.errors import ConfigError
 from reprsim.experiments import parse_config
-from reprsim.experiments.driver import trained_model
+from reprsim.experiments.driver import run_unit, trained_model
 from reprsim.experiments.grid import content_hash, expand
 from reprsim.experiments.kinds import kind_of
 from reprsim.experiments.kinds.image import ImageKind
@@ -203,9 +203,13 @@ def test_driver_trains_b_against_the_trained_a(tmp_path):
     config = parse_config(digits_config(align=[1.5]))
     unit = next(u for u in expand(config) if u.align == 1.5 and u.seed == 0 and u.data_fraction == 0.5)
     kind = kind_of(unit)
+    artifacts: dict = {}
+    rows = run_unit(config, unit, tmp_path, {}, artifacts=artifacts)  # the one driver, as a sweep runs it
+    assert {row["align"] for row in rows} == {1.5} and {row["init"] for row in rows} == {"independent"}
     pair = kind.pair(config, unit, tmp_path)
-    a = trained_model(kind, config, unit, pair, "a", tmp_path, CPU, False)
+    a = trained_model(kind, config, unit, pair, "a", tmp_path, CPU, False)  # both loaded from the cache
     b = trained_model(kind, config, unit, pair, "b", tmp_path, CPU, False, partner=a)
+    assert (a.key, b.key) == (artifacts["model_a"], artifacts["model_b"])
     fresh = kind.build(config, unit, pair, "b")
     with AlignmentLoss(fresh, a.model, 1.5) as extra:
         by_hand = train(fresh, pair.train_set("b"), TrainConfig.from_dict(unit.train), unit.seeds()["order_b"],

@@ -246,3 +246,19 @@ def test_cli_adapter_without_a_local_base_exits_2_with_one_line(lora, tmp_path, 
     assert main(["compare-models", str(root / "adapter"), str(root / "base"), "--probe", str(tmp_path / "ids.npy"),
                  "-m", "cka", "--format", "json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["value"] < 0.999
+
+
+def test_a_dtype_the_model_cannot_run_is_named_in_the_error():
+    class NoHalf(torch.nn.Module):  # a model whose kernel has no half-precision version
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            if x.dtype != torch.float32:
+                raise RuntimeError(f'"addmm" not implemented for \'{"Half" if x.dtype == torch.float16 else x.dtype}\'')
+            return self.fc(x)
+
+    x = np.ones((5, 4), dtype=np.float32)
+    with pytest.raises(ReprsimError, match="runs in dtype='float16'.*use dtype='float32'"):
+        compare_models(NoHalf(), NoHalf(), x, layers="fc", measures="cka", dtype="float16", progress=False)

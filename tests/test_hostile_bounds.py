@@ -158,3 +158,14 @@ def test_report_shows_its_stages_on_stderr_when_asked(tmp_path, capsys):
     assert "report: analysing" in err and "report: writing" in err and "4/4 stages" in err
     build_report(run, n_boot=100, n_perm=100, figures=False)  # not a terminal: silent
     assert capsys.readouterr().err == ""
+
+
+def test_unknown_chat_jailbreak_options_are_preflight_problems():
+    from reprsim.experiments.kinds.chat import _jailbreak_param_problems
+
+    assert _jailbreak_param_problems({"n_requests": 4, "n_tokens_change": 2, "mode": "universal"}, "random_search") == []
+    assert _jailbreak_param_problems({"topk": 8}, "gcg") == []
+    (problem,) = _jailbreak_param_problems({"bogus": 1, "topk": 8}, "random_search")  # topk is gcg's
+    assert "unknown option(s) ['bogus', 'topk'] for method random_search" in problem
+    (problem,) = _jailbreak_param_problems({"seed": 3}, "gcg")  # the kind passes the unit's seed itself
+    assert "['seed']" in problem

@@ -18,6 +18,7 @@ from reprsim.analysis import build_report
 from reprsim.analysis.plots import slug
 from reprsim.cli import main
 from reprsim.errors import ConfigError, ReprsimError
+from reprsim.safe_paths import path_name_problem
 
 FAST = {"n_boot": 100, "n_perm": 100, "figures": False}
 
@@ -124,16 +125,17 @@ def test_report_out_refuses_a_foreign_folder_and_deletes_only_its_own_figures(tm
         build_report(run, out=home, **FAST)
     assert main(["report", str(run), "--out", str(home), "--no-figures", "--n-boot", "100", "--n-perm", "100"]) == 2
     assert (home / "figures" / "thesis.png").read_bytes() == b"mine"
-    # a report folder reprsim made: a second report replaces its own figures and keeps a stranger's
+    # a report folder reprsim made: a new report deletes the figures its summary.json lists, nothing else
     out = tmp_path / "report"
-    build_report(run, out=out, n_boot=100, n_perm=100)
-    listed = {f["png"] for f in json.loads((out / "summary.json").read_text())["figures"]}
-    assert listed and all((out / p).is_file() for p in listed)
-    (out / "figures" / "notes.png").write_bytes(b"keep")
-    old = sorted(p.name for p in (out / "figures").iterdir())
-    build_report(run, out=out, n_boot=100, n_perm=100)
-    assert (out / "figures" / "notes.png").read_bytes() == b"keep"
-    assert sorted(p.name for p in (out / "figures").iterdir()) == old
+    (out / "figures").mkdir(parents=True)
+    listed = ["figures/overlap-old.png", "figures/../../../outside.png", "/etc/x.png", "figures/sub/dir.png"]
+    (out / "summary.json").write_text(json.dumps({"status": "ok", "run": {}, "figures": [{"png": p} for p in listed]}))
+    for name in ("overlap-old.png", "overlap-old.svg", "notes.png", "notes.svg"):
+        (out / "figures" / name).write_bytes(b"x")
+    (tmp_path / "outside.png").write_bytes(b"keep")
+    build_report(run, out=out, **FAST)
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["notes.png", "notes.svg"]
+    assert (tmp_path / "outside.png").read_bytes() == b"keep"
 
 
 def test_sample_grids_are_read_from_inside_the_run_folder_only(tmp_path):
@@ -189,4 +191,33 @@ def test_figure_slugs_never_collide_for_distinct_names():
     assert len(set(slugs)) == len(slugs)
     assert slug("overlap", "mnist", "cnn", "data") == "overlap-mnist-cnn-data"  # plain names: unchanged
     for s in slugs:
-        assert storage.path_name_problem(s) is None and len(s) <= 120 and not s.startswith(".")
+        assert path_name_problem(s) is None and len(s) <= 120 and not s.startswith(".")
+
+
+def test_checkpoints_and_feature_caches_ignore_links_at_the_old_guessable_temp_names(tmp_path):
+    import torch
+
+    from reprsim.training.checkpoint import save_weights
+
+    victim, before = _victim(tmp_path)
+    folder = tmp_path / "cache" / "unit"
+    folder.mkdir(parents=True)
+    for name in (f"model.safetensors.tmp{os.getpid()}", f"model.json.tmp{os.getpid()}"):
+        (folder / name).symlink_to(victim)  # where the writer used to put its temporary file
+    model = torch.nn.Linear(3, 2)
+    path = save_weights(model, {"epoch": 1}, folder)
+    assert victim.read_bytes() == before
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(path)["weight"], model.weight.detach())
+
+
+def test_a_deeply_nested_config_yaml_is_one_line(tmp_path):
+    from reprsim.analysis.load import load_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    _small_table().to_csv(run / "results.csv", index=False)
+    (run / "config.yaml").write_text("[" * 20_000 + "]" * 20_000)
+    with pytest.raises(ReprsimError, match="config.yaml is not valid YAML"):
+        load_run(run)

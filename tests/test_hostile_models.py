@@ -29,20 +29,13 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _tiny_gpt2(folder: Path) -> Path:
-    import torch
-
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_positions=8, eos_token_id=0,
-                                  bos_token_id=0)  # fmt: skip
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
-    return folder
-
-
 def _with_custom_code(folder: Path, marker: Path) -> Path:
-    """A model folder whose config asks for its own configuration/modeling code (which would touch ``marker``)."""
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig", "AutoModelForCausalLM": "modeling_evil.Evil"}
+    """A model folder whose config asks for its own configuration/modeling code (which would touch
+    ``marker``); no weights are needed, since it must be refused before anything is built."""
+    folder.mkdir()
+    cfg = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 1, "n_embd": 8, "n_head": 2,
+           "vocab_size": 16, "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
+                                          "AutoModelForCausalLM": "modeling_evil.Evil"}}  # fmt: skip
     (folder / "config.json").write_text(json.dumps(cfg))
     code = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
     (folder / "configuration_evil.py").write_text(code)
@@ -50,12 +43,14 @@ def _with_custom_code(folder: Path, marker: Path) -> Path:
     return folder
 
 
-def test_a_folder_that_needs_custom_code_is_refused_before_anything_runs(tmp_path, one_torch_thread):
+def test_a_folder_that_needs_custom_code_is_refused_before_anything_runs(tmp_path, capsys):
+    import numpy as np
+
     from reprsim.llm.hf import model_dir_problems
     from reprsim.models.adapters import detect_hf_task, load_hf_model
 
     marker = tmp_path / "ran"
-    folder = _with_custom_code(_tiny_gpt2(tmp_path / "evil"), marker)
+    folder = _with_custom_code(tmp_path / "evil", marker)
     with pytest.raises(ConfigError, match="auto_map.*trust_remote_code=False"):
         detect_hf_task(folder)
     with pytest.raises(ConfigError, match="auto_map"):
@@ -63,7 +58,11 @@ def test_a_folder_that_needs_custom_code_is_refused_before_anything_runs(tmp_pat
     with pytest.raises(ReprsimError, match="auto_map"):
         load_model(str(folder))
     assert any("auto_map" in p for p in model_dir_problems(folder))  # config validate / preflight
-    assert main(["compare-models", str(folder), str(folder), "--probe", "x"]) == 2
+    np.save(tmp_path / "probe.npy", np.zeros((4, 6), dtype=np.int64))
+    capsys.readouterr()
+    assert main(["compare-models", str(folder), str(folder), "--probe", str(tmp_path / "probe.npy")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "auto_map" in line and "never runs code from a model folder" in line
     assert not marker.exists()
 
 
@@ -73,8 +72,11 @@ def test_a_pickle_payload_in_pytorch_model_bin_is_refused_unread(tmp_path, one_t
     from reprsim.models.adapters import load_hf_model
 
     marker = tmp_path / "ran"
-    folder = _tiny_gpt2(tmp_path / "bin")
-    (folder / "model.safetensors").unlink()
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                                                    "n_layer": 1, "n_embd": 8, "n_head": 2, "vocab_size": 16,
+                                                    "n_positions": 8}))  # fmt: skip
     torch.save({"transformer.wte.weight": _Payload(marker)}, folder / "pytorch_model.bin")
     with pytest.raises(ReprsimError, match="pickle with more than tensors.*refused unread"):
         load_hf_model(folder, task="causal-lm")
@@ -140,3 +142,16 @@ def test_pickle_payload_marker_helper_really_would_run(tmp_path):
     marker = tmp_path / "ran"
     pickle.loads(pickle.dumps(_Payload(marker)))  # noqa: S301 - the point of the test
     assert marker.exists()
+
+
+@pytest.mark.parametrize("source", ["colorshapes", "text"])  # the image kind's and the llm kind's preflight
+def test_config_validate_refuses_a_folder_that_needs_custom_code(tmp_path, capsys, source):
+    marker = tmp_path / "ran"
+    folder = _with_custom_code(tmp_path / "evil", marker)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"sources: [{{name: {source}}}]\nmodels: [{{hf: {folder}}}]\n"
+                      "overlap: {designs: [{kind: data, fractions: [0.0, 1.0]}]}\nseeds: [0]\n")
+    assert main(["config", "validate", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "auto_map" in err and "trust_remote_code=False" in err and "cannot be trained" not in err
+    assert not marker.exists()

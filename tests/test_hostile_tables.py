@@ -227,3 +227,26 @@ def test_procrustes_distance_near_zero_matches_the_chord_formula():
     assert 1 - s < 1e-4
     assert metrics.compute("procrustes_distance", X, Y) == pytest.approx(math.acos(s), rel=1e-6)
 
+
+
+def test_rank_one_copies_stay_inside_every_measures_range():
+    """A rank-1 representation and its affine copy: rounding used to give rbf_cka 1.0000000000000013 and
+    procrustes 1.0000000000000002; every value must lie in the measure's declared range."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 1)) @ rng.normal(size=(1, 6)) + 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = metrics.compute_all(X, 2.0 * X + 1.0, on_error="nan")
+    for name, v in got.items():
+        lo, hi = metrics.MEASURES[name].value_range
+        assert math.isnan(v) or lo <= v <= hi, (name, v)
+    assert got["procrustes"] == 1.0 and got["cka"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_clamp_only_absorbs_rounding():
+    from reprsim.metrics._validate import clamp_rounding
+
+    assert clamp_rounding(1.0 + 1e-15, (0.0, 1.0)) == 1.0
+    assert clamp_rounding(-1e-15, (0.0, 1.0)) == 0.0
+    assert clamp_rounding(1.01, (0.0, 1.0)) == 1.01  # a real error stays visible
+    assert clamp_rounding(0.5, (0.0, 1.0)) == 0.5

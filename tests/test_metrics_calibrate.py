@@ -290,3 +290,13 @@ def test_sweep_rows_gain_calibrated_columns_only_when_asked():
             assert c_row[col] == pytest.approx(want[col], abs=1e-9)
     assert MeasureSpec().model_dump() == MeasureSpec(calibrate=0).model_dump()
     assert "calibrate" not in MeasureSpec().model_dump()  # configs without it dump (and hash) as before
+
+
+def test_an_undefined_measure_raises_or_gives_nan_fields():
+    X, _ = _related()
+    Y = np.ones((30, 3))  # constant: CKA undefined
+    with pytest.raises(ValueError, match="cka"):
+        calibrate("cka", X, Y, n_permutations=5)
+    with pytest.warns(UserWarning, match="cka"):
+        rec = calibrate("cka", X, Y, n_permutations=5, on_error="nan")["cka"]
+    assert all(math.isnan(rec[k]) for k in ("value", "null_mean", "tau", "p_value", "calibrated"))

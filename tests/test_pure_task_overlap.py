@@ -58,8 +58,9 @@ def test_disjoint_images_share_no_image_at_any_fraction_and_keep_set_sizes(seed)
 
 @pytest.mark.parametrize("mode", ["constrained", "unconstrained"])
 def test_disjoint_halves_follow_the_documented_rule(mode):
-    """Unequal classes (2..11 images): after the class order, every class in sorted order is shuffled
-    by the same generator; A takes the first ⌊n_c/2⌋ of each of its classes, B the next ⌊n_c/2⌋."""
+    """Unequal classes (2..11 images). After the class order, the same generator shuffles each common
+    class (A: first ⌊n_c/2⌋, B: the next ⌊n_c/2⌋), then each of A's and of B's exclusive classes
+    (⌊n_c/2⌋ for their model; all n_c unconstrained), each list in training-id order."""
     labels = np.random.default_rng(7).permutation(np.repeat(np.arange(N_CLASSES), np.arange(2, 12)))
     for f in (0.0, 0.5, 1.0):
         s = task_overlap_split(labels, f, mode=mode, seed=5, images="disjoint")
@@ -67,15 +68,21 @@ def test_disjoint_halves_follow_the_documented_rule(mode):
         order = [int(c) for c in rng.permutation(N_CLASSES)]
         per_model = 5 if mode == "constrained" else max(n for n in range(11) if 2 * n - round(f * n) <= N_CLASSES)
         k = round(f * per_model)
-        a_cls, b_cls = order[:per_model], order[:k] + order[per_model:2 * per_model - k]
-        first, second = {}, {}
-        for c in range(N_CLASSES):
+        common, a_only, b_only = order[:k], order[k:per_model], order[per_model:2 * per_model - k]
+        want = {"a": set(), "b": set()}
+        for c in common:
             idx = np.flatnonzero(labels == c)
             rng.shuffle(idx)
-            first[c], second[c] = set(idx[:len(idx) // 2]), set(idx[len(idx) // 2:2 * (len(idx) // 2)])
-        assert s.a_classes == a_cls and s.b_classes == b_cls
-        assert set(s.a_indices.tolist()) == set().union(*(first[c] for c in a_cls))
-        assert set(s.b_indices.tolist()) == set().union(*(second[c] for c in b_cls))
+            half = len(idx) // 2
+            want["a"] |= set(idx[:half].tolist())
+            want["b"] |= set(idx[half:2 * half].tolist())
+        for side, own in (("a", a_only), ("b", b_only)):
+            for c in own:
+                idx = np.flatnonzero(labels == c)
+                rng.shuffle(idx)
+                want[side] |= set(idx[:len(idx) // 2 if mode == "constrained" else len(idx)].tolist())
+        assert s.a_classes == common + a_only and s.b_classes == common + b_only
+        assert set(s.a_indices.tolist()) == want["a"] and set(s.b_indices.tolist()) == want["b"]
         assert len(np.intersect1d(s.a_indices, s.b_indices)) == 0 and s.realised_data_fraction == 0.0
 
 
@@ -241,8 +248,9 @@ def test_preflight_k_check_covers_the_test_probe():
     from reprsim.experiments.preflight import preflight_problems
 
     data = small_config(400, label="color")
-    data["measures"] = {"names": ["cka", "mutual_knn"], "params": {"k": 50}}  # k = probe_size: every set too small
+    data["sources"][0]["test_options"] = {"n": 40}  # the whole test set (40) is below k, though k < probe_size
+    data["measures"] = {"names": ["cka", "mutual_knn"], "params": {"k": 45}}
     config = parse_config(data)
     task_units = [u for u in expand(config) if u.overlap_kind == "task"]
-    problems = [p for p in preflight_problems(config, task_units) if "measures.params.k=50" in p]
-    assert problems and all("'test': 50" in p for p in problems)
+    problems = [p for p in preflight_problems(config, task_units) if "measures.params.k=45" in p]
+    assert len(problems) == 2 and all("'test': 40" in p for p in problems)  # both task units

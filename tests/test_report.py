@@ -109,7 +109,8 @@ def test_html_is_valid_self_contained_and_reads_like_a_results_section(synthetic
         assert section in text
     assert {"more", "inconclusive"} <= set(page.row_classes)  # rows coloured by verdict
     claim = page.tables[0]
-    assert claim["header"][:5] == ["Measure", "Probe set", "Effect per unit overlap [95% CI]", "Normalised", "Verdict"]
+    assert claim["header"][:6] == ["Measure", "Probe set", "Effect per unit overlap [95% CI]", "Holm-adjusted CI",
+                                   "Normalised", "Verdict"]
     assert "MI, nats (null 95%, p)" in claim["header"] and "Seeds" in claim["header"]
     assert not re.search(r"\bnan\b", text, re.IGNORECASE)  # a missing number is never printed as NaN
     assert "abc123" in text and "synthetic" in text  # provenance and config embedded
@@ -122,7 +123,10 @@ def test_methods_paragraph_comes_from_the_config(synthetic_report: Path) -> None
     assert "5 seeds (0, 1, 2, 3, 4)" in methods
     assert "data overlap at fractions 0, 0.25, 0.5, 0.75, 1" in methods
     assert "300 training examples per class" in methods and "epochs 5" in methods
-    assert "'ood_one' (ood_one)" in methods and "composition varies with the fraction (task)" in methods
+    # probe facts per design: the task design's ood_one set varies with the fraction, the data design's test set does not
+    assert "task overlap (class split): " in methods and "'ood_one' (ood_one, " in methods
+    assert "classes, composition varies with the fraction)" in methods
+    assert "data overlap: 'test' (id, " in methods
     assert "Holm" in summary["statistics"]["correction"]
     html = (synthetic_report / "report.html").read_text(encoding="utf-8")
     assert "Multiple testing: Holm over the primary family" in html

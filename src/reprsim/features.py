@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import json
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -307,10 +307,12 @@ def extract(
     if todo:
         results.update(_run(model, main, extras, todo, targets, pools, batch_size, device, progress, desc))
         for n in todo:
-            if n in files:
-                tmp = files[n].with_suffix(f".tmp{os.getpid()}.npy")
-                np.save(tmp, results[n])
-                os.replace(tmp, files[n])
+            if n in files:  # temp file + rename (storage): a link planted at a guessable name is never followed
+                from reprsim.storage import atomic_write_bytes
+
+                buf = io.BytesIO()
+                np.save(buf, results[n], allow_pickle=False)
+                atomic_write_bytes(files[n], buf.getbuffer())
     return {n: results[n] for n in names}
 
 

@@ -9,7 +9,7 @@ Writing
     :class:`~reprsim.errors.ReprsimError` line naming the path and the fix; no temporary file is
     left behind (also on KeyboardInterrupt). The temporary file is created ``O_EXCL | O_NOFOLLOW``
     and a target that is a symlink or not a regular file is refused, naming it
-    (:func:`check_writable_target`); :func:`safe_folder` does the same for folders reprsim owns.
+    (:func:`reprsim.safe_paths.check_writable_target`).
 
 Verified entries
     :func:`write_verified` stores ``HEADER + payload`` in one file, the header being one ASCII line
@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from reprsim.errors import ReprsimError
+from reprsim.safe_paths import check_writable_target, not_regular_error
 
 log = logging.getLogger(__name__)
 
@@ -88,75 +89,6 @@ def _write_error(path: Path, exc: OSError, what: str = "write") -> ReprsimError:
     else:
         cause, fix = exc.strerror or str(exc), "check the path and the file system"
     return ReprsimError(f"cannot {what} {path}: {cause}; {fix} (e.g. another --out or --cache-dir)")
-
-
-def _not_regular(path: Path, what: str, found: str) -> ReprsimError:
-    """One line for a path where reprsim writes its own file but finds something else."""
-    return ReprsimError(f"refusing to write the {what} {path}: it is {found}, not a file reprsim made; "
-                        "remove it (or choose another folder) and rerun")
-
-
-def check_writable_target(path: str | Path, what: str = "file") -> None:
-    """Raise ReprsimError when ``path`` exists as a symlink or anything but a regular file.
-
-    Writers call this before publishing ``path``: replacing a planted symlink would be harmless
-    (a rename replaces the link), but a symlink where reprsim's own file should be means the folder
-    is not what the user thinks it is, so it is an error naming it.
-    """
-    path = Path(path)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise _write_error(path, exc) from exc
-    if stat.S_ISLNK(st.st_mode):
-        raise _not_regular(path, what, "a symbolic link")
-    if not stat.S_ISREG(st.st_mode):
-        raise _not_regular(path, what, "not a regular file")
-
-
-def safe_folder(folder: str | Path, what: str = "folder") -> Path:
-    """Create ``folder`` (one level, its parent must exist or is created) and return it; a symlink or
-    a non-folder there is a ReprsimError naming it (for folders reprsim owns, e.g. ``figures/``)."""
-    folder = Path(folder)
-    try:
-        st = os.lstat(folder)
-    except FileNotFoundError:
-        _mkdir(folder)
-        return folder
-    if stat.S_ISLNK(st.st_mode):
-        raise _not_regular(folder, what, "a symbolic link")
-    if not stat.S_ISDIR(st.st_mode):
-        raise _not_regular(folder, what, "not a folder")
-    return folder
-
-
-def path_name_problem(name: object) -> str | None:
-    """Why ``name`` cannot be one component of a file name (None when it can).
-
-    Refused: a non-string or empty name, ``.`` / ``..``, a path separator (``/``, ``\\``), a NUL or
-    any other control character (they hide in listings and terminals).
-    """
-    if not isinstance(name, str) or not name:
-        return "it is empty or not text"
-    if name in (".", ".."):
-        return f"{name!r} names a folder, not a file"
-    if "/" in name or "\\" in name or (os.altsep and os.altsep in name):
-        return "it contains a path separator"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return "it contains a control character"
-    return None
-
-
-def check_path_name(name: object, what: str) -> str:
-    """``name`` when it can be one file-name component (see :func:`path_name_problem`), else a
-    ReprsimError naming ``what``, the value and the fix."""
-    problem = path_name_problem(name)
-    if problem is not None:
-        raise ReprsimError(f"{what} {name!r} becomes part of a file name but {problem}; use letters, digits, "
-                           "'-', '_' and '.' (e.g. resnet18-a)")
-    return name  # type: ignore[return-value]
 
 
 def _mkdir(folder: Path) -> None:
@@ -451,12 +383,12 @@ def _open_lock_file(path: Path) -> int:
         fd = os.open(path, flags, 0o666)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise _not_regular(path, "lock file", "a symbolic link") from None
+            raise not_regular_error(path, "lock file", "a symbolic link") from None
         raise _write_error(path, exc, "create the lock file") from exc
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
-        raise _not_regular(path, "lock file", "not a regular file" if not stat.S_ISREG(st.st_mode)
+        raise not_regular_error(path, "lock file", "not a regular file" if not stat.S_ISREG(st.st_mode)
                            else f"a file with {st.st_nlink} hard links")
     return fd
 

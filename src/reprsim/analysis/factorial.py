@@ -56,7 +56,8 @@ def _factorial_cell(g: pd.DataFrame) -> dict[str, Any]:
         out[f"mean_{name}"] = float(table[name].mean()) if table[name].notna().any() else float("nan")
     y00, y10, y01, y11 = (complete[c] for c in ("y00", "y10", "y01", "y11"))
     inter = inference.t_summary((y11 - y10 - y01 + y00).to_numpy())
-    out.update(estimate=inter["estimate"], low=inter["low"], high=inter["high"], p=inter["p"], n_seeds=inter["n"])
+    out.update(estimate=inter["estimate"], low=inter["low"], high=inter["high"], p=inter["p"], sd=inter["sd"],
+               n_seeds=inter["n"])
     reason = inter["reason"]
     if np.ptp(g["value"].to_numpy(float)) == 0:
         reason = "all values equal: no variation to test"
@@ -106,7 +107,7 @@ def factorial_effects(df: pd.DataFrame, *, primary: PrimaryFamily | None = None,
             for keys, g in iter_cells(fac, axes)]  # fmt: skip
     out = pd.DataFrame(rows)
     fam = out["headline_layer"] & pd.Series([primary.contains(m, p) for m, p in zip(out["measure"], out["probe_set"])])
-    out = apply_family(out, fam, estimate="estimate", low="low", high="high")
+    out = apply_family(out, fam, estimate="estimate", low="low", high="high", sd="sd")
     out["verdict"] = out["verdict"].map({"rises": "positive", "falls": "negative"}).fillna("inconclusive")
     return out
 

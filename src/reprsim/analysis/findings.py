@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from reprsim.analysis.cells import GROUP_AXES
 from reprsim.analysis.text import (
     design_label,
     fmt,
@@ -54,8 +55,7 @@ def _effect_bullet(r: pd.Series) -> str:
 
 
 def _group_keys(frame: pd.DataFrame) -> list[str]:
-    return [k for k in ("run", "source", "model", "overlap_kind", "task_images", "align", "init", "layer_a", "layer_b")
-            if k in frame.columns]  # fmt: skip
+    return [k for k in (*GROUP_AXES, "layer_a", "layer_b") if k in frame.columns]
 
 
 def _effects_section(effects: pd.DataFrame, kinds: tuple[str, ...]) -> list[str]:

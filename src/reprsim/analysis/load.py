@@ -66,8 +66,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ReprsimError(f"{path} is not valid YAML ({exc}); fix or remove it to analyse the table alone.") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8; Recursion: nested too deeply
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+        raise ReprsimError(f"{path} is not valid YAML ({why}); fix or remove it to analyse the table alone.") from None
     return loaded if isinstance(loaded, dict) else {}
 
 
@@ -165,16 +166,17 @@ def check_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
                       f"{_rows_text(df, bad, 'value')}"})
     key = (["run"] if "run" in df.columns else []) + ["unit_id", "probe_set", "layer_a", "layer_b", "measure"]
     cols = list(dict.fromkeys(key + [c for c in CONTRACT_COLUMNS if c in df.columns]))
-    text = df[cols].astype(str)
-    dup = text.duplicated(key, keep=False)
-    if dup.any():
-        conflicts = text[dup].groupby(key, sort=False).nunique().gt(1).any(axis=1)
+    dup = df.duplicated(key, keep=False)
+    if dup.any():  # only the duplicated rows are compared as text (cheap on a 10⁶-row table)
+        text = df.loc[dup, cols].astype(str)
+        conflicts = text.groupby(key, sort=False).nunique().gt(1).any(axis=1)
         if conflicts.any():
             shown = ["/".join(map(str, k)) for k in conflicts[conflicts].index[:5]]
             more = f" and {int(conflicts.sum()) - 5} more" if conflicts.sum() > 5 else ""
             raise ReprsimError(f"the table has {int(conflicts.sum())} duplicated key(s) ({', '.join(key)}) with different "
                                f"values: {', '.join(shown)}{more}; keep one row per key (they would be averaged)")
-        drop = text.duplicated(key, keep="first")
+        drop = pd.Series(False, index=df.index)
+        drop[text.index] = text.duplicated(key, keep="first")
         notes.append({"scope": "table", "reason": f"{int(drop.sum())} identical duplicate row(s) dropped"})
         df = df.loc[~drop].reset_index(drop=True)
     unknown = sorted(set(df["overlap_kind"].astype(str)) - set(KNOWN_KINDS))

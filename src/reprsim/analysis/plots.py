@@ -61,7 +61,8 @@ def slug(*parts: object) -> str:
 
 
 def _save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
-    from reprsim.storage import atomic_write_bytes, safe_folder
+    from reprsim.safe_paths import safe_folder
+    from reprsim.storage import atomic_write_bytes
 
     safe_folder(out_dir, "figures folder")
     png = out_dir / f"{name}.png"

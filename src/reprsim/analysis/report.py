@@ -48,7 +48,8 @@ from reprsim.analysis.text import design_label, kind_label, measure_label
 from reprsim.errors import ReprsimError
 from reprsim.metrics._validate import check_resamples
 from reprsim.results import REPORT_HTML, REPORT_MD, SAMPLE_FILES, SUMMARY_FILE, UNITS_DIR
-from reprsim.storage import atomic_write_bytes, path_name_problem
+from reprsim.safe_paths import path_name_problem
+from reprsim.storage import atomic_write_bytes
 
 __all__ = ["FORMATS", "build_report"]
 

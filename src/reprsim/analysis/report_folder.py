@@ -17,7 +17,7 @@ from typing import Any
 
 from reprsim.errors import ReprsimError
 from reprsim.results import CONFIG_FILE, REPORT_HTML, REPORT_MD, RESULTS_CSV, RESULTS_PARQUET, SUMMARY_FILE, UNITS_DIR
-from reprsim.storage import check_writable_target, path_name_problem, safe_folder
+from reprsim.safe_paths import check_writable_target, path_name_problem, safe_folder
 
 __all__ = ["FIGURES_DIR", "remove_old_figures", "report_folder"]
 

@@ -1,5 +1,6 @@
 """``compare_models``: two models you already have + inputs → every measure at every layer pair,
-attack transfer, one table and one page.
+attack transfer, one table and one page; ``compare_features``: the same table from features you
+already have (:mod:`~reprsim.compare.features_in`).
 
 >>> comp = reprsim.compare_models("runs/a/model.safetensors", "hf/resnet-50", "cifar10:root=data",
 ...                               layers="all", attack="mi_fgsm")          # doctest: +SKIP
@@ -11,7 +12,9 @@ Modules: :mod:`~reprsim.compare.references` (model references), :mod:`~reprsim.c
 (probe sets), :mod:`~reprsim.compare.extraction` (layer names, one pass per model),
 :mod:`~reprsim.compare.similarity` (measures with per-layer work shared across pairs),
 :mod:`~reprsim.compare.attack` (transfer), :mod:`~reprsim.compare.result` (:class:`Comparison`),
-:mod:`~reprsim.compare.html` (figures and page), :mod:`~reprsim.compare.cli` (``reprsim compare-models``).
+:mod:`~reprsim.compare.html` (figures and page), :mod:`~reprsim.compare.cli` (``reprsim compare-models``),
+:mod:`~reprsim.compare.table` (the layer table both entry points share), :mod:`~reprsim.compare.sources`
+(PEFT adapters, sweep models, dtype, input size).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 
 from reprsim.compare.result import Comparison
+from reprsim.errors import ReprsimError
 from reprsim.compare.table import check_count, layer_table
 from reprsim.compare.features_in import compare_features  # imports _layer_specs from here lazily
 
@@ -196,9 +200,17 @@ def compare_models(
     for ref, spec, which in ((ref_a, spec_a, "A"), (ref_b, spec_b, "B")):  # both checked before the long passes
         fed = extraction.model_inputs(ref, probe, tokenizer, which)
         sample = extraction.sampler(fed, which=which, label=ref.label)
-        resolved = extraction.resolve_layers(ref, spec, which, sample if spec == "all" else None)
-        if spec != "all":
-            sample(ref.module)  # a wrong input shape fails here, on two inputs, naming the model
+        try:
+            resolved = extraction.resolve_layers(ref, spec, which, sample if spec == "all" else None)
+            if spec != "all":
+                sample(ref.module)  # a wrong input shape fails here, on two inputs, naming the model
+        except ReprsimError as exc:
+            if torch_dtype in (None, torch.float32) or not any(
+                    w in str(exc) for w in ("BFloat16", "Half", "bfloat16", "float16", "dtype")):
+                raise
+            name = str(torch_dtype).removeprefix("torch.")
+            raise ReprsimError(f"{exc} It runs in dtype={name!r}: this model or machine may not support "
+                               f"{name} (use dtype='float32').") from exc
         plans.append((ref, which, fed, resolved))
     for ref, which, fed, resolved in plans:
         t0, c0 = time.perf_counter(), time.process_time()

@@ -16,7 +16,9 @@ A reference is one of
   and calls that callable**: it runs that code with your permissions, so name only code you
   trust. A callable (or an import) that raises — ``SystemExit`` from ``sys.exit`` included — or
   that returns something other than an ``nn.Module`` is one ReprsimError line; ``os.abort`` and
-  ``os._exit`` end the process at once and cannot be caught (reprsim does not sandbox it).
+  ``os._exit`` end the process at once and cannot be caught (reprsim does not sandbox it);
+* a PEFT adapter folder (``adapter_config.json``) or ``RUN_DIR:UNIT_ID:a|b``, a model a reprsim
+  sweep trained (see :mod:`reprsim.compare.sources`).
 
 Nothing is ever downloaded, no pickle is loaded with code execution, and Hugging Face folders
 are loaded with ``trust_remote_code=False`` (a folder whose config has ``auto_map`` is refused).
@@ -84,7 +86,8 @@ def _kind_of(module: nn.Module) -> str:
 
 
 def _what_models_are() -> str:
-    return ("a model is an nn.Module, a Hugging Face directory (config.json), a checkpoint written by "
+    return ("a model is an nn.Module, a Hugging Face directory (config.json), a PEFT adapter folder "
+            "(adapter_config.json), RUN_DIR:UNIT_ID:a|b (a model of a reprsim sweep), a checkpoint written by "
             "reprsim.train (.safetensors), a TorchScript file, or MODULE:CALLABLE (a factory)")
 
 

@@ -24,7 +24,9 @@ class Comparison:
 
     Attributes:
         table: tidy DataFrame, one row per (layer_a, layer_b, measure) with ``value``, plus
-            ``p_value`` (with ``n_permutations``) and ``ci_low`` / ``ci_high`` (with ``n_boot``).
+            ``p_value`` (with ``n_permutations``) and ``ci_low`` / ``ci_high`` (with ``n_boot``) and,
+            when a GPU was named as ``device``, ``device`` (where the row was computed: a measure
+            that fails on the GPU is computed on the CPU).
         transfer: with ``attack=``: tidy DataFrame, one row per (direction, quantity)
             (``whitebox_asr`` = the source fooled by its own examples, the white-box baseline;
             ``transfer_asr`` = the victim fooled by them; ``transfer_asr_conditional``; the clean

@@ -10,7 +10,8 @@ shared here as well, while they fit in :data:`SHARED_BYTES`:
   O(n²) sum, tr(K̃L̃), instead of a blocked O(n²(d₁+d₂)) pass;
 * ``rsa``: each layer's centred ranks of its correlation-distance RDM (the same rows the library
   would subsample above ``max_rows``); a pair costs one dot product (pairs with a row that is
-  constant across features fall back to the library, which drops such rows pair by pair);
+  constant across features fall back to the library, which drops such rows pair by pair); under a
+  row permutation with a subsample, B's ranks come from one sort of its full RDM (:class:`GlobalRanks`);
 * ``linear_regression`` (predicting B from A): each A layer's fold Gram matrices and the
   factorisation of each fold's ridge system; a pair costs the cross products and a triangular solve.
 
@@ -42,7 +43,8 @@ from reprsim.metrics import cca as _cca
 from reprsim.metrics import cka as _cka
 from reprsim.metrics import other as _other
 from reprsim.metrics._pair import Pair, Side
-from reprsim.metrics._validate import as_features, degenerate_problem
+from reprsim.metrics._rsa_ranks import GlobalRanks
+from reprsim.metrics._validate import as_features, clamp_rounding, degenerate_problem
 from reprsim.metrics.registry import NUMERIC_ERRORS, call_measure, get_measure, plan_pair, resolve_params
 
 __all__ = ["SHARED_BYTES", "SimilarityEngine", "prepare_layers", "resolve_measures", "resolve_prepare"]
@@ -107,7 +109,7 @@ def _finite(name: str, compute: Callable[[], float]) -> float:
                          "(extreme values or (near-)constant columns). Check the features or drop this pair.") from exc
     if not math.isfinite(v):
         raise ValueError(f"{name} is undefined for these features (the computation gave {v}).")
-    return v
+    return clamp_rounding(v, MEASURES[name].value_range)
 
 
 def _full_cca(pair: Pair) -> tuple[float, float]:
@@ -184,46 +186,6 @@ class _Ridge:
         return 1.0 - sse / sst
 
 
-class _GlobalRanks:
-    """rsa's ranks of B under a row permutation when rsa subsamples rows (n > max_rows): each
-    permutation selects another set of B's rows, B[perm[S]]. One stable sort of all n(n−1)/2 pairs of
-    B's full RDM is kept; a selection's within-selection average ranks are read off a running count
-    of the selected pairs over the sorted order (O(n²) per permutation, no sort). Only for RDMs
-    without ties: which distances tie depends on the rounding of the product that forms them, which
-    differs between the full RDM and the library's subsample RDM (a tied RDM falls back to the library)."""
-
-    def __init__(self, F: torch.Tensor, which: str) -> None:
-        n = F.shape[0]
-        D = _other._corr_rdm_upper(F, which).cpu().numpy()
-        iu = np.triu_indices(n, 1)
-        v = D[iu]
-        order = np.argsort(v, kind="stable")
-        if bool((v[order[1:]] == v[order[:-1]]).any()):
-            raise ValueError("tied dissimilarities")
-        pos = np.empty(v.size, dtype=np.int32)
-        pos[order] = np.arange(v.size, dtype=np.int32)
-        del v, order
-        # pos of pair {i, j} at [i, j] and [j, i] (int32, n×n): a subsample's pairs are one 2-D gather
-        del D  # the float RDM goes before the position matrix is allocated
-        self.where = np.zeros((n, n), dtype=np.int32)
-        self.where[iu] = pos
-        self.where.T[iu] = pos
-        self.n_pairs = pos.size
-        self._upper: dict[int, np.ndarray] = {}
-
-    def ranks(self, rows: torch.Tensor) -> np.ndarray:
-        """Ranks (1..m(m−1)/2, float64) of the RDM pairs of ``rows`` (m,) among themselves, in rsa's
-        order (pairs a < b of the m rows, row-major)."""
-        r = rows.cpu().numpy()
-        m = r.size
-        if m not in self._upper:
-            self._upper[m] = np.triu(np.ones((m, m), dtype=bool), 1)
-        q = self.where[r][:, r][self._upper[m]]
-        mark = np.zeros(self.n_pairs, dtype=np.int32)
-        mark[q] = 1
-        return np.cumsum(mark, dtype=np.int32)[q].astype(np.float64)
-
-
 class _Shared:
     """The per-layer n×n quantities of rbf_cka and rsa (None when not shared, or the error text)."""
 
@@ -273,7 +235,7 @@ class SimilarityEngine:
         rsa_bytes = n_layers * (m_rsa * (m_rsa - 1) // 2) * 8 * 2
         self.share_rsa = "rsa" in self.names and (self.share_rbf * n_layers * self.n ** 2 * 8 + rsa_bytes) <= SHARED_BYTES
         self._shared: dict[tuple[str, str], _Shared] = {}
-        self._granks: dict[str, _GlobalRanks | None] = {}
+        self._granks: dict[str, GlobalRanks | None] = {}
         self._ridge: weakref.WeakKeyDictionary[Side, _Ridge] = weakref.WeakKeyDictionary()
         self.values: dict[tuple[str, str, str], float] = {}
 
@@ -349,7 +311,7 @@ class SimilarityEngine:
             raise ValueError("rsa is undefined: one RDM has all pairwise dissimilarities equal.")
         return float(rx @ ry / den)
 
-    def _global_ranks(self, lb: str) -> "_GlobalRanks | None":
+    def _global_ranks(self, lb: str) -> "GlobalRanks | None":
         """B layer ``lb``'s full-RDM sort for rsa under permutation with a row subsample (None: use the
         library — constant rows, tied or undefined dissimilarities, or more than SHARED_BYTES)."""
         if lb not in self._granks:
@@ -357,7 +319,7 @@ class SimilarityEngine:
             n = F.shape[0]
             ok = n * (n - 1) // 2 * 8 * 4 <= SHARED_BYTES and not bool((F == F[:, :1]).all(1).any())
             try:
-                self._granks[lb] = _GlobalRanks(F, f"B[{lb!r}]") if ok else None
+                self._granks[lb] = GlobalRanks(F, f"B[{lb!r}]") if ok else None
             except ValueError:
                 self._granks[lb] = None
         return self._granks[lb]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from reprsim.compare.references import ModelRef
+from reprsim.compare.references import ModelRef, _kind_of
 from reprsim.errors import ReprsimError
 
 __all__ = ["DTYPES", "apply_dtype", "apply_input_size", "is_adapter", "is_sweep_ref", "load_adapter",
@@ -217,6 +217,4 @@ def load_sweep_model(text: str, which: str, cache_dir: str | Path | None = None)
         raise ReprsimError(f"model {which}: the cached weights {key} do not fit the model the run's config builds "
                            f"for {unit_id}:{side}: {str(exc).splitlines()[0]}") from exc
     label = f"{unit.model.name} ({run.name}:{unit_id}:{side})"
-    from reprsim.compare.references import _kind_of
-
     return ModelRef(model.eval(), label, _kind_of(model), None, False, text)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from itertools import combinations
 
 import numpy as np
@@ -187,12 +188,13 @@ def task_overlap_split(labels: Sequence[int] | np.ndarray, fraction: float, mode
 
     ``images="shared"`` (the paper's vertical split): a class brings all of its examples, so the
     common classes' examples are in both sets (task + data overlap; ``realised_data_fraction``
-    grows with the fraction). ``images="disjoint"`` (pure task overlap): the same classes (the same
-    seeded class order); then every class of ``labels``, in sorted order, is shuffled by the same
-    generator and cut into halves of ``⌊n_c/2⌋``: A trains on the first half of each of its classes,
-    B on the second half of each of its. No example is shared at any fraction, every set holds
-    ``⌊n_c/2⌋`` per class (set sizes do not move with the fraction when classes are equal in size),
-    and A's set is the same at every fraction of a seed (constrained mode), as with shared images.
+    grows with the fraction). ``images="disjoint"`` (pure task overlap): the split of
+    :func:`combined_split` at ``data_fraction=0`` — the same seeded class order; each class
+    shuffled by the same generator after it (common classes, then A's, then B's, each in class
+    order); a common class gives A its first ``⌊n_c/2⌋`` examples and B the next ``⌊n_c/2⌋``, an
+    exclusive class gives its model ``⌊n_c/2⌋`` (unconstrained: all n_c). No example is shared at
+    any fraction; constrained, every set holds ``⌊n_c/2⌋`` per class (set sizes do not move with the
+    fraction when classes are equal in size) and A's set is the same at every fraction of a seed.
 
     Returns
     -------
@@ -220,28 +222,15 @@ def task_overlap_split(labels: Sequence[int] | np.ndarray, fraction: float, mode
 
 
 def _disjoint_task_split(labels: np.ndarray, fraction: float, mode: str, seed: int) -> Split:
-    """:func:`task_overlap_split` with ``images="disjoint"`` (arguments already checked)."""
+    """:func:`task_overlap_split` with ``images="disjoint"`` (arguments already checked): the
+    indices of :func:`combined_split` at ``data_fraction=0``, recorded as a task split."""
     small = classes_too_small_to_halve(labels)
     if small:
         raise ValueError(f"images='disjoint' needs at least 2 examples in every class (one half per model); "
                          f"class(es) {small} (class: examples) have fewer: use images='shared', add examples "
                          "or drop those classes")  # fmt: skip
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    common, a_only, b_only, per_model = _choose_classes(classes, fraction, mode, rng)
-    halves = {}
-    for c in classes:  # every class, in a fixed order: a class's halves do not depend on the fraction
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        half = len(idx) // 2
-        halves[int(c)] = (idx[:half], idx[half:2 * half])
-    a = _sorted([halves[c][0] for c in common + a_only])
-    b = _sorted([halves[c][1] for c in common + b_only])
-    realised_task = len(common) / per_model
-    _warn_rounding("task", fraction, realised_task)
-    return Split("task", a, b, np.zeros(0, dtype=np.int64), common + a_only, common + b_only, 0.0, realised_task,
-                 seed, requested_data_fraction=0.0, requested_task_fraction=fraction, mode=mode,
-                 n_total=len(labels), info={"images": "disjoint"})  # fmt: skip
+    pure = combined_split(labels, 0.0, fraction, mode=mode, seed=seed)
+    return replace(pure, kind="task", requested_data_fraction=0.0, info={"images": "disjoint"})
 
 
 def combined_split(labels: Sequence[int] | np.ndarray, data_fraction: float, task_fraction: float,

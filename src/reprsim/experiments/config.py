@@ -139,6 +139,17 @@ Fractions = Annotated[list[Fraction], Field(min_length=1), AfterValidator(_check
 class _DesignBase(_Strict):
     sources: list[str] | None = Field(
         None, description="names of the sources this design runs on (default: every source of the config)")
+    models: list[str] | None = Field(
+        None, description="names of the models this design trains (default: every model of the config)")
+
+    def applies_to(self, source: str, model: str | None = None) -> bool:
+        """Whether this design runs on ``source`` (and, when given, trains ``model``)."""
+        return ((self.sources is None or source in self.sources)
+                and (model is None or self.models is None or model in self.models))  # fmt: skip
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        return _drop_unset_models(handler(self))
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +161,13 @@ class _DesignBase(_Strict):
                 raise ValueError(f"{stray} apply to data-overlap designs (kind: data) only, not to kind "
                                  f"{data.get('kind')!r}; move them to a kind: data design or drop them")
         return data
+
+
+def _drop_unset_models(data: dict[str, Any]) -> dict[str, Any]:
+    # designs without a models list dump as before (run folders of older configs resume)
+    if data.get("models") is None:
+        data.pop("models", None)
+    return data
 
 
 #: the arms a data-overlap design crosses with its fractions, and their ordinary (default) values
@@ -193,7 +211,7 @@ class DataDesign(_DesignBase):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
+        data = _drop_unset_models(handler(self))
         for key, ordinary in DATA_ARMS.items():  # designs without the arms dump as before
             if data.get(key) == [ordinary]:
                 data.pop(key)
@@ -449,8 +467,8 @@ def parse_config(data: dict[str, Any]) -> ExperimentConfig:
 
 def _check_path_names(config: ExperimentConfig) -> None:
     """Source, model and probe names become parts of unit ids, i.e. of folder names under the run
-    folder: no separators, no ``..``, no control characters (see :func:`reprsim.storage.path_name_problem`)."""
-    from reprsim.storage import path_name_problem
+    folder: no separators, no ``..``, no control characters (see :func:`reprsim.safe_paths.path_name_problem`)."""
+    from reprsim.safe_paths import path_name_problem
 
     named = [(f"sources.{i}.name", s.name) for i, s in enumerate(config.sources)]
     named += [(f"models.{i}.name", m.name) for i, m in enumerate(config.models)]

@@ -106,7 +106,7 @@ def expand(config: ExperimentConfig) -> list[Unit]:
     for source in config.sources:
         for model in config.models:
             for index, design in enumerate(config.overlap.designs):
-                if design.sources is not None and source.name not in design.sources:
+                if not design.applies_to(source.name, model.name):
                     continue
                 for (data_f, task_f, attributes), (align, init) in product(_design_points(design), _design_arms(design)):
                     for seed in config.seeds:

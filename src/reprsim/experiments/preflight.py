@@ -32,6 +32,11 @@ def _design_problems(config: ExperimentConfig, source: str, kind) -> list[str]: 
         if unknown:
             problems.append(f"overlap.designs.{i}.sources: {unknown} are not sources of this config; "
                             f"its sources: {sorted(known)}")  # fmt: skip
+        models = {m.name for m in config.models}
+        unknown_models = sorted(set(design.models or ()) - models)
+        if unknown_models:
+            problems.append(f"overlap.designs.{i}.models: {unknown_models} are not models of this config; "
+                            f"its models: {sorted(models)}")  # fmt: skip
         if design.sources is not None and source not in design.sources:
             continue
         if design.kind not in kind.overlap_kinds:

@@ -115,7 +115,7 @@ class RunStore:
         atomic_write_bytes(config_path, config_yaml.encode())
 
     def unit_dir(self, unit_id: str) -> Path:
-        from reprsim.storage import check_path_name
+        from reprsim.safe_paths import check_path_name
 
         return self.root / results.UNITS_DIR / check_path_name(unit_id, "unit id")
 

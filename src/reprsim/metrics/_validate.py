@@ -174,3 +174,14 @@ def check_resamples(value: Any, option: str) -> int:
         raise ValueError(f"{option} must be between 0 and {MAX_RESAMPLES:,}; got {int(value):,} (each resample "
                          "recomputes everything, and 10⁵ already resolves p = 1e-5).")
     return int(value)
+
+
+def clamp_rounding(value: float, value_range: tuple[float, float], tol: float = 1e-9) -> float:
+    """``value`` limited to ``value_range`` when it lies outside by at most ``tol`` (rounding, e.g.
+    CKA 1.0000000000000016 of a copy); farther outside it is returned unchanged (a real error)."""
+    lo, hi = value_range
+    if hi < value <= hi + tol:
+        return hi
+    if lo - tol <= value < lo:
+        return lo
+    return value

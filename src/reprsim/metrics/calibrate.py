@@ -34,7 +34,7 @@ import numpy as np
 
 from reprsim.metrics._pair import Pair
 from reprsim.metrics._validate import as_features, check_float, check_int, check_paired_features
-from reprsim.metrics.registry import MEASURES, get_measure, run_measures
+from reprsim.metrics.registry import MEASURES, PAPER_MEASURES, get_measure, run_measures
 
 __all__ = ["CALIBRATED_COLUMNS", "aggregate_record", "calibrate", "calibrate_engine", "calibrated_columns", "calibrate_layers", "calibration_record",
            "draw_permutations"]
@@ -102,7 +102,7 @@ def calibration_record(value: float, null: np.ndarray, ceiling: float, kind: str
     rank = min(K + 1, max(1, math.ceil((1.0 - alpha) * (K + 1) - 1e-9)))
     tau = float(np.sort(np.append(null, s))[rank - 1])
     den = top - tau
-    cal = 0.0 if not den > 0 else min(1.0, max(0.0, (s - tau) / den))
+    cal = math.nan if math.isnan(top) else 0.0 if not den > 0 else min(1.0, max(0.0, (s - tau) / den))
     rec.update(null_mean=float(null.mean()), null_sd=float(null.std(ddof=1)) if K > 1 else math.nan, tau=tau,
                p_value=(1 + int((null >= s).sum())) / (K + 1), calibrated=float(cal))
     return rec
@@ -111,6 +111,8 @@ def calibration_record(value: float, null: np.ndarray, ceiling: float, kind: str
 def _names(measures: Any) -> list[str]:
     if measures is None or measures == "all":
         return list(MEASURES)
+    if measures == "paper":
+        return list(PAPER_MEASURES)
     names = [measures] if isinstance(measures, str) else list(measures)
     if not names:
         raise ValueError("measures is empty; pass None for every measure or a list of names from MEASURES.")
@@ -156,7 +158,7 @@ def calibrate(measures: str | Sequence[str] | None, X: Any, Y: Any, n_permutatio
 
     Parameters
     ----------
-    measures : a measure name, a list of names, or None / "all" for every registered measure.
+    measures : a measure name, a list of names, "paper" (the paper's 8), or None / "all" (every measure).
     X, Y : array-like (n, d1), (n, d2), rows corresponding.
     n_permutations : K, the number of row permutations of Y (≥ 1; ignored when ``permutations`` is given).
     alpha : the null's tail probability for τ, in (0, 1).
@@ -180,10 +182,12 @@ def calibrate(measures: str | Sequence[str] | None, X: Any, Y: Any, n_permutatio
     Xt, Yt = check_paired_features(X, Y)
     perms = draw_permutations(Xt.shape[0], n_permutations, seed, permutations)
     engine = SimilarityEngine({"X": Xt}, {"Y": Yt}, names, params, progress=False)
-    engine.compute()
+    values = engine.compute()
+    undefined = [name for name in names if math.isnan(values[("X", "Y", name)])]
+    if undefined and on_error == "raise":
+        raise ValueError(next((w for w in engine.warnings if w.startswith(undefined[0])),
+                              f"{undefined[0]} is undefined for these features."))
     for msg in engine.warnings:
-        if on_error == "raise" and not msg.startswith("rsa: n="):
-            raise ValueError(msg)
         warnings.warn(msg, stacklevel=2)
     records = calibrate_engine(engine, alpha=a, permutations=perms)
     return {name: records[("X", "Y", name)] for name in names}

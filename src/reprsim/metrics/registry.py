@@ -27,7 +27,13 @@ import torch
 from reprsim.metrics import cca, cka, knn, other
 from reprsim.metrics._blocks import run_pass
 from reprsim.metrics._pair import Pair, make_pair
-from reprsim.metrics._validate import check_float, check_int, check_paired_features, degenerate_problem
+from reprsim.metrics._validate import (
+    check_float,
+    check_int,
+    check_paired_features,
+    clamp_rounding,
+    degenerate_problem,
+)
 
 
 def _k(v: Any, n: int) -> int:
@@ -215,7 +221,7 @@ def call_measure(m: Measure, pair: Pair, params: Mapping[str, Any]) -> float:
     if not math.isfinite(v):
         raise ValueError(f"{m.name} is undefined for these features (the computation gave {v}); "
                          "check them for (near-)constant or extreme values.")
-    return v
+    return clamp_rounding(v, m.value_range)  # 1 + 1e-16 of a copy is 1: never outside the measure's range
 
 
 def evaluate(pair: Pair, name: str, params: Mapping[str, Any]) -> float:

@@ -39,7 +39,7 @@ def linear_cka_torch(x: Tensor, y: Tensor) -> Tensor:
         raise ValueError(f"linear_cka_torch: CKA needs at least 2 rows, got {x.shape[0]}")
     xc, yc = x - x.mean(0, keepdim=True), y - y.mean(0, keepdim=True)
     n, d1, d2 = x.shape[0], x.shape[1], y.shape[1]
-    if d1 * d2 <= n * (d1 + d2):  # feature-space products cost n·d1·d2, Gram-space ones n²·(d1 + d2)
+    if d1 * d2 + d1 * d1 + d2 * d2 <= n * (d1 + d2):  # feature-space products cost n(d1·d2 + d1² + d2²), Grams n²(d1 + d2)
         hxy, hxx, hyy = ((yc.T @ xc) ** 2).sum(), ((xc.T @ xc) ** 2).sum(), ((yc.T @ yc) ** 2).sum()
     else:
         k, l = xc @ xc.T, yc @ yc.T

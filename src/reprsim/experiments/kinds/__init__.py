@@ -46,8 +46,12 @@ def model_kind_of(model) -> str:  # noqa: ANN001 - a config ModelSpec
     if hf is not None:
         from reprsim.models.adapters import detect_hf_task
 
+        from reprsim.errors import ConfigError
+
         try:
             return "hf_image" if detect_hf_task(Path(hf).expanduser()).startswith("image") else "hf_causal_lm"
+        except ConfigError:  # a folder that needs its own code (auto_map): refused, whatever its kind
+            raise
         except ValueError:  # no config.json (or the demo base): not an image model
             return "hf_causal_lm"
     return model_kind(model.name)

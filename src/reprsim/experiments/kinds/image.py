@@ -77,7 +77,7 @@ def _n_classes(labels: np.ndarray) -> int:
 def design_fractions(config: ExperimentConfig, unit: Unit) -> tuple[float, ...]:
     """Every task fraction of the class-split design the unit belongs to (empty for other designs)."""
     for design in config.overlap.designs:
-        if design.sources is not None and unit.source.name not in design.sources:
+        if not design.applies_to(unit.source.name, unit.model.name):
             continue
         fractions = {"task": getattr(design, "fractions", None),
                      "combined": getattr(design, "task_fractions", None)}.get(design.kind)  # fmt: skip
