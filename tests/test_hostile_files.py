@@ -85,6 +85,21 @@ def test_atomic_write_refuses_a_symlinked_target_and_ignores_a_planted_temp_name
     assert (tmp_path / "out.bin").read_bytes() == b"new" and victim.read_bytes() == before
 
 
+def test_cache_reads_follow_no_symlink_and_never_block_on_a_fifo(tmp_path):
+    victim, before = _victim(tmp_path)
+    good = tmp_path / "elsewhere.rsv"
+    storage.write_verified(good, b"planted payload")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "a.rsv").symlink_to(good)
+    (cache / "b.rsv").symlink_to(victim)
+    os.mkfifo(cache / "c.rsv")
+    for name in ("a.rsv", "b.rsv", "c.rsv"):
+        assert storage.read_verified(cache / name) is None  # moved aside, recomputed by the caller
+        assert not os.path.lexists(cache / name)
+    assert storage.read_verified(good) == b"planted payload" and victim.read_bytes() == before
+
+
 def test_normal_locks_and_writes_still_work(tmp_path):
     with storage.RunLock(tmp_path / "run"):
         assert (tmp_path / "run" / storage.RUN_LOCK_FILE).is_file()

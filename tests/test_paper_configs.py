@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reprsim.errors import ReprsimError
 from reprsim.experiments import parse_config
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "configs" / "paper"
@@ -158,3 +159,38 @@ def test_task_sampling_is_uniform_over_corpora_where_the_paper_samples_uniformly
         raw = _load(name)
         if raw["sources"][0]["name"] == "text" and any(d["kind"] == "task" for d in raw["overlap"]["designs"]):
             assert raw["sources"][0]["options"].get("balance") == "repeat", name
+
+
+@pytest.mark.parametrize("name", ["nanogpt_shakespeare_ds.yaml", "nanogpt_tinystories_ds.yaml", "nanogpt_task.yaml"])
+def test_nanogpt_configs_pass_the_preflight_with_local_corpora_and_a_tokenizer_folder(name, tmp_path):
+    """As shipped, once the corpus paths point at local copies and the tokenizer at a local folder."""
+    datasets = pytest.importorskip("datasets")
+    from test_text_tokenizer_hf import _text, _tokenizer_dir
+
+    from reprsim.experiments.grid import expand
+    from reprsim.experiments.preflight import preflight
+
+    raw = _load(name)
+    options = raw["sources"][0]["options"]
+    folder, _ = _tokenizer_dir(tmp_path / "gpt2")
+    assert options["tokenizer"] == {"type": "hf", "path": "/models/gpt2"}
+    options["tokenizer"]["path"] = str(folder)
+    for i, domain in enumerate(options["domains"]):
+        text = _text(i, 40_000)
+        if domain["path"].endswith(".txt"):
+            path = tmp_path / f"corpus{i}.txt"
+            path.write_text(text)
+        else:
+            fields = domain["field"] if isinstance(domain["field"], list) else [domain["field"]]
+            rows = {f: [text[j:j + 2000] for j in range(0, len(text), 2000)] for f in fields}
+            split = datasets.Dataset.from_dict(rows)
+            path = tmp_path / f"corpus{i}"
+            (datasets.DatasetDict({domain["split"]: split}) if "split" in domain else split).save_to_disk(str(path))
+        domain["path"] = str(path)
+    raw["models"][0]["options"] |= {"n_layer": 1, "n_embd": 48}  # the shape is checked above; keep the build fast
+    config = parse_config(raw)
+    preflight(config, expand(config)[:2])
+    options["tokenizer"]["path"] = str(tmp_path / "no_tokenizer")  # and the preflight is not vacuous
+    config = parse_config(raw)
+    with pytest.raises(ReprsimError, match="tokenizer"):
+        preflight(config, expand(config)[:2])

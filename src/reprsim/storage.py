@@ -220,14 +220,19 @@ def read_verified(path: str | Path) -> bytes | None:
 
     None without a message when ``path`` does not exist; None after a logged warning and after
     moving the file to ``<name>.corrupt-<time>`` when it is truncated, has extra bytes, fails the
-    checksum, lacks the header (not written by :func:`write_verified`) or cannot be read.
-    Header and payload come from one open file. Never raises.
+    checksum, lacks the header (not written by :func:`write_verified`), cannot be read, or is a
+    symlink or not a regular file (never followed or read: a FIFO would block). Header and payload
+    come from one open file. Never raises.
     """
     path = Path(path)
     st = None
     try:
-        with open(path, "rb") as fh:
+        # no symlink, and O_NONBLOCK: a FIFO planted under an entry's name must not block the reader
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
             parsed = _parse_header(fh.readline(_HEADER_MAX))
             if parsed is None:
                 reason = "not a verified entry (no or a damaged checksum header)"
@@ -245,7 +250,7 @@ def read_verified(path: str | Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        reason = f"unreadable ({exc.strerror or exc})"
+        reason = "a symbolic link (not followed)" if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror or exc})"
     except Exception as exc:  # noqa: BLE001  (never raise from a cache read)
         reason = f"unreadable ({type(exc).__name__}: {exc})"
     _move_aside(path, reason, st)

@@ -130,6 +130,12 @@ def _consequence_line(keys: dict[str, Any], cons: pd.DataFrame) -> str:
     return f"{design_label(keys).capitalize()}, {where_label(keys)}: " + "; ".join(parts) + "."
 
 
+#: How jailbreak (language-model) consequences are read, as the published paper now reads them.
+JAILBREAK_READING = ("The published (ICML 2026) paper claims a consequence of similarity — more transferable "
+                     "adversarial attacks — for vision models only; for language models it reports weaker trends and "
+                     "no longer claims jailbreak transfer. The jailbreak results here are associations with their "
+                     "per-seed 95% intervals; one whose interval covers zero is inconclusive, and none is evidence "
+                     "that similarity causes jailbreak transfer.")
 _CAUSE_LABELS = {"data_overlap": "data overlap", "alignment": "the alignment loss (λ)", "shared_init": "shared initialisation"}
 
 
@@ -254,6 +260,8 @@ def build_claims(effects: pd.DataFrame, factorial: pd.DataFrame, cons: pd.DataFr
                            f"{v.count('inconclusive')}.")  # fmt: skip
             else:
                 summary = "No consequence columns in this run."
+            if not cons.empty and cons["consequence"].astype(str).str.startswith("jailbreak").any():
+                summary += " " + JAILBREAK_READING
             claims.append({"id": cid, "title": title, "summary": summary, "groups": groups,
                            "similarity_transfer": identified})  # fmt: skip
             continue

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import csv
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ __all__ = [
     "PromptFormat",
     "StageOptions",
     "chat_world_behaviours",
+    "exact_judge",
     "jailbreak_transfer",
     "load_behaviours",
     "hf_judge",
