@@ -35,7 +35,6 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
     args = ap.parse_args()
 
-    import numpy as np
     import torch
 
     from reprsim import metrics

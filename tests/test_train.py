@@ -268,3 +268,20 @@ def test_training_on_gpu_with_mixed_precision_learns():
     result = train(_mlp(), data, dict(CFG, num_threads=None), seed=0, device="cuda", progress=False)
     assert result.train_accuracy > 0.9
     assert next(result.model.parameters()).device.type == "cuda"
+
+
+def test_a_batch_norm_model_skips_a_last_batch_of_one_example() -> None:
+    """n = batch_size + 1: the lone last example cannot be batch-normalised in training mode, so a
+    model with BatchNorm takes one step per epoch (the other models still take two)."""
+    from torch import nn
+
+    from reprsim.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    x, y = torch.randn(9, 4), torch.arange(9) % 2
+    bn = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.01, eval_every=2)
+    result = train(bn, (x, y), cfg, seed=0)
+    assert result.steps == 2  # one batch of 8 per epoch; the ninth example is left out
+    plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert train(plain, (x, y), cfg, seed=0).steps == 4  # without BatchNorm every example is used

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reprsim.metrics._validate import check_resamples
 from reprsim.compare.result import Comparison
 from reprsim.errors import ReprsimError
 from reprsim.compare.table import check_count, layer_table
@@ -162,9 +163,9 @@ def compare_models(
     # ---- check everything cheap before any model runs ----------------------------------------
     names = similarity.resolve_measures(measures)
     prep_fn, prep_desc = similarity.resolve_prepare(prepare)
-    n_permutations = _check_count(n_permutations, "n_permutations")
-    calibrate = _check_count(calibrate, "calibrate")
-    n_boot = _check_count(n_boot, "n_boot")
+    n_permutations = check_resamples(n_permutations, "n_permutations")
+    calibrate = check_resamples(calibrate, "calibrate")
+    n_boot = check_resamples(n_boot, "n_boot")
     seed = _check_count(seed, "seed")
     if n_boot == 1:
         raise ValueError("n_boot must be 0 (no intervals) or >= 2.")

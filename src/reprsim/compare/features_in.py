@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reprsim.metrics._validate import check_resamples
 from reprsim.compare.result import Comparison
 from reprsim.compare.table import check_count, layer_table
 from reprsim.errors import ReprsimError
@@ -142,12 +143,14 @@ def _select(feats: dict[str, np.ndarray], spec: Any, which: str, desc: str) -> d
 def save_feature_set(feats: Mapping[str, np.ndarray], path: str | Path, **meta: str) -> Path:
     """Write ``{layer: (n, d)}`` as one ``.safetensors`` file (layer order and ``meta`` kept) that
     :func:`load_feature_set` reads back. Returns the path."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from reprsim.storage import atomic_write_bytes
 
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feats.items()}
-    save_file(tensors, str(out), metadata={_ORDER_KEY: json.dumps(list(feats)), **meta})
+    # written by temp file + rename, never through a symlink planted at ``path``
+    atomic_write_bytes(out, save(tensors, metadata={_ORDER_KEY: json.dumps(list(feats)), **meta}))
     return out
 
 
@@ -189,9 +192,9 @@ def compare_features(
 
     names = resolve_measures(measures)
     prep_fn, prep_desc = resolve_prepare(prepare)
-    n_permutations = check_count(n_permutations, "n_permutations")
-    calibrate = check_count(calibrate, "calibrate")
-    n_boot = check_count(n_boot, "n_boot")
+    n_permutations = check_resamples(n_permutations, "n_permutations")
+    calibrate = check_resamples(calibrate, "calibrate")
+    n_boot = check_resamples(n_boot, "n_boot")
     seed = check_count(seed, "seed")
     if n_boot == 1:
         raise ValueError("n_boot must be 0 (no intervals) or >= 2.")

@@ -55,6 +55,10 @@ def _final_metrics(model: nn.Module, is_lm: bool, data: Any, val: Any, ev: Any, 
             **({"val_accuracy": scores["val_accuracy"]} if "val_accuracy" in scores else {})}
 
 
+def _has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def _result_from_final(model: nn.Module, path: Path, started: float) -> TrainResult:
     meta = ckpt.read_meta(path)
     from safetensors.torch import load_file
@@ -157,7 +161,10 @@ def run_training(
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * spe)
     else:
         n = len(data)
-        spe = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+        # a last batch of one example cannot be batch-normalised in training mode: such a model skips
+        # it (a different example each epoch, as the order is reshuffled) instead of failing
+        lone = n > 1 and n % cfg.batch_size == 1 and _has_batch_norm(model)
+        spe = n // cfg.batch_size if cfg.drop_last or lone else math.ceil(n / cfg.batch_size)
         if spe < 1:
             raise ValueError(f"drop_last with batch_size {cfg.batch_size} > {n} training examples leaves no batch.")
         n_epochs, total = cfg.epochs, cfg.epochs * spe
