@@ -51,7 +51,7 @@ CONTRACT_COLUMNS: tuple[str, ...] = (
 RESULT_COLUMNS: tuple[str, ...] = (
     "unit_id", "status", "source", "model", "overlap_kind", "data_fraction", "task_fraction",
     "realised_data_fraction", "realised_task_fraction", "seed", "probe_set", "probe_role", "n_probe",
-    "n_probe_classes", "layer_a", "layer_b", "measure", "value", "p_value", "acc_a", "acc_b",
+    "n_probe_classes", "layer_a", "layer_b", "measure", "value", "p_value", "prepare", "acc_a", "acc_b",
 )  # fmt: skip
 
 #: Columns a sweep with ``measures.calibrate: K`` adds to every row (:func:`reprsim.metrics.calibrate`):

@@ -136,6 +136,8 @@ JAILBREAK_READING = ("The published (ICML 2026) paper claims a consequence of si
                      "no longer claims jailbreak transfer. The jailbreak results here are associations with their "
                      "per-seed 95% intervals; one whose interval covers zero is inconclusive, and none is evidence "
                      "that similarity causes jailbreak transfer.")
+_CAUSE_UNITS = {"data_overlap": "per unit of overlap fraction", "alignment": "per unit of λ",
+                "shared_init": "(shared vs independent initial weights)"}
 _CAUSE_LABELS = {"data_overlap": "data overlap", "alignment": "the alignment loss (λ)", "shared_init": "shared initialisation"}
 
 
@@ -146,7 +148,7 @@ def _transfer_record_text(r: pd.Series) -> str:
         return (f"difference ({r['compared'].replace('_', ' ')}) {_adjusted_ci(r)} per unit {measure} "
                 f"({r['verdict']})")  # fmt: skip
     first = fmt_ci(r["first_stage"], r["first_stage_low"], r["first_stage_high"])
-    text = f"{_CAUSE_LABELS.get(r['cause'], r['cause'])} moves {measure} by {first} per unit"
+    text = f"{_CAUSE_LABELS.get(r['cause'], r['cause'])} moves {measure} by {first} {_CAUSE_UNITS.get(r['cause'], '')}"
     if not r["identifies"]:
         return text + " (inconclusive: it identifies nothing)"
     return text + f", and transfer by {_adjusted_ci(r)} per unit {measure} ({r['verdict']})"

@@ -14,7 +14,7 @@ Modules: :mod:`~reprsim.compare.references` (model references), :mod:`~reprsim.c
 :mod:`~reprsim.compare.attack` (transfer), :mod:`~reprsim.compare.result` (:class:`Comparison`),
 :mod:`~reprsim.compare.html` (figures and page), :mod:`~reprsim.compare.cli` (``reprsim compare-models``),
 :mod:`~reprsim.compare.table` (the layer table both entry points share), :mod:`~reprsim.compare.sources`
-(PEFT adapters, sweep models, dtype, input size).
+(PEFT adapters, sweep models, dtype, input size), :mod:`~reprsim.compare.diffusion` (diffusion UNets).
 """
 
 from __future__ import annotations
@@ -89,12 +89,14 @@ def compare_models(
     cache_dir: str | Path | None = None,
     input_size: Any = None,
     label_map: Any = None,
+    noise_seed: int | None = None,
+    timesteps: Any = None,
 ) -> Comparison:
     """Compare two models' representations of the same inputs with every similarity measure.
 
     Args:
         model_a, model_b: an ``nn.Module``, a local Hugging Face folder (image classifier, vision or
-            text encoder, causal LM), a checkpoint written by ``reprsim.train``, a TorchScript file
+            text encoder, causal LM; or a diffusers ``UNet2DModel`` folder), a checkpoint written by ``reprsim.train``, a TorchScript file
             (output only) or ``"MODULE:CALLABLE"`` (a factory returning an ``nn.Module``; the current
             folder is importable) — see :mod:`reprsim.compare.references`.
         inputs: an array/tensor (N, ...), a list of texts, a data-source spec such as
@@ -145,6 +147,13 @@ def compare_models(
         label_map: for ``attack`` between models with different label spaces: ``{class of A: class
             of B}`` (probe labels are A's classes; ``None`` / -1 = no such class in B, those inputs are
             dropped); every probe label must be a key. See :mod:`reprsim.compare.attack`.
+        noise_seed, timesteps: for diffusion UNets (reprsim's zoo ``DiffusionUNet`` or a diffusers
+            ``UNet2DModel``, see :mod:`reprsim.compare.diffusion`), as in a diffusion sweep: both
+            models get the identical x_t = √ᾱ_t·(2x − 1) + √(1 − ᾱ_t)·ε, t and the null class label,
+            with ε from :func:`reprsim.models.unet.eval_draws` seeded by ``noise_seed`` (None: 0) and
+            ``timesteps`` None (uniform in [0, T), from the same draw), an int (one t for every input)
+            or an (N,) int array. Features are the layer's mean ‖ std over space (``pool`` is not
+            used). An error for models that are not UNets; ``attack`` is an error with a UNet.
 
     Returns:
         A :class:`Comparison` (``.table``, ``.matrix(measure)``, ``.plot()``, ``.to_html(path)``,
@@ -190,20 +199,27 @@ def compare_models(
         vision = [(r, w) for r, w in ((ref_a, "A"), (ref_b, "B")) if r.kind == "image"] or [(ref_a, "A")]
         for ref, which in vision:
             sources.apply_input_size(ref, input_size, which)
+    from reprsim.compare import diffusion
+
+    draws = diffusion.plan_draws([ref_a, ref_b], probe.data, noise_seed, timesteps, atk)
+    unets = {w for r, w in ((ref_a, "A"), (ref_b, "B")) if draws is not None and diffusion.is_diffusion(r.module)}
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    notes: list[str] = []
+    notes: list[str] = [f"model {w} is not a diffusion UNet: it sees the clean inputs, not x_t"
+                        for w in ("A", "B") if unets and w not in unets]
 
     # ---- features: one pass per model over the inputs ----------------------------------------
     feats: dict[str, dict[str, np.ndarray]] = {}
     shown: dict[str, list[str]] = {}
     plans = []
     for ref, spec, which in ((ref_a, spec_a, "A"), (ref_b, spec_b, "B")):  # both checked before the long passes
-        fed = extraction.model_inputs(ref, probe, tokenizer, which)
+        fed = probe.data if which in unets else extraction.model_inputs(ref, probe, tokenizer, which)
         sample = extraction.sampler(fed, which=which, label=ref.label)
         try:
             resolved = extraction.resolve_layers(ref, spec, which, sample if spec == "all" else None)
-            if spec != "all":
+            if which in unets:  # a UNet also takes t: checked on two x_t
+                draws.features(ref, probe.data[:2], resolved, which, 2, device)
+            elif spec != "all":
                 sample(ref.module)  # a wrong input shape fails here, on two inputs, naming the model
         except ReprsimError as exc:
             if torch_dtype in (None, torch.float32) or not any(
@@ -217,8 +233,12 @@ def compare_models(
         t0, c0 = time.perf_counter(), time.process_time()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            feats[which.lower()] = extraction.model_features(ref, fed, resolved, which=which, batch_size=batch_size,
-                                                             pool=pool, device=device, progress=progress)
+            if which in unets:
+                feats[which.lower()] = draws.features(ref, probe.data, resolved, which, batch_size, device)
+            else:
+                feats[which.lower()] = extraction.model_features(ref, fed, resolved, which=which,
+                                                                 batch_size=batch_size, pool=pool, device=device,
+                                                                 progress=progress)
         from reprsim.models import GPT
 
         causal = isinstance(ref.module, GPT)  # reprsim's GPTs are causal: right padding is exact, no note needed
@@ -254,7 +274,8 @@ def compare_models(
         warnings.warn(f"compare_models: {notes[0]}{more}", stacklevel=2)
     return Comparison(
         table=table, layers_a=shown["A"], layers_b=shown["B"], measures=names, model_a=ref_a.label,
-        model_b=ref_b.label, inputs=probe.description, n_inputs=probe.n, prepare=prep_desc,
+        model_b=ref_b.label, inputs=probe.description + (f"; {draws.description}" if draws else ""),
+        n_inputs=probe.n, prepare=prep_desc,
         params=dict(params or {}),
         transfer=transfer, transfer_summary=summary, attack=atk.describe() if atk is not None else None,
         features=feats, timings=timings, cpu_timings=cpu, warnings=notes, engine=measured.engine,

@@ -24,7 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "compare-models",
         help="every similarity measure (and attack transfer) between two models you have",
         description="Compare two models' representations of the same inputs. A model is a Hugging Face folder "
-                    "(config.json), a checkpoint written by reprsim.train (.safetensors), a TorchScript file "
+                    "(config.json; a diffusers UNet2DModel folder too), a checkpoint written by reprsim.train "
+                    "(.safetensors; a zoo diffusion UNet too), a TorchScript file "
                     "(output only) or MODULE:CALLABLE (a factory; the current folder is importable).",
     )
     parser.add_argument("a", metavar="A", help="model A")
@@ -68,6 +69,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="resize images to PX x PX inside Hugging Face vision models")
     parser.add_argument("--label-map", metavar="FILE", help="JSON {class of A: class of B} for --attack between "
                                                              "models with different label spaces")
+    parser.add_argument("--noise-seed", type=int, default=None, metavar="SEED",
+                        help="diffusion UNets: seed of every input's noise and timestep (default 0)")
+    parser.add_argument("--timestep", type=int, default=None, metavar="T",
+                        help="diffusion UNets: one timestep for every input (default: uniform draws)")
     parser.add_argument("--out", metavar="DIR", help="write comparison.html and the table (.parquet, .csv) here")
     parser.add_argument("--save-features", action="store_true",
                         help="with --out: also write features_a/b.safetensors (reprsim compare reloads them)")
@@ -152,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
             weights_a=args.weights_a, weights_b=args.weights_b, tokenizer=args.tokenizer,
             batch_size=args.batch_size, device=args.device, progress=False if args.quiet else None,
             dtype=args.dtype, base={"a": args.base_a, "b": args.base_b}, cache_dir=args.cache_dir,
-            input_size=args.input_size, label_map=args.label_map,
+            input_size=args.input_size, label_map=args.label_map, noise_seed=args.noise_seed,
+            timesteps=args.timestep,
         )
     for w in caught:
         if "compare_models:" not in str(w.message):

@@ -9,6 +9,8 @@ A reference is one of
 * a checkpoint written by ``reprsim.train`` (``model.safetensors`` / ``last.safetensors`` or the
   folder holding one): the zoo architecture is rebuilt from the checkpoint's metadata or, for the
   zoo's MLP, CNN and ResNet, from its tensor shapes, and verified against its fingerprint;
+* a diffusers ``UNet2DModel`` folder (``save_pretrained``) or a zoo diffusion UNet: read with the
+  diffusion sweep's x_t / t / null-label protocol (see :mod:`reprsim.compare.diffusion`);
 * a TorchScript file (``torch.jit.save``): output only, since loaded ScriptModules take no hooks;
 * ``MODULE:CALLABLE``: an importable factory returning an ``nn.Module`` (the uvicorn/gunicorn
   convention; the current folder is importable), with optional ``weights``: a ``.safetensors``
@@ -86,7 +88,8 @@ def _kind_of(module: nn.Module) -> str:
 
 
 def _what_models_are() -> str:
-    return ("a model is an nn.Module, a Hugging Face directory (config.json), a PEFT adapter folder "
+    return ("a model is an nn.Module, a Hugging Face directory (config.json; a diffusers UNet2DModel folder too), "
+            "a PEFT adapter folder "
             "(adapter_config.json), RUN_DIR:UNIT_ID:a|b (a model of a reprsim sweep), a checkpoint written by "
             "reprsim.train (.safetensors), a TorchScript file, or MODULE:CALLABLE (a factory)")
 
@@ -119,7 +122,9 @@ def load_model(ref: Any, weights: str | Path | None = None, *, which: str = "A",
             load_weights(module, weights, which=which)
         scripted = is_scripted(module)
         label = type(module).__name__ + (" (TorchScript)" if scripted else "")
-        return ModelRef(module.eval(), label, _kind_of(module), None, scripted, type(module).__name__)
+        from reprsim.compare.diffusion import wrap_module  # a bare diffusers UNet2DModel gets the UNet interface
+
+        return wrap_module(ModelRef(module.eval(), label, _kind_of(module), None, scripted, type(module).__name__))
     if not isinstance(ref, (str, os.PathLike)):
         raise ReprsimError(f"model {which}: got a {type(ref).__name__}; {_what_models_are()}.")
     from reprsim.compare import sources
@@ -151,6 +156,10 @@ def _load_path(path: Path, weights: Any, which: str, dtype: torch.dtype | None =
             if weights is not None:
                 raise ReprsimError(f"model {which}: weights= is for MODULE:CALLABLE factories; the Hugging Face "
                                    f"folder {path} carries its own weights.")
+            from reprsim.compare import diffusion
+
+            if diffusion.is_diffusers_folder(path):
+                return diffusion.load_diffusers(path, which)
             return _load_hf(path, which, dtype)
         for name in ("model.safetensors", "last.safetensors"):
             if (path / name).is_file():

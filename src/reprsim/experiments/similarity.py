@@ -6,6 +6,7 @@ import numpy as np
 
 from reprsim import metrics
 from reprsim.experiments.config import MeasureSpec
+from reprsim.metrics.prepare import resolve_prepare
 from reprsim.results import CALIBRATION_COLUMNS
 
 
@@ -57,9 +58,11 @@ def _calibrated(spec: MeasureSpec, names: list[str], xa: np.ndarray | None, xb: 
 
 def probe_rows(spec: MeasureSpec, probe_set: str, probe_role: str, n_probe: int, feats_a: dict[str, np.ndarray],
                feats_b: dict[str, np.ndarray], layers: list[str], seed: int) -> list[dict]:  # fmt: skip
-    """:func:`similarity_rows` of one probe set, each row tagged with ``probe_set``, ``probe_role``
-    and ``n_probe`` (the result-table columns every unit type writes)."""
-    tags = {"probe_set": probe_set, "probe_role": probe_role, "n_probe": n_probe}
+    """:func:`similarity_rows` of one probe set, each row tagged with ``probe_set``, ``probe_role``,
+    ``n_probe`` and ``prepare`` (the preparation rule, e.g. ``"paper (clip 0.95 quantile + L2 rows)"``):
+    the result-table columns every unit type writes."""
+    _, rule = resolve_prepare(spec.prepare.model_dump())
+    tags = {"probe_set": probe_set, "probe_role": probe_role, "n_probe": n_probe, "prepare": rule}
     return [tags | row for row in similarity_rows(spec, feats_a, feats_b, layers, seed)]
 
 

@@ -33,6 +33,7 @@ from reprsim.errors import ReprsimError
 __all__ = [
     "UNET_PRESETS",
     "DiffusionUNet",
+    "DiffusersUNet",
     "MissingDiffusers",
     "denoising_features",
     "denoising_loss",
@@ -40,6 +41,7 @@ __all__ = [
     "mean_std_pool",
     "require_diffusers",
     "stratified_draws",
+    "unet_layer_names",
 ]  # fmt: skip
 
 #: The steps of the DDPM noise schedule (diffusers' default linear β from 1e-4 to 0.02).
@@ -143,13 +145,7 @@ class DiffusionUNet(nn.Module):
                                           class_embed_type="timestep", num_class_embeds=num_classes + 1, **arch)
         scheduler = diffusers.DDPMScheduler(**self.schedule)
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone().float(), persistent=False)
-        levels_up = len(arch["up_block_types"])
-        self.reprsim_layers = {
-            **{f"down.{i}": f"unet.down_blocks.{i}" for i in range(levels)},
-            "mid": "unet.mid_block",
-            **{f"up.{i}": f"unet.up_blocks.{i}" for i in range(levels_up)},
-            "penultimate": "unet.conv_out:input",
-        }
+        self.reprsim_layers = unet_layer_names(self.unet)
         self.reprsim_default_layer = "penultimate"
 
     # ---- the denoiser ---------------------------------------------------------------------
@@ -230,6 +226,57 @@ class DiffusionUNet(nn.Module):
         finally:
             self.train(was_training)
         return ((x + 1) / 2).clamp(0, 1)
+
+
+def unet_layer_names(unet: nn.Module, prefix: str = "unet.") -> dict[str, str]:
+    """Public layer names of a diffusers ``UNet2DModel`` held at ``prefix``: ``down.i``, ``mid``,
+    ``up.i`` (the blocks' outputs) and ``penultimate`` (the input of ``conv_out``)."""
+    mid = {"mid": f"{prefix}mid_block"} if getattr(unet, "mid_block", None) is not None else {}
+    return {**{f"down.{i}": f"{prefix}down_blocks.{i}" for i in range(len(unet.down_blocks))}, **mid,
+            **{f"up.{i}": f"{prefix}up_blocks.{i}" for i in range(len(unet.up_blocks))},
+            "penultimate": f"{prefix}conv_out:input"}  # fmt: skip
+
+
+class DiffusersUNet(nn.Module):
+    """A diffusers ``UNet2DModel`` (trained anywhere) behind :class:`DiffusionUNet`'s interface, so
+    :func:`denoising_features` reads it exactly as a zoo UNet: pixels in [0, 1] → x₀ = 2·pixels − 1,
+    :meth:`add_noise` with ``scheduler``'s ᾱ_t, ``model(x_t, t)`` with the null class label.
+
+    Args:
+        unet: the ``UNet2DModel``.
+        scheduler: a ``DDPMScheduler`` (its ``alphas_cumprod`` and ``num_train_timesteps``);
+            None: diffusers' default 1000-step linear-β schedule (reprsim's).
+        null_class: the class id fed as "no class" to a class-conditional UNet (None:
+            ``num_class_embeds − 1``, reprsim's convention); an unconditional UNet gets no label.
+    """
+
+    add_noise = DiffusionUNet.add_noise
+    to_model_space = staticmethod(DiffusionUNet.to_model_space)
+
+    def __init__(self, unet: nn.Module, scheduler: Any = None, null_class: int | None = None) -> None:
+        super().__init__()
+        if scheduler is None:
+            scheduler = require_diffusers().DDPMScheduler()
+        cfg = unet.config
+        self.unet = unet
+        size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size,) * 2
+        self.input_shape = (int(cfg.in_channels), *(int(s) for s in size))
+        conditional = cfg.num_class_embeds is not None
+        default_null = int(cfg.num_class_embeds) - 1 if conditional else None
+        self.null_class = (default_null if null_class is None else int(null_class)) if conditional else None
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone().float(), persistent=False)
+        self.reprsim_layers = unet_layer_names(unet)
+        self.reprsim_default_layer = "penultimate"
+
+    def forward(self, x_t: Tensor, timesteps: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """The UNet's output (N, C, H, W) for noised samples ``x_t`` at integer ``timesteps`` (N,);
+        ``class_labels`` None: the null class (none for an unconditional UNet)."""
+        if x_t.dim() != 4 or x_t.shape[1] != self.input_shape[0]:
+            raise ValueError(f"unet: expected noised images (N, {self.input_shape[0]}, H, W), got {tuple(x_t.shape)}")
+        if class_labels is None and self.null_class is not None:
+            class_labels = torch.full((x_t.shape[0],), self.null_class, dtype=torch.long, device=x_t.device)
+        return self.unet(x_t, timesteps, class_labels=class_labels).sample
 
 
 # ---- read-out -------------------------------------------------------------------------------
