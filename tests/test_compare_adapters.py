@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import reprsim.models as M
+from _compare_refs import paper_prepare as _paper
 from reprsim import metrics
 from reprsim.compare import compare_models
 from reprsim.errors import ReprsimError
@@ -22,12 +23,6 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 
-def _paper(X):
-    X = np.asarray(X, dtype=np.float64)
-    flat = np.sort(np.abs(X).ravel())
-    tau = flat[min(int(np.floor(0.95 * flat.size)), flat.size - 1)]
-    C = np.clip(X, -tau, tau)
-    return C / np.linalg.norm(C, axis=1, keepdims=True)
 
 
 def _gpt2(path, n_embd=16, seed=0):

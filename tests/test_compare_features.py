@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import reprsim
-import reprsim.models as M
+from _compare_refs import hooked, paper_prepare, random_images, small_cnn
 from reprsim import metrics
 from reprsim.cli import main
 from reprsim.compare import compare_features, compare_models
@@ -19,40 +19,16 @@ from reprsim.metrics.prepare import resolve_prepare
 
 torch.set_num_threads(1)
 
-LAYERS = ["block1", "block2", "penultimate"]
-SOME = ["cka", "mutual_knn", "procrustes", "rsa", "linear_regression"]
-FEW = ["cka", "mutual_knn", "procrustes"]
-
-
-def _cnn(seed):
-    return M.build("cnn", input_shape=(3, 16, 16), num_classes=4, channels=(8, 16, 16), penultimate_width=16,
-                   seed=seed)
+_cnn, _hooked, _paper = small_cnn, hooked, paper_prepare
 
 
 def _images(n=40, seed=0):
-    return np.random.default_rng(seed).random((n, 3, 16, 16), dtype=np.float32)
+    return random_images(n, seed)
 
 
-def _hooked(model, x, paths):
-    """Outputs of the named modules, read with plain forward hooks, averaged over space."""
-    model.eval()
-    got = {}
-    modules = dict(model.named_modules())
-    handles = [modules[p].register_forward_hook(lambda m, i, o, p=p: got.__setitem__(p, o)) for p in paths]
-    with torch.no_grad():
-        model(torch.from_numpy(x))
-    for h in handles:
-        h.remove()
-    return {p: (got[p].mean(dim=(2, 3)) if got[p].dim() == 4 else got[p]).numpy() for p in paths}
-
-
-def _paper(X):
-    """The paper's rule written out: clamp at |x| sorted[floor(0.95·numel)], then divide rows by their norm."""
-    X = np.asarray(X, dtype=np.float64)
-    flat = np.sort(np.abs(X).ravel())
-    tau = flat[min(int(np.floor(0.95 * flat.size)), flat.size - 1)]
-    C = np.clip(X, -tau, tau)
-    return C / np.linalg.norm(C, axis=1, keepdims=True)
+LAYERS = ["block1", "block2", "penultimate"]
+SOME = ["cka", "mutual_knn", "procrustes", "rsa", "linear_regression"]
+FEW = ["cka", "mutual_knn", "procrustes"]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,9 @@ import torch
 
 import reprsim
 import reprsim.models as M
+from _compare_refs import hooked as _hooked
+from _compare_refs import random_images as _images
+from _compare_refs import small_cnn as _cnn
 from reprsim import metrics
 from reprsim.compare import compare_models, similarity
 from reprsim.errors import ReprsimError
@@ -19,26 +22,10 @@ from reprsim.errors import ReprsimError
 torch.set_num_threads(1)
 
 
-def _cnn(seed=0):
-    return M.build("cnn", input_shape=(3, 16, 16), num_classes=4, channels=(8, 16, 16), penultimate_width=16,
-                   seed=seed)
 
 
-def _images(n=60, seed=0):
-    return np.random.default_rng(seed).random((n, 3, 16, 16), dtype=np.float32)
 
 
-def _hooked(model, x, paths):
-    """Features read with plain forward hooks (outputs averaged over space): the independent path."""
-    model.eval()
-    got = {}
-    modules = dict(model.named_modules())
-    handles = [modules[p].register_forward_hook(lambda m, i, o, p=p: got.__setitem__(p, o)) for p in paths]
-    with torch.no_grad():
-        model(torch.from_numpy(x))
-    for h in handles:
-        h.remove()
-    return {p: (t.mean(dim=(2, 3)) if t.dim() == 4 else t).numpy() for p, t in got.items()}
 
 
 def test_same_model_gives_cka_one_on_the_diagonal_and_a_layer_by_layer_matrix():

@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from reprsim.metrics._validate import check_resamples
 from reprsim.compare.result import Comparison
 from reprsim.errors import ReprsimError
-from reprsim.compare.table import check_count, layer_table
+from reprsim.compare.table import check_table_options, layer_table
 from reprsim.compare.features_in import compare_features  # imports _layer_specs from here lazily
 
 __all__ = ["Comparison", "compare_features", "compare_models"]
@@ -47,8 +46,6 @@ def _layer_specs(layers: Any) -> tuple[Any, Any]:
         return layers.get("a", "penultimate"), layers.get("b", "penultimate")
     return layers, layers
 
-
-_check_count = check_count
 
 
 def _per_side(value: Any, name: str) -> tuple[Any, Any]:
@@ -172,14 +169,8 @@ def compare_models(
     # ---- check everything cheap before any model runs ----------------------------------------
     names = similarity.resolve_measures(measures)
     prep_fn, prep_desc = similarity.resolve_prepare(prepare)
-    n_permutations = check_resamples(n_permutations, "n_permutations")
-    calibrate = check_resamples(calibrate, "calibrate")
-    n_boot = check_resamples(n_boot, "n_boot")
-    seed = _check_count(seed, "seed")
-    if n_boot == 1:
-        raise ValueError("n_boot must be 0 (no intervals) or >= 2.")
-    if n_boot and not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1); got {level}.")
+    n_permutations, calibrate, n_boot, seed = check_table_options(
+        n_permutations=n_permutations, calibrate=calibrate, n_boot=n_boot, seed=seed, level=level)
     spec_a, spec_b = _layer_specs(layers)
     atk = attack_mod.resolve_attack(attack)
     probe = resolve_inputs(inputs, labels)

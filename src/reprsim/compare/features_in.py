@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from reprsim.metrics._validate import check_resamples
 from reprsim.compare.result import Comparison
-from reprsim.compare.table import check_count, layer_table
+from reprsim.compare.table import check_table_options, layer_table
 from reprsim.errors import ReprsimError
 
 __all__ = ["FEATURE_FORMATS", "compare_features", "load_feature_set", "save_feature_set"]
@@ -192,14 +191,8 @@ def compare_features(
 
     names = resolve_measures(measures)
     prep_fn, prep_desc = resolve_prepare(prepare)
-    n_permutations = check_resamples(n_permutations, "n_permutations")
-    calibrate = check_resamples(calibrate, "calibrate")
-    n_boot = check_resamples(n_boot, "n_boot")
-    seed = check_count(seed, "seed")
-    if n_boot == 1:
-        raise ValueError("n_boot must be 0 (no intervals) or >= 2.")
-    if n_boot and not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1); got {level}.")
+    n_permutations, calibrate, n_boot, seed = check_table_options(
+        n_permutations=n_permutations, calibrate=calibrate, n_boot=n_boot, seed=seed, level=level)
     spec_a, spec_b = _layer_specs(layers)
     t0 = time.perf_counter()
     fa, desc_a = load_feature_set(feats_a, "A")

@@ -28,6 +28,24 @@ def check_count(value: Any, name: str) -> int:
     return int(value)
 
 
+def check_table_options(*, n_permutations: Any, calibrate: Any, n_boot: Any, seed: Any,
+                        level: float) -> tuple[int, int, int, int]:
+    """The resample counts and seed of a comparison, checked (one error naming the option): the counts
+    within :data:`reprsim.metrics._validate.MAX_RESAMPLES`, ``n_boot`` 0 or ≥ 2, ``level`` in (0, 1).
+    Returns ``(n_permutations, calibrate, n_boot, seed)``."""
+    from reprsim.metrics._validate import check_resamples
+
+    n_permutations = check_resamples(n_permutations, "n_permutations")
+    calibrate = check_resamples(calibrate, "calibrate")
+    n_boot = check_resamples(n_boot, "n_boot")
+    seed = check_count(seed, "seed")
+    if n_boot == 1:
+        raise ValueError("n_boot must be 0 (no intervals) or >= 2.")
+    if n_boot and not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1); got {level}.")
+    return n_permutations, calibrate, n_boot, seed
+
+
 @dataclass
 class LayerTable:
     """The measured table and what it took.
