@@ -112,12 +112,12 @@ def _consequence_line(keys: dict[str, Any], cons: pd.DataFrame) -> str:
         return hit.iloc[0] if len(hit) else None
 
     parts = []
-    for direction in ("", "_ba"):
-        tr = pick(f"transfer_asr{direction}")
+    for prefix, direction in ((p, d) for p in ("", "jailbreak_") for d in ("", "_ba")):
+        tr = pick(f"{prefix}transfer_asr{direction}")
         if tr is None:
             continue
-        wb = pick(f"whitebox_asr{direction}")
-        gf = pick(f"transfer_asr_given_source_fooled{direction}")
+        wb = pick(f"{prefix}whitebox_asr{direction}")
+        gf = pick(f"transfer_asr_given_source_fooled{direction}") if not prefix else None
         text = (f"{consequence_label(tr['consequence'])} {fmt(tr['value_at_min'])} → {fmt(tr['value_at_max'])} "
                 f"(slope {fmt_ci(tr['slope'], tr['slope_low'], tr['slope_high'])}, {tr['verdict']})")  # fmt: skip
         if wb is not None:

@@ -30,7 +30,10 @@ __all__ = ["findings_markdown"]
 
 
 _CONSEQUENCE_NAMES = {"transfer_asr": "transfer A→B", "transfer_asr_ba": "transfer B→A",
-                      "whitebox_asr": "white-box on A", "whitebox_asr_ba": "white-box on B"}
+                      "whitebox_asr": "white-box on A", "whitebox_asr_ba": "white-box on B",
+                      "jailbreak_transfer_asr": "jailbreak transfer A→B", "jailbreak_transfer_asr_ba": "jailbreak transfer B→A",
+                      "jailbreak_whitebox_asr": "jailbreak white-box on A",
+                      "jailbreak_whitebox_asr_ba": "jailbreak white-box on B"}
 
 
 def _frame(records: Any) -> pd.DataFrame:
@@ -48,7 +51,9 @@ def _verdict_text(verdict: str, distance: bool, low: Any, high: Any) -> str:
 def _effect_bullet(r: pd.Series) -> str:
     lo, hi = r.get("slope_low_adjusted"), r.get("slope_high_adjusted")
     fit = f", fitted over fractions {fmt(r['x_min'])}–{fmt(r['x_max'])}" if r.get("fit_note") else ""
-    return (f"{measure_label(r['measure'])} on '{r['probe_set']}' ({r.get('probe_classes') or '?'} classes{fit}): "
+    classes = f"{r['probe_classes']} classes" if r.get("probe_classes") else ""
+    about = ", ".join(x for x in (classes, fit.removeprefix(", ")) if x)
+    return (f"{measure_label(r['measure'])} on '{r['probe_set']}'{f' ({about})' if about else ''}: "
             f"{fmt(r['value_at_min'], 3)} → {fmt(r['value_at_max'], 3)}, slope "
             f"{fmt_ci(r['slope'], r['slope_low'], r['slope_high'])}, Holm-adjusted {fmt_ci(r['slope'], lo, hi)}, "
             f"Holm p {fmt_p(r['p_adjusted'])}, {_verdict_text(r['verdict'], bool(r['distance']), lo, hi)}")  # fmt: skip
