@@ -216,3 +216,20 @@ def test_methods_give_each_design_its_own_probe_facts() -> None:
     text = _probes(table, eff.to_dict("records"))
     assert "s, task overlap (class split): 'ood_one_fixed' (ood_one_fixed, 100 inputs, 2 classes" in text
     assert "colorshapes, task overlap (class split): 'ood_one_fixed' (ood_one_fixed, 600 inputs, 24 classes" in text
+
+
+def test_a_report_with_jailbreak_consequences_only_builds_its_figures(tmp_path) -> None:
+    """A chat/LM run has jailbreak columns and no transfer_asr: its consequence groups and their
+    similarity-vs-transfer figure use the jailbreak column (this used to fail with KeyError)."""
+    from reprsim.analysis import build_report
+
+    table = _two_cause_table(n_seeds=3).rename(columns={"transfer_asr": "jailbreak_transfer_asr",
+                                                         "whitebox_asr": "jailbreak_whitebox_asr"})
+    table = table[table["align"] == 0]
+    table.to_parquet(tmp_path / "results.parquet")
+    build_report(tmp_path, n_boot=100, n_perm=100)
+    summary = __import__("json").loads((tmp_path / "summary.json").read_text())
+    claim = next(c for c in summary["claims"] if c["id"] == "consequences")
+    assert claim["groups"] and "jailbreak transfer" in claim["groups"][0]["summary"]
+    assert "vision models only" in claim["summary"]  # read as the published paper reads LM consequences
+    assert any(f["title"] == "Transfer success vs similarity" for f in summary["figures"])

@@ -236,7 +236,7 @@ def plot_consequences(by_fraction: pd.DataFrame, kinds: list[str], title: str, o
 
 def plot_link(units: pd.DataFrame, consequence: str, xlabel: str, title: str, out_dir: Path, name: str) -> Path | None:
     """Transfer success vs similarity for one similarity cell, points coloured by overlap fraction,
-    with a least-squares line per fraction (the within-fraction link the report tests)."""
+    with a least-squares line per fraction (descriptive: overlap drives both axes)."""
     sub = units[np.isfinite(pd.to_numeric(units[consequence], errors="coerce"))]
     if len(sub) < 3:
         return None

@@ -227,14 +227,15 @@ class _Builder:
                                    "both, so this correlation cannot say whether similarity carries transfer (see "
                                    "the two-cause estimates above).", "note"))
                 blocks.append(tb.link_table(prim, self.measures, heads + shared[:1]))
-                if self.measures and heads:
+                column = next((c for c in ("transfer_asr", "jailbreak_transfer_asr") if c in self.data), None)
+                if self.measures and heads and column is not None:
                     cell = {**keys, "measure": self.measures[0], "probe_set": heads[0]}
                     units = tb.match(self.data, cell)
                     name = plots.slug("link", *(keys.get(k) for k in GROUP_AXES))
                     xlabel = f"{measure_label(self.measures[0])} ('{heads[0]}')"
                     title = f"Transfer vs similarity, {design_label(keys)}"
                     blocks += self.figure(
-                        self.plot(plots.plot_link, units, "transfer_asr", xlabel, title, self.fig_dir, name),
+                        self.plot(plots.plot_link, units, column, xlabel, title, self.fig_dir, name),
                         "Transfer success vs similarity", "One point per model pair, coloured by overlap fraction; "
                         "lines are fits within a fraction.", claim["id"])  # fmt: skip
                 if len(prim) < len(lk):

@@ -36,10 +36,12 @@ def is_diffusion(module: nn.Module) -> bool:
 
 def wrap_module(ref: ModelRef) -> ModelRef:
     """A bare diffusers ``UNet2DModel`` given as an ``nn.Module`` → wrapped (others unchanged)."""
-    try:
-        from diffusers import UNet2DModel
-    except ImportError:
+    import sys
+
+    if "diffusers" not in sys.modules:  # a diffusers model exists only once diffusers is imported (it costs ~2 s)
         return ref
+    from diffusers import UNet2DModel
+
     if isinstance(ref.module, UNet2DModel):
         from reprsim.models.unet import DiffusersUNet
 
