@@ -34,8 +34,8 @@ from reprsim.analysis.effects import apply_family, ensure_prepared
 
 __all__ = ["CAUSES", "IDENTIFICATION_METHOD", "similarity_transfer"]
 
-#: The causes of similarity the design can vary, and the column that holds each (None: the data fraction).
-CAUSES: dict[str, str] = {"data_overlap": "data_fraction", "alignment": "align", "shared_init": "init"}
+#: The causes of similarity a data-overlap design can vary (read from ``data_fraction``, ``align``, ``init``).
+CAUSES: tuple[str, ...] = ("data_overlap", "alignment", "shared_init")
 #: The consequence whose response to similarity is estimated, in order of preference.
 TRANSFER_COLUMNS: tuple[str, ...] = ("transfer_asr", "transfer_asr_ba")
 IDENTIFICATION_METHOD = ("per seed, the slope of transfer success on the cause over the slope of similarity on it "

@@ -166,6 +166,16 @@ def degenerate_problem(x: Any, y: Any) -> str | None:
 MAX_RESAMPLES = 100_000
 
 
+def check_bootstrap_options(n_boot: Any, level: Any, seed: Any) -> tuple[int, float, int]:
+    """A bootstrap's options, checked: ``n_boot`` an integer ≥ 2, ``level`` in (0, 1), ``seed`` an
+    integer ≥ 0 (ValueError naming the option and the value received). Returns them as int, float, int."""
+    B = check_int(n_boot, "n_boot", 2)
+    level = check_float(level, "level", low=0.0)
+    if not level < 1:
+        raise ValueError(f"level must be in (0, 1); got {level}.")
+    return B, level, check_int(seed, "seed", 0)
+
+
 def check_resamples(value: Any, option: str) -> int:
     """``value`` when it is an integer in [0, :data:`MAX_RESAMPLES`], else ValueError naming ``option``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

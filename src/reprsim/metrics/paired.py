@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from reprsim.metrics._pair import make_pair
-from reprsim.metrics._validate import check_float, check_int, check_paired_features
+from reprsim.metrics._validate import check_bootstrap_options, check_paired_features
 from reprsim.metrics.registry import call_measure, get_measure, resolve_params
 
 __all__ = ["align_ids", "paired_difference"]
@@ -81,11 +81,7 @@ def paired_difference(measure: str, pair1: tuple[Any, Any], pair2: tuple[Any, An
     min(1, 2·(1 + min(#{Δ_b ≤ 0}, #{Δ_b ≥ 0})) / (B + 1))), ``n`` (inputs), ``n_boot`` (valid replicates).
     """
     m = get_measure(measure)
-    B = check_int(n_boot, "n_boot", 2)
-    level = check_float(level, "level", low=0.0)
-    if not level < 1:
-        raise ValueError(f"level must be in (0, 1); got {level}.")
-    seed = check_int(seed, "seed", 0)
+    B, level, seed = check_bootstrap_options(n_boot, level, seed)
     for which, pr in (("pair1", pair1), ("pair2", pair2)):
         if not isinstance(pr, (tuple, list)) or len(pr) != 2:
             raise TypeError(f"{which} must be a tuple (X, Y) of two (n, d) feature matrices; got {type(pr).__name__}.")

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from reprsim.metrics._pair import Pair, Side, make_pair
-from reprsim.metrics._validate import as_features, check_float, check_int, check_paired_features
+from reprsim.metrics._validate import as_features, check_bootstrap_options, check_int, check_paired_features
 from reprsim.metrics.registry import call_measure, get_measure, plan_pair, resolve_params
 
 
@@ -64,11 +64,7 @@ def bootstrap_ci(name: str, X: Any, Y: Any, n_boot: int = 1000, level: float = 0
     (low, high) : the (1 − level)/2 and (1 + level)/2 quantiles of the replicates.
     """
     m = get_measure(name)
-    B = check_int(n_boot, "n_boot", 2)
-    level = check_float(level, "level", low=0.0)
-    if not level < 1:
-        raise ValueError(f"level must be in (0, 1); got {level}.")
-    seed = check_int(seed, "seed", 0)
+    B, level, seed = check_bootstrap_options(n_boot, level, seed)
     Xt, Yt = check_paired_features(X, Y)
     n = Xt.shape[0]
     p = resolve_params(m, n, params)
