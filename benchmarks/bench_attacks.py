@@ -56,8 +56,10 @@ def main() -> None:
     x = torch.rand(args.n, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (args.n,), generator=g)
     print(f"models: {what}; {sum(p.numel() for p in a.parameters()):,} parameters each")
-    print(f"inputs: {tuple(x.shape)}, threads={args.threads}, cpu_count={os.cpu_count()}, "
-          f"load average={os.getloadavg()[0]:.2f}, torch {torch.__version__}")
+    print(
+        f"inputs: {tuple(x.shape)}, threads={args.threads}, cpu_count={os.cpu_count()}, "
+        f"load average={os.getloadavg()[0]:.2f}, torch {torch.__version__}"
+    )
     attack = make_attack("mi_fgsm", eps=1 / 255, steps=3)
     transfer(a, b, x[:50], y[:50], attack, batch_size=args.batch_size)  # warm-up
     for both in (False, True):
@@ -68,8 +70,10 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
         label = "both directions" if both else "one direction  "
-        print(f"MI-FGSM transfer, {label}: best {min(times):.2f} s, median {sorted(times)[len(times) // 2]:.2f} s "
-              f"CPU time best {min(cpu):.2f} s (whitebox_asr={s['whitebox_asr']:.3f}, transfer_asr={s['transfer_asr']:.3f})")
+        print(
+            f"MI-FGSM transfer, {label}: best {min(times):.2f} s, median {sorted(times)[len(times) // 2]:.2f} s "
+            f"CPU time best {min(cpu):.2f} s (whitebox_asr={s['whitebox_asr']:.3f}, transfer_asr={s['transfer_asr']:.3f})"
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -38,7 +38,7 @@ def main() -> int:
     import torch
 
     from reprsim import metrics
-    from reprsim.compare.similarity import SimilarityEngine
+    from reprsim.metrics.engine import SimilarityEngine
     from reprsim.metrics.calibrate import draw_permutations
 
     torch.set_num_threads(args.threads)

@@ -55,15 +55,22 @@ def main() -> None:
     from reprsim.features import extract
 
     data = load("colorshapes", n=args.n, seed=0)
-    x = torch.nn.functional.interpolate(torch.as_tensor(data.inputs), size=(32, 32), mode="bilinear",
-                                        align_corners=False).clamp_(0, 1).numpy()
+    x = (
+        torch.nn.functional.interpolate(
+            torch.as_tensor(data.inputs), size=(32, 32), mode="bilinear", align_corners=False
+        )
+        .clamp_(0, 1)
+        .numpy()
+    )
     a = models.build("resnet18", input_shape=(3, 32, 32), num_classes=10, seed=0).eval()
     b = models.build("resnet18", input_shape=(3, 32, 32), num_classes=10, seed=1).eval()
     layers = ["layer1", "layer2", "layer3", "layer4", "penultimate"]
     n_params = sum(p.numel() for p in a.parameters())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: {load_average()}")
-    print(f"models: 2 × resnet18 ({n_params / 1e6:.1f}M parameters each), inputs {x.shape}, layers {layers}, "
-          f"{len(metrics.MEASURES)} measures")
+    print(
+        f"models: 2 × resnet18 ({n_params / 1e6:.1f}M parameters each), inputs {x.shape}, layers {layers}, "
+        f"{len(metrics.MEASURES)} measures"
+    )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -75,10 +82,14 @@ def main() -> None:
     feat_cpu = comp.cpu_timings["features_a"] + comp.cpu_timings["features_b"]
     meas_cpu = comp.cpu_timings["measures"]
     print(f"\ncompare_models: {wall:.1f} s wall, {cpu:.1f} s CPU")
-    print(f"  feature extraction (A + B, one pass each): {feat:.1f} s wall ({feat / wall:.0%}), "
-          f"{feat_cpu:.1f} s CPU ({feat_cpu / cpu:.0%})")
-    print(f"  measures (25 pairs x {len(comp.measures)}):           {meas:.1f} s wall ({meas / wall:.0%}), "
-          f"{meas_cpu:.1f} s CPU ({meas_cpu / cpu:.0%})")
+    print(
+        f"  feature extraction (A + B, one pass each): {feat:.1f} s wall ({feat / wall:.0%}), "
+        f"{feat_cpu:.1f} s CPU ({feat_cpu / cpu:.0%})"
+    )
+    print(
+        f"  measures (25 pairs x {len(comp.measures)}):           {meas:.1f} s wall ({meas / wall:.0%}), "
+        f"{meas_cpu:.1f} s CPU ({meas_cpu / cpu:.0%})"
+    )
     print(f"  other (loading, checks, table):            {wall - feat - meas:.1f} s wall")
     print(f"  cka(penultimate, penultimate) = {comp.matrix('cka').loc['penultimate', 'penultimate']:.4f}")
 
@@ -94,8 +105,10 @@ def main() -> None:
         again = compare_features(paths["features_a"], paths["features_b"], measures="all", progress=False)
         feats_wall = time.perf_counter() - t0
     same = np.allclose(again.table["value"], comp.table["value"], rtol=1e-6, atol=1e-7, equal_nan=True)
-    print(f"compare_features on the saved features: {feats_wall:.1f} s wall (loading {again.timings['load']:.1f} s; "
-          f"the same table: {same})")
+    print(
+        f"compare_features on the saved features: {feats_wall:.1f} s wall (loading {again.timings['load']:.1f} s; "
+        f"the same table: {same})"
+    )
 
     # ---- naive measures: compute_all per pair on that pair's prepared features ------------------
     prep = {("a", k): metrics.prepare(v) for k, v in comp.features["a"].items()}  # the paper's rule
@@ -112,9 +125,11 @@ def main() -> None:
                     if np.isfinite(v) and np.isfinite(got):
                         worst = max(worst, abs(v - got))
         naive_meas, naive_meas_cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    print(f"\nnaive measures (compute_all per pair): {naive_meas:.1f} s wall, {naive_meas_cpu:.1f} s CPU  → shared is "
-          f"{naive_meas / meas:.1f}× faster by wall, {naive_meas_cpu / meas_cpu:.1f}× by CPU "
-          f"(max |Δ value| vs compare_models: {worst:.1e})")
+    print(
+        f"\nnaive measures (compute_all per pair): {naive_meas:.1f} s wall, {naive_meas_cpu:.1f} s CPU  → shared is "
+        f"{naive_meas / meas:.1f}× faster by wall, {naive_meas_cpu / meas_cpu:.1f}× by CPU "
+        f"(max |Δ value| vs compare_models: {worst:.1e})"
+    )
 
     # ---- naive extraction: features again for every pair ----------------------------------------
     if not args.skip_naive_extraction:
@@ -124,10 +139,14 @@ def main() -> None:
         one_pair, one_pair_cpu = time.perf_counter() - t0, cpu_seconds() - c0
         naive_total = 25 * one_pair + naive_meas
         naive_total_cpu = 25 * one_pair_cpu + naive_meas_cpu
-        print(f"naive extraction: one pair {one_pair:.1f} s wall / {one_pair_cpu:.1f} s CPU, × 25 pairs = "
-              f"{25 * one_pair:.1f} s wall / {25 * one_pair_cpu:.1f} s CPU")
-        print(f"naive total ≈ {naive_total:.1f} s wall / {naive_total_cpu:.1f} s CPU  → compare_models is "
-              f"{naive_total / wall:.1f}× faster by wall, {naive_total_cpu / cpu:.1f}× by CPU")
+        print(
+            f"naive extraction: one pair {one_pair:.1f} s wall / {one_pair_cpu:.1f} s CPU, × 25 pairs = "
+            f"{25 * one_pair:.1f} s wall / {25 * one_pair_cpu:.1f} s CPU"
+        )
+        print(
+            f"naive total ≈ {naive_total:.1f} s wall / {naive_total_cpu:.1f} s CPU  → compare_models is "
+            f"{naive_total / wall:.1f}× faster by wall, {naive_total_cpu / cpu:.1f}× by CPU"
+        )
     print(f"\nload average after: {load_average()}")
 
 

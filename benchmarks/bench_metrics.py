@@ -59,8 +59,9 @@ def _naive(name: str, X, Y, k: int = 10) -> float:
     def hsic_u(K, L):
         n = K.shape[0]
         Kt, Lt = K.clone().fill_diagonal_(0), L.clone().fill_diagonal_(0)
-        return (torch.sum(Kt * Lt.T) + Kt.sum() * Lt.sum() / ((n - 1) * (n - 2))
-                - 2 * torch.sum(Kt @ Lt) / (n - 2)) / (n * (n - 3))
+        return (torch.sum(Kt * Lt.T) + Kt.sum() * Lt.sum() / ((n - 1) * (n - 2)) - 2 * torch.sum(Kt @ Lt) / (n - 2)) / (
+            n * (n - 3)
+        )
 
     n = X.shape[0]
     if name in ("cka", "unbiased_cka"):
@@ -170,8 +171,18 @@ def child(args: argparse.Namespace) -> None:
 
 
 def spawn(kind: str, names: list[str], data: str, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--names", ",".join(names), "--data", data,
-           "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--names",
+        ",".join(names),
+        "--data",
+        data,
+        "--threads",
+        str(threads),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-2000:])
@@ -184,8 +195,11 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--naive", action="store_true", help="also run the naive reference (n ≤ ~10k)")
-    ap.add_argument("--per-measure", action="store_true",
-                    help="also run each reprsim measure alone in its own process (time, peak RSS)")
+    ap.add_argument(
+        "--per-measure",
+        action="store_true",
+        help="also run each reprsim measure alone in its own process (time, peak RSS)",
+    )
     ap.add_argument("--all", action="store_true", help="every registered measure, not only the paper's 8")
     ap.add_argument("--child", choices=["reprsim", "naive", "data"], help=argparse.SUPPRESS)
     ap.add_argument("--names", help=argparse.SUPPRESS)
@@ -204,14 +218,20 @@ def main() -> None:
     names = list(MEASURES) if args.all else PAPER
     with tempfile.TemporaryDirectory() as tmp:
         data = str(Path(tmp) / "feats")
-        subprocess.run([sys.executable, __file__, "--child", "data", "--data", data, "--n", str(args.n),
-                        "--d", str(args.d)], check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--child", "data", "--data", data, "--n", str(args.n), "--d", str(args.d)],
+            check=True,
+        )
         base = spawn("reprsim", [], data, args.threads)["maxrss_mb"]  # interpreter + torch + data
-        print(f"n={args.n} d={args.d} float32, torch threads={args.threads}, cpus={os.cpu_count()}, "
-              f"baseline RSS (python+torch+data) {base:.0f} MB")
+        print(
+            f"n={args.n} d={args.d} float32, torch threads={args.threads}, cpus={os.cpu_count()}, "
+            f"baseline RSS (python+torch+data) {base:.0f} MB"
+        )
         together = spawn("reprsim", names, data, args.threads)
-        print(f"\nreprsim compute_all ({len(names)} measures, one process): total {together['total']:.2f} s wall, "
-              f"{together['cpu']:.1f} s CPU (user+sys, all threads), peak RSS {together['maxrss_mb']:.0f} MB")
+        print(
+            f"\nreprsim compute_all ({len(names)} measures, one process): total {together['total']:.2f} s wall, "
+            f"{together['cpu']:.1f} s CPU (user+sys, all threads), peak RSS {together['maxrss_mb']:.0f} MB"
+        )
         rows = []
         naive = {}
         if args.naive:
@@ -219,7 +239,9 @@ def main() -> None:
                 if name in PAPER:
                     naive[name] = spawn("naive", [name], data, args.threads)
         single = {name: spawn("reprsim", [name], data, args.threads) for name in names} if args.per_measure else {}
-        print("\n| measure | reprsim value | in compute_all (s) | alone (s) | alone peak RSS (MB) | naive (s) | naive peak RSS (MB) | speed-up |")
+        print(
+            "\n| measure | reprsim value | in compute_all (s) | alone (s) | alone peak RSS (MB) | naive (s) | naive peak RSS (MB) | speed-up |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         shared = together["times"].pop("(shared pass: neighbours + RBF kernels)")
         print(f"| (shared pass) | | {shared:.2f} | | | | | |")
@@ -229,23 +251,35 @@ def main() -> None:
             alone = s["total"] if s else None
             ratio = (nv["total"] / alone) if (nv and alone) else None
             rows.append((name, together["values"][name]))
+
             def fmt(v, spec):
                 return "" if v is None else format(v, spec)
 
-            cells = [name, fmt(together["values"][name], ".4f"), fmt(together["times"][name], ".2f"),
-                     fmt(alone, ".2f"), fmt(s and s["maxrss_mb"], ".0f"), fmt(nv and nv["total"], ".2f"),
-                     fmt(nv and nv["maxrss_mb"], ".0f"), "" if ratio is None else f"{ratio:.1f}×"]
+            cells = [
+                name,
+                fmt(together["values"][name], ".4f"),
+                fmt(together["times"][name], ".2f"),
+                fmt(alone, ".2f"),
+                fmt(s and s["maxrss_mb"], ".0f"),
+                fmt(nv and nv["total"], ".2f"),
+                fmt(nv and nv["maxrss_mb"], ".0f"),
+                "" if ratio is None else f"{ratio:.1f}×",
+            ]
             print("| " + " | ".join(cells) + " |")
         if naive:
             tot_naive = sum(v["total"] for v in naive.values())
             cpu_naive = sum(v["cpu"] for v in naive.values())
-            print(f"\npaper's 8 measures: naive total {tot_naive:.1f} s wall / {cpu_naive:.1f} s CPU (sum of separate "
-                  f"runs), reprsim compute_all {together['total']:.2f} s wall / {together['cpu']:.1f} s CPU -> "
-                  f"{tot_naive / together['total']:.1f}× faster (wall), {cpu_naive / together['cpu']:.1f}× (CPU); "
-                  f"naive peak RSS max {max(v['maxrss_mb'] for v in naive.values()):.0f} MB")
+            print(
+                f"\npaper's 8 measures: naive total {tot_naive:.1f} s wall / {cpu_naive:.1f} s CPU (sum of separate "
+                f"runs), reprsim compute_all {together['total']:.2f} s wall / {together['cpu']:.1f} s CPU -> "
+                f"{tot_naive / together['total']:.1f}× faster (wall), {cpu_naive / together['cpu']:.1f}× (CPU); "
+                f"naive peak RSS max {max(v['maxrss_mb'] for v in naive.values()):.0f} MB"
+            )
             diffs = {k: abs(v["values"][k] - together["values"][k]) for k, v in naive.items()}
-            print("|reprsim − naive| per measure (svcca differs by definition; naive adds 1e-6 to denominators):",
-                  ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
+            print(
+                "|reprsim − naive| per measure (svcca differs by definition; naive adds 1e-6 to denominators):",
+                ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()),
+            )
 
 
 if __name__ == "__main__":

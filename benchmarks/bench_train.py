@@ -42,8 +42,16 @@ def synthetic_images(n: int, classes: int = 10, size: int = 32, seed: int = 0) -
 def bench_cnn_pair(args: argparse.Namespace) -> dict:
     x, y = synthetic_images(args.n_train, seed=0)
     xt, yt = synthetic_images(2000, seed=1)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=0.05, warmup_epochs=0.5,
-                      label_smoothing=0.1, crop_padding=2, hflip=True, num_threads=args.threads)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=0.05,
+        warmup_epochs=0.5,
+        label_smoothing=0.1,
+        crop_padding=2,
+        hflip=True,
+        num_threads=args.threads,
+    )
     out = {"runs": []}
     t_pair = time.perf_counter()
     for seed in (0, 1):
@@ -52,10 +60,17 @@ def bench_cnn_pair(args: argparse.Namespace) -> dict:
         res = train(model, (x, y), cfg, seed=seed, eval_dataset=(xt, yt), progress=args.progress)
         epoch_s = [h["seconds"] for h in res.history]
         cpu_s = time.process_time() - cpu0
-        out["runs"].append({"seed": seed, "seconds": res.seconds, "cpu_seconds": cpu_s,
-                            "epochs_per_s": len(epoch_s) / sum(epoch_s),
-                            "images_per_s": args.n_train * len(epoch_s) / sum(epoch_s),
-                            "train_accuracy": res.train_accuracy, "test_accuracy": res.eval_accuracy})
+        out["runs"].append(
+            {
+                "seed": seed,
+                "seconds": res.seconds,
+                "cpu_seconds": cpu_s,
+                "epochs_per_s": len(epoch_s) / sum(epoch_s),
+                "images_per_s": args.n_train * len(epoch_s) / sum(epoch_s),
+                "train_accuracy": res.train_accuracy,
+                "test_accuracy": res.eval_accuracy,
+            }
+        )
     out["pair_seconds"] = time.perf_counter() - t_pair
     torch.set_num_threads(args.threads or torch.get_num_threads())
     t0 = time.perf_counter()
@@ -68,12 +83,25 @@ def bench_gpt(args: argparse.Namespace, preset: str) -> dict:
     block, batch, steps = 128, 32, args.gpt_steps
     tokens = np.random.default_rng(0).integers(0, 256, 200_000)
     model = M.build("gpt", vocab_size=256, block_size=block, preset=preset, seed=0)
-    cfg = TrainConfig(optimizer="adamw", lr=1e-3, batch_size=batch, block_size=block, max_steps=steps,
-                      eval_interval=steps, eval_batches=1, grad_clip=1.0, num_threads=args.threads)
+    cfg = TrainConfig(
+        optimizer="adamw",
+        lr=1e-3,
+        batch_size=batch,
+        block_size=block,
+        max_steps=steps,
+        eval_interval=steps,
+        eval_batches=1,
+        grad_clip=1.0,
+        num_threads=args.threads,
+    )
     res = train(model, tokens, cfg, seed=0, progress=args.progress)
     train_s = sum(h["seconds"] for h in res.history)
-    return {"preset": preset, "params": model.num_parameters(), "steps": steps,
-            "tokens_per_s": steps * batch * block / train_s}
+    return {
+        "preset": preset,
+        "params": model.num_parameters(),
+        "steps": steps,
+        "tokens_per_s": steps * batch * block / train_s,
+    }
 
 
 def main() -> None:
@@ -88,16 +116,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.gpt_steps = 1, 10
-    info = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "threads": args.threads or torch.get_num_threads(), "epochs": args.epochs,
-            "batch_size": args.batch_size, "n_train": args.n_train}
+    info = {
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": args.threads or torch.get_num_threads(),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "n_train": args.n_train,
+    }
     cnn = bench_cnn_pair(args)
     gpts = [bench_gpt(args, p) for p in ("nano", "micro")]
     print(f"cnn pair on {args.n_train} 32x32 images, {args.epochs} epochs: {cnn['pair_seconds']:.1f} s")
     for r in cnn["runs"]:
-        print(f"  seed {r['seed']}: {r['seconds']:.1f} s wall ({r['cpu_seconds']:.1f} s CPU), "
-              f"{r['epochs_per_s']:.3f} epochs/s, "
-              f"{r['images_per_s']:.0f} img/s, train acc {r['train_accuracy']:.3f}, test acc {r['test_accuracy']:.3f}")
+        print(
+            f"  seed {r['seed']}: {r['seconds']:.1f} s wall ({r['cpu_seconds']:.1f} s CPU), "
+            f"{r['epochs_per_s']:.3f} epochs/s, "
+            f"{r['images_per_s']:.0f} img/s, train acc {r['train_accuracy']:.3f}, test acc {r['test_accuracy']:.3f}"
+        )
     print(f"  extract penultimate: {cnn['extract_images_per_s']:.0f} img/s")
     for g in gpts:
         print(f"gpt {g['preset']} ({g['params'] / 1e6:.2f}M params): {g['tokens_per_s']:.0f} tokens/s (training)")

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     before, after = load(args.before), load(args.after)
     deltas, only_before, only_after = compare(before, after)
-    print(f"rows: before {len(before)}, after {len(after)}; only before {len(only_before)}, "
-          f"only after {len(only_after)}")
+    print(
+        f"rows: before {len(before)}, after {len(after)}; only before {len(only_before)}, only after {len(only_after)}"
+    )
     print(f"columns only before: {sorted(set(before.columns) - set(after.columns))}")
     print(f"columns only after: {sorted(set(after.columns) - set(before.columns))}")
     worst = max(deltas.values(), default=0.0)

@@ -74,7 +74,7 @@ def time_measures(n: int, d: int) -> bool:
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, d), dtype=np.float32)
-    Y = (X @ rng.standard_normal((d, d), dtype=np.float32) / np.sqrt(d) + rng.standard_normal((n, d), dtype=np.float32))
+    Y = X @ rng.standard_normal((d, d), dtype=np.float32) / np.sqrt(d) + rng.standard_normal((n, d), dtype=np.float32)
     print(f"\nmeasures at n={n}, d={d} (float32, paper preparation): seconds on cuda / cpu, |Δ value|")
     worst, ok = 0.0, True
     for name in MEASURES:
@@ -88,14 +88,19 @@ def time_measures(n: int, d: int) -> bool:
                 comp = compare_features({"x": X}, {"y": Y}, measures=[name], device=device, progress=False)
                 if device == "cuda":
                     torch.cuda.synchronize()
-                row[device] = (time.perf_counter() - t0, float(comp.table["value"][0]),
-                               comp.table["device"][0] if "device" in comp.table else "cpu")
+                row[device] = (
+                    time.perf_counter() - t0,
+                    float(comp.table["value"][0]),
+                    comp.table["device"][0] if "device" in comp.table else "cpu",
+                )
         diff = abs(row["cuda"][1] - row["cpu"][1])
         if np.isfinite(diff):
             worst = max(worst, diff)
             ok &= diff <= 1e-5
-        print(f"  {name:<22} cuda {row['cuda'][0]:8.2f} s (ran on {row['cuda'][2]})   cpu {row['cpu'][0]:8.2f} s   "
-              f"|Δ| {diff:.1e}")
+        print(
+            f"  {name:<22} cuda {row['cuda'][0]:8.2f} s (ran on {row['cuda'][2]})   cpu {row['cpu'][0]:8.2f} s   "
+            f"|Δ| {diff:.1e}"
+        )
     print(f"  max |Δ value| = {worst:.1e} (expected <= 1e-5)")
     return ok
 
@@ -151,8 +156,10 @@ def main() -> int:
         stages = [s for s in cpu_times[unit] if s != "total"]
         print(f"{unit}:")
         for stage in stages + ["total"]:
-            print(f"  {stage:<16} cpu {cpu_times[unit].get(stage, float('nan')):7.2f} s   "
-                  f"cuda {gpu_times[unit].get(stage, float('nan')):7.2f} s")
+            print(
+                f"  {stage:<16} cpu {cpu_times[unit].get(stage, float('nan')):7.2f} s   "
+                f"cuda {gpu_times[unit].get(stage, float('nan')):7.2f} s"
+            )
     keys = ["unit_id", "probe_set", "layer_a", "layer_b", "measure"]
     merged = cpu.merge(gpu, on=keys, suffixes=("_cpu", "_cuda"))
     if len(merged) != len(cpu) or len(cpu) != len(gpu):
@@ -162,8 +169,10 @@ def main() -> int:
     rates = [c for c in ("whitebox_asr", "transfer_asr", "whitebox_asr_ba", "transfer_asr_ba") if c in cpu]
     rate_diff = max((np.nanmax(np.abs(merged[f"{c}_cpu"] - merged[f"{c}_cuda"])) for c in rates), default=0.0)
     nan_mismatch = int((merged["value_cpu"].isna() != merged["value_cuda"].isna()).sum())
-    print(f"max |value cpu - cuda| = {value_diff:.2e} (tolerance {VALUE_ATOL}); "
-          f"max |attack rate cpu - cuda| = {rate_diff:.3f} (tolerance {RATE_ATOL}); NaN mismatches: {nan_mismatch}")
+    print(
+        f"max |value cpu - cuda| = {value_diff:.2e} (tolerance {VALUE_ATOL}); "
+        f"max |attack rate cpu - cuda| = {rate_diff:.3f} (tolerance {RATE_ATOL}); NaN mismatches: {nan_mismatch}"
+    )
     ok = value_diff <= VALUE_ATOL and rate_diff <= RATE_ATOL and nan_mismatch == 0
     print("OK: the CUDA run reproduces the CPU table" if ok else "FAIL: the CUDA run differs from the CPU run")
     return 0 if ok and agree else 1

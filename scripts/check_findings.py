@@ -23,10 +23,13 @@ END = "<!-- /findings -->"
 
 def printed_findings(run_dir: str) -> str:
     """What ``reprsim report RUN_DIR --format md --findings`` prints."""
-    done = subprocess.run(["reprsim", "report", run_dir, "--format", "md", "--findings"], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        ["reprsim", "report", run_dir, "--format", "md", "--findings"], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
-        sys.exit(f"check_findings: `reprsim report {run_dir} --findings` failed (exit {done.returncode}):\n{done.stderr}")
+        sys.exit(
+            f"check_findings: `reprsim report {run_dir} --findings` failed (exit {done.returncode}):\n{done.stderr}"
+        )
     return done.stdout
 
 
@@ -54,8 +57,13 @@ def main() -> int:
         print("check_findings: the README's findings block is what the run prints")
         print("findings: 1 passed, 0 failed")
         return 0
-    diff = difflib.unified_diff(block.splitlines(), found.splitlines(), "README.md (findings block)",
-                                f"reprsim report {args.run_dir} --findings", lineterm="")
+    diff = difflib.unified_diff(
+        block.splitlines(),
+        found.splitlines(),
+        "README.md (findings block)",
+        f"reprsim report {args.run_dir} --findings",
+        lineterm="",
+    )
     print("\n".join(diff))
     print("check_findings: the README's findings differ from the run's (above); rerun with --write after checking")
     print("findings: 0 passed, 1 failed")

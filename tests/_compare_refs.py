@@ -11,8 +11,9 @@ import reprsim.models as M
 
 def small_cnn(seed: int = 0, classes: int = 4):
     """A tiny zoo CNN on (3, 16, 16) images."""
-    return M.build("cnn", input_shape=(3, 16, 16), num_classes=classes, channels=(8, 16, 16), penultimate_width=16,
-                   seed=seed)
+    return M.build(
+        "cnn", input_shape=(3, 16, 16), num_classes=classes, channels=(8, 16, 16), penultimate_width=16, seed=seed
+    )
 
 
 def random_images(n: int = 60, seed: int = 0) -> np.ndarray:

@@ -32,8 +32,11 @@ def hsic_unbiased(K, L):
     np.fill_diagonal(Kt, 0)
     np.fill_diagonal(Lt, 0)
     one = np.ones(n)
-    val = (np.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
-           - 2 * (one @ Kt @ Lt @ one) / (n - 2))
+    val = (
+        np.trace(Kt @ Lt)
+        + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
+        - 2 * (one @ Kt @ Lt @ one) / (n - 2)
+    )
     return val / (n * (n - 3))
 
 
@@ -143,6 +146,7 @@ def svcca_ref(X, Y, keep=0.99, dim=None):
         else:
             r = dim
         return U[:, :r] * s[:r]
+
     return float(cca_corrs(reduce(X), reduce(Y)).mean())
 
 

@@ -33,7 +33,8 @@ def synthetic_report(tmp_path_factory):
     from reprsim.analysis import build_report
 
     layers = (("conv1", "conv1"), ("penultimate", "penultimate"))
-    root = write_run_dir(tmp_path_factory.mktemp("report") / "run", n_seeds=5, layer_pairs=layers,
-                         given_source_fooled=True)  # fmt: skip
+    root = write_run_dir(
+        tmp_path_factory.mktemp("report") / "run", n_seeds=5, layer_pairs=layers, given_source_fooled=True
+    )
     build_report(root, n_boot=200, n_perm=200)
     return root

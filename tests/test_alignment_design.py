@@ -11,10 +11,10 @@ from torch import nn
 from reprsim import metrics, models
 from reprsim.errors import ConfigError
 from reprsim.experiments import parse_config
+from reprsim.experiments.composition import composition_of
 from reprsim.experiments.driver import run_unit, trained_model
+from reprsim.experiments.families.classifier import ZooClassifier
 from reprsim.experiments.grid import content_hash, expand
-from reprsim.experiments.kinds import kind_of
-from reprsim.experiments.kinds.image import ImageKind
 from reprsim.experiments.preflight import preflight_problems
 from reprsim.features import state_hash
 from reprsim.train import TrainConfig, train
@@ -23,8 +23,17 @@ from reprsim.training.alignment import AlignmentLoss, linear_cka_torch
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CPU = torch.device("cpu")
-TRAIN = {"epochs": 3, "batch_size": 20, "optimizer": "adamw", "lr": 0.01, "schedule": "cosine", "warmup_epochs": 0.5,
-         "label_smoothing": 0.1, "grad_clip": 1.0, "weight_decay": 0.01}  # fmt: skip
+TRAIN = {
+    "epochs": 3,
+    "batch_size": 20,
+    "optimizer": "adamw",
+    "lr": 0.01,
+    "schedule": "cosine",
+    "warmup_epochs": 0.5,
+    "label_smoothing": 0.1,
+    "grad_clip": 1.0,
+    "weight_decay": 0.01,
+}
 
 
 def digits_config(**design) -> dict:
@@ -33,7 +42,9 @@ def digits_config(**design) -> dict:
         "sources": [{"name": "digits"}],
         "models": [{"name": "mlp", "options": {"hidden": [16]}}],
         "train": {"epochs": 1, "batch_size": 32},
-        "overlap": {"designs": [{"kind": "data", "fractions": [0.0, 0.5], **design}, {"kind": "task", "fractions": [0.4]}]},
+        "overlap": {
+            "designs": [{"kind": "data", "fractions": [0.0, 0.5], **design}, {"kind": "task", "fractions": [0.4]}]
+        },
         "seeds": [0, 3],
         "probe_size": 100,
         "measures": {"names": ["cka"], "params": {}},
@@ -143,10 +154,13 @@ def test_ordinary_units_keep_their_ids_and_cache_keys():
     config = parse_config(digits_config())
     data_units = [u for u in expand(config) if u.overlap_kind == "data"]
     assert [u.unit_id for u in data_units] == [
-        "digits-mlp-data-d0-t1-s0-cf163352", "digits-mlp-data-d0-t1-s3-0bd94b2d",
-        "digits-mlp-data-d0.5-t1-s0-6ca6ff2f", "digits-mlp-data-d0.5-t1-s3-58f8cede"]  # fmt: skip
+        "digits-mlp-data-d0-t1-s0-cf163352",
+        "digits-mlp-data-d0-t1-s3-0bd94b2d",
+        "digits-mlp-data-d0.5-t1-s0-6ca6ff2f",
+        "digits-mlp-data-d0.5-t1-s3-58f8cede",
+    ]
     unit = data_units[1]
-    kind = kind_of(unit)
+    kind = composition_of(unit)
     pair = kind.pair(config, unit, None)
     assert content_hash(kind.weights_key(config, unit, pair, "a")) == "3b3a9bb364fe0501"
     assert content_hash(kind.weights_key(config, unit, pair, "b")) == "f97c6a93cb0da229"
@@ -173,10 +187,13 @@ def test_grid_crosses_fractions_with_doses_and_inits():
 
 def test_weights_keys_of_the_arms():
     config = parse_config(digits_config(align=[0, 2.5], init=["independent", "shared"]))
-    kind = ImageKind()
-    by_arm = {(u.align, u.init): u for u in expand(config) if u.overlap_kind == "data" and u.seed == 0
-              and u.data_fraction == 0.5}  # fmt: skip
+    by_arm = {
+        (u.align, u.init): u
+        for u in expand(config)
+        if u.overlap_kind == "data" and u.seed == 0 and u.data_fraction == 0.5
+    }
     plain = by_arm[0.0, "independent"]
+    kind = composition_of(plain)
     pair = kind.pair(config, plain, None)
     keys = {arm: {s: kind.weights_key(config, u, pair, s) for s in "ab"} for arm, u in by_arm.items()}
     assert len({content_hash(k["a"]) for k in keys.values()}) == 1  # A never depends on the arm
@@ -188,8 +205,8 @@ def test_weights_keys_of_the_arms():
 
 def test_shared_init_starts_b_from_a_initial_weights():
     config = parse_config(digits_config(init=["independent", "shared"]))
-    kind = ImageKind()
     units = {u.init: u for u in expand(config) if u.overlap_kind == "data" and u.seed == 3 and u.data_fraction == 0.5}
+    kind = composition_of(units["shared"])
     pair = kind.pair(config, units["shared"], None)
     a0 = kind.build(config, units["shared"], pair, "a")
     assert state_hash(kind.build(config, units["shared"], pair, "b")) == state_hash(a0)
@@ -202,7 +219,7 @@ def test_driver_trains_b_against_the_trained_a(tmp_path):
     trained A (not an untrained A, not A's initial weights), and A equals the ordinary unit's A."""
     config = parse_config(digits_config(align=[1.5]))
     unit = next(u for u in expand(config) if u.align == 1.5 and u.seed == 0 and u.data_fraction == 0.5)
-    kind = kind_of(unit)
+    kind = composition_of(unit)
     artifacts: dict = {}
     rows = run_unit(config, unit, tmp_path, {}, artifacts=artifacts)  # the one driver, as a sweep runs it
     assert {row["align"] for row in rows} == {1.5} and {row["init"] for row in rows} == {"independent"}
@@ -212,8 +229,14 @@ def test_driver_trains_b_against_the_trained_a(tmp_path):
     assert (a.key, b.key) == (artifacts["model_a"], artifacts["model_b"])
     fresh = kind.build(config, unit, pair, "b")
     with AlignmentLoss(fresh, a.model, 1.5) as extra:
-        by_hand = train(fresh, pair.train_set("b"), TrainConfig.from_dict(unit.train), unit.seeds()["order_b"],
-                        progress=False, extra_loss=extra).model  # fmt: skip
+        by_hand = train(
+            fresh,
+            pair.train_set("b"),
+            TrainConfig.from_dict(unit.train),
+            unit.seeds()["order_b"],
+            progress=False,
+            extra_loss=extra,
+        ).model
     assert state_hash(b.model) == state_hash(by_hand)
     ordinary = next(u for u in expand(parse_config(digits_config())) if u.seed == 0 and u.data_fraction == 0.5)
     plain_b = trained_model(kind, config, ordinary, pair, "b", tmp_path, CPU, False)
@@ -223,15 +246,32 @@ def test_driver_trains_b_against_the_trained_a(tmp_path):
 
 
 # ---- bad input -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("design", "message"), [
-    ({"kind": "data", "fractions": [0.0], "align": [0, -1]}, r"overlap\.designs\.0\.data\.align\.1: .*align dose -1 must be a finite number >= 0"),
-    ({"kind": "data", "fractions": [0.0], "align": ["2"]}, r"overlap\.designs\.0\.data\.align\.0: .*without quotes"),
-    ({"kind": "data", "fractions": [0.0], "align": [1, 1]}, r"overlap\.designs\.0\.data\.align: .*duplicates"),
-    ({"kind": "data", "fractions": [0.0], "init": ["same"]}, r"overlap\.designs\.0\.data\.init\.0: .*'independent' or 'shared'"),
-    ({"kind": "task", "fractions": [0.4], "align": [1]}, r"overlap\.designs\.0\.task: .*\['align'\] apply to data-overlap designs"),
-    ({"kind": "combined", "data_fractions": [0.5], "task_fractions": [0.5], "init": ["shared"]},
-     r"overlap\.designs\.0\.combined: .*\['init'\] apply to data-overlap designs"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("design", "message"),
+    [
+        (
+            {"kind": "data", "fractions": [0.0], "align": [0, -1]},
+            r"overlap\.designs\.0\.data\.align\.1: .*align dose -1 must be a finite number >= 0",
+        ),
+        (
+            {"kind": "data", "fractions": [0.0], "align": ["2"]},
+            r"overlap\.designs\.0\.data\.align\.0: .*without quotes",
+        ),
+        ({"kind": "data", "fractions": [0.0], "align": [1, 1]}, r"overlap\.designs\.0\.data\.align: .*duplicates"),
+        (
+            {"kind": "data", "fractions": [0.0], "init": ["same"]},
+            r"overlap\.designs\.0\.data\.init\.0: .*'independent' or 'shared'",
+        ),
+        (
+            {"kind": "task", "fractions": [0.4], "align": [1]},
+            r"overlap\.designs\.0\.task: .*\['align'\] apply to data-overlap designs",
+        ),
+        (
+            {"kind": "combined", "data_fractions": [0.5], "task_fractions": [0.5], "init": ["shared"]},
+            r"overlap\.designs\.0\.combined: .*\['init'\] apply to data-overlap designs",
+        ),
+    ],
+)
 def test_bad_arms_are_config_errors_naming_the_design(design, message):
     config = digits_config()
     config["overlap"]["designs"] = [design]
@@ -246,8 +286,9 @@ def test_arms_on_a_kind_that_cannot_train_them_are_refused_before_training():
     config["overlap"]["designs"] = config["overlap"]["designs"][:1]
     parsed = parse_config(config)
     problems = preflight_problems(parsed, expand(parsed))
-    assert any(p.startswith("overlap.designs.0: ['align', 'init'] cannot be trained by the diffusion kind")
-               for p in problems), problems  # fmt: skip
+    assert any(
+        p.startswith("overlap.designs.0: ['align', 'init'] cannot be trained by the diffusion kind") for p in problems
+    ), problems
 
 
 def test_align_on_a_model_without_a_penultimate_layer_is_refused(monkeypatch):
@@ -259,7 +300,7 @@ def test_align_on_a_model_without_a_penultimate_layer_is_refused(monkeypatch):
         def forward(self, x):
             return self.conv(x).flatten(1)
 
-    monkeypatch.setattr(ImageKind, "build", lambda self, config, unit, pair, side: NoLinear())
+    monkeypatch.setattr(ZooClassifier, "build", lambda self, config, unit, pair, side: NoLinear())
     parsed = parse_config(digits_config(align=[0, 1.0]))
     problems = preflight_problems(parsed, expand(parsed))
     assert [p for p in problems if p.startswith("overlap.designs.0.align: model 'mlp' has no penultimate layer")]

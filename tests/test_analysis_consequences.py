@@ -58,8 +58,12 @@ def test_by_fraction_means_over_seeds(table) -> None:
 def test_pooled_link_never_pooling_kinds(table) -> None:
     links = similarity_links(table, n_boot=300)
     assert set(links.overlap_kind) == {"data", "task"}  # no "all kinds" row
-    r = links[(links.overlap_kind == "data") & (links.measure == "cka") & (links.probe_set == "test")
-              & (links.consequence == "transfer_asr")].iloc[0]  # fmt: skip
+    r = links[
+        (links.overlap_kind == "data")
+        & (links.measure == "cka")
+        & (links.probe_set == "test")
+        & (links.consequence == "transfer_asr")
+    ].iloc[0]
     u = table[(table.overlap_kind == "data") & (table.measure == "cka") & (table.probe_set == "test")]
     assert r.spearman == pytest.approx(sps.spearmanr(u.value, u.transfer_asr).statistic, rel=1e-9)
     assert r.pearson == pytest.approx(np.corrcoef(u.value, u.transfer_asr)[0, 1], rel=1e-9)

@@ -35,15 +35,24 @@ def effects(table: pd.DataFrame) -> pd.DataFrame:
     return overlap_effects(table, n_boot=N_BOOT, n_perm=N_PERM)
 
 
-def _manual(table: pd.DataFrame, kind: str, measure: str, probe: str, layers=("penultimate", "penultimate")) -> pd.DataFrame:
+def _manual(
+    table: pd.DataFrame, kind: str, measure: str, probe: str, layers=("penultimate", "penultimate")
+) -> pd.DataFrame:
     """The rows an honest analyst would use: one layer pair, non-empty probe sets."""
     t = table[(table.overlap_kind == kind) & (table.measure == measure) & (table.probe_set == probe)]
     return t[(t.layer_a == layers[0]) & (t.layer_b == layers[1]) & (t.n_probe > 0)]
 
 
-def _row(effects: pd.DataFrame, kind: str, measure: str, probe: str, layers=("penultimate", "penultimate")) -> pd.Series:
-    hit = effects[(effects.overlap_kind == kind) & (effects.measure == measure) & (effects.probe_set == probe)
-                  & (effects.layer_a == layers[0]) & (effects.layer_b == layers[1])]  # fmt: skip
+def _row(
+    effects: pd.DataFrame, kind: str, measure: str, probe: str, layers=("penultimate", "penultimate")
+) -> pd.Series:
+    hit = effects[
+        (effects.overlap_kind == kind)
+        & (effects.measure == measure)
+        & (effects.probe_set == probe)
+        & (effects.layer_a == layers[0])
+        & (effects.layer_b == layers[1])
+    ]
     assert len(hit) == 1
     return hit.iloc[0]
 
@@ -67,8 +76,10 @@ def test_planted_slope_is_recovered(effects: pd.DataFrame, kind: str, measure: s
     assert r.verdict == "rises" and r.family == ("primary" if measure == "cka" else "exploratory")
 
 
-@pytest.mark.parametrize(("kind", "measure", "probe"), [("data", "cka", "test"), ("task", "mutual_knn", "ood_one"),
-                                                        ("attribute", "cka", "kmnist")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "measure", "probe"),
+    [("data", "cka", "test"), ("task", "mutual_knn", "ood_one"), ("attribute", "cka", "kmnist")],
+)
 def test_per_seed_t_interval_matches_a_hand_computation(table, effects, kind, measure, probe) -> None:
     m = _manual(table, kind, measure, probe)
     xcol = "data_fraction" if kind == "data" else "task_fraction"
@@ -86,8 +97,9 @@ def test_per_seed_t_interval_matches_a_hand_computation(table, effects, kind, me
     x, y = m[xcol].to_numpy(float), m.value.to_numpy(float)
     assert r.r2 == pytest.approx(sps.linregress(x, y).rvalue ** 2, rel=1e-9)
     assert r.spearman == pytest.approx(sps.spearmanr(x, y).statistic, rel=1e-9)
-    assert r.mutual_information == pytest.approx(mutual_info_regression(x.reshape(-1, 1), y, n_neighbors=3,
-                                                                        random_state=42)[0], rel=1e-12)  # fmt: skip
+    assert r.mutual_information == pytest.approx(
+        mutual_info_regression(x.reshape(-1, 1), y, n_neighbors=3, random_state=42)[0], rel=1e-12
+    )
     at0 = m[m[xcol] == x.min()].groupby("seed").value.mean()
     assert r.effect_sd == pytest.approx(mean / at0.std(ddof=1), rel=1e-9)
     assert 0 < r.mi_p <= 1 and np.isfinite(r.mi_null95)
@@ -131,10 +143,22 @@ def test_two_models_are_reported_per_model_not_pooled() -> None:
     for model, base in (("small", 0.2), ("large", 0.8)):
         for seed in range(5):
             for x in (0.0, 0.25, 0.5, 0.75, 1.0):
-                rows.append({"unit_id": f"{model}-{seed}-{x}", "source": "mnist", "model": model,
-                             "overlap_kind": "data", "data_fraction": x, "task_fraction": 1.0, "seed": seed,
-                             "probe_set": "test", "layer_a": "penultimate", "layer_b": "penultimate",
-                             "measure": "cka", "value": base + 0.1 * x + rng.normal(0, 0.0085)})  # fmt: skip
+                rows.append(
+                    {
+                        "unit_id": f"{model}-{seed}-{x}",
+                        "source": "mnist",
+                        "model": model,
+                        "overlap_kind": "data",
+                        "data_fraction": x,
+                        "task_fraction": 1.0,
+                        "seed": seed,
+                        "probe_set": "test",
+                        "layer_a": "penultimate",
+                        "layer_b": "penultimate",
+                        "measure": "cka",
+                        "value": base + 0.1 * x + rng.normal(0, 0.0085),
+                    }
+                )
     df = pd.DataFrame(rows)
     pooled = sps.linregress(df.data_fraction, df.value).rvalue ** 2
     assert pooled < 0.05
@@ -147,7 +171,9 @@ def test_two_models_are_reported_per_model_not_pooled() -> None:
     summary = summarize(df, n_boot=N_BOOT, n_perm=N_PERM)
     recs = summary["overlap_effects"]
     assert len(recs) == 2 and {r["model"] for r in recs} == {"small", "large"}
-    assert all({"source", "model", "overlap_kind", "probe_set", "layer_a", "layer_b", "measure"} <= set(r) for r in recs)
+    assert all(
+        {"source", "model", "overlap_kind", "probe_set", "layer_a", "layer_b", "measure"} <= set(r) for r in recs
+    )
 
 
 def test_composition_labels_and_empty_probe_sets(table, effects) -> None:
@@ -175,8 +201,11 @@ def test_cells_that_cannot_be_tested_say_why() -> None:
     summary = summarize(pd.concat([one_level, one_seed, flat]), n_boot=N_BOOT, n_perm=N_PERM)
     json.dumps(summary, allow_nan=False)  # NaN became null, never a number
     reasons = {p["reason"] for p in summary["problems"]}
-    assert {"one fraction level: no slope", "1 seed (fewer than 3): no interval",
-            "all values equal: no variation to test"} <= reasons  # fmt: skip
+    assert {
+        "one fraction level: no slope",
+        "1 seed (fewer than 3): no interval",
+        "all values equal: no variation to test",
+    } <= reasons
 
 
 def test_distance_measures_are_labelled() -> None:
@@ -212,8 +241,13 @@ def test_fraction_means_are_means_over_seeds(table) -> None:
     fm = fraction_means(table)
     m = _manual(table, "data", "cka", "test")
     ref = m.groupby("data_fraction").value.agg(["mean", "std"])
-    got = fm[(fm.overlap_kind == "data") & (fm.measure == "cka") & (fm.probe_set == "test")
-             & (fm.layer_a == "penultimate") & (fm.layer_b == "penultimate")].set_index("x")  # fmt: skip
+    got = fm[
+        (fm.overlap_kind == "data")
+        & (fm.measure == "cka")
+        & (fm.probe_set == "test")
+        & (fm.layer_a == "penultimate")
+        & (fm.layer_b == "penultimate")
+    ].set_index("x")
     np.testing.assert_allclose(got.loc[ref.index, "mean"], ref["mean"], rtol=1e-12)
     np.testing.assert_allclose(got.loc[ref.index, "sd"], ref["std"], rtol=1e-12)
     assert (got.n_seeds == 4).all()

@@ -19,8 +19,12 @@ def table() -> pd.DataFrame:
 
 
 def _corners(table: pd.DataFrame, measure: str, probe: str) -> pd.DataFrame:
-    m = table[(table.overlap_kind == "factorial") & (table.measure == measure) & (table.probe_set == probe)
-              & (table.layer_a == "penultimate")]  # fmt: skip
+    m = table[
+        (table.overlap_kind == "factorial")
+        & (table.measure == measure)
+        & (table.probe_set == probe)
+        & (table.layer_a == "penultimate")
+    ]
     return m.pivot_table(index="seed", columns=["data_fraction", "task_fraction"], values="value")
 
 
@@ -71,8 +75,19 @@ def test_interaction_and_main_effects_by_hand(table, measure, planted) -> None:
 
 def test_factorial_verdicts_family_and_keys(table) -> None:
     fac = factorial_effects(table)
-    for key in ("source", "model", "probe_set", "layer_a", "layer_b", "measure", "estimate", "low", "high", "n_seeds",
-                "verdict"):  # fmt: skip
+    for key in (
+        "source",
+        "model",
+        "probe_set",
+        "layer_a",
+        "layer_b",
+        "measure",
+        "estimate",
+        "low",
+        "high",
+        "n_seeds",
+        "verdict",
+    ):
         assert key in fac.columns
     prim = fac[fac.family == "primary"]
     assert (prim.layer_a == "penultimate").all() and prim.p_adjusted.notna().all()
@@ -83,8 +98,23 @@ def test_factorial_verdicts_family_and_keys(table) -> None:
     assert null.verdict == "inconclusive"  # planted 0: the interval contains 0 (never "no effect")
     s = summarize(table, n_boot=100, n_perm=100)
     recs = s["combined"]["interaction"]
-    assert recs and all({"measure", "probe_set", "estimate", "low", "high", "n_seeds", "verdict", "source", "model",
-                         "layer_a", "layer_b"} <= set(r) for r in recs)  # fmt: skip
+    assert recs and all(
+        {
+            "measure",
+            "probe_set",
+            "estimate",
+            "low",
+            "high",
+            "n_seeds",
+            "verdict",
+            "source",
+            "model",
+            "layer_a",
+            "layer_b",
+        }
+        <= set(r)
+        for r in recs
+    )
 
 
 def test_factorial_with_two_seeds_gives_no_interval() -> None:
@@ -96,15 +126,21 @@ def test_factorial_with_two_seeds_gives_no_interval() -> None:
 def test_combined_grid_uses_per_seed_fits(table) -> None:
     grid = combined_grid(table)
     r = grid[(grid.measure == "cka") & (grid.probe_set == "test") & (grid.layer_a == "penultimate")].iloc[0]
-    m = table[(table.overlap_kind == "combined") & (table.measure == "cka") & (table.probe_set == "test")
-              & (table.layer_a == "penultimate")]  # fmt: skip
+    m = table[
+        (table.overlap_kind == "combined")
+        & (table.measure == "cka")
+        & (table.probe_set == "test")
+        & (table.layer_a == "penultimate")
+    ]
     coefs = []
     for _, g in m.groupby("seed"):
         d, t = g.data_fraction.to_numpy(), g.task_fraction.to_numpy()
         design = np.column_stack([np.ones_like(d), d, t, d * t])
         coefs.append(np.linalg.lstsq(design, g.value.to_numpy(), rcond=None)[0][3])
     est, low, high = _t(np.array(coefs))
-    assert (r.coef_interaction, r.coef_interaction_low, r.coef_interaction_high) == pytest.approx((est, low, high), rel=1e-9)
+    assert (r.coef_interaction, r.coef_interaction_low, r.coef_interaction_high) == pytest.approx(
+        (est, low, high), rel=1e-9
+    )
     assert r.coef_interaction == pytest.approx(COMBINED["cka"][2], abs=0.02)
     per_seed = m.pivot_table(index="seed", columns=["data_fraction", "task_fraction"], values="value")
     gain_both = per_seed[(1.0, 1.0)] - per_seed[(0.0, 0.0)]

@@ -67,10 +67,17 @@ def _units(kinds: tuple[str, ...]) -> list[tuple[str, float, float]]:
     return units
 
 
-def make_results(*, n_seeds: int = 3, consequences: bool = True, seed: int = 0,
-                 kinds: tuple[str, ...] = ("data", "task", "attribute", "combined", "factorial"),
-                 layer_pairs: tuple[tuple[str, str], ...] = LAYER_PAIRS, given_source_fooled: bool = False,
-                 model: str = "cnn", noise: float = NOISE) -> pd.DataFrame:  # fmt: skip
+def make_results(
+    *,
+    n_seeds: int = 3,
+    consequences: bool = True,
+    seed: int = 0,
+    kinds: tuple[str, ...] = ("data", "task", "attribute", "combined", "factorial"),
+    layer_pairs: tuple[tuple[str, str], ...] = LAYER_PAIRS,
+    given_source_fooled: bool = False,
+    model: str = "cnn",
+    noise: float = NOISE,
+) -> pd.DataFrame:
     """A results table with the runner's columns and planted effects (see module docstring)."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -100,22 +107,41 @@ def make_results(*, n_seeds: int = 3, consequences: bool = True, seed: int = 0,
                             v = value - 0.3
                         unit_rows.append(
                             {
-                                "unit_id": unit_id, "status": "ok", "source": "mnist", "model": model,
-                                "overlap_kind": kind, "data_fraction": d, "task_fraction": t,
-                                "realised_data_fraction": d, "realised_task_fraction": t, "seed": s,
-                                "probe_set": probe, "probe_role": role, "n_probe": n_probe,
-                                "n_probe_classes": n_classes, "layer_a": la, "layer_b": lb, "measure": measure,
-                                "value": v, "p_value": 0.001 if effect > 0.05 else 0.2, "acc_a": acc_a, "acc_b": acc_b,
+                                "unit_id": unit_id,
+                                "status": "ok",
+                                "source": "mnist",
+                                "model": model,
+                                "overlap_kind": kind,
+                                "data_fraction": d,
+                                "task_fraction": t,
+                                "realised_data_fraction": d,
+                                "realised_task_fraction": t,
+                                "seed": s,
+                                "probe_set": probe,
+                                "probe_role": role,
+                                "n_probe": n_probe,
+                                "n_probe_classes": n_classes,
+                                "layer_a": la,
+                                "layer_b": lb,
+                                "measure": measure,
+                                "value": v,
+                                "p_value": 0.001 if effect > 0.05 else 0.2,
+                                "acc_a": acc_a,
+                                "acc_b": acc_b,
                             }
-                        )  # fmt: skip
+                        )
             if consequences:
                 tr = TRANSFER[0] + TRANSFER[1] * cka_test + rng.normal(0, 0.005)
                 tr_ba = TRANSFER[0] + TRANSFER[1] * cka_test + rng.normal(0, 0.005)
                 extra = {
-                    "transfer_asr": tr, "transfer_asr_low": tr - 0.03, "transfer_asr_high": tr + 0.03,
-                    "transfer_asr_ba": tr_ba, "whitebox_asr": 0.9 + rng.normal(0, 0.005),
-                    "transfer_asr_conditional": tr - 0.05, "victim_clean_error": 0.1,
-                }  # fmt: skip
+                    "transfer_asr": tr,
+                    "transfer_asr_low": tr - 0.03,
+                    "transfer_asr_high": tr + 0.03,
+                    "transfer_asr_ba": tr_ba,
+                    "whitebox_asr": 0.9 + rng.normal(0, 0.005),
+                    "transfer_asr_conditional": tr - 0.05,
+                    "victim_clean_error": 0.1,
+                }
                 if given_source_fooled:
                     extra["transfer_asr_given_source_fooled"] = tr / 0.9
                 for r in unit_rows:
@@ -132,15 +158,31 @@ def write_run_dir(path: Path, df: pd.DataFrame | None = None, *, config: dict | 
     df.to_parquet(path / "results.parquet", index=False)
     df.to_csv(path / "results.csv", index=False)
     if config is None:
-        config = {"name": "synthetic", "sources": [{"name": "mnist", "options": {"per_class": 300}}],
-                  "models": [{"name": "cnn"}], "train": {"epochs": 5, "batch_size": 64},
-                  "seeds": sorted(int(s) for s in df["seed"].unique()), "layers": ["conv1", "penultimate"],
-                  "measures": {"names": list(MEASURES)}, "probe_size": 500,
-                  "overlap": {"designs": [{"kind": "data", "fractions": [0, 0.25, 0.5, 0.75, 1.0]},
-                                          {"kind": "task", "fractions": [0, 0.4, 1.0]}]}}  # fmt: skip
+        config = {
+            "name": "synthetic",
+            "sources": [{"name": "mnist", "options": {"per_class": 300}}],
+            "models": [{"name": "cnn"}],
+            "train": {"epochs": 5, "batch_size": 64},
+            "seeds": sorted(int(s) for s in df["seed"].unique()),
+            "layers": ["conv1", "penultimate"],
+            "measures": {"names": list(MEASURES)},
+            "probe_size": 500,
+            "overlap": {
+                "designs": [
+                    {"kind": "data", "fractions": [0, 0.25, 0.5, 0.75, 1.0]},
+                    {"kind": "task", "fractions": [0, 0.4, 1.0]},
+                ]
+            },
+        }
     (path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    provenance = {"package_version": "0.1.0", "git_commit": "abc123", "start": "2025-01-01T00:00:00",
-                  "end": "2025-01-01T00:05:00", "timings": {"total_s": 300.0}, "seeds": {"master": 0}}  # fmt: skip
+    provenance = {
+        "package_version": "0.1.0",
+        "git_commit": "abc123",
+        "start": "2025-01-01T00:00:00",
+        "end": "2025-01-01T00:05:00",
+        "timings": {"total_s": 300.0},
+        "seeds": {"master": 0},
+    }
     (path / "provenance.json").write_text(json.dumps(provenance), encoding="utf-8")
     return path
 

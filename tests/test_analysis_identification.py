@@ -37,18 +37,29 @@ def test_holm_levels_follow_the_step_down_by_hand() -> None:
 def test_adjusted_interval_is_the_t_interval_at_the_holm_step_and_agrees_with_the_verdict() -> None:
     per_seed = {  # three primary cells and one exploratory cell, five seeds each
         "strong": np.array([0.30, 0.32, 0.29, 0.31, 0.33]),
-        "weak": np.array([0.02, 0.05, 0.01, 0.06, 0.02]),   # raw p ≈ 0.030, fails after Holm
+        "weak": np.array([0.02, 0.05, 0.01, 0.06, 0.02]),  # raw p ≈ 0.030, fails after Holm
         "null": np.array([0.01, -0.02, 0.03, -0.01, 0.00]),
         "explore": np.array([0.02, 0.05, 0.01, 0.06, 0.02]),
     }
     rows = []
     for name, v in per_seed.items():
         est, lo, hi, p = _t(v)
-        rows.append({"cell": name, "slope": est, "slope_low": lo, "slope_high": hi, "p": p,
-                     "slope_sd": v.std(ddof=1), "n_seeds": v.size})
+        rows.append(
+            {
+                "cell": name,
+                "slope": est,
+                "slope_low": lo,
+                "slope_high": hi,
+                "p": p,
+                "slope_sd": v.std(ddof=1),
+                "n_seeds": v.size,
+            }
+        )
     frame = pd.DataFrame(rows)
     mask = pd.Series([True, True, True, False])
-    out = apply_family(frame, mask, estimate="slope", low="slope_low", high="slope_high", sd="slope_sd").set_index("cell")
+    out = apply_family(frame, mask, estimate="slope", low="slope_low", high="slope_high", sd="slope_sd").set_index(
+        "cell"
+    )
     raw = np.array([r["p"] for r in rows[:3]])
     assert raw[1] < 0.05  # the weak cell would "rise" unadjusted
     order = np.argsort(raw)  # strong, weak, null
@@ -83,11 +94,28 @@ def _task_table(roles: dict[str, str]) -> pd.DataFrame:
     for seed in range(4):
         for f in (0.0, 0.5, 1.0):
             for probe, role in roles.items():
-                value = 0.4 + 0.1 * f + 0.5 * (f == 1.0) + 0.3 * (f == 0.0) * (role == "common_fixed") + rng.normal(0, 0.01)
-                rows.append({"unit_id": f"u{seed}-{f}", "source": "s", "model": "m", "overlap_kind": "task",
-                             "data_fraction": np.nan, "task_fraction": f, "seed": seed, "probe_set": probe,
-                             "probe_role": role, "layer_a": "penultimate", "layer_b": "penultimate", "measure": "cka",
-                             "value": value, "n_probe": 100, "n_probe_classes": 2})
+                value = (
+                    0.4 + 0.1 * f + 0.5 * (f == 1.0) + 0.3 * (f == 0.0) * (role == "common_fixed") + rng.normal(0, 0.01)
+                )
+                rows.append(
+                    {
+                        "unit_id": f"u{seed}-{f}",
+                        "source": "s",
+                        "model": "m",
+                        "overlap_kind": "task",
+                        "data_fraction": np.nan,
+                        "task_fraction": f,
+                        "seed": seed,
+                        "probe_set": probe,
+                        "probe_role": role,
+                        "layer_a": "penultimate",
+                        "layer_b": "penultimate",
+                        "measure": "cka",
+                        "value": value,
+                        "n_probe": 100,
+                        "n_probe_classes": 2,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -95,7 +123,11 @@ def test_fixed_probe_slopes_are_fitted_where_their_classes_keep_their_role() -> 
     roles = {"test": "id", "ood_one_fixed": "ood_one_fixed", "common_fixed": "common_fixed"}
     table = _task_table(roles)
     eff = overlap_effects(table, n_boot=100, n_perm=100).set_index("probe_set")
-    for probe, keep in (("ood_one_fixed", lambda x: x < 1), ("common_fixed", lambda x: x > 0), ("test", lambda x: x >= 0)):
+    for probe, keep in (
+        ("ood_one_fixed", lambda x: x < 1),
+        ("common_fixed", lambda x: x > 0),
+        ("test", lambda x: x >= 0),
+    ):
         sub = table[(table.probe_set == probe) & keep(table.task_fraction)]
         slopes = np.array([np.polyfit(g.task_fraction, g.value, 1)[0] for _, g in sub.groupby("seed")])
         assert eff.loc[probe, "slope"] == pytest.approx(slopes.mean(), rel=1e-10)
@@ -123,11 +155,28 @@ def _two_cause_table(n_seeds: int = 6, align_gain: float = 0.5) -> pd.DataFrame:
                 s = 0.5 + 0.2 * f + 0.05 * lam * align_gain / 0.5 + rng.normal(0, 0.01)
                 t = 0.1 + 1.5 * s + rng.normal(0, 0.01)
                 for measure, value in (("cka", s), ("cknna", 0.9 * s)):
-                    rows.append({"unit_id": f"u{seed}-{f}-{lam}", "source": "fashion", "model": "mlp",
-                                 "overlap_kind": "data", "data_fraction": f, "task_fraction": 1.0, "seed": seed,
-                                 "probe_set": "test", "probe_role": "id", "layer_a": "penultimate",
-                                 "layer_b": "penultimate", "measure": measure, "value": value, "n_probe": 100,
-                                 "transfer_asr": t, "whitebox_asr": 0.5 + 0.02 * seed, "align": lam, "init": "independent"})
+                    rows.append(
+                        {
+                            "unit_id": f"u{seed}-{f}-{lam}",
+                            "source": "fashion",
+                            "model": "mlp",
+                            "overlap_kind": "data",
+                            "data_fraction": f,
+                            "task_fraction": 1.0,
+                            "seed": seed,
+                            "probe_set": "test",
+                            "probe_role": "id",
+                            "layer_a": "penultimate",
+                            "layer_b": "penultimate",
+                            "measure": measure,
+                            "value": value,
+                            "n_probe": 100,
+                            "transfer_asr": t,
+                            "whitebox_asr": 0.5 + 0.02 * seed,
+                            "align": lam,
+                            "init": "independent",
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -181,8 +230,21 @@ def test_summary_records_and_findings_answer_the_consequence_question() -> None:
     table = _two_cause_table()
     s = summarize(table, n_boot=100, n_perm=100)
     recs = s["similarity_transfer"]
-    fields = {"source", "model", "measure", "probe_set", "cause", "estimate", "low", "high", "n_seeds", "verdict",
-              "first_stage", "first_stage_low", "first_stage_high"}
+    fields = {
+        "source",
+        "model",
+        "measure",
+        "probe_set",
+        "cause",
+        "estimate",
+        "low",
+        "high",
+        "n_seeds",
+        "verdict",
+        "first_stage",
+        "first_stage_low",
+        "first_stage_high",
+    }
     assert recs and all(fields <= set(r) for r in recs)
     assert {r["cause"] for r in recs} == {"data_overlap", "alignment", "difference"}
     text = findings_markdown(s)
@@ -223,8 +285,9 @@ def test_a_report_with_jailbreak_consequences_only_builds_its_figures(tmp_path) 
     similarity-vs-transfer figure use the jailbreak column (this used to fail with KeyError)."""
     from reprsim.analysis import build_report
 
-    table = _two_cause_table(n_seeds=3).rename(columns={"transfer_asr": "jailbreak_transfer_asr",
-                                                         "whitebox_asr": "jailbreak_whitebox_asr"})
+    table = _two_cause_table(n_seeds=3).rename(
+        columns={"transfer_asr": "jailbreak_transfer_asr", "whitebox_asr": "jailbreak_whitebox_asr"}
+    )
     table = table[table["align"] == 0]
     table.to_parquet(tmp_path / "results.parquet")
     build_report(tmp_path, n_boot=100, n_perm=100)

@@ -100,13 +100,13 @@ def test_mi_permutation_p_and_null_by_hand(rng: np.random.Generator) -> None:
     n_perm = 80
     got = inference.mi_permutation_test(x, y, seeds, n_perm=n_perm, seed=5)
     observed = mutual_info_regression(x.reshape(-1, 1), y, n_neighbors=3, random_state=42)[0]
-    null = [mutual_info_regression(x[p].reshape(-1, 1), y, n_neighbors=3, random_state=42)[0]
-            for p in inference.within_group_permutations(seeds, n_perm, seed=5)]  # fmt: skip
+    null = [
+        mutual_info_regression(x[p].reshape(-1, 1), y, n_neighbors=3, random_state=42)[0]
+        for p in inference.within_group_permutations(seeds, n_perm, seed=5)
+    ]
     exceed = sum(1 for v in null if v >= observed)
     assert got["mi"] == observed
     assert got["mi_p"] == pytest.approx((1 + exceed) / (1 + n_perm))
     assert got["mi_null95"] == pytest.approx(np.percentile(null, 95))
     strong = inference.mi_permutation_test(x, x + rng.normal(0, 0.01, x.size), seeds, n_perm=n_perm)
     assert strong["mi_p"] == pytest.approx(1 / (1 + n_perm)) and strong["mi"] > strong["mi_null95"]
-
-

@@ -24,8 +24,14 @@ def linear_model(d: int = 12, k: int = 4, seed: int = 0) -> nn.Linear:
 def small_cnn(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 5),
     )
 
 
@@ -41,8 +47,16 @@ class SeqModel(nn.Module):
         return self.head(torch.tanh(self.mix(x)).mean(dim=1))
 
 
-def closed_form_fgsm(model: nn.Linear, x: np.ndarray, y: np.ndarray, eps: float, mean=0.0, std=1.0,
-                     targeted: bool = False, clip=(0.0, 1.0)) -> np.ndarray:
+def closed_form_fgsm(
+    model: nn.Linear,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    mean=0.0,
+    std=1.0,
+    targeted: bool = False,
+    clip=(0.0, 1.0),
+) -> np.ndarray:
     """x + eps·sign(∇) for softmax regression z = W((x−m)/s) + b: ∇_x CE = Wᵀ(p − onehot(y)) / s."""
     W = model.weight.detach().numpy()
     b = model.bias.detach().numpy()
@@ -97,7 +111,9 @@ def test_mi_fgsm_one_step_no_momentum_equals_fgsm(lin_data):
     xi = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     yi = torch.arange(8) % 5
     kw = dict(normalization=(MEAN, STD))
-    torch.testing.assert_close(mi_fgsm(net, xi, yi, 2 / 255, steps=1, decay=0.0, **kw), fgsm(net, xi, yi, 2 / 255, **kw))
+    torch.testing.assert_close(
+        mi_fgsm(net, xi, yi, 2 / 255, steps=1, decay=0.0, **kw), fgsm(net, xi, yi, 2 / 255, **kw)
+    )
 
 
 def test_mi_fgsm_matches_reference_recursion(lin_data):
@@ -156,11 +172,14 @@ def test_pixel_perturbation_bounded_with_normalization(attack):
     assert adv.shape == x.shape and adv.dtype == x.dtype
 
 
-@pytest.mark.parametrize("shape,model_fn", [
-    ((10, 12), lambda: linear_model().float()),
-    ((10, 3, 8, 8), small_cnn),
-    ((10, 7, 6), SeqModel),
-])
+@pytest.mark.parametrize(
+    "shape,model_fn",
+    [
+        ((10, 12), lambda: linear_model().float()),
+        ((10, 3, 8, 8), small_cnn),
+        ((10, 7, 6), SeqModel),
+    ],
+)
 @pytest.mark.parametrize("name", ["fgsm", "pgd", "mi_fgsm"])
 def test_shapes_mlp_image_sequence(shape, model_fn, name):
     torch.manual_seed(0)
@@ -255,7 +274,7 @@ def test_batched_equals_per_example_for_deterministic_attacks():
     x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(6) % 5
     full = mi_fgsm(net, x, y, 2 / 255)
-    parts = torch.cat([mi_fgsm(net_copy, x[i:i + 2], y[i:i + 2], 2 / 255) for i in range(0, 6, 2)])
+    parts = torch.cat([mi_fgsm(net_copy, x[i : i + 2], y[i : i + 2], 2 / 255) for i in range(0, 6, 2)])
     torch.testing.assert_close(full, parts, rtol=0, atol=1e-6)
 
 
@@ -318,13 +337,15 @@ def test_fgsm_and_pgd_match_art():
     g = np.random.default_rng(0)
     x = g.uniform(0.1, 0.9, size=(32, 12)).astype(np.float32)
     y = g.integers(0, 4, size=32)
-    clf = PyTorchClassifier(model=m, loss=nn.CrossEntropyLoss(), input_shape=(12,), nb_classes=4,
-                            clip_values=(0.0, 1.0))
+    clf = PyTorchClassifier(
+        model=m, loss=nn.CrossEntropyLoss(), input_shape=(12,), nb_classes=4, clip_values=(0.0, 1.0)
+    )
     ref = FastGradientMethod(clf, eps=0.05).generate(x, y=np.eye(4)[y])
     ours = fgsm(m, torch.tensor(x), torch.tensor(y), 0.05).numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-6)
-    ref = ProjectedGradientDescent(clf, eps=0.05, eps_step=0.01, max_iter=5, num_random_init=0,
-                                   verbose=False).generate(x, y=np.eye(4)[y])
+    ref = ProjectedGradientDescent(clf, eps=0.05, eps_step=0.01, max_iter=5, num_random_init=0, verbose=False).generate(
+        x, y=np.eye(4)[y]
+    )
     ours = pgd(m, torch.tensor(x), torch.tensor(y), 0.05, steps=5, step_size=0.01, random_start=False).numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     assert art is not None

@@ -19,7 +19,7 @@ def test_wilson_known_values():
 
 def test_clopper_pearson_known_values():
     low, high = clopper_pearson_interval(0, 10)
-    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** 0.1, abs=1e-9)  # 0.308497
+    assert low == 0.0 and high == pytest.approx(1 - 0.025**0.1, abs=1e-9)  # 0.308497
     assert clopper_pearson_interval(5, 10) == pytest.approx((0.187086, 0.812914), abs=1e-6)
     assert clopper_pearson_interval(10, 10)[1] == 1.0
 

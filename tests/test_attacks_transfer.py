@@ -28,8 +28,14 @@ RATES = ["whitebox_asr", "transfer_asr", "transfer_asr_conditional", "victim_cle
 def small_cnn(seed: int, k: int = 5) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, k),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, k),
     )
 
 
@@ -136,8 +142,7 @@ def test_self_transfer_equals_whitebox(images):
     assert s["whitebox_asr"] > s["source_clean_error"]  # the attack does something
     assert s["transfer_asr"] == s["whitebox_asr"] and s["transfer_asr_ba"] == s["whitebox_asr_ba"]
     np.testing.assert_array_equal(r.victim_adv_pred, r.source_adv_pred)
-    assert s["transfer_asr_conditional"] == pytest.approx(
-        r.fooled_source[r.clean_correct_source].mean())
+    assert s["transfer_asr_conditional"] == pytest.approx(r.fooled_source[r.clean_correct_source].mean())
 
 
 @pytest.mark.parametrize("name", ["fgsm", "pgd", "mi_fgsm"])
@@ -274,11 +279,11 @@ def test_stage_other_attacks_and_task_overlap(images6):
     x, y, (a, b) = images6
     s = attack_transfer_stage(a, b, x, y, attack="fgsm", eps=2 / 255, n=10, label_map={0: 0, 3: 1, 5: 2})
     assert s["attack_n"] == 10
-    s = attack_transfer_stage(a, b, x, y % 5, attack="pgd", eps=2 / 255, steps=2, n=10, num_shared_classes=5,
-                              norm="l2", both_directions=False)
+    s = attack_transfer_stage(
+        a, b, x, y % 5, attack="pgd", eps=2 / 255, steps=2, n=10, num_shared_classes=5, norm="l2", both_directions=False
+    )
     assert "transfer_asr_ba" not in s
-    s = attack_transfer_stage(a, b, x.double().numpy(), y.numpy(), attack="mi_fgsm", eps=8 / 255, n=20,
-                              targeted=True)
+    s = attack_transfer_stage(a, b, x.double().numpy(), y.numpy(), attack="mi_fgsm", eps=8 / 255, n=20, targeted=True)
     assert s["targeted_whitebox_asr"] > 0 and "targeted_transfer_asr_ba" in s
     with pytest.raises(ValueError, match="valid names"):
         attack_transfer_stage(a, b, x, y, attack="gcg")

@@ -10,11 +10,19 @@ from reprsim.chat import ChatWorld
 from reprsim.chat.split import make_chat_split
 from reprsim.chat.training import ChatRecipe, base_pools, build_dialogues, finetune
 from reprsim.experiments import load_results, parse_config, run_experiment
+from reprsim.experiments.composition import composition_of
 from reprsim.experiments.grid import expand
-from reprsim.experiments.kinds import get_kind
 
-SMALL = dict(pretrain_steps=3, safety_steps=2, finetune_steps=3, batch_size=16, n_train_per_family=20,
-             n_heldout_per_family=24, base_n_per_family=10, noise_max_len=4)
+SMALL = dict(
+    pretrain_steps=3,
+    safety_steps=2,
+    finetune_steps=3,
+    batch_size=16,
+    n_train_per_family=20,
+    n_heldout_per_family=24,
+    base_n_per_family=10,
+    noise_max_len=4,
+)
 WORLD = {"seed": 1, "n_families": 8, "n_forbidden": 2, "n_entities": 6}
 GPT = {"name": "gpt", "options": {"n_layer": 1, "n_head": 2, "n_embd": 32, "preset": None}}
 
@@ -29,10 +37,16 @@ def _same(m1, m2) -> bool:
 
 
 def _config(train: dict, designs=None) -> dict:
-    return {"name": "chat-tiny", "sources": [{"name": "chat", "options": WORLD}], "probe_size": 16,
-            "models": [GPT], "train": train, "seeds": [0],
-            "overlap": {"designs": designs or [{"kind": "data", "fractions": [0.0]}, {"kind": "task", "fractions": [1.0]}]},
-            "measures": {"names": ["cka"], "params": {}}}  # fmt: skip
+    return {
+        "name": "chat-tiny",
+        "sources": [{"name": "chat", "options": WORLD}],
+        "probe_size": 16,
+        "models": [GPT],
+        "train": train,
+        "seeds": [0],
+        "overlap": {"designs": designs or [{"kind": "data", "fractions": [0.0]}, {"kind": "task", "fractions": [1.0]}]},
+        "measures": {"names": ["cka"], "params": {}},
+    }
 
 
 def test_base_pool_is_disjoint_from_finetuning_and_heldout_pools(world):
@@ -62,17 +76,17 @@ def test_base_is_trained_once_cached_and_shared_by_every_pair(tmp_path, monkeypa
 
 
 def test_a_and_b_start_from_the_identical_base(tmp_path):
-    kind = get_kind("chat")
     config = parse_config(_config(SMALL | {"finetune_steps": 0}, [{"kind": "data", "fractions": [0.3]}]))
     unit = expand(config)[0]
+    kind = composition_of(unit)
     pair = kind.pair(config, unit, tmp_path)
     model_a, model_b = kind.build(config, unit, pair, "a"), kind.build(config, unit, pair, "b")
-    assert _same(model_a, pair.base.model) and _same(model_b, pair.base.model)
+    assert _same(model_a, pair.start.model) and _same(model_b, pair.start.model)
     # from scratch, the two models start from their own seed streams
     config = parse_config(_config(SMALL | {"shared_base": False}, [{"kind": "data", "fractions": [0.3]}]))
     unit = expand(config)[0]
     pair = kind.pair(config, unit, tmp_path)
-    assert pair.base is None
+    assert pair.start is None
     assert not _same(kind.build(config, unit, pair, "a"), kind.build(config, unit, pair, "b"))
 
 
@@ -93,7 +107,7 @@ def test_finetuning_is_seeded(world):
 
 
 def test_per_request_noise_makes_shared_dialogues_identical(world):
-    reqs, = world.request_pools([3], seed=0)
+    (reqs,) = world.request_pools([3], seed=0)
     kw = dict(safety=True, noise_copies=1, noise_max_len=5, seed=9, per_request_noise=True)
     ids, tgt = build_dialogues(world, reqs, **kw)
     ids_rev, tgt_rev = build_dialogues(world, reqs[::-1], **kw)
@@ -117,10 +131,15 @@ def test_recipe_errors():
 @pytest.mark.slow
 def test_default_shared_base_pair_keeps_refusing(tmp_path):
     """Default recipe: base and both fine-tunes refuse >= 95 % of held-out forbidden requests."""
-    config = {"name": "chat-default", "sources": [{"name": "chat", "options": {"seed": 0}}], "probe_size": 32,
-              "models": [{"name": "gpt", "options": {"n_layer": 2, "n_head": 4, "n_embd": 64, "preset": None}}],
-              "overlap": {"designs": [{"kind": "task", "fractions": [0.5]}]}, "seeds": [0],
-              "measures": {"names": ["cka"], "params": {}}}  # fmt: skip
+    config = {
+        "name": "chat-default",
+        "sources": [{"name": "chat", "options": {"seed": 0}}],
+        "probe_size": 32,
+        "models": [{"name": "gpt", "options": {"n_layer": 2, "n_head": 4, "n_embd": 64, "preset": None}}],
+        "overlap": {"designs": [{"kind": "task", "fractions": [0.5]}]},
+        "seeds": [0],
+        "measures": {"names": ["cka"], "params": {}},
+    }
     run_experiment(parse_config(config), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
     m = load_results(tmp_path / "run").iloc[0]
     assert m["base_refusal_rate"] >= 0.95

@@ -10,13 +10,30 @@ from reprsim.chat.probes import PROBE_PROMPT_LEN, probe_sets
 from reprsim.chat.split import make_chat_split
 from reprsim.chat.training import ChatRecipe, build_dialogues, evaluate_chat_model, train_two_phase
 
-SMALL = ChatRecipe.from_dict(dict(pretrain_steps=3, safety_steps=2, finetune_steps=2, batch_size=16,
-                                  n_train_per_family=20, n_heldout_per_family=24, noise_max_len=4))
+SMALL = ChatRecipe.from_dict(
+    dict(
+        pretrain_steps=3,
+        safety_steps=2,
+        finetune_steps=2,
+        batch_size=16,
+        n_train_per_family=20,
+        n_heldout_per_family=24,
+        noise_max_len=4,
+    )
+)
 
 
 def tiny_gpt(world, seed=0, block_size=48, n_embd=32):
-    return models.build("gpt", vocab_size=world.vocab_size, block_size=block_size, preset=None, n_layer=1,
-                        n_head=2, n_embd=n_embd, seed=seed)
+    return models.build(
+        "gpt",
+        vocab_size=world.vocab_size,
+        block_size=block_size,
+        preset=None,
+        n_layer=1,
+        n_head=2,
+        n_embd=n_embd,
+        seed=seed,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +42,7 @@ def world():
 
 
 def test_dialogue_targets_cover_exactly_the_assistant_tokens(world):
-    train, = world.request_pools([3], seed=0)
+    (train,) = world.request_pools([3], seed=0)
     forb = [r for r in train if world.families[r.family].forbidden][0]
     ben = [r for r in train if not world.families[r.family].forbidden][0]
     ids, tgt = build_dialogues(world, [forb, ben], safety=True)
@@ -41,7 +58,7 @@ def test_dialogue_targets_cover_exactly_the_assistant_tokens(world):
 
 
 def test_noise_copies_add_random_words_before_assistant(world):
-    train, = world.request_pools([2], seed=0)
+    (train,) = world.request_pools([2], seed=0)
     ids, tgt = build_dialogues(world, train, safety=False, noise_copies=2, noise_max_len=5, seed=0)
     assert ids.shape[0] == 3 * len(train)
     clean_len = len(world.prompt_ids(train[0]))
@@ -49,7 +66,7 @@ def test_noise_copies_add_random_words_before_assistant(world):
         row = ids[k].tolist()
         a = row.index(world.assistant_id)
         assert clean_len < a + 1 <= clean_len + 5
-        assert all(t >= 4 for t in row[clean_len - 1:a])  # noise words are non-special
+        assert all(t >= 4 for t in row[clean_len - 1 : a])  # noise words are non-special
     again, _ = build_dialogues(world, train, safety=False, noise_copies=2, noise_max_len=5, seed=0)
     assert torch.equal(ids, again)
 
@@ -71,14 +88,14 @@ def test_each_phase_is_one_run_of_the_shared_training_loop(world, monkeypatch):
     calls = []
     original = reprsim.train.train
     monkeypatch.setattr(reprsim.train, "train", lambda *a, **k: calls.append(a[2]) or original(*a, **k))
-    train, = world.request_pools([4], seed=0)
+    (train,) = world.request_pools([4], seed=0)
     train_two_phase(tiny_gpt(world), world, train, SMALL, seed=5)
     assert [(c.max_steps, c.lr, c.optimizer) for c in calls] == [(3, SMALL.lr, "adamw"), (2, SMALL.safety_lr, "adamw")]
     assert isinstance(calls[0], reprsim.train.TrainConfig) and calls[0].min_lr_ratio == 0.1
 
 
 def test_training_is_seeded(world):
-    train, = world.request_pools([4], seed=0)
+    (train,) = world.request_pools([4], seed=0)
     m1, m2, m3 = tiny_gpt(world), tiny_gpt(world), tiny_gpt(world)
     h1 = train_two_phase(m1, world, train, SMALL, seed=5)
     h2 = train_two_phase(m2, world, train, SMALL, seed=5)
@@ -93,8 +110,9 @@ def test_two_phase_training_learns_refusal():
     """A 3-family world trained for a few hundred steps refuses held-out forbidden requests."""
     world = ChatWorld(seed=2, n_families=3, n_forbidden=1, n_entities=4)
     train, held = world.request_pools([40, 20], seed=0)
-    recipe = ChatRecipe.from_dict(dict(pretrain_steps=200, safety_steps=200, batch_size=32, noise_copies=0,
-                                       noise_max_len=0, block_size=24))
+    recipe = ChatRecipe.from_dict(
+        dict(pretrain_steps=200, safety_steps=200, batch_size=32, noise_copies=0, noise_max_len=0, block_size=24)
+    )
     model = tiny_gpt(world, block_size=24)
     hist = train_two_phase(model, world, train, recipe, seed=0)
     assert hist["safety"][-1] < hist["pretrain"][0]

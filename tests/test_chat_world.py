@@ -43,10 +43,15 @@ def test_encode_decode_round_trip(world):
         world.decode([world.vocab_size])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n_families": 1}, "n_families"), ({"n_forbidden": 0}, "n_forbidden"),
-    ({"n_forbidden": 24}, "n_forbidden"), ({"n_entities": 1}, "n_entities"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_families": 1}, "n_families"),
+        ({"n_forbidden": 0}, "n_forbidden"),
+        ({"n_forbidden": 24}, "n_forbidden"),
+        ({"n_entities": 1}, "n_entities"),
+    ],
+)
 def test_bad_world_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ChatWorld(**kwargs)
@@ -89,7 +94,7 @@ def test_request_pools_are_disjoint_distinct_and_labelled(world):
     again, _ = world.request_pools([30, 10], seed=0)
     assert again == train
     with pytest.raises(ValueError, match="at most"):
-        world.request_pools([10 ** 9], seed=0)
+        world.request_pools([10**9], seed=0)
 
 
 def test_judge_exact_behaviour(world):

@@ -35,8 +35,11 @@ def fake_sweep(monkeypatch):
             if store.status(unit.unit_id) not in wanted:
                 continue
             bad = unit.overlap_kind in fake.fail
-            status = {"status": "failed", "error": "FloatingPointError: loss is NaN\n  at epoch 2"} if bad \
-                else {"status": "ok"}  # fmt: skip
+            status = (
+                {"status": "failed", "error": "FloatingPointError: loss is NaN\n  at epoch 2"}
+                if bad
+                else {"status": "ok"}
+            )
             store.write_unit(unit.unit_id, unit_record(unit), None, status)
         return runner.RunSummary(Path(run_dir), units, {u.unit_id: store.status(u.unit_id) for u in units})
 
@@ -62,14 +65,19 @@ def test_failed_units_are_listed_with_one_line_errors_and_exit_1(tmp_path, capsy
     assert cli_main(["run", str(QUICK), "--out", str(out), "--dry-run", "seeds=[0,1]"]) == 0
     assert "4 failed, 4 ok" in capsys.readouterr().out
     fake_sweep.fail = set()
-    assert cli_main(["run", str(QUICK), "--out", str(out), "--quiet", "--no-report", "seeds=[0,1]", "--retry-failed"]) == 0
+    assert (
+        cli_main(["run", str(QUICK), "--out", str(out), "--quiet", "--no-report", "seeds=[0,1]", "--retry-failed"]) == 0
+    )
     assert fake_sweep.calls[-1]["retry_failed"] is True
     assert {json.loads(p.read_text())["status"] for p in out.glob("units/*/status.json")} == {"ok"}
 
 
 def test_the_run_folder_records_the_resolved_config(tmp_path, fake_sweep):
     out = tmp_path / "run"
-    assert cli_main(["run", str(QUICK), "--out", str(out), "--quiet", "--no-report", "train.epochs=2", "--workers", "2"]) == 0
+    assert (
+        cli_main(["run", str(QUICK), "--out", str(out), "--quiet", "--no-report", "train.epochs=2", "--workers", "2"])
+        == 0
+    )
     recorded = yaml.safe_load((out / "config.yaml").read_text())
     assert recorded["train"]["epochs"] == 2 and recorded["execution"]["workers"] == 2
 
@@ -77,8 +85,22 @@ def test_the_run_folder_records_the_resolved_config(tmp_path, fake_sweep):
 def test_resuming_with_other_execution_settings_is_not_another_config(tmp_path, capsys, fake_sweep):
     out = tmp_path / "run"
     assert cli_main(["run", str(QUICK), "--out", str(out), "--quiet", "--no-report"]) == 0
-    assert cli_main(["run", str(QUICK), "--out", str(out), "--quiet", "--no-report", "--workers", "3",
-                     "execution.threads_per_unit=2"]) == 0  # fmt: skip
+    assert (
+        cli_main(
+            [
+                "run",
+                str(QUICK),
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-report",
+                "--workers",
+                "3",
+                "execution.threads_per_unit=2",
+            ]
+        )
+        == 0
+    )
     execution = yaml.safe_load((out / "config.yaml").read_text())["execution"]
     assert execution["workers"] == 3 and execution["threads_per_unit"] == 2  # the new settings are recorded
     assert cli_main(["run", str(QUICK), "--out", str(out), "--dry-run", "--workers", "4"]) == 0

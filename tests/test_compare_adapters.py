@@ -23,8 +23,6 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 
-
-
 def _gpt2(path, n_embd=16, seed=0):
     torch.manual_seed(seed)
     cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=n_embd, n_layer=2, n_head=2)
@@ -54,9 +52,12 @@ def _last_hidden_mean(model, ids):
 
 def test_a_lora_adapter_folder_is_its_base_with_the_adapter(lora):
     root, tuned, ids = lora
-    assert json.loads((root / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(root / "base")
-    comp = compare_models(root / "adapter", root / "base", ids, layers="penultimate", measures=["cka", "procrustes"],
-                          progress=False)
+    assert json.loads((root / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        root / "base"
+    )
+    comp = compare_models(
+        root / "adapter", root / "base", ids, layers="penultimate", measures=["cka", "procrustes"], progress=False
+    )
     with tuned.disable_adapter():
         plain = _last_hidden_mean(tuned, ids)
     adapted = _last_hidden_mean(tuned, ids)  # the unmerged adapter, computed by peft's forward
@@ -90,8 +91,9 @@ def test_adapter_base_errors(lora, tmp_path):
 
 # ---- dtype -----------------------------------------------------------------------------------------
 def _cnn(seed, classes=4):
-    return M.build("cnn", input_shape=(3, 16, 16), num_classes=classes, channels=(8, 16, 16), penultimate_width=16,
-                   seed=seed)
+    return M.build(
+        "cnn", input_shape=(3, 16, 16), num_classes=classes, channels=(8, 16, 16), penultimate_width=16, seed=seed
+    )
 
 
 def test_bfloat16_models_give_the_features_of_a_bf16_copy_hooked_by_hand():
@@ -126,8 +128,9 @@ def test_label_map_attacks_in_the_shared_label_space():
     x = rng.random((60, 3, 16, 16), dtype=np.float32)
     y = rng.integers(0, 4, 60)
     lmap = {0: 3, 1: 5, 2: None, 3: 0}  # A's class 2 is not a class of B
-    comp = compare_models(a, b, x, labels=y, measures="cka", attack={"name": "fgsm", "eps": 0.2, "n": 40},
-                          label_map=lmap, progress=False)
+    comp = compare_models(
+        a, b, x, labels=y, measures="cka", attack={"name": "fgsm", "eps": 0.2, "n": 40}, label_map=lmap, progress=False
+    )
 
     class Cols(torch.nn.Module):  # the test's own column selection
         def __init__(self, m, cols):
@@ -141,8 +144,9 @@ def test_label_map_attacks_in_the_shared_label_space():
     keep = [i for i in idx if y[i] != 2]
     new = {0: 0, 1: 1, 3: 2}
     xs, ys = torch.from_numpy(x[keep]), torch.as_tensor([new[int(y[i])] for i in keep])
-    want = transfer(Cols(a.eval(), [0, 1, 3]), Cols(b.eval(), [3, 5, 0]), xs, ys, make_attack("fgsm", eps=0.2),
-                    both_directions=True).summary()
+    want = transfer(
+        Cols(a.eval(), [0, 1, 3]), Cols(b.eval(), [3, 5, 0]), xs, ys, make_attack("fgsm", eps=0.2), both_directions=True
+    ).summary()
     got = comp.transfer_summary
     assert {"transfer_asr", "whitebox_asr", "transfer_asr_ba", "source_clean_error"} <= set(want)
     for key, value in want.items():
@@ -183,11 +187,14 @@ def test_a_sweep_model_by_unit_id(tmp_path):
     status = json.loads((tmp_path / "run" / "units" / unit_id / "status.json").read_text())
     x = np.random.default_rng(0).random((30, 1, 8, 8), dtype=np.float32)
     ref = f"{tmp_path / 'run'}:{unit_id}"
-    comp = compare_models(f"{ref}:a", f"{ref}:b", x, layers="penultimate", measures="cka",
-                          cache_dir=tmp_path / "cache", progress=False)
+    comp = compare_models(
+        f"{ref}:a", f"{ref}:b", x, layers="penultimate", measures="cka", cache_dir=tmp_path / "cache", progress=False
+    )
     feats = {}
     for side in "ab":  # rebuilt by hand and loaded from the cache file the status names
-        tensors, _ = storage.read_verified_state_dict(tmp_path / "cache" / "models" / f"{status['artifacts'][f'model_{side}']}.rsv")
+        tensors, _ = storage.read_verified_state_dict(
+            tmp_path / "cache" / "models" / f"{status['artifacts'][f'model_{side}']}.rsv"
+        )
         hidden = tensors["penultimate.0.weight"].shape[0]
         m = M.build("mlp", input_shape=(1, 8, 8), num_classes=tensors["head.weight"].shape[0], hidden=(16, hidden))
         m.load_state_dict(tensors)
@@ -209,15 +216,31 @@ def test_a_sweep_model_by_unit_id(tmp_path):
 # ---- input_size for Hugging Face vision models ----------------------------------------------------
 def test_input_size_resizes_grey_images_inside_a_hf_vit(tmp_path):
     torch.manual_seed(0)
-    cfg = transformers.ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                                 image_size=16, patch_size=4, num_channels=3, num_labels=4, hidden_dropout_prob=0.0,
-                                 attention_probs_dropout_prob=0.0)
+    cfg = transformers.ViTConfig(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        num_labels=4,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     hf = transformers.ViTForImageClassification(cfg).eval()
     hf.save_pretrained(tmp_path / "vit")
     x = np.random.default_rng(0).random((12, 1, 8, 8), dtype=np.float32)  # grey 8 × 8, the ViT takes RGB 16 × 16
     zoo = M.build("mlp", input_shape=(1, 8, 8), num_classes=4, hidden=(16,), seed=0)
-    comp = compare_models(tmp_path / "vit", zoo, x, layers={"a": "logits", "b": "penultimate"}, measures="cka",
-                          input_size=16, progress=False)
+    comp = compare_models(
+        tmp_path / "vit",
+        zoo,
+        x,
+        layers={"a": "logits", "b": "penultimate"},
+        measures="cka",
+        input_size=16,
+        progress=False,
+    )
     rgb = torch.from_numpy(x).expand(-1, 3, -1, -1)
     resized = torch.nn.functional.interpolate(rgb, size=(16, 16), mode="bilinear", align_corners=False)
     with torch.no_grad():
@@ -234,12 +257,41 @@ def test_cli_adapter_without_a_local_base_exits_2_with_one_line(lora, tmp_path, 
 
     root, _, ids = lora
     np.save(tmp_path / "ids.npy", ids)
-    assert main(["compare-models", str(root / "adapter"), str(root / "base"), "--probe", str(tmp_path / "ids.npy"),
-                 "-m", "cka", "--base-a", str(tmp_path / "nowhere")]) == 2
+    assert (
+        main(
+            [
+                "compare-models",
+                str(root / "adapter"),
+                str(root / "base"),
+                "--probe",
+                str(tmp_path / "ids.npy"),
+                "-m",
+                "cka",
+                "--base-a",
+                str(tmp_path / "nowhere"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a local Hugging Face folder" in err[0]
-    assert main(["compare-models", str(root / "adapter"), str(root / "base"), "--probe", str(tmp_path / "ids.npy"),
-                 "-m", "cka", "--format", "json", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "compare-models",
+                str(root / "adapter"),
+                str(root / "base"),
+                "--probe",
+                str(tmp_path / "ids.npy"),
+                "-m",
+                "cka",
+                "--format",
+                "json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)[0]["value"] < 0.999
 
 
@@ -251,7 +303,7 @@ def test_a_dtype_the_model_cannot_run_is_named_in_the_error():
 
         def forward(self, x):
             if x.dtype != torch.float32:
-                raise RuntimeError(f'"addmm" not implemented for \'{"Half" if x.dtype == torch.float16 else x.dtype}\'')
+                raise RuntimeError(f"\"addmm\" not implemented for '{'Half' if x.dtype == torch.float16 else x.dtype}'")
             return self.fc(x)
 
     x = np.ones((5, 4), dtype=np.float32)

@@ -38,8 +38,29 @@ def project(tmp_path, monkeypatch):
 
 
 def test_json_records_have_the_table_columns(project, capsys):
-    assert main(["compare-models", "climodels:small", "climodels:other", "--probe", "probe.npy", "-m", "cka",
-                 "-m", "mutual_knn", "--k", "5", "--layers", "hidden.0", "penultimate", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "compare-models",
+                "climodels:small",
+                "climodels:other",
+                "--probe",
+                "probe.npy",
+                "-m",
+                "cka",
+                "-m",
+                "mutual_knn",
+                "--k",
+                "5",
+                "--layers",
+                "hidden.0",
+                "penultimate",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     records = json.loads(capsys.readouterr().out)
     assert len(records) == 2 * 2 * 2
     assert set(records[0]) == {"layer_a", "layer_b", "measure", "value"}
@@ -50,8 +71,28 @@ def test_json_records_have_the_table_columns(project, capsys):
 
 def test_table_csv_and_out_folder_with_attack_and_permutations(project, capsys):
     out = project / "out"
-    assert main(["compare-models", "climodels:small", "climodels:small", "--probe", "digits:n=60", "--measure", "cka",
-                 "--attack", "fgsm", "--eps", "0.05", "--permutations", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare-models",
+                "climodels:small",
+                "climodels:small",
+                "--probe",
+                "digits:n=60",
+                "--measure",
+                "cka",
+                "--attack",
+                "fgsm",
+                "--eps",
+                "0.05",
+                "--permutations",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr()
     assert "penultimate (A) vs penultimate (B)" in text.out and "attack transfer" in text.out
     assert "wrote" in text.err
@@ -61,39 +102,118 @@ def test_table_csv_and_out_folder_with_attack_and_permutations(project, capsys):
     assert {"whitebox_asr_a_to_b", "transfer_asr_b_to_a"} <= set(frame["measure"])
     assert (out / "comparison.html").read_text().startswith("<!DOCTYPE html>")
     assert len(pd.read_csv(out / "comparison.csv")) == len(frame)
-    assert main(["compare-models", "climodels:small", "climodels:other", "--probe", "probe.pt", "-m", "cka",
-                 "--layers", "all", "--format", "csv"]) == 0
+    assert (
+        main(
+            [
+                "compare-models",
+                "climodels:small",
+                "climodels:other",
+                "--probe",
+                "probe.pt",
+                "-m",
+                "cka",
+                "--layers",
+                "all",
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     csv = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert len(csv) == 3 * 3  # hidden.0, penultimate, logits of each model
-    assert main(["compare-models", "climodels:small", "climodels:other", "--probe", "probe.npy", "--labels", "labels.npy",
-                 "-m", "cka", "--attack", "fgsm", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "compare-models",
+                "climodels:small",
+                "climodels:other",
+                "--probe",
+                "probe.npy",
+                "--labels",
+                "labels.npy",
+                "-m",
+                "cka",
+                "--attack",
+                "fgsm",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     assert any(r["measure"] == "transfer_asr_a_to_b" for r in json.loads(capsys.readouterr().out))
 
 
 def test_text_probe_file(project, tmp_path, capsys):
     (project / "texts.txt").write_text("the cat sat\n\na dog ran on the mat\nhello world, again\n")
-    assert main(["compare-models", "gpt_factory:build", "gpt_factory:build", "--probe", "texts.txt", "--tokenizer",
-                 "bytes", "-m", "cka", "-m", "procrustes", "--format", "json"]) == 2  # no such module yet
+    assert (
+        main(
+            [
+                "compare-models",
+                "gpt_factory:build",
+                "gpt_factory:build",
+                "--probe",
+                "texts.txt",
+                "--tokenizer",
+                "bytes",
+                "-m",
+                "cka",
+                "-m",
+                "procrustes",
+                "--format",
+                "json",
+            ]
+        )
+        == 2
+    )  # no such module yet
     capsys.readouterr()
     (project / "gpt_factory.py").write_text(
         "import reprsim.models as M\n\ndef build():\n    return M.build('gpt', vocab_size=256, block_size=32, "
-        "preset='nano', seed=0)\n")
-    assert main(["compare-models", "gpt_factory:build", "gpt_factory:build", "--probe", "texts.txt", "--tokenizer",
-                 "bytes", "-m", "cka", "-m", "procrustes", "--format", "json"]) == 0
+        "preset='nano', seed=0)\n"
+    )
+    assert (
+        main(
+            [
+                "compare-models",
+                "gpt_factory:build",
+                "gpt_factory:build",
+                "--probe",
+                "texts.txt",
+                "--tokenizer",
+                "bytes",
+                "-m",
+                "cka",
+                "-m",
+                "procrustes",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     records = json.loads(capsys.readouterr().out)
     assert [r["measure"] for r in records] == ["cka", "procrustes"]
     assert records[0]["value"] == pytest.approx(1.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["climodels:small", "climodels:small", "--probe", "probe.npy", "--layers", "block9"],
-     "model A (climodels:small) has no layer 'block9'; available layers: hidden.0, penultimate, logits"),
-    (["nothing/here", "climodels:small", "--probe", "probe.npy"], "model A: 'nothing/here' is neither"),
-    (["climodels:small", "climodels:small", "--probe", "probe.npy", "--attack", "fgsm"], "attack= needs labels"),
-    (["climodels:small", "climodels:small", "--probe", "nosuchsource"], "not a data source"),
-    (["climodels:small", "climodels:small", "--probe", "probe.npy", "--eps", "0.1"], "--eps/--steps/--attack-n need --attack"),
-    (["climodels:small", "climodels:small", "--probe", "probe.npy", "-m", "nope"], "unknown measure 'nope'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["climodels:small", "climodels:small", "--probe", "probe.npy", "--layers", "block9"],
+            "model A (climodels:small) has no layer 'block9'; available layers: hidden.0, penultimate, logits",
+        ),
+        (["nothing/here", "climodels:small", "--probe", "probe.npy"], "model A: 'nothing/here' is neither"),
+        (["climodels:small", "climodels:small", "--probe", "probe.npy", "--attack", "fgsm"], "attack= needs labels"),
+        (["climodels:small", "climodels:small", "--probe", "nosuchsource"], "not a data source"),
+        (
+            ["climodels:small", "climodels:small", "--probe", "probe.npy", "--eps", "0.1"],
+            "--eps/--steps/--attack-n need --attack",
+        ),
+        (["climodels:small", "climodels:small", "--probe", "probe.npy", "-m", "nope"], "unknown measure 'nope'"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(project, capsys, argv, message):
     assert main(["compare-models", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()

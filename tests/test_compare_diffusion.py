@@ -32,9 +32,18 @@ def _zoo(seed: int = 0):
 def _diffusers_folder(path, seed: int = 1):
     """A tiny class-conditional UNet2DModel (K classes + the null class), saved with save_pretrained."""
     torch.manual_seed(seed)
-    unet = UNet2DModel(sample_size=12, in_channels=1, out_channels=1, block_out_channels=(4, 8), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       norm_num_groups=4, class_embed_type="timestep", num_class_embeds=K + 1)
+    unet = UNet2DModel(
+        sample_size=12,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        class_embed_type="timestep",
+        num_class_embeds=K + 1,
+    )
     unet.save_pretrained(path)
     return path
 
@@ -43,8 +52,9 @@ def _images(n: int = N) -> torch.Tensor:
     return torch.rand((n, *SHAPE), generator=torch.Generator().manual_seed(0))
 
 
-def _hand_features(unet: UNet2DModel, alphas_cumprod: torch.Tensor, x: torch.Tensor, noise_seed: int = 0,
-                   t_fixed: int | None = None) -> np.ndarray:
+def _hand_features(
+    unet: UNet2DModel, alphas_cumprod: torch.Tensor, x: torch.Tensor, noise_seed: int = 0, t_fixed: int | None = None
+) -> np.ndarray:
     """The input of ``conv_out`` (own hook) on x_t written out by hand, null label = K, pooled as
     per-channel spatial mean ‖ population std."""
     noise, t = eval_draws(len(x), SHAPE, noise_seed, 1000)
@@ -93,7 +103,9 @@ def test_noise_seed_and_timesteps_set_the_draws(tmp_path):
     expected = _cka(_hand_features(a.unet, a.alphas_cumprod, x, 5), _hand_features(b.unet, b.alphas_cumprod, x, 5))
     assert other == pytest.approx(expected, abs=1e-6)
     fixed = compare_models(a, b, x, measures=["cka"], noise_seed=2, timesteps=40, progress=False)
-    expected = _cka(_hand_features(a.unet, a.alphas_cumprod, x, 2, 40), _hand_features(b.unet, b.alphas_cumprod, x, 2, 40))
+    expected = _cka(
+        _hand_features(a.unet, a.alphas_cumprod, x, 2, 40), _hand_features(b.unet, b.alphas_cumprod, x, 2, 40)
+    )
     assert fixed.table["value"].iloc[0] == pytest.approx(expected, abs=1e-6)
     per_input = compare_models(a, b, x, measures=["cka"], noise_seed=2, timesteps=np.full(N, 40), progress=False)
     assert per_input.table["value"].iloc[0] == fixed.table["value"].iloc[0]
@@ -104,10 +116,11 @@ def test_a_train_checkpoint_and_its_diffusers_export_read_the_same(tmp_path):
 
     x = _images(16)
     cfg = {"epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 0.003, "num_threads": 1}
-    trained = train(_zoo(), (x, torch.arange(16) % K), cfg, seed=0, checkpoint_dir=tmp_path / "ck", progress=False).model
+    trained = train(
+        _zoo(), (x, torch.arange(16) % K), cfg, seed=0, checkpoint_dir=tmp_path / "ck", progress=False
+    ).model
     trained.unet.save_pretrained(tmp_path / "hf")
-    comp = compare_models(str(tmp_path / "ck"), str(tmp_path / "hf"), x, layers="all", measures=["cka"],
-                          progress=False)
+    comp = compare_models(str(tmp_path / "ck"), str(tmp_path / "hf"), x, layers="all", measures=["cka"], progress=False)
     assert comp.layers_a == ["down.0", "down.1", "mid", "up.0", "up.1", "penultimate"] == comp.layers_b
     for layer in comp.layers_a:  # the same weights and x_t: the same features
         np.testing.assert_array_equal(comp.features["a"][layer], comp.features["b"][layer])
@@ -138,21 +151,59 @@ def test_cli_diffusers_folders_and_one_line_errors(tmp_path, monkeypatch, capsys
     x = _images()
     np.save(tmp_path / "x.npy", x.numpy())
     np.save(tmp_path / "y.npy", np.arange(N) % K)
-    assert main(["compare-models", str(a), str(b), "--probe", str(tmp_path / "x.npy"), "-m", "cka", "--noise-seed", "3",
-                 "--timestep", "7", "--format", "json", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "compare-models",
+                str(a),
+                str(b),
+                "--probe",
+                str(tmp_path / "x.npy"),
+                "-m",
+                "cka",
+                "--noise-seed",
+                "3",
+                "--timestep",
+                "7",
+                "--format",
+                "json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     value = json.loads(capsys.readouterr().out)[0]["value"]
     schedule = DDPMScheduler().alphas_cumprod
-    expected = _cka(_hand_features(UNet2DModel.from_pretrained(str(a)), schedule, x, 3, 7),
-                    _hand_features(UNet2DModel.from_pretrained(str(b)), schedule, x, 3, 7))
+    expected = _cka(
+        _hand_features(UNet2DModel.from_pretrained(str(a)), schedule, x, 3, 7),
+        _hand_features(UNet2DModel.from_pretrained(str(b)), schedule, x, 3, 7),
+    )
     assert value == pytest.approx(expected, abs=1e-6)
 
-    assert main(["compare-models", str(a), str(b), "--probe", str(tmp_path / "x.npy"), "--labels",
-                 str(tmp_path / "y.npy"), "--attack", "fgsm", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "compare-models",
+                str(a),
+                str(b),
+                "--probe",
+                str(tmp_path / "x.npy"),
+                "--labels",
+                str(tmp_path / "y.npy"),
+                "--attack",
+                "fgsm",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no class output to attack" in err[0]
 
-    (tmp_path / "mlps.py").write_text("import reprsim.models as M\n\ndef mlp():\n"
-                                      f"    return M.build('mlp', input_shape={SHAPE}, num_classes={K}, hidden=[8])\n")
+    (tmp_path / "mlps.py").write_text(
+        "import reprsim.models as M\n\ndef mlp():\n"
+        f"    return M.build('mlp', input_shape={SHAPE}, num_classes={K}, hidden=[8])\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["compare-models", "mlps:mlp", "mlps:mlp", "--probe", "x.npy", "--noise-seed", "1", "--quiet"]) == 2

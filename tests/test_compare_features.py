@@ -133,8 +133,9 @@ def test_low_precision_features_are_measured_in_float32(pair):
     got = compare_features(half, fb, layers="penultimate", measures="cka", progress=False)
     X = torch.from_numpy(fa["penultimate"]).to(torch.bfloat16).float().numpy()
     assert got.features["a"]["penultimate"].dtype == np.float32
-    assert got.table["value"][0] == pytest.approx(metrics.compute("cka", _paper(X), _paper(fb["penultimate"])),
-                                                  rel=1e-5)
+    assert got.table["value"][0] == pytest.approx(
+        metrics.compute("cka", _paper(X), _paper(fb["penultimate"])), rel=1e-5
+    )
 
 
 def test_bad_feature_sets_get_one_clear_error(pair, tmp_path):
@@ -158,11 +159,40 @@ def test_cli_compare_feature_sets(pair, tmp_path, capsys):
     _, _, _, fa, fb = pair
     np.savez(tmp_path / "a.npz", **fa)
     np.savez(tmp_path / "b.npz", **fb)
-    want = compare_features(fa, fb, layers=["block2", "penultimate"], measures=["cka", "mutual_knn"], params={"k": 5},
-                            n_permutations=4, progress=False)
-    assert main(["compare", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--layers", "block2", "penultimate",
-                 "-m", "cka", "-m", "mutual_knn", "--k", "5", "--permutations", "4", "--format", "json",
-                 "--out", str(tmp_path / "out")]) == 0
+    want = compare_features(
+        fa,
+        fb,
+        layers=["block2", "penultimate"],
+        measures=["cka", "mutual_knn"],
+        params={"k": 5},
+        n_permutations=4,
+        progress=False,
+    )
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "a.npz"),
+                str(tmp_path / "b.npz"),
+                "--layers",
+                "block2",
+                "penultimate",
+                "-m",
+                "cka",
+                "-m",
+                "mutual_knn",
+                "--k",
+                "5",
+                "--permutations",
+                "4",
+                "--format",
+                "json",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
     records = json.loads(out.out)
     assert len(records) == 2 * 2 * 2 and {"p_value"} <= set(records[0])
@@ -191,24 +221,50 @@ def test_reprsim_exports_compare_features():
 
 
 def test_cli_compare_models_saves_features_that_reprsim_compare_reloads(tmp_path, capsys, monkeypatch):
-    factory = ("import reprsim.models as M\n\n"
-               "def one():\n    return M.build('mlp', input_shape=(1, 8, 8), num_classes=10, hidden=(16, 8), seed=0)\n\n"
-               "def two():\n    return M.build('mlp', input_shape=(1, 8, 8), num_classes=10, hidden=(12, 8), seed=1)\n")
+    factory = (
+        "import reprsim.models as M\n\n"
+        "def one():\n    return M.build('mlp', input_shape=(1, 8, 8), num_classes=10, hidden=(16, 8), seed=0)\n\n"
+        "def two():\n    return M.build('mlp', input_shape=(1, 8, 8), num_classes=10, hidden=(12, 8), seed=1)\n"
+    )
     (tmp_path / "featfactory.py").write_text(factory)
     monkeypatch.chdir(tmp_path)
     x = np.random.default_rng(0).random((30, 1, 8, 8), dtype=np.float32)
     np.save(tmp_path / "probe.npy", x)
-    assert main(["compare-models", "featfactory:one", "featfactory:two", "--probe", "probe.npy", "--layers", "all",
-                 "-m", "cka", "--out", "cmp", "--save-features", "--quiet", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "compare-models",
+                "featfactory:one",
+                "featfactory:two",
+                "--probe",
+                "probe.npy",
+                "--layers",
+                "all",
+                "-m",
+                "cka",
+                "--out",
+                "cmp",
+                "--save-features",
+                "--quiet",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     first = json.loads(capsys.readouterr().out)
     assert (tmp_path / "cmp" / "features_a.safetensors").is_file()
-    assert main(["compare", "cmp/features_a.safetensors", "cmp/features_b.safetensors", "-m", "cka",
-                 "--format", "json"]) == 0
+    assert (
+        main(["compare", "cmp/features_a.safetensors", "cmp/features_b.safetensors", "-m", "cka", "--format", "json"])
+        == 0
+    )
     again = json.loads(capsys.readouterr().out)
     assert [(r["layer_a"], r["layer_b"]) for r in again] == [(r["layer_a"], r["layer_b"]) for r in first]
     np.testing.assert_allclose([r["value"] for r in again], [r["value"] for r in first], rtol=1e-6)
-    assert main(["compare-models", "featfactory:one", "featfactory:two", "--probe", "probe.npy", "--label-map",
-                 "lm.json"]) == 2
+    assert (
+        main(["compare-models", "featfactory:one", "featfactory:two", "--probe", "probe.npy", "--label-map", "lm.json"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "label_map= is for attack transfer" in err[0]
 
@@ -216,8 +272,7 @@ def test_cli_compare_models_saves_features_that_reprsim_compare_reloads(tmp_path
 # ---- measures on a device ------------------------------------------------------------------------
 def test_torch_engine_in_float32_equals_the_numpy_float64_path(pair):
     _, _, _, fa, fb = pair
-    got = compare_features(fa, fb, layers="penultimate", measures="all", params={"k": 5}, device="cpu",
-                           progress=False)
+    got = compare_features(fa, fb, layers="penultimate", measures="all", params={"k": 5}, device="cpu", progress=False)
     X, Y = _paper(fa["penultimate"]), _paper(fb["penultimate"])  # numpy, float64
     for name in metrics.MEASURES:
         want = metrics.compute(name, X, Y, **({"k": 5} if "k" in metrics.MEASURES[name].params else {}))
@@ -227,11 +282,11 @@ def test_torch_engine_in_float32_equals_the_numpy_float64_path(pair):
 def test_a_measure_that_fails_on_the_device_falls_back_to_the_cpu_and_the_table_says_so(pair):
     # the meta device runs no kernel at all: every measure fails there, as an op without a CUDA kernel would
     _, _, _, fa, fb = pair
-    cpu = compare_features(fa, fb, layers=["block2", "penultimate"], measures=FEW, n_permutations=3,
-                           progress=False)
+    cpu = compare_features(fa, fb, layers=["block2", "penultimate"], measures=FEW, n_permutations=3, progress=False)
     with pytest.warns(UserWarning, match="computed on the CPU"):
-        moved = compare_features(fa, fb, layers=["block2", "penultimate"], measures=FEW, n_permutations=3,
-                                 device="meta", progress=False)
+        moved = compare_features(
+            fa, fb, layers=["block2", "penultimate"], measures=FEW, n_permutations=3, device="meta", progress=False
+        )
     assert "device" not in cpu.table.columns and set(moved.table["device"]) == {"cpu"}
     assert sum("computed on the CPU (RuntimeError on meta" in n for n in moved.warnings) == len(FEW)
     np.testing.assert_array_equal(moved.table["value"], cpu.table["value"])

@@ -22,16 +22,15 @@ from reprsim.errors import ReprsimError
 torch.set_num_threads(1)
 
 
-
-
-
-
-
-
 def test_same_model_gives_cka_one_on_the_diagonal_and_a_layer_by_layer_matrix():
     model = _cnn()
-    comp = compare_models(model, model, _images(), layers=["block1", "block2", "penultimate"],
-                          measures=["cka", "unbiased_cka", "mutual_knn", "procrustes"])
+    comp = compare_models(
+        model,
+        model,
+        _images(),
+        layers=["block1", "block2", "penultimate"],
+        measures=["cka", "unbiased_cka", "mutual_knn", "procrustes"],
+    )
     assert list(comp.table.columns) == ["layer_a", "layer_b", "measure", "value"]
     assert len(comp.table) == 3 * 3 * 4
     mat = comp.matrix("cka")
@@ -89,10 +88,10 @@ def test_shared_rbf_and_rsa_match_the_library_pass(monkeypatch):
 def test_permutation_p_values_and_bootstrap_intervals_equal_the_metrics_functions():
     a, b = _cnn(0), _cnn(1)
     x = _images(40)
-    shared = ["cka", "mutual_knn", "rsa", "linear_regression", "pwcca", "mean_cca", "procrustes",
-              "procrustes_distance"]
-    comp = compare_models(a, b, x, layers="penultimate", measures=shared + ["rbf_cka"],
-                          n_permutations=19, n_boot=12, seed=3)
+    shared = ["cka", "mutual_knn", "rsa", "linear_regression", "pwcca", "mean_cca", "procrustes", "procrustes_distance"]
+    comp = compare_models(
+        a, b, x, layers="penultimate", measures=shared + ["rbf_cka"], n_permutations=19, n_boot=12, seed=3
+    )
     assert list(comp.table.columns) == ["layer_a", "layer_b", "measure", "value", "p_value", "ci_low", "ci_high"]
     fa = metrics.prepare(_hooked(a, x, ["penultimate"])["penultimate"], clip_quantile=0.95)
     fb = metrics.prepare(_hooked(b, x, ["penultimate"])["penultimate"], clip_quantile=0.95)
@@ -147,16 +146,22 @@ def test_layers_all_of_a_plain_module_keeps_the_modules_that_run_in_order():
 
 def test_unknown_layer_lists_the_available_ones():
     model = _cnn()
-    with pytest.raises(ReprsimError, match=r"model B .* no layer 'block9'; available layers: block1, block2, block3, "
-                                           r"pool, penultimate, logits"):
+    with pytest.raises(
+        ReprsimError,
+        match=r"model B .* no layer 'block9'; available layers: block1, block2, block3, "
+        r"pool, penultimate, logits",
+    ):
         compare_models(model, model, _images(10), layers={"a": "penultimate", "b": "block9"})
 
 
 def test_wrong_input_shape_says_which_model_and_what_it_expects():
     good = _cnn()
     grey = M.build("cnn", input_shape=(1, 16, 16), num_classes=4, channels=(4,), seed=0)
-    with pytest.raises(ReprsimError, match=r"model B \(CNN\) cannot take the inputs of shape \(8, 3, 16, 16\).*"
-                                           r"expects images \(N, 1, H, W\)"):
+    with pytest.raises(
+        ReprsimError,
+        match=r"model B \(CNN\) cannot take the inputs of shape \(8, 3, 16, 16\).*"
+        r"expects images \(N, 1, H, W\)",
+    ):
         compare_models(good, grey, _images(8))
 
 
@@ -203,12 +208,20 @@ def test_attack_transfer_both_directions_by_hand():
     a.eval(), b.eval()
     adv = {"a": _fgsm_by_hand(a, xs, ys, 0.2), "b": _fgsm_by_hand(b, xs, ys, 0.2)}
     with torch.no_grad():
-        wrong = {(m, on): (model(adv[on]).argmax(1) != ys).double().mean().item()
-                 for m, model in (("a", a), ("b", b)) for on in "ab"}  # fmt: skip
+        wrong = {
+            (m, on): (model(adv[on]).argmax(1) != ys).double().mean().item()
+            for m, model in (("a", a), ("b", b))
+            for on in "ab"
+        }
         clean = {m: (model(xs).argmax(1) != ys).double().mean().item() for m, model in (("a", a), ("b", b))}
-    want = {("A→B", "whitebox_asr"): wrong["a", "a"], ("A→B", "transfer_asr"): wrong["b", "a"],
-            ("A→B", "victim_clean_error"): clean["b"], ("B→A", "whitebox_asr"): wrong["b", "b"],
-            ("B→A", "transfer_asr"): wrong["a", "b"], ("B→A", "victim_clean_error"): clean["a"]}  # fmt: skip
+    want = {
+        ("A→B", "whitebox_asr"): wrong["a", "a"],
+        ("A→B", "transfer_asr"): wrong["b", "a"],
+        ("A→B", "victim_clean_error"): clean["b"],
+        ("B→A", "whitebox_asr"): wrong["b", "b"],
+        ("B→A", "transfer_asr"): wrong["a", "b"],
+        ("B→A", "victim_clean_error"): clean["a"],
+    }
     assert wrong["b", "a"] != wrong["b", "b"] and wrong["a", "b"] != wrong["a", "a"]  # crafting on the victim shows
     tr = comp.transfer.set_index(["direction", "quantity"])
     for key, value in want.items():
@@ -230,15 +243,23 @@ def test_attack_needs_two_classifiers():
     with pytest.raises(ReprsimError, match="labels go up to 3 but model B"):
         compare_models(a, enc, x, labels=np.arange(12) % 4, attack="fgsm", measures=["cka"], layers="output")
     with pytest.raises(ReprsimError, match="not logits"):
-        compare_models(a, head_less, x, labels=np.arange(12) % 2, attack="fgsm", measures=["cka"],
-                       layers={"a": "output", "b": "output"})
+        compare_models(
+            a,
+            head_less,
+            x,
+            labels=np.arange(12) % 2,
+            attack="fgsm",
+            measures=["cka"],
+            layers={"a": "output", "b": "output"},
+        )
 
 
 def test_data_source_inputs_carry_labels_for_the_attack():
     a = M.build("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=(16,), seed=0)
     b = M.build("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=(16,), seed=1)
-    comp = compare_models(a, b, "digits:n=80", measures=["cka", "mutual_knn"], attack={"name": "fgsm", "eps": 0.05},
-                          params={"k": 5})
+    comp = compare_models(
+        a, b, "digits:n=80", measures=["cka", "mutual_knn"], attack={"name": "fgsm", "eps": 0.05}, params={"k": 5}
+    )
     assert comp.n_inputs == 80 and "digits" in comp.inputs
     assert comp.transfer is not None and comp.transfer["n"].iloc[0] == 80
 
@@ -247,8 +268,9 @@ def test_html_page_is_self_contained_and_plot_returns_a_figure(tmp_path):
     import matplotlib.figure
 
     a, b = _cnn(0), _cnn(1)
-    comp = compare_models(a, b, _images(30), layers=["block1", "penultimate"], measures=["cka", "procrustes_distance"],
-                          n_boot=4)
+    comp = compare_models(
+        a, b, _images(30), layers=["block1", "penultimate"], measures=["cka", "procrustes_distance"], n_boot=4
+    )
     fig = comp.plot()
     assert isinstance(fig, matplotlib.figure.Figure) and len([ax for ax in fig.axes if ax.images]) == 2
     one = compare_models(a, b, _images(30), measures=["cka", "svcca"]).plot()
@@ -271,8 +293,14 @@ def test_undefined_measures_become_nan_with_a_note():
     model = _cnn()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        comp = compare_models(model, const, _images(20), layers={"a": "penultimate", "b": "output"},
-                              measures=["cka", "mutual_knn"], prepare=None)
+        comp = compare_models(
+            model,
+            const,
+            _images(20),
+            layers={"a": "penultimate", "b": "output"},
+            measures=["cka", "mutual_knn"],
+            prepare=None,
+        )
     assert math.isnan(comp.matrix("cka").iloc[0, 0])
     assert any("cka" in w for w in comp.warnings)
     assert any("compare_models" in str(w.message) for w in caught)

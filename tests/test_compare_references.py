@@ -64,8 +64,15 @@ def test_factory_with_safetensors_and_state_dict_weights_round_trip(factory):
         for k in want:
             np.testing.assert_array_equal(got[k], want[k])
         assert ref.label == f"refmodels:build + {weights}"
-    comp = compare_models("refmodels:build", trained, x, weights_a="w.safetensors", measures=["cka", "mutual_knn"],
-                          params={"k": 5}, layers=["hidden.0", "penultimate"])
+    comp = compare_models(
+        "refmodels:build",
+        trained,
+        x,
+        weights_a="w.safetensors",
+        measures=["cka", "mutual_knn"],
+        params={"k": 5},
+        layers=["hidden.0", "penultimate"],
+    )
     np.testing.assert_allclose(np.diag(comp.matrix("cka").to_numpy()), 1.0, atol=1e-6)
     np.testing.assert_array_equal(comp.features["a"]["penultimate"], want["penultimate"])
     # without weights the factory's own initialisation is used: a different model
@@ -83,7 +90,9 @@ def test_factory_and_weights_errors_are_clear(factory):
         load_model("refmodels:not_a_model")
     wide = M.build("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=(24, 6), seed=0)
     save_file({k: v.contiguous() for k, v in wide.state_dict().items()}, str(factory / "wide.safetensors"))
-    with pytest.raises(ReprsimError, match=r"do not fit MLP: shape of hidden.0.0.weight: file \(24, 64\) vs model \(12, 64\)"):
+    with pytest.raises(
+        ReprsimError, match=r"do not fit MLP: shape of hidden.0.0.weight: file \(24, 64\) vs model \(12, 64\)"
+    ):
         load_model("refmodels:build", "wide.safetensors")
     torch.save({"a": 1}, factory / "junk.pt")
     with pytest.raises(ReprsimError, match="does not hold a state dict"):
@@ -102,12 +111,17 @@ def test_reprsim_checkpoint_is_rebuilt_and_verified(tmp_path):
     x = rng.random((48, 3, 16, 16), dtype=np.float32)
     y = rng.integers(0, 4, 48)
     results = {}
-    for name, options in (("cnn", {"channels": (8, 16)}), ("resnet18", {"width": 0.125}),
-                          ("mlp", {"hidden": (16, 8)}), ("vit", {"preset": "tiny", "patch_size": 8, "depth": 1})):
+    for name, options in (
+        ("cnn", {"channels": (8, 16)}),
+        ("resnet18", {"width": 0.125}),
+        ("mlp", {"hidden": (16, 8)}),
+        ("vit", {"preset": "tiny", "patch_size": 8, "depth": 1}),
+    ):
         model = M.build(name, input_shape=(3, 16, 16), num_classes=4, seed=0, **options)
         out = tmp_path / name
-        trained = train(model, (x, y), TrainConfig(epochs=1, batch_size=16), seed=0, checkpoint_dir=out,
-                        progress=False).model.eval()
+        trained = train(
+            model, (x, y), TrainConfig(epochs=1, batch_size=16), seed=0, checkpoint_dir=out, progress=False
+        ).model.eval()
         for ref in (out / "model.safetensors", out, out / "last.safetensors"):
             loaded = load_model(ref)
             assert type(loaded.module) is type(trained)
@@ -135,8 +149,11 @@ def test_torchscript_output_only_with_a_clear_error_for_inner_layers(tmp_path):
     assert comp.matrix("cka").iloc[0, 0] == pytest.approx(1.0, abs=1e-6)
     assert load_model(path).scripted
     for layers in ("penultimate", ["output", "block1"]):
-        with pytest.raises(ReprsimError, match=r"TorchScript: PyTorch does not support forward hooks.*layers='output'.*"
-                                               r"MODULE:CALLABLE"):
+        with pytest.raises(
+            ReprsimError,
+            match=r"TorchScript: PyTorch does not support forward hooks.*layers='output'.*"
+            r"MODULE:CALLABLE",
+        ):
             compare_models(path, model, x, layers=layers)
     with pytest.raises(ReprsimError, match="model file with its own weights"):
         load_model(path, tmp_path / "w.safetensors")

@@ -21,9 +21,25 @@ CONFIG = {
 
 def _start(config_path, out, cache):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "reprsim.cli", "run", str(config_path), "--out", str(out),
-                             "--cache-dir", str(cache), "--quiet", "--no-report"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reprsim.cli",
+            "run",
+            str(config_path),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(cache),
+            "--quiet",
+            "--no-report",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def test_a_run_on_a_folder_another_process_runs_in_is_refused_at_once_with_its_pid(tmp_path):

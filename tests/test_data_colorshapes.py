@@ -17,9 +17,19 @@ def test_shapes_labels_and_determinism(tmp_path):
     assert 0.0 <= ds.inputs.min() and ds.inputs.max() <= 1.0
     lab = ds.labels
     assert np.array_equal(lab["label"], lab["shape"] * 100 + lab["digit"] * 10 + lab["color"])
-    assert ds.meta["num_classes"] == {"label": 800, "shape": 8, "digit": 10, "color": 10,
-                                      "shape_digit": 80, "shape_color": 80, "digit_color": 100}
-    assert ds.meta["class_names"]["label"][lab["label"][0]].split("_")[0] == ds.meta["class_names"]["shape"][lab["shape"][0]]
+    assert ds.meta["num_classes"] == {
+        "label": 800,
+        "shape": 8,
+        "digit": 10,
+        "color": 10,
+        "shape_digit": 80,
+        "shape_color": 80,
+        "digit_color": 100,
+    }
+    assert (
+        ds.meta["class_names"]["label"][lab["label"][0]].split("_")[0]
+        == ds.meta["class_names"]["shape"][lab["shape"][0]]
+    )
     again, _ = generate(300, seed=3)
     assert np.array_equal(np.round(ds.inputs * 255).astype(np.uint8), again)  # cache == fresh
     other, _ = generate(300, seed=4)
@@ -31,12 +41,19 @@ def test_shapes_labels_and_determinism(tmp_path):
 def test_prefix_property_and_cache_file(tmp_path):
     small, a_small = generate(CHUNK + 5, seed=1)
     big, a_big = generate(2 * CHUNK + 1, seed=1)
-    assert np.array_equal(small, big[:CHUNK + 5]) and np.array_equal(a_small["digit"], a_big["digit"][:CHUNK + 5])
+    assert np.array_equal(small, big[: CHUNK + 5]) and np.array_equal(a_small["digit"], a_big["digit"][: CHUNK + 5])
     ds = load("colorshapes", n=50, seed=1, cache_dir=tmp_path)
     files = list((tmp_path / "colorshapes").glob("*.npz.rsv"))
     assert len(files) == 1 and ds.meta["cache_path"] == str(files[0])
-    write_verified_arrays(files[0], {"images": np.zeros((50, 3, 28, 28), np.uint8), "shape": np.zeros(50, int),
-                                     "digit": np.zeros(50, int), "color": np.zeros(50, int)})
+    write_verified_arrays(
+        files[0],
+        {
+            "images": np.zeros((50, 3, 28, 28), np.uint8),
+            "shape": np.zeros(50, int),
+            "digit": np.zeros(50, int),
+            "color": np.zeros(50, int),
+        },
+    )
     assert load("colorshapes", n=50, seed=1, cache_dir=tmp_path).inputs.max() == 0  # read from cache
 
 
@@ -126,4 +143,6 @@ def test_ood_probe_sets_shapes():
     for ds in sets.values():
         assert ds.inputs.shape == (20, 3, 32, 32) and ds.meta["ood_for"] == "cifar10"
     noise = load("noise", n=5, shape=(1, 4, 4), kind="gaussian", seed=2)
-    assert noise.inputs.shape == (5, 1, 4, 4) and np.array_equal(noise.inputs, load("noise", n=5, shape=(1, 4, 4), kind="gaussian", seed=2).inputs)
+    assert noise.inputs.shape == (5, 1, 4, 4) and np.array_equal(
+        noise.inputs, load("noise", n=5, shape=(1, 4, 4), kind="gaussian", seed=2).inputs
+    )

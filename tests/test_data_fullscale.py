@@ -129,8 +129,11 @@ def _cifar_archive(path, inner, files):
 
 def test_cifar10_archive_as_published(tmp_path):
     batches = {f"data_batch_{i}": _cifar_batch(3, i, fine=False) for i in range(1, 6)}
-    files = {**batches, "test_batch": _cifar_batch(2, 9, fine=False),
-             "batches.meta": {b"label_names": [f"c{i}".encode() for i in range(10)]}}
+    files = {
+        **batches,
+        "test_batch": _cifar_batch(2, 9, fine=False),
+        "batches.meta": {b"label_names": [f"c{i}".encode() for i in range(10)]},
+    }
     archive = _cifar_archive(tmp_path / "cifar-10-python.tar.gz", "cifar-10-batches-py", files)
     ds = load("cifar10", root=archive)
     assert ds.inputs.shape == (15, 3, 32, 32) and ds.inputs.dtype == np.float32
@@ -142,26 +145,34 @@ def test_cifar10_archive_as_published(tmp_path):
 
 def test_cifar100_archive_and_the_message_when_neither_is_found(tmp_path):
     train, test = _cifar_batch(5, 0), _cifar_batch(4, 1)
-    meta = {b"fine_label_names": [f"f{i}".encode() for i in range(100)],
-            b"coarse_label_names": [f"g{i}".encode() for i in range(20)]}
-    archive = _cifar_archive(tmp_path / "cifar-100-python.tar.gz", "cifar-100-python",
-                             {"train": train, "test": test, "meta": meta})
+    meta = {
+        b"fine_label_names": [f"f{i}".encode() for i in range(100)],
+        b"coarse_label_names": [f"g{i}".encode() for i in range(20)],
+    }
+    archive = _cifar_archive(
+        tmp_path / "cifar-100-python.tar.gz", "cifar-100-python", {"train": train, "test": test, "meta": meta}
+    )
     ds = load("cifar100", split="test", root=archive)
     assert len(ds) == 4 and ds.labels["coarse"].tolist() == [int(v) for v in test[b"coarse_labels"]]
     assert ds.meta["class_names"]["label"][42] == "f42" and ds.meta["class_names"]["coarse"][3] == "g3"
-    assert np.array_equal(load("cifar100", root=archive).inputs * 255,
-                          train[b"data"].reshape(-1, 3, 32, 32).astype(np.float32))
+    assert np.array_equal(
+        load("cifar100", root=archive).inputs * 255, train[b"data"].reshape(-1, 3, 32, 32).astype(np.float32)
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="holds neither the extracted cifar-100-python folder nor the "
-                                                "cifar-100-python.tar.gz archive"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="holds neither the extracted cifar-100-python folder nor the cifar-100-python.tar.gz archive",
+    ):
         load("cifar100", root=empty)
     broken = tmp_path / "broken" / "cifar-10-python.tar.gz"
     broken.parent.mkdir()
     broken.write_bytes(b"not a tar file")
     with pytest.raises(ReprsimError, match="cannot read the archive"):
         load("cifar10", root=broken)
-    wrong = _cifar_archive(tmp_path / "wrong.tar.gz", "cifar-10-batches-py", {"data_batch_1": _cifar_batch(2, 0, False)})
+    wrong = _cifar_archive(
+        tmp_path / "wrong.tar.gz", "cifar-10-batches-py", {"data_batch_1": _cifar_batch(2, 0, False)}
+    )
     with pytest.raises(FileNotFoundError, match="has no data_batch_2"):
         load("cifar10", root=wrong)
 

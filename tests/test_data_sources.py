@@ -85,6 +85,7 @@ def test_safe_unpickler_refuses_non_numpy_globals():
     import pickle
 
     from reprsim.data._safe_pickle import load_numpy_pickle
+
     assert np.array_equal(load_numpy_pickle(pickle.dumps({"a": np.arange(3)}, protocol=2))["a"], np.arange(3))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         load_numpy_pickle(b"cos\nsystem\n(S'echo pwned'\ntR.")
@@ -113,11 +114,22 @@ def test_digits_split_is_disjoint_partition():
 
 def test_list_sources_and_cli(capsys):
     names = {s["name"]: s for s in list_sources()}
-    for required in ("mnist", "fashion_mnist", "digits", "colorshapes", "noise", "cifar10", "cifar100",
-                     "tinyimagenet", "image_folder", "numpy"):
+    for required in (
+        "mnist",
+        "fashion_mnist",
+        "digits",
+        "colorshapes",
+        "noise",
+        "cifar10",
+        "cifar100",
+        "tinyimagenet",
+        "image_folder",
+        "numpy",
+    ):
         assert required in names
     assert names["colorshapes"]["available"] and not names["cifar10"]["available"]
     from reprsim.cli import main
+
     assert main(["data", "list", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {s["name"] for s in out["sources"]} == set(names)

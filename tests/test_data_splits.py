@@ -8,8 +8,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reprsim.data.splits import (
-    OverlapRoundingWarning, Split, attribute_task_split, chunk_bounds, chunk_split, colorshapes_level_pairs,
-    colorshapes_task_levels, combined_split, corpus_split, data_overlap_split, probe_subsets,
+    OverlapRoundingWarning,
+    Split,
+    attribute_task_split,
+    chunk_bounds,
+    chunk_split,
+    colorshapes_level_pairs,
+    colorshapes_task_levels,
+    combined_split,
+    corpus_split,
+    data_overlap_split,
+    probe_subsets,
     task_overlap_split,
 )
 
@@ -57,8 +66,12 @@ def test_data_overlap_properties(labels, f, mode, seed):
 
 
 @settings(max_examples=120, deadline=None)
-@given(labels=st.lists(st.integers(0, 11), min_size=4, max_size=150).map(np.array), f=fraction_st,
-       mode=mode_st, seed=st.integers(0, 10**6))
+@given(
+    labels=st.lists(st.integers(0, 11), min_size=4, max_size=150).map(np.array),
+    f=fraction_st,
+    mode=mode_st,
+    seed=st.integers(0, 10**6),
+)
 def test_task_overlap_properties(labels, f, mode, seed):
     classes = np.unique(labels)
     if len(classes) < 2 and (mode == "constrained" or round(f) == 0):
@@ -88,8 +101,12 @@ def test_task_overlap_properties(labels, f, mode, seed):
 
 
 @settings(max_examples=80, deadline=None)
-@given(labels=st.lists(st.integers(0, 7), min_size=20, max_size=150).map(np.array), fd=fraction_st,
-       ft=fraction_st, seed=st.integers(0, 1000))
+@given(
+    labels=st.lists(st.integers(0, 7), min_size=20, max_size=150).map(np.array),
+    fd=fraction_st,
+    ft=fraction_st,
+    seed=st.integers(0, 1000),
+)
 def test_combined_properties(labels, fd, ft, seed):
     classes, n_c = np.unique(labels, return_counts=True)
     try:
@@ -166,17 +183,20 @@ def test_seeds():
     assert t.a_classes != task_overlap_split(labels, 0.5, seed=2).a_classes
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(labels=np.zeros((3, 2), int)), "1-D"),
-    (dict(labels=np.array([], int)), "empty"),
-    (dict(labels=np.array([0.5, 1.0, 0.0, 1.0])), "integer"),
-    (dict(labels=np.array(["a", "b", "a", "b"])), "integer"),
-    (dict(fraction=1.5), r"\[0, 1\]"),
-    (dict(fraction=-0.1), r"\[0, 1\]"),
-    (dict(fraction=float("nan")), r"\[0, 1\]"),
-    (dict(mode="loose"), "constrained"),
-    (dict(labels=np.array([0, 0, 1])), "class 1 has 1 example"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(labels=np.zeros((3, 2), int)), "1-D"),
+        (dict(labels=np.array([], int)), "empty"),
+        (dict(labels=np.array([0.5, 1.0, 0.0, 1.0])), "integer"),
+        (dict(labels=np.array(["a", "b", "a", "b"])), "integer"),
+        (dict(fraction=1.5), r"\[0, 1\]"),
+        (dict(fraction=-0.1), r"\[0, 1\]"),
+        (dict(fraction=float("nan")), r"\[0, 1\]"),
+        (dict(mode="loose"), "constrained"),
+        (dict(labels=np.array([0, 0, 1])), "class 1 has 1 example"),
+    ],
+)
 def test_errors(bad, match):
     kwargs = dict(labels=np.array([0, 0, 1, 1]), fraction=0.5, mode="constrained", seed=0) | bad
     with pytest.raises(ValueError, match=match):
@@ -222,14 +242,17 @@ def test_chunk_and_corpus():
         assert len(sub["common"]) == k and len(sub["ood_one"]) == 2 * (3 - k) and len(sub["ood_all"]) == k
 
 
-@pytest.mark.parametrize("make", [
-    lambda: data_overlap_split(np.repeat(np.arange(5), 7), 0.3, seed=9),
-    lambda: task_overlap_split(np.repeat(np.arange(10), 3), 0.4, mode="unconstrained", seed=9),
-    lambda: combined_split(np.repeat(np.arange(10), 6), 0.5, 0.6, seed=9),
-    lambda: attribute_task_split({"x": np.arange(30) % 3, "y": np.arange(30) % 5}, ("x",), ("x", "y"), seed=9),
-    lambda: chunk_split(1000, 0.25, n_chunks=8, seed=9),
-    lambda: corpus_split(["p", "q", "r", "s"], 0.5, per_model=2, seed=9),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: data_overlap_split(np.repeat(np.arange(5), 7), 0.3, seed=9),
+        lambda: task_overlap_split(np.repeat(np.arange(10), 3), 0.4, mode="unconstrained", seed=9),
+        lambda: combined_split(np.repeat(np.arange(10), 6), 0.5, 0.6, seed=9),
+        lambda: attribute_task_split({"x": np.arange(30) % 3, "y": np.arange(30) % 5}, ("x",), ("x", "y"), seed=9),
+        lambda: chunk_split(1000, 0.25, n_chunks=8, seed=9),
+        lambda: corpus_split(["p", "q", "r", "s"], 0.5, per_model=2, seed=9),
+    ],
+)
 def test_save_load_roundtrip(tmp_path, make):
     s = make()
     path = s.save(tmp_path / "split.npz")

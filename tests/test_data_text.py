@@ -27,10 +27,15 @@ def test_at_least_five_real_domains_of_half_a_megabyte():
         assert text.DOMAINS[d].licence and text.DOMAINS[d].source
 
 
-@pytest.mark.parametrize("domain, phrase", [
-    ("shakespeare", "To be, or not to be"), ("bible", "In the beginning God created the heaven"),
-    ("python_code", "def "), ("jargon", "hacker"),
-])
+@pytest.mark.parametrize(
+    "domain, phrase",
+    [
+        ("shakespeare", "To be, or not to be"),
+        ("bible", "In the beginning God created the heaven"),
+        ("python_code", "def "),
+        ("jargon", "hacker"),
+    ],
+)
 def test_domain_content(domain, phrase):
     if domain not in AVAILABLE:
         pytest.skip(f"{domain} not installed")

@@ -9,7 +9,10 @@ from reprsim.experiments.config import dump_config, parse_config
 from reprsim.experiments.grid import expand
 
 BASE = {
-    "sources": [{"name": "fashion_mnist", "options": {"per_class": 20}}, {"name": "colorshapes", "options": {"n": 200}}],
+    "sources": [
+        {"name": "fashion_mnist", "options": {"per_class": 20}},
+        {"name": "colorshapes", "options": {"n": 200}},
+    ],
     "models": [{"name": "mlp"}, {"name": "cnn"}],
     "seeds": [0, 1],
 }
@@ -20,10 +23,14 @@ def _config(designs: list[dict]) -> dict:
 
 
 def test_a_design_trains_only_its_models_on_only_its_sources() -> None:
-    config = parse_config(_config([
-        {"kind": "data", "fractions": [0.0, 1.0], "sources": ["fashion_mnist"], "models": ["mlp"]},
-        {"kind": "task", "fractions": [0.0, 0.5, 1.0], "sources": ["colorshapes"], "models": ["cnn"]},
-    ]))
+    config = parse_config(
+        _config(
+            [
+                {"kind": "data", "fractions": [0.0, 1.0], "sources": ["fashion_mnist"], "models": ["mlp"]},
+                {"kind": "task", "fractions": [0.0, 0.5, 1.0], "sources": ["colorshapes"], "models": ["cnn"]},
+            ]
+        )
+    )
     units = expand(config)
     pairs = {(u.source.name, u.model.name, u.overlap_kind) for u in units}
     assert pairs == {("fashion_mnist", "mlp", "data"), ("colorshapes", "cnn", "task")}

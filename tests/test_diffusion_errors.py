@@ -10,23 +10,30 @@ pytest.importorskip("diffusers")
 
 from reprsim.errors import ReprsimError
 from reprsim.experiments import parse_config
+from reprsim.experiments.composition import compose, composition_of
+from reprsim.experiments.families import get_family
 from reprsim.experiments.grid import expand
-from reprsim.experiments.kinds import get_kind, kind_name_of, kind_of
 from reprsim.experiments.preflight import preflight_problems
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread (conftest)
 
 BASE = {
     "name": "diffusion-bad",
-    "sources": [{"name": "colorshapes", "label": "color", "test_options": {"n": 40},
-                 "options": {"n": 60, "seed": 0, "image_size": 12, "cache": False}}],
+    "sources": [
+        {
+            "name": "colorshapes",
+            "label": "color",
+            "test_options": {"n": 40},
+            "options": {"n": 60, "seed": 0, "image_size": 12, "cache": False},
+        }
+    ],
     "probe_size": 20,
     "models": [{"name": "unet_tiny"}],
     "train": {"epochs": 1, "batch_size": 16},
     "overlap": {"designs": [{"kind": "data", "fractions": [0.0]}]},
     "seeds": [0],
     "measures": {"names": ["cka"], "params": {}},
-}  # fmt: skip
+}
 
 
 def _problems(**changes) -> list[str]:
@@ -37,10 +44,11 @@ def _problems(**changes) -> list[str]:
 def test_the_unit_model_picks_the_diffusion_kind_of_an_image_source():
     from reprsim.experiments.config import ModelSpec
 
-    assert kind_name_of("colorshapes", ModelSpec(name="unet_tiny")) == "diffusion"
-    assert kind_name_of("colorshapes", ModelSpec(name="cnn")) == "image"
-    assert kind_name_of("fashion_mnist", ModelSpec(name="unet_small")) == "diffusion"
-    assert kind_name_of("cifar10", ModelSpec(name="unet_paper")) == "diffusion"
+    assert compose("colorshapes", ModelSpec(name="unet_tiny")).name == "diffusion"
+    assert compose("colorshapes", ModelSpec(name="cnn")).name == "image"
+    assert compose("fashion_mnist", ModelSpec(name="unet_small")).name == "diffusion"
+    unet = compose("cifar10", ModelSpec(name="unet_paper"))
+    assert (unet.name, unet.world.name, unet.family.name) == ("diffusion", "image", "unet")
     assert _problems() == []
 
 
@@ -59,13 +67,16 @@ def test_a_classifier_cannot_be_asked_for_a_diffusion_design_and_vice_versa():
 def test_a_probe_source_of_another_shape_is_refused_with_the_fix():
     probe = {"name": "grey", "source": "noise", "options": {"n": 20, "shape": [1, 12, 12]}}
     problems = _problems(probes=[probe])
-    assert any(p.startswith("probes.grey: images of shape (1, 12, 12) but the diffusion models take (3, 12, 12)")
-               and "use a probe source of that shape" in p for p in problems), problems  # fmt: skip
+    assert any(
+        p.startswith("probes.grey: images of shape (1, 12, 12) but the diffusion models take (3, 12, 12)")
+        and "use a probe source of that shape" in p
+        for p in problems
+    ), problems
     assert _problems(probes=[dict(probe, options={"n": 20, "shape": [3, 12, 12]})]) == []
     # the stage itself refuses too, when called without the preflight
     config = parse_config({**BASE, "probes": [probe]})
     unit = expand(config)[0]
-    kind = kind_of(unit)
+    kind = composition_of(unit)
     with pytest.raises(ReprsimError, match="probes.grey: images of shape"):
         kind.probes(config, unit, kind.pair(config, unit, cache_dir=None))
 
@@ -74,7 +85,7 @@ def test_missing_diffusers_is_reported_before_training_with_the_install_command(
     monkeypatch.setitem(sys.modules, "diffusers", None)
     problems = _problems()
     assert len(problems) == 1 and "pip install 'reprsim[diffusion]'" in problems[0], problems
-    assert get_kind("diffusion").model_kinds == ("unet",)  # the kind itself loads without diffusers
+    assert get_family("unet").model_kinds == ("unet",)  # the family itself loads without diffusers
 
 
 def test_an_unknown_layer_and_a_bad_ema_decay_are_reported():

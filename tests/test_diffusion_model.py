@@ -58,8 +58,11 @@ def test_zoo_unets_are_class_conditional_with_a_null_class():
 
 
 def test_forward_pads_to_the_unet_multiple_and_crops_back():
-    three = {"block_out_channels": (4, 8, 8), "down_block_types": ("DownBlock2D",) * 3,
-             "up_block_types": ("UpBlock2D",) * 3}
+    three = {
+        "block_out_channels": (4, 8, 8),
+        "down_block_types": ("DownBlock2D",) * 3,
+        "up_block_types": ("UpBlock2D",) * 3,
+    }
     m = models.build("unet_tiny", input_shape=(3, 30, 30), num_classes=2, seed=0, **three).eval()
     assert m.padded_size == (32, 32)  # three levels: sizes must be multiples of 4
     assert models.build("unet_small", input_shape=(1, 28, 28), num_classes=2).padded_size == (28, 28)
@@ -111,7 +114,7 @@ def test_mean_std_pool_is_channel_mean_then_population_std():
     pooled = mean_std_pool(t)
     assert pooled.shape == (2, 4)
     # channel 0 of image 0 holds 0, 1, 2, 3: mean 1.5, population std sqrt(1.25)
-    torch.testing.assert_close(pooled[0], torch.tensor([1.5, 5.5, 1.25 ** 0.5, 1.25 ** 0.5]))
+    torch.testing.assert_close(pooled[0], torch.tensor([1.5, 5.5, 1.25**0.5, 1.25**0.5]))
     with pytest.raises(ValueError, match="spatial map"):
         mean_std_pool(torch.ones(2, 3))
 
@@ -131,8 +134,11 @@ def test_denoising_features_and_loss_use_the_given_draws():
     labels = np.array([0, 1, 2, 0, 1, 2])
     with torch.no_grad():
         x0 = torch.from_numpy(np.repeat(2 * x - 1, 3, axis=0))
-        eps = m(m.add_noise(x0, torch.from_numpy(noise3), torch.from_numpy(t3)), torch.from_numpy(t3),
-                torch.from_numpy(np.repeat(labels, 3)))  # fmt: skip
+        eps = m(
+            m.add_noise(x0, torch.from_numpy(noise3), torch.from_numpy(t3)),
+            torch.from_numpy(t3),
+            torch.from_numpy(np.repeat(labels, 3)),
+        )
     want = float(((eps - torch.from_numpy(noise3)) ** 2).mean())
     assert denoising_loss(m, x, labels, seed=3, draws=3, batch_size=4) == pytest.approx(want, rel=1e-5)
     assert np.isnan(denoising_loss(m, x[:0], np.zeros(0), seed=3))
@@ -171,8 +177,16 @@ def test_missing_diffusers_names_the_install_command(monkeypatch):
 
 
 # ---- training: the model's own loss and EMA ----------------------------------------------------
-CFG = {"epochs": 3, "batch_size": 8, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0, "hflip": True,
-       "grad_clip": 1.0, "num_threads": 1}  # fmt: skip
+CFG = {
+    "epochs": 3,
+    "batch_size": 8,
+    "optimizer": "adamw",
+    "lr": 0.003,
+    "weight_decay": 0.0,
+    "hflip": True,
+    "grad_clip": 1.0,
+    "num_threads": 1,
+}
 
 
 def _data(n=16):

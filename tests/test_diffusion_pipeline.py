@@ -19,28 +19,43 @@ pytest.importorskip("diffusers")
 from reprsim import metrics, models, storage
 from reprsim.data import load
 from reprsim.experiments import load_results, parse_config, run_experiment
+from reprsim.experiments.composition import composition_of
+from reprsim.experiments.families import unet as dk
 from reprsim.experiments.grid import expand
-from reprsim.experiments.kinds import diffusion as dk
-from reprsim.experiments.kinds import kind_of
 
-SOURCE = {"name": "colorshapes", "label": "color", "options": {"n": 120, "seed": 0, "image_size": 12, "cache": False},
-          "test_options": {"n": 80}}  # fmt: skip
+SOURCE = {
+    "name": "colorshapes",
+    "label": "color",
+    "options": {"n": 120, "seed": 0, "image_size": 12, "cache": False},
+    "test_options": {"n": 80},
+}
 TINY = {
     "name": "diffusion-tiny",
     "sources": [SOURCE],
     "probes": [{"name": "noise", "source": "noise", "options": {"n": 30, "shape": [3, 12, 12], "seed": 1}}],
     "probe_size": 30,
     "models": [{"name": "unet_tiny"}],
-    "train": {"epochs": 2, "batch_size": 16, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0,
-              "ema_decay": 0.99, "grad_clip": 1.0},
+    "train": {
+        "epochs": 2,
+        "batch_size": 16,
+        "optimizer": "adamw",
+        "lr": 0.003,
+        "weight_decay": 0.0,
+        "ema_decay": 0.99,
+        "grad_clip": 1.0,
+    },
     # images: shared keeps this sweep's models (with disjoint images, one mid-layer kNN of the t = 0.8
     # pair is a float32 near-tie, which the oracle's float64 path may break the other way)
-    "overlap": {"designs": [{"kind": "data", "fractions": [0.0, 1.0]},
-                            {"kind": "task", "fractions": [0.4, 0.8], "images": "shared"}]},
+    "overlap": {
+        "designs": [
+            {"kind": "data", "fractions": [0.0, 1.0]},
+            {"kind": "task", "fractions": [0.4, 0.8], "images": "shared"},
+        ]
+    },
     "seeds": [0],
     "layers": ["penultimate", "mid"],
     "measures": {"names": ["cka", "cknna", "mutual_knn"], "params": {"k": 4}},
-}  # fmt: skip
+}
 TASK_SETS = {"common", "ood_one", "ood_all", "common_fixed", "ood_one_fixed"}
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -62,7 +77,7 @@ def sweep(tmp_path_factory):
 def _trained(config, unit, run_dir: Path, cache: Path) -> dict[str, torch.nn.Module]:
     """Models A and B of a unit, rebuilt from the zoo and loaded from the model cache."""
     status = json.loads((run_dir / "units" / unit.unit_id / "status.json").read_text())
-    pair = kind_of(unit).pair(config, unit, cache_dir=None)
+    pair = composition_of(unit).pair(config, unit, cache_dir=None)
     out = {}
     for side in "ab":
         stored = storage.read_verified_state_dict(cache / "models" / f"{status['artifacts'][f'model_{side}']}.rsv")
@@ -117,12 +132,13 @@ def test_a_tiny_diffusion_sweep_runs_end_to_end(sweep):
 def test_both_models_receive_bit_identical_noised_inputs(sweep):
     config, _, run_dir, cache, _ = sweep
     unit = next(u for u in expand(config) if u.overlap_kind == "task" and u.task_fraction == 0.4)
-    kind = kind_of(unit)
+    kind = composition_of(unit)
     pair = kind.pair(config, unit, cache_dir=None)
     trained = _trained(config, unit, run_dir, cache)
     seen: dict[str, list] = {"a": [], "b": []}
     handles = []
     for side in "ab":
+
         def capture(_module, args, kwargs, side=side):
             sample, timestep = args[:2]
             seen[side].append((sample.clone(), timestep.clone(), kwargs["class_labels"].clone()))
@@ -159,8 +175,10 @@ def _pick(n_total: int, n: int, seed: int) -> np.ndarray:
 
 def _draws(n: int, shape, seed: int):
     noise_seq, t_seq = np.random.SeedSequence(seed).spawn(2)
-    return (np.random.default_rng(noise_seq).standard_normal((n, *shape), dtype=np.float32),
-            np.random.default_rng(t_seq).integers(0, 1000, size=n, dtype=np.int64))  # fmt: skip
+    return (
+        np.random.default_rng(noise_seq).standard_normal((n, *shape), dtype=np.float32),
+        np.random.default_rng(t_seq).integers(0, 1000, size=n, dtype=np.int64),
+    )
 
 
 def _oracle_probes(config, unit) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -177,11 +195,15 @@ def _oracle_probes(config, unit) -> dict[str, tuple[np.ndarray, np.ndarray, np.n
         # the class order of a task split is the seeded permutation of the classes (K = 5 per model)
         order = [int(c) for c in np.random.default_rng(seeds["split"]).permutation(np.unique(train_labels))]
         k = round(unit.task_fraction * 5)
-        a, b = set(order[:5]), set(order[:k] + order[5:10 - k])
+        a, b = set(order[:5]), set(order[:k] + order[5 : 10 - k])
         ks = [round(f * 5) for f in (0.4, 0.8)]
-        sets = {"common": a & b, "ood_one": a ^ b, "ood_all": set(np.unique(labels)) - a - b,
-                "common_fixed": set(order[:min(ks)]),
-                "ood_one_fixed": set(order[max(ks):5]) | set(order[5:10 - max(ks)])}  # fmt: skip
+        sets = {
+            "common": a & b,
+            "ood_one": a ^ b,
+            "ood_all": set(np.unique(labels)) - a - b,
+            "common_fixed": set(order[: min(ks)]),
+            "ood_one_fixed": set(order[max(ks) : 5]) | set(order[5 : 10 - max(ks)]),
+        }
         groups = {name: np.flatnonzero(np.isin(labels, sorted(c))) for name, c in sets.items()}
         groups["test"] = np.arange(len(labels))  # task units also probe the whole test set
     out = {}
@@ -200,7 +222,8 @@ def _oracle_features(model, images, noise, timesteps) -> dict[str, np.ndarray]:
     from diffusers import DDPMScheduler
 
     x_t = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").add_noise(
-        torch.from_numpy(images) * 2 - 1, torch.from_numpy(noise), torch.from_numpy(timesteps))  # fmt: skip
+        torch.from_numpy(images) * 2 - 1, torch.from_numpy(noise), torch.from_numpy(timesteps)
+    )
     grabbed = {}
     h1 = model.unet.conv_out.register_forward_hook(lambda m, args, out: grabbed.update(penultimate=args[0]))
     h2 = model.unet.mid_block.register_forward_hook(lambda m, args, out: grabbed.update(mid=out))
@@ -252,7 +275,7 @@ def test_denoising_loss_columns_match_the_oracle(sweep):
     config, _, run_dir, cache, df = sweep
     units = df.drop_duplicates("unit_id").set_index("unit_id")
     for unit in expand(config):
-        pair = kind_of(unit).pair(config, unit, cache_dir=None)
+        pair = composition_of(unit).pair(config, unit, cache_dir=None)
         trained = _trained(config, unit, run_dir, cache)
         for side in "ab":
             for column, (x, y) in (("denoise_loss", pair.eval_set(side)), ("train_denoise_loss", pair.train_set(side))):

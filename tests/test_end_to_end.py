@@ -21,7 +21,9 @@ pytestmark = [
 
 def test_quick_config_runs_through_the_cli_and_reports(tmp_path):
     out = tmp_path / "run"
-    code = cli_main(["run", str(CONFIGS / "quick.yaml"), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    code = cli_main(
+        ["run", str(CONFIGS / "quick.yaml"), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--quiet"]
+    )
     assert code == 0
     df = load_results(out)
     assert df.unit_id.nunique() == 4 and (df.status == "ok").all()
@@ -29,7 +31,9 @@ def test_quick_config_runs_through_the_cli_and_reports(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_units"] == 4
     assert "<img" in (out / "report.html").read_text()
-    assert set(zip(df.layer_a, df.layer_b)) == {(a, b) for a in ("hidden.0", "penultimate") for b in ("hidden.0", "penultimate")}
+    assert set(zip(df.layer_a, df.layer_b)) == {
+        (a, b) for a in ("hidden.0", "penultimate") for b in ("hidden.0", "penultimate")
+    }
     assert (out / "figures" / "layers.png").exists()
 
 

@@ -12,11 +12,16 @@ from torch import nn
 from reprsim.attacks.transfer import attack_transfer_stage
 from reprsim.errors import ConfigError
 from reprsim.experiments import load_results, parse_config, run_experiment
-from reprsim.experiments.attack_eps import ATTACK_EPS_FILE, GRID_POINTS, eps_grid, smallest_eps
+from reprsim.experiments.attack_eps import (
+    ATTACK_EPS_FILE,
+    GRID_POINTS,
+    eps_grid,
+    smallest_eps,
+)
+from reprsim.experiments.composition import composition_of
 from reprsim.experiments.driver import trained_model
 from reprsim.experiments.grid import expand
-from reprsim.experiments.kinds import kind_of
-from reprsim.experiments.kinds.image import ImageKind
+from reprsim.experiments.worlds.image import ImageWorld
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -86,7 +91,7 @@ def test_eps_auto_on_a_linear_model_with_known_margins():
     by_hand = lambda eps: float(np.mean(u < eps))  # noqa: E731
     spec = parse_config(config({"eps": "auto", "target_whitebox": 0.6, "n": 500})).consequences[0]
     unit = expand(parse_config(config({"eps": "auto"})))[0]
-    kind, planted = ImageKind(), Planted()
+    kind, planted = ImageWorld(), Planted()
     source = type("T", (), {"model": planted})()
     for eps in (grid[3], grid[15], grid[27]):
         assert kind.whitebox_asr(spec, unit, StubPair(x, y), source, float(eps)) == pytest.approx(by_hand(eps))
@@ -112,14 +117,24 @@ def test_eps_auto_in_a_sweep_is_chosen_once_per_design_stored_and_recorded(tmp_p
     df = load_results(out)
     assert df["attack_eps"].notna().all() and (df["attack_eps"] == eps).all()
     # recompute from model A reloaded from the cache: ε reaches the target, the grid point below does not
-    kind = kind_of(reference)
+    kind = composition_of(reference)
     pair = kind.pair(parsed, reference, cache)
     a = trained_model(kind, parsed, reference, pair, "a", cache, torch.device("cpu"), False)
     inputs, labels, _ = pair.attack_set()
 
     def whitebox(e):
-        return attack_transfer_stage(a.model, a.model, inputs, labels, attack="mi_fgsm", eps=e, steps=3, n=120,
-                                     seed=reference.seeds()["attack"], both_directions=False)["whitebox_asr"]  # fmt: skip
+        return attack_transfer_stage(
+            a.model,
+            a.model,
+            inputs,
+            labels,
+            attack="mi_fgsm",
+            eps=e,
+            steps=3,
+            n=120,
+            seed=reference.seeds()["attack"],
+            both_directions=False,
+        )["whitebox_asr"]
 
     grid = list(eps_grid(0.3))
     k = grid.index(eps)
@@ -160,15 +175,18 @@ def test_an_unreachable_target_is_one_error_naming_the_design_before_any_unit_ru
     assert not (tmp_path / "run").exists()  # nothing but the lock was written, and it is removed
 
 
-@pytest.mark.parametrize(("attack", "message"), [
-    ({"target_whitebox": 0.4}, r"\['target_whitebox'\] apply with eps: auto only"),
-    ({"eps_max": 0.2}, r"\['eps_max'\] apply with eps: auto only"),
-    ({"eps": "auto", "eps_data": 0.1}, r"eps: auto chooses ε itself; drop \['eps_data'\]"),
-    ({"eps": "max"}, r"consequences\.0\.attack_transfer\.eps: Input should be 'auto'"),
-    ({"eps": "auto", "target_whitebox": 0.0}, r"target_whitebox: Input should be greater than 0"),
-    ({"eps": "auto", "target_whitebox": 1.5}, r"target_whitebox: Input should be less than or equal to 1"),
-    ({"eps": "auto", "eps_max": 0.0}, r"eps_max: Input should be greater than 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        ({"target_whitebox": 0.4}, r"\['target_whitebox'\] apply with eps: auto only"),
+        ({"eps_max": 0.2}, r"\['eps_max'\] apply with eps: auto only"),
+        ({"eps": "auto", "eps_data": 0.1}, r"eps: auto chooses ε itself; drop \['eps_data'\]"),
+        ({"eps": "max"}, r"consequences\.0\.attack_transfer\.eps: Input should be 'auto'"),
+        ({"eps": "auto", "target_whitebox": 0.0}, r"target_whitebox: Input should be greater than 0"),
+        ({"eps": "auto", "target_whitebox": 1.5}, r"target_whitebox: Input should be less than or equal to 1"),
+        ({"eps": "auto", "eps_max": 0.0}, r"eps_max: Input should be greater than 0"),
+    ],
+)
 def test_bad_eps_options_are_config_errors(attack, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(config(attack))

@@ -43,7 +43,13 @@ def test_combined_grid_is_the_cartesian_product():
     data["overlap"]["designs"] = [{"kind": "combined", "data_fractions": [0, 0.5, 1], "task_fractions": [0.2, 1]}]
     units = expand(parse_config(data))
     assert sorted({(u.data_fraction, u.task_fraction) for u in units}) == [
-        (0, 0.2), (0, 1), (0.5, 0.2), (0.5, 1), (1, 0.2), (1, 1)]  # fmt: skip
+        (0, 0.2),
+        (0, 1),
+        (0.5, 0.2),
+        (0.5, 1),
+        (1, 0.2),
+        (1, 1),
+    ]
 
 
 def test_unit_ids_depend_on_training_content_only():
@@ -127,8 +133,13 @@ def test_consequence_shorthands():
 
 
 def _billion_laughs(levels: int = 9) -> str:
-    lines = ["name: lol", "sources:", "  - name: digits", "    options:",
-             "      a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines = [
+        "name: lol",
+        "sources:",
+        "  - name: digits",
+        "    options:",
+        "      a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]",
+    ]
     for i in range(1, levels + 1):
         lines.append(f"      a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
     return "\n".join(lines) + "\n"
@@ -181,8 +192,9 @@ def test_yaml_limits_on_size_recursion_and_the_normal_use_of_anchors(tmp_path, m
     assert source.options == source.test_options == {"per_class": 100, "seed": 0}
 
 
-@pytest.mark.parametrize("key, value", [("seeds", ["0"]), ("probe_size", "300"), ("probe_size", True),
-                                        ("execution", {"workers": "2"})])
+@pytest.mark.parametrize(
+    "key, value", [("seeds", ["0"]), ("probe_size", "300"), ("probe_size", True), ("execution", {"workers": "2"})]
+)
 def test_numbers_written_as_strings_or_booleans_are_refused_not_coerced(key, value):
     data = yaml.safe_load((CONFIGS / "quick.yaml").read_text()) | {key: value}
     with pytest.raises(ConfigError, match=key):

@@ -24,8 +24,22 @@ pytestmark = pytest.mark.skipif(
     reason="needs Fashion-MNIST and MNIST: run scripts/setup.sh",
 )
 
-CONTRACT = ["overlap_kind", "data_fraction", "task_fraction", "realised_data_fraction", "realised_task_fraction",
-            "seed", "model", "probe_set", "layer_a", "layer_b", "measure", "value", "acc_a", "acc_b"]  # fmt: skip
+CONTRACT = [
+    "overlap_kind",
+    "data_fraction",
+    "task_fraction",
+    "realised_data_fraction",
+    "realised_task_fraction",
+    "seed",
+    "model",
+    "probe_set",
+    "layer_a",
+    "layer_b",
+    "measure",
+    "value",
+    "acc_a",
+    "acc_b",
+]
 
 
 def tiny_config(**overrides) -> dict:
@@ -71,8 +85,15 @@ def test_results_table_follows_the_contract(tmp_path):
     # neither; one fraction, so the fixed sets hold that fraction's classes (the several-fraction case
     # is rebuilt class by class in test_value_oracle.py); 60 probes of ≥ 2000 images keep every class
     classes = task[task.measure == "cka"].set_index("probe_set").n_probe_classes.to_dict()
-    assert classes == {"common": 2, "common_fixed": 2, "ood_one": 6, "ood_one_fixed": 6, "ood_all": 2, "test": 10,
-                       "mnist": 10}  # fmt: skip
+    assert classes == {
+        "common": 2,
+        "common_fixed": 2,
+        "ood_one": 6,
+        "ood_one_fixed": 6,
+        "ood_all": 2,
+        "test": 10,
+        "mnist": 10,
+    }
     assert task.realised_task_fraction.iloc[0] == pytest.approx(0.4)
     assert task.data_fraction.isna().all()
     assert df["value"].notna().all() and df["acc_a"].between(0, 1).all()
@@ -170,8 +191,19 @@ def test_sigkill_mid_run_loses_no_finished_unit_and_duplicates_no_row(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     out, cache = tmp_path / "run", tmp_path / "cache"
-    cmd = [sys.executable, "-m", "reprsim.cli", "run", str(path), "--out", str(out), "--cache-dir", str(cache),
-           "--quiet", "--no-report"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "reprsim.cli",
+        "run",
+        str(path),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--quiet",
+        "--no-report",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.glob("units/*/status.json"))) < 2:
@@ -216,7 +248,11 @@ def test_every_layer_pair_is_kept_and_permutation_p_values_are_recorded(tmp_path
     run(config, tmp_path / "run", tmp_path / "cache")
     df = load_results(tmp_path / "run")
     assert sorted(zip(df.layer_a, df.layer_b)) == [
-        ("block2", "block2"), ("block2", "penultimate"), ("penultimate", "block2"), ("penultimate", "penultimate")]  # fmt: skip
+        ("block2", "block2"),
+        ("block2", "penultimate"),
+        ("penultimate", "block2"),
+        ("penultimate", "penultimate"),
+    ]
     # p = (1 + #{null ≥ observed}) / (K + 1) with K = 19
     assert df.p_value.between(1 / 20, 1).all()
     assert np.allclose((df.p_value * 20) % 1, 0)
@@ -229,7 +265,9 @@ def test_worker_processes_stream_each_units_stages(tmp_path):
     config = parse_config(tiny_config(probes=[]))
     tasks = [UnitTask(config, unit, tmp_path / "cache") for unit in expand(config)[:2]]
     seen: dict[str, list[str]] = {}
-    outcomes = list(LocalExecutor(workers=2).submit_all(tasks, on_stage=lambda uid, st: seen.setdefault(uid, []).append(st)))
+    outcomes = list(
+        LocalExecutor(workers=2).submit_all(tasks, on_stage=lambda uid, st: seen.setdefault(uid, []).append(st))
+    )
     assert {task.unit.unit_id for task, _ in outcomes} == set(seen)
     for stages in seen.values():
         assert stages == ["split", "train_a", "train_b", "probes", "features", "measures"]

@@ -15,11 +15,14 @@ from reprsim.experiments.text_pairs import domain_tokens, make_text_pair, sample
 def text_preflight(config, units):
     preflight(config, units)
 
+
 DOMAINS = ["shakespeare", "bible", "python_code", "python_docs", "fortunes", "jargon"]
 
 # the six domains ship with installed packages (scripts/setup.sh)
 _INSTALLED = set(list_domains(available_only=True))
-pytestmark = pytest.mark.skipif(not set(DOMAINS) <= _INSTALLED, reason="needs the six text domains: run scripts/setup.sh")
+pytestmark = pytest.mark.skipif(
+    not set(DOMAINS) <= _INSTALLED, reason="needs the six text domains: run scripts/setup.sh"
+)
 
 
 def tiny_config(designs, domains=DOMAINS, **overrides) -> dict:
@@ -28,8 +31,15 @@ def tiny_config(designs, domains=DOMAINS, **overrides) -> dict:
         "sources": [{"name": "text", "options": {"domains": list(domains), "max_bytes": 6000, "n_chunks": 8}}],
         "probe_size": 24,
         "models": [{"name": "gpt", "options": {"n_layer": 1, "n_head": 2, "n_embd": 16, "preset": None}}],
-        "train": {"block_size": 16, "max_steps": 3, "eval_interval": 3, "eval_batches": 2, "batch_size": 8,
-                  "optimizer": "adamw", "lr": 0.003},
+        "train": {
+            "block_size": 16,
+            "max_steps": 3,
+            "eval_interval": 3,
+            "eval_batches": 2,
+            "batch_size": 8,
+            "optimizer": "adamw",
+            "lr": 0.003,
+        },
         "overlap": {"designs": designs},
         "seeds": [0],
         "measures": {"names": ["cka", "mutual_knn"], "params": {"k": 5}},
@@ -47,7 +57,10 @@ def test_data_overlap_rows_and_model_a_reused(tmp_path, monkeypatch):
     calls = []
     original = reprsim.train.train
     monkeypatch.setattr(reprsim.train, "train", lambda *a, **k: calls.append(1) or original(*a, **k))
-    df = run(tiny_config([{"kind": "data", "fractions": [0.0, 0.5, 1.0]}], domains=["shakespeare", "bible", "jargon"]), tmp_path)
+    df = run(
+        tiny_config([{"kind": "data", "fractions": [0.0, 0.5, 1.0]}], domains=["shakespeare", "bible", "jargon"]),
+        tmp_path,
+    )
     assert (df["status"] == "ok").all()
     # 3 units × 3 probe sets × 2 measures × 1 layer pair
     assert len(df) == 3 * 3 * 2
@@ -71,7 +84,11 @@ def test_data_overlap_rows_and_model_a_reused(tmp_path, monkeypatch):
 def test_task_overlap_probe_groups(tmp_path):
     df = run(tiny_config([{"kind": "task", "fractions": [0.0, 2 / 3, 1.0]}]), tmp_path)
     assert (df["status"] == "ok").all()
-    assert set(zip(df.probe_set, df.probe_role)) == {("common", "common"), ("ood_one", "ood_one"), ("ood_all", "ood_all")}
+    assert set(zip(df.probe_set, df.probe_role)) == {
+        ("common", "common"),
+        ("ood_one", "ood_one"),
+        ("ood_all", "ood_all"),
+    }
     assert df.data_fraction.isna().all()
     n = df.groupby(["task_fraction", "probe_set"]).n_probe.first().unstack()
     # f=0: no common domain, all six seen by one model; f=1: all three common, three unseen
@@ -102,8 +119,10 @@ def test_splits_follow_the_paper_rules():
 
 @pytest.mark.parametrize("balance", ["truncate", "repeat", "none"])
 def test_task_balance_evens_out_domains(balance):
-    source = {"name": "text", "options": {"domains": DOMAINS, "max_bytes": 40000 if balance == "truncate" else None,
-                                          "balance": balance}}
+    source = {
+        "name": "text",
+        "options": {"domains": DOMAINS, "max_bytes": 40000 if balance == "truncate" else None, "balance": balance},
+    }
     config = parse_config(tiny_config([{"kind": "task", "fractions": [0.0]}], sources=[source]))
     unit = expand(config)[0]
     opts = text_options(unit.source)
@@ -124,7 +143,7 @@ def test_task_balance_evens_out_domains(balance):
 
 def _is_prefix(doc, name, opts) -> bool:
     tokens = domain_tokens(name, opts.max_bytes, opts.val_fraction)[0]
-    return len(doc) <= len(tokens) and np.array_equal(tokens[:len(doc)], doc)
+    return len(doc) <= len(tokens) and np.array_equal(tokens[: len(doc)], doc)
 
 
 def test_sample_windows_are_seeded_contiguous_and_inside_documents():

@@ -207,8 +207,8 @@ def _padded(seqs, pad=0):
     ids = torch.full((len(seqs), T), pad, dtype=torch.long)
     mask = torch.zeros(len(seqs), T, dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
     return ids, mask
 
 
@@ -241,10 +241,12 @@ def test_causal_model_without_a_mask_argument_is_padded_on_the_right(tmp_path):
     with pytest.warns(UserWarning):
         last = extract(gpt, ids, attention_mask=mask, pool="last")["penultimate"]
     for i, s in enumerate(seqs):  # causal attention: the real tokens never see the padding after them
-        np.testing.assert_allclose(feats[i], extract(gpt, torch.tensor([s]), pool="mean")["penultimate"][0],
-                                   rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(last[i], extract(gpt, torch.tensor([s]), pool="last")["penultimate"][0],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            feats[i], extract(gpt, torch.tensor([s]), pool="mean")["penultimate"][0], rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            last[i], extract(gpt, torch.tensor([s]), pool="last")["penultimate"][0], rtol=1e-5, atol=1e-5
+        )
     # the mask is part of the cache key
     with pytest.warns(UserWarning):
         a = extract(gpt, ids, attention_mask=mask, cache_dir=tmp_path)["penultimate"]

@@ -43,11 +43,25 @@ def _table() -> pd.DataFrame:
     for (measure, probe), slopes in SLOPES.items():
         for seed, slope in enumerate(slopes):
             for x in (0.0, 1.0):
-                rows.append({"unit_id": f"u-{seed}-{x}", "status": "ok", "source": "mnist", "model": "mlp",
-                             "overlap_kind": "data", "data_fraction": x, "task_fraction": 1.0, "seed": seed,
-                             "probe_set": probe, "probe_role": "id" if probe == "test" else "ood", "n_probe": 100,
-                             "layer_a": "penultimate", "layer_b": "penultimate", "measure": measure,
-                             "value": BASE[seed] + slope * x})  # fmt: skip
+                rows.append(
+                    {
+                        "unit_id": f"u-{seed}-{x}",
+                        "status": "ok",
+                        "source": "mnist",
+                        "model": "mlp",
+                        "overlap_kind": "data",
+                        "data_fraction": x,
+                        "task_fraction": 1.0,
+                        "seed": seed,
+                        "probe_set": probe,
+                        "probe_role": "id" if probe == "test" else "ood",
+                        "n_probe": 100,
+                        "layer_a": "penultimate",
+                        "layer_b": "penultimate",
+                        "measure": measure,
+                        "value": BASE[seed] + slope * x,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -59,11 +73,24 @@ def _factorial_table() -> pd.DataFrame:
         for seed, inter in enumerate(inters):
             for d in (0.0, 1.0):
                 for t in (0.0, 1.0):
-                    rows.append({"unit_id": f"f-{seed}-{d}-{t}", "status": "ok", "source": "colorshapes",
-                                 "model": "mlp", "overlap_kind": "factorial", "data_fraction": d, "task_fraction": t,
-                                 "seed": seed, "probe_set": probe, "n_probe": 100, "layer_a": "penultimate",
-                                 "layer_b": "penultimate", "measure": measure,
-                                 "value": BASE[seed] + 0.01 * d + 0.02 * t + inter * d * t})  # fmt: skip
+                    rows.append(
+                        {
+                            "unit_id": f"f-{seed}-{d}-{t}",
+                            "status": "ok",
+                            "source": "colorshapes",
+                            "model": "mlp",
+                            "overlap_kind": "factorial",
+                            "data_fraction": d,
+                            "task_fraction": t,
+                            "seed": seed,
+                            "probe_set": probe,
+                            "n_probe": 100,
+                            "layer_a": "penultimate",
+                            "layer_b": "penultimate",
+                            "measure": measure,
+                            "value": BASE[seed] + 0.01 * d + 0.02 * t + inter * d * t,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 

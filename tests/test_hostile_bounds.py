@@ -21,6 +21,7 @@ from reprsim.metrics._validate import MAX_RESAMPLES
 @contextmanager
 def _deadline(seconds: int):
     """Fail (instead of hanging the suite) when the block blocks, e.g. on a FIFO."""
+
     def boom(*_):
         raise TimeoutError(f"blocked for more than {seconds} s")
 
@@ -34,13 +35,16 @@ def _deadline(seconds: int):
 
 
 # ---- resample maxima: one line, exit 2, before any work ------------------------------------------
-@pytest.mark.parametrize("argv", [
-    ["report", "RUN", "--n-boot", "1000000000"],
-    ["report", "RUN", "--n-perm", str(MAX_RESAMPLES + 1)],
-    ["compare-models", "a", "b", "--probe", "x", "--bootstrap", "1000000000"],
-    ["compare-models", "a", "b", "--probe", "x", "--permutations", "1000000000"],
-    ["compare", "a.npy", "b.npy", "--bootstrap", "1000000000"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "RUN", "--n-boot", "1000000000"],
+        ["report", "RUN", "--n-perm", str(MAX_RESAMPLES + 1)],
+        ["compare-models", "a", "b", "--probe", "x", "--bootstrap", "1000000000"],
+        ["compare-models", "a", "b", "--probe", "x", "--permutations", "1000000000"],
+        ["compare", "a.npy", "b.npy", "--bootstrap", "1000000000"],
+    ],
+)
 def test_resample_counts_above_the_maximum_are_one_line(tmp_path, capsys, argv):
     argv = [str(tmp_path) if a == "RUN" else a for a in argv]
     assert main(argv) == 2
@@ -102,16 +106,23 @@ def test_a_fifo_as_a_corpus_is_refused_without_hanging(tmp_path):
 
 # ---- parameters that used to fail only after training -------------------------------------------
 def _config(**extra):
-    base = {"sources": [{"name": "colorshapes"}], "models": [{"name": "mlp"}],
-            "overlap": {"designs": [{"kind": "data", "fractions": [0.0, 1.0]}]}, "seeds": [0]}  # fmt: skip
+    base = {
+        "sources": [{"name": "colorshapes"}],
+        "models": [{"name": "mlp"}],
+        "overlap": {"designs": [{"kind": "data", "fractions": [0.0, 1.0]}]},
+        "seeds": [0],
+    }
     return base | extra
 
 
-@pytest.mark.parametrize(("params", "expect"), [
-    ({"k": 0}, r"measures.params.k .*k must be between 1 and"),
-    ({"k": 5000}, r"measures.params.k .*k must be between 1 and 1999"),
-    ({"k": 2.5}, r"measures.params.k .*must be an integer"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("params", "expect"),
+    [
+        ({"k": 0}, r"measures.params.k .*k must be between 1 and"),
+        ({"k": 5000}, r"measures.params.k .*k must be between 1 and 1999"),
+        ({"k": 2.5}, r"measures.params.k .*must be an integer"),
+    ],
+)
 def test_measure_parameter_ranges_are_checked_by_config_validation(params, expect):
     from reprsim.experiments.config import parse_config
 
@@ -131,17 +142,17 @@ def test_unknown_attack_params_are_a_config_error():
 
 
 def test_universal_jailbreak_with_too_few_behaviours_is_refused_before_training(tmp_path):
-    from reprsim.llm.jailbreak import stage_problems
+    from reprsim.attacks.jailbreak_problems import stage_problems
 
     csv = tmp_path / "behaviours.csv"
     csv.write_text("goal,target\n" + "".join(f"do thing {i},Sure, here is thing {i}\n" for i in range(5)))
     params = {"behaviours": str(csv), "mode": "universal", "n_train": 8, "judge": "refusal"}
     problems = stage_problems(params, None, chat_world=False, model_name="m")
-    assert any("n_train=8" in p and "gives 5" in p for p in problems), problems
+    assert any("n_train + n_eval = 8" in p and "gives 5" in p for p in problems), problems
     fine = stage_problems({**params, "n_train": 4}, None, chat_world=False, model_name="m")
     assert not any("n_train" in p for p in fine), fine
     few = stage_problems({**params, "n_train": 4, "n_behaviours": 3}, None, chat_world=False, model_name="m")
-    assert any("gives 3" in p for p in few), few
+    assert any("n_behaviours 3 leaves no behaviour to evaluate" in p for p in few), few
 
 
 # ---- progress of a long report -------------------------------------------------------------------
@@ -160,12 +171,16 @@ def test_report_shows_its_stages_on_stderr_when_asked(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_unknown_chat_jailbreak_options_are_preflight_problems():
-    from reprsim.experiments.kinds.chat import _jailbreak_param_problems
+def test_unknown_chat_jailbreak_options_are_refused_when_the_config_loads():
+    from pydantic import ValidationError
 
-    assert _jailbreak_param_problems({"n_requests": 4, "n_tokens_change": 2, "mode": "universal"}, "random_search") == []
-    assert _jailbreak_param_problems({"topk": 8}, "gcg") == []
-    (problem,) = _jailbreak_param_problems({"bogus": 1, "topk": 8}, "random_search")  # topk is gcg's
-    assert "unknown option(s) ['bogus', 'topk'] for method random_search" in problem
-    (problem,) = _jailbreak_param_problems({"seed": 3}, "gcg")  # the kind passes the unit's seed itself
-    assert "['seed']" in problem
+    from reprsim.attacks.jailbreak_options import JailbreakOptions
+
+    JailbreakOptions.model_validate({"n_requests": 4, "n_tokens_change": 2, "mode": "universal"})
+    JailbreakOptions.model_validate({"topk": 8, "method": "gcg"})
+    with pytest.raises(ValidationError, match="bogus"):
+        JailbreakOptions.model_validate({"bogus": 1})
+    with pytest.raises(ValidationError, match=r"\['topk'\] apply to another suffix search than method random_search"):
+        JailbreakOptions.model_validate({"topk": 8})
+    with pytest.raises(ValidationError, match="seed"):  # the stage passes the unit's seed itself
+        JailbreakOptions.model_validate({"seed": 3, "method": "gcg"})

@@ -181,8 +181,12 @@ def test_sample_grids_are_read_from_inside_the_run_folder_only(tmp_path):
 def test_config_refuses_model_and_source_names_that_are_paths(name):
     from reprsim.experiments.config import parse_config
 
-    base = {"sources": [{"name": "colorshapes"}], "models": [{"name": "mlp"}], "overlap": {"designs": [{"kind": "data",
-            "fractions": [0.0, 1.0]}]}, "seeds": [0]}  # fmt: skip
+    base = {
+        "sources": [{"name": "colorshapes"}],
+        "models": [{"name": "mlp"}],
+        "overlap": {"designs": [{"kind": "data", "fractions": [0.0, 1.0]}]},
+        "seeds": [0],
+    }
     parse_config(base)  # the valid config passes
     with pytest.raises(ConfigError, match=r"folder names; models\.0\.name"):
         parse_config({**base, "models": [{"name": name}]})

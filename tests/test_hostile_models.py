@@ -33,9 +33,15 @@ def _with_custom_code(folder: Path, marker: Path) -> Path:
     """A model folder whose config asks for its own configuration/modeling code (which would touch
     ``marker``); no weights are needed, since it must be refused before anything is built."""
     folder.mkdir()
-    cfg = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 1, "n_embd": 8, "n_head": 2,
-           "vocab_size": 16, "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
-                                          "AutoModelForCausalLM": "modeling_evil.Evil"}}  # fmt: skip
+    cfg = {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "n_layer": 1,
+        "n_embd": 8,
+        "n_head": 2,
+        "vocab_size": 16,
+        "auto_map": {"AutoConfig": "configuration_evil.EvilConfig", "AutoModelForCausalLM": "modeling_evil.Evil"},
+    }
     (folder / "config.json").write_text(json.dumps(cfg))
     code = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
     (folder / "configuration_evil.py").write_text(code)
@@ -46,7 +52,7 @@ def _with_custom_code(folder: Path, marker: Path) -> Path:
 def test_a_folder_that_needs_custom_code_is_refused_before_anything_runs(tmp_path, capsys):
     import numpy as np
 
-    from reprsim.llm.hf import model_dir_problems
+    from reprsim.models.hf_lm import model_dir_problems
     from reprsim.models.adapters import detect_hf_task, load_hf_model
 
     marker = tmp_path / "ran"
@@ -74,9 +80,19 @@ def test_a_pickle_payload_in_pytorch_model_bin_is_refused_unread(tmp_path, one_t
     marker = tmp_path / "ran"
     folder = tmp_path / "bin"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
-                                                    "n_layer": 1, "n_embd": 8, "n_head": 2, "vocab_size": 16,
-                                                    "n_positions": 8}))  # fmt: skip
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "gpt2",
+                "architectures": ["GPT2LMHeadModel"],
+                "n_layer": 1,
+                "n_embd": 8,
+                "n_head": 2,
+                "vocab_size": 16,
+                "n_positions": 8,
+            }
+        )
+    )
     torch.save({"transformer.wte.weight": _Payload(marker)}, folder / "pytorch_model.bin")
     with pytest.raises(ReprsimError, match="pickle with more than tensors.*refused unread"):
         load_hf_model(folder, task="causal-lm")
@@ -94,7 +110,7 @@ def test_every_hugging_face_load_passes_trust_remote_code_false():
         # peft adapters hold no code; a named diffusers class (UNet2DModel, DDPMScheduler) loads only its own
         # weights and config, never a folder's Python (diffusers has no trust_remote_code for them)
         for m in re.finditer(r"(?<!PeftModel)(?<!UNet2DModel)(?<!DDPMScheduler)\.from_pretrained\(", text):
-            call = text[m.end():m.end() + 400]
+            call = text[m.end() : m.end() + 400]
             depth, end = 1, 0
             for end, ch in enumerate(call):
                 depth += ch == "("
@@ -105,18 +121,21 @@ def test_every_hugging_face_load_passes_trust_remote_code_false():
             if "trust_remote_code=False" not in args and "**kwargs" not in args:
                 missing.append(f"{path.relative_to(src)}: {args[:60]}")
             elif "**kwargs" in args:  # the kwargs must set it just before
-                before = text[max(0, m.start() - 600):m.start()]
+                before = text[max(0, m.start() - 600) : m.start()]
                 if "trust_remote_code" not in before:
                     missing.append(f"{path.relative_to(src)}: **kwargs without trust_remote_code")
     assert missing == []
 
 
-@pytest.mark.parametrize(("factory", "expect"), [
-    ("sys:exit", r"sys:exit\(\) failed: it called sys.exit"),
-    ("os:getcwd", r"returned a str, not a torch.nn.Module"),
-    ("hostile_factory_mod:explode", r"RuntimeError: boom"),
-    ("hostile_exit_at_import:f", r"importing 'hostile_exit_at_import'.*sys.exit\(3\)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("factory", "expect"),
+    [
+        ("sys:exit", r"sys:exit\(\) failed: it called sys.exit"),
+        ("os:getcwd", r"returned a str, not a torch.nn.Module"),
+        ("hostile_factory_mod:explode", r"RuntimeError: boom"),
+        ("hostile_exit_at_import:f", r"importing 'hostile_exit_at_import'.*sys.exit\(3\)"),
+    ],
+)
 def test_module_callable_that_exits_or_returns_no_module_is_one_error(tmp_path, monkeypatch, factory, expect, capsys):
     monkeypatch.chdir(tmp_path)  # MODULE:CALLABLE imports from the current folder
     (tmp_path / "hostile_factory_mod.py").write_text("def explode():\n    raise RuntimeError('boom')\n")
@@ -151,8 +170,10 @@ def test_config_validate_refuses_a_folder_that_needs_custom_code(tmp_path, capsy
     marker = tmp_path / "ran"
     folder = _with_custom_code(tmp_path / "evil", marker)
     config = tmp_path / "c.yaml"
-    config.write_text(f"sources: [{{name: {source}}}]\nmodels: [{{hf: {folder}}}]\n"
-                      "overlap: {designs: [{kind: data, fractions: [0.0, 1.0]}]}\nseeds: [0]\n")
+    config.write_text(
+        f"sources: [{{name: {source}}}]\nmodels: [{{hf: {folder}}}]\n"
+        "overlap: {designs: [{kind: data, fractions: [0.0, 1.0]}]}\nseeds: [0]\n"
+    )
     assert main(["config", "validate", str(config)]) == 2
     err = capsys.readouterr().err
     assert "auto_map" in err and "trust_remote_code=False" in err and "cannot be trained" not in err

@@ -118,21 +118,36 @@ def test_random_bytes_and_non_text_fields_in_a_jsonl_corpus(tmp_path):
 
 
 # ---- case 8: injection ---------------------------------------------------------------------------
-_EVIL = ["<script>alert(1)</script>", "# Injected heading", "![x](http://evil.example/t.png)",
-         "[click](javascript:alert(1))", "<img src=x onerror=alert(1)>", "1. list", "> quote", "`code`"]
+_EVIL = [
+    "<script>alert(1)</script>",
+    "# Injected heading",
+    "![x](http://evil.example/t.png)",
+    "[click](javascript:alert(1))",
+    "<img src=x onerror=alert(1)>",
+    "1. list",
+    "> quote",
+    "`code`",
+]
 
 
 def test_markdown_escapes_table_strings_like_html():
-    blocks = [Heading(_EVIL[1], 2), *[Para(t) for t in _EVIL], Bullets(_EVIL),
-              Table(["model", "value"], [[t, "-0.30"] for t in _EVIL]), Pre("```\n# x\n```")]
+    blocks = [
+        Heading(_EVIL[1], 2),
+        *[Para(t) for t in _EVIL],
+        Bullets(_EVIL),
+        Table(["model", "value"], [[t, "-0.30"] for t in _EVIL]),
+        Pre("```\n# x\n```"),
+    ]
     md = to_markdown(blocks, _EVIL[0], Path("."))
     lines = md.splitlines()
     fenced = [i for i, ln in enumerate(lines) if ln.startswith("```")]
-    outside = lines[:fenced[0]] + lines[fenced[-1] + 1:]  # the Pre block is literal code
+    outside = lines[: fenced[0]] + lines[fenced[-1] + 1 :]  # the Pre block is literal code
     assert "<" not in md.replace("<details>", "").replace("</details>", "")  # no raw HTML at all
     assert "](" not in md and "![" not in md  # no link or image syntax survives
-    assert [ln for ln in outside if ln.startswith("#")] == ["# &lt;script&gt;alert(1)&lt;/script&gt;",
-                                                         "## \\# Injected heading"]  # fmt: skip
+    assert [ln for ln in outside if ln.startswith("#")] == [
+        "# &lt;script&gt;alert(1)&lt;/script&gt;",
+        "## \\# Injected heading",
+    ]
     assert "\\# Injected heading" in lines and "1\\. list" in lines and "&gt; quote" in lines
     assert "| \\# Injected heading | -0.30 |" not in md  # cells: only inline escapes ...
     assert "| # Injected heading | -0.30 |" in md  # ... a '#' inside a table row is no heading
@@ -154,8 +169,12 @@ def test_report_md_of_a_hostile_table_holds_no_raw_html(tmp_path):
 
 
 def test_csv_cells_that_start_a_formula_are_defused_but_numbers_stay_numbers():
-    frame = pd.DataFrame({"model": ["=cmd|'/c calc'!A1", "+1", "-x", "@SUM(A1)", "plain", "-0.5"],
-                          "value": [-0.5, 1.0, -2.0, 0.0, 3.0, -1.0]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "model": ["=cmd|'/c calc'!A1", "+1", "-x", "@SUM(A1)", "plain", "-0.5"],
+            "value": [-0.5, 1.0, -2.0, 0.0, 3.0, -1.0],
+        }
+    )
     text = csv_text(frame)
     back = pd.read_csv(__import__("io").StringIO(text))
     assert list(back["model"]) == ["'=cmd|'/c calc'!A1", "'+1", "'-x", "'@SUM(A1)", "plain", "'-0.5"]
@@ -166,9 +185,9 @@ def test_csv_cells_that_start_a_formula_are_defused_but_numbers_stay_numbers():
 def test_run_store_and_comparison_write_defused_csv(tmp_path):
     from reprsim.experiments.store import atomic_write_frame
 
-    frame = pd.DataFrame({"model": ["=HYPERLINK(\"http://x\")"], "value": [-1.5]})
+    frame = pd.DataFrame({"model": ['=HYPERLINK("http://x")'], "value": [-1.5]})
     atomic_write_frame(tmp_path / "results.csv", frame)
-    assert (tmp_path / "results.csv").read_text().splitlines()[1] == "\"'=HYPERLINK(\"\"http://x\"\")\",-1.5"
+    assert (tmp_path / "results.csv").read_text().splitlines()[1] == '"\'=HYPERLINK(""http://x"")",-1.5'
 
 
 # ---- case 5/6: degenerate features --------------------------------------------------------------
@@ -189,7 +208,9 @@ def test_identical_rows_in_the_layer_engine_are_nan_too():
 
     rng = np.random.default_rng(1)
     const = np.tile(rng.normal(size=(1, 5)), (40, 1))
-    engine = SimilarityEngine({"l": const}, {"l": rng.normal(size=(40, 3))}, ["cka", "mutual_knn", "rsa"], progress=False)
+    engine = SimilarityEngine(
+        {"l": const}, {"l": rng.normal(size=(40, 3))}, ["cka", "mutual_knn", "rsa"], progress=False
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         values = engine.compute()
@@ -226,7 +247,6 @@ def test_procrustes_distance_near_zero_matches_the_chord_formula():
     s = np.linalg.svd(Xc.T @ Yc, compute_uv=False).sum() / (np.linalg.norm(Xc) * np.linalg.norm(Yc))
     assert 1 - s < 1e-4
     assert metrics.compute("procrustes_distance", X, Y) == pytest.approx(math.acos(s), rel=1e-6)
-
 
 
 def test_rank_one_copies_stay_inside_every_measures_range():

@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 from reprsim.attacks.jailbreak import (
-    AttackPrompt, _n_to_change, gcg, random_search, refusal_substring_judge, target_loss, target_success,
+    AttackPrompt,
+    _n_to_change,
+    gcg,
+    random_search,
+    refusal_substring_judge,
+    target_loss,
+    target_success,
     token_gradients,
 )
 from reprsim.models.causal_lm import CausalLM, greedy_generate, pad_right
@@ -82,7 +88,7 @@ def _relaxed_loss(model, prompt, one_hot):
     x = torch.cat([e[ids_b], one_hot @ e, e[ids_a]])[None]
     logits = model(inputs_embeds=x)[0]
     start = len(prompt.before) + one_hot.shape[0] + len(prompt.after)
-    pred = logits[start - 1:start - 1 + len(prompt.target)]
+    pred = logits[start - 1 : start - 1 + len(prompt.target)]
     return torch.nn.functional.cross_entropy(pred, torch.tensor(prompt.target))
 
 
@@ -113,7 +119,9 @@ def test_target_loss_matches_manual_cross_entropy(tiny_gpt):
             ids = torch.tensor([list(p.before) + s + list(p.after) + list(p.target)])
             logits = tiny_gpt(ids)[0]
             start = len(p.before) + len(s) + len(p.after)
-            ce = torch.nn.functional.cross_entropy(logits[start - 1:start - 1 + len(p.target)], torch.tensor(p.target))
+            ce = torch.nn.functional.cross_entropy(
+                logits[start - 1 : start - 1 + len(p.target)], torch.tensor(p.target)
+            )
             assert float(got[s_i, p_i]) == pytest.approx(ce.item(), rel=1e-5)
 
 
@@ -121,11 +129,27 @@ def test_target_loss_matches_manual_cross_entropy(tiny_gpt):
 def test_returned_loss_equals_recomputed_loss_and_seed_determinism(tiny_gpt, attack):
     prompts = [AttackPrompt((1, 9 + i), (2,), (11, 12)) for i in range(3)]
     if attack == "gcg":
-        run = lambda seed: gcg(tiny_gpt, prompts, suffix_len=5, steps=6, topk=8, batch_size=32,  # noqa: E731
-                               allowed_tokens=ALLOWED, seed=seed, progressive=False)
+        run = lambda seed: gcg(
+            tiny_gpt,
+            prompts,
+            suffix_len=5,
+            steps=6,
+            topk=8,
+            batch_size=32,  # noqa: E731
+            allowed_tokens=ALLOWED,
+            seed=seed,
+            progressive=False,
+        )
     else:
-        run = lambda seed: random_search(tiny_gpt, prompts, suffix_len=5, steps=15, n_candidates=8,  # noqa: E731
-                                         allowed_tokens=ALLOWED, seed=seed)
+        run = lambda seed: random_search(
+            tiny_gpt,
+            prompts,
+            suffix_len=5,
+            steps=15,
+            n_candidates=8,  # noqa: E731
+            allowed_tokens=ALLOWED,
+            seed=seed,
+        )
     res = run(3)
     recomputed = float(target_loss(tiny_gpt, prompts, [res.suffix]).mean())
     assert res.loss == pytest.approx(recomputed, rel=1e-5, abs=1e-6)
@@ -138,8 +162,17 @@ def test_returned_loss_equals_recomputed_loss_and_seed_determinism(tiny_gpt, att
 
 def test_gcg_progressive_goals_adds_prompts_one_by_one():
     seen = []
-    res = gcg(PlantedLM(), _prompts(3), suffix_len=3, steps=10, topk=2, batch_size=8, allowed_tokens=ALLOWED,
-              seed=0, callback=lambda step, loss: seen.append(step))
+    res = gcg(
+        PlantedLM(),
+        _prompts(3),
+        suffix_len=3,
+        steps=10,
+        topk=2,
+        batch_size=8,
+        allowed_tokens=ALLOWED,
+        seed=0,
+        callback=lambda step, loss: seen.append(step),
+    )
     assert res.n_prompts_used == 3 and res.success
     # one success per prompt: the trigger solves every prompt, so progressive adds one per step
     assert res.steps == 3
@@ -162,8 +195,9 @@ def test_bad_attack_arguments(tiny_gpt):
 
 
 def test_callable_adapter_equals_module(tiny_gpt):
-    adapter = CausalLM(None, forward=lambda e: tiny_gpt(inputs_embeds=e),
-                       embedding_matrix=tiny_gpt.get_input_embeddings().weight)
+    adapter = CausalLM(
+        None, forward=lambda e: tiny_gpt(inputs_embeds=e), embedding_matrix=tiny_gpt.get_input_embeddings().weight
+    )
     prompts = _prompts(2)
     assert torch.allclose(target_loss(adapter, prompts, [[7, 8, 9]]), target_loss(tiny_gpt, prompts, [[7, 8, 9]]))
 
@@ -172,12 +206,12 @@ def test_greedy_generate_right_padded_batch_matches_single(tiny_gpt):
     prompts = [[1, 9, 10, 2], [1, 9, 2], [1, 12, 13, 14, 15, 2]]
     batch = greedy_generate(tiny_gpt, prompts, 5)
     for p, out in zip(prompts, batch):
-        ref = tiny_gpt.generate(torch.tensor([p]), 5)[0, len(p):].tolist()
+        ref = tiny_gpt.generate(torch.tensor([p]), 5)[0, len(p) :].tolist()
         assert out == ref
     stop = batch[2][1]
     stopped = greedy_generate(tiny_gpt, prompts, 5, stop_id=stop)
     for full, cut in zip(batch, stopped):
-        assert cut == (full[:full.index(stop) + 1] if stop in full else full)
+        assert cut == (full[: full.index(stop) + 1] if stop in full else full)
     ids, lens = pad_right([[1, 2], [3]], pad_id=0)
     assert ids.tolist() == [[1, 2], [3, 0]] and lens.tolist() == [2, 1]
 

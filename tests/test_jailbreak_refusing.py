@@ -34,7 +34,6 @@ from reprsim.chat import ChatWorld
 from reprsim.chat.jailbreak import jailbreak_transfer_stage
 from reprsim.chat.split import make_chat_split
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread (conftest)
 
 
@@ -47,8 +46,14 @@ ENTITY = {WORLD.token_to_id[e]: i for i, e in enumerate(WORLD.entities)}
 KEYWORD = {WORLD.token_to_id[k]: f.index for f in WORLD.families for k in f.keywords}
 # search options: one-token suffix, 30 × 32 random proposals among 77 tokens (τ is missed with
 # probability ~4e-6 per search), no early stop (a weaker trigger can already make the target greedy)
-SEARCH = {"method": "random_search", "suffix_len": 1, "steps": 30, "n_candidates": 32, "early_stop": False,
-          "target_len": 2}
+SEARCH = {
+    "method": "random_search",
+    "suffix_len": 1,
+    "steps": 30,
+    "n_candidates": 32,
+    "early_stop": False,
+    "target_len": 2,
+}
 
 
 def key_of(request) -> tuple[int, int, int]:
@@ -113,7 +118,7 @@ class PlantedChat(nn.Module):
         """(request words, suffix token or None) of ``<user> request [suffix] <assistant> ...``."""
         if WORLD.assistant_id not in ids:
             return None
-        words = tuple(WORLD.vocab[t] for t in ids[1:ids.index(WORLD.assistant_id)])
+        words = tuple(WORLD.vocab[t] for t in ids[1 : ids.index(WORLD.assistant_id)])
         if words in self.request_words:
             return words, None
         return words[:-1], ids[ids.index(WORLD.assistant_id) - 1]
@@ -163,7 +168,7 @@ class PlantedChat(nn.Module):
         parts = [self._split_prompt(row) for row in rows]
         self.calls.append({p[0] if p else None for p in parts})
         for row, part in zip(rows, parts):  # a generation's first step: nothing but padding after <assistant>
-            if part and all(t == WORLD.pad_id for t in row[row.index(WORLD.assistant_id) + 1:]):
+            if part and all(t == WORLD.pad_id for t in row[row.index(WORLD.assistant_id) + 1 :]):
                 self.answered.append(part[1])
         entries = [(b, t, tok, value) for b, row in enumerate(rows) for t, tok, value in self._row(tuple(row))]
         logits = torch.full((*ids.shape, WORLD.vocab_size), -10.0)
@@ -174,8 +179,10 @@ class PlantedChat(nn.Module):
 
 
 def _models(requests=POOL) -> tuple[PlantedChat, PlantedChat]:
-    return (PlantedChat(TAU_A, TAU_B, V_A, W_A, R_A, U_A, Q_A, requests),
-            PlantedChat(TAU_B, TAU_A, V_B, W_B, R_B, U_B, Q_B, requests))  # fmt: skip
+    return (
+        PlantedChat(TAU_A, TAU_B, V_A, W_A, R_A, U_A, Q_A, requests),
+        PlantedChat(TAU_B, TAU_A, V_B, W_B, R_B, U_B, Q_B, requests),
+    )
 
 
 def _lcs(p: list, q: list) -> int:
@@ -193,14 +200,23 @@ def expected(requests) -> dict[str, float]:
     assert _lcs(["w1", "a", "w2", "b", "w3"], ["w1", "b", "w2", "a", "w3"]) == 3
 
     def rates(obey, q) -> dict[str, float]:
-        return {"asr": sum(map(obey, keys)) / n, "content_asr": sum(obey(k) and q(k) for k in keys) / n,
-                "partial": sum((1.0 if q(k) else wrong) for k in keys if obey(k)) / n}
+        return {
+            "asr": sum(map(obey, keys)) / n,
+            "content_asr": sum(obey(k) and q(k) for k in keys) / n,
+            "partial": sum((1.0 if q(k) else wrong) for k in keys if obey(k)) / n,
+        }
 
     out = {}
-    for tag, (v_src, q_src), (w_vic, r_vic, u_vic, q_vic) in (("", (V_A, Q_A), (W_B, R_B, U_B, Q_B)),
-                                                              ("_ba", (V_B, Q_B), (W_A, R_A, U_A, Q_A))):
-        for cond, r in (("whitebox", rates(v_src, q_src)), ("transfer", rates(w_vic, q_vic)),
-                        ("baseline", rates(u_vic, q_vic)), ("random_suffix", rates(r_vic, q_vic))):
+    for tag, (v_src, q_src), (w_vic, r_vic, u_vic, q_vic) in (
+        ("", (V_A, Q_A), (W_B, R_B, U_B, Q_B)),
+        ("_ba", (V_B, Q_B), (W_A, R_A, U_A, Q_A)),
+    ):
+        for cond, r in (
+            ("whitebox", rates(v_src, q_src)),
+            ("transfer", rates(w_vic, q_vic)),
+            ("baseline", rates(u_vic, q_vic)),
+            ("random_suffix", rates(r_vic, q_vic)),
+        ):
             out |= {f"jailbreak_{cond}_{stat}{tag}": value for stat, value in r.items()}
     return out
 
@@ -252,10 +268,14 @@ def test_individual_suffixes_transfer_as_the_rules_say_and_swap_with_the_models(
     _check(out, expected(POOL))  # individual mode with n_eval = pool size: E is the whole pool
     for tag in ("", "_ba"):
         assert 0 < out[f"jailbreak_transfer_asr{tag}"] < out[f"jailbreak_whitebox_asr{tag}"] < 1
-        assert out[f"jailbreak_transfer_asr_low{tag}"] < out[f"jailbreak_transfer_asr{tag}"] \
+        assert (
+            out[f"jailbreak_transfer_asr_low{tag}"]
+            < out[f"jailbreak_transfer_asr{tag}"]
             < out[f"jailbreak_transfer_asr_high{tag}"]
+        )
     assert out["jailbreak_transfer_asr_mean"] == pytest.approx(
-        (out["jailbreak_transfer_asr"] + out["jailbreak_transfer_asr_ba"]) / 2, abs=1e-12)
+        (out["jailbreak_transfer_asr"] + out["jailbreak_transfer_asr_ba"]) / 2, abs=1e-12
+    )
     # swapping source and victim swaps the two directions, and the difference is visible
     swapped = jailbreak_transfer_stage(b, a, WORLD, SPLIT, **kw)
     for k, v in out.items():
@@ -308,18 +328,19 @@ def test_chat_sweep_jailbreak_columns_come_from_model_a_and_model_b(tmp_path, mo
     import numpy as np
 
     from reprsim.experiments import driver, load_results, parse_config, run_experiment
+    from reprsim.experiments.composition import composition_of
     from reprsim.experiments.grid import expand
-    from reprsim.experiments.kinds import kind_of
-    from reprsim.experiments.kinds.base import Trained
+    from reprsim.experiments.worlds import Trained
 
     config = parse_config(SWEEP)
     (unit,) = expand(config)
-    split = kind_of(unit).pair(config, unit, cache_dir=None).split
+    split = composition_of(unit).pair(config, unit, cache_dir=None).split
     pool = [r for r in split.heldout_pool if r.family in WORLD.forbidden_families]
     assert len(pool) == 16 and set(split.families_a) == set(split.families_b)
     planted = dict(zip("ab", _models(pool)))
-    info = dict.fromkeys(("refusal_rate", "benign_accuracy", "benign_refusal_rate", "forbidden_content_rate",
-                          "benign_partial"), 0.5)  # fmt: skip
+    info = dict.fromkeys(
+        ("refusal_rate", "benign_accuracy", "benign_refusal_rate", "forbidden_content_rate", "benign_partial"), 0.5
+    )
 
     def fake_trained(kind, config, unit, pair, side, *args, **kwargs):
         return Trained(planted[side], dict(info), f"planted-{side}")

@@ -22,7 +22,9 @@ def setup():
     return world, split, a, b
 
 
-@pytest.mark.parametrize("method, opts", [("random_search", {"n_candidates": 4}), ("gcg", {"topk": 8, "batch_size": 16})])
+@pytest.mark.parametrize(
+    "method, opts", [("random_search", {"n_candidates": 4}), ("gcg", {"topk": 8, "batch_size": 16})]
+)
 def test_stage_keys_ranges_and_determinism(setup, method, opts):
     world, split, a, b = setup
     kw = dict(method=method, n_requests=3, n_eval=10, suffix_len=4, steps=2, seed=0, **opts)
@@ -37,7 +39,8 @@ def test_stage_keys_ranges_and_determinism(setup, method, opts):
             assert 0.0 <= out[f"jailbreak_{cond}_partial{direction}"] <= 1.0
         assert math.isfinite(out[f"jailbreak_source_loss{direction}"])
     assert out["jailbreak_transfer_asr_mean"] == pytest.approx(
-        (out["jailbreak_transfer_asr"] + out["jailbreak_transfer_asr_ba"]) / 2)
+        (out["jailbreak_transfer_asr"] + out["jailbreak_transfer_asr_ba"]) / 2
+    )
     assert jailbreak_transfer_stage(a, b, world, split, **kw) == out
     # swapping the models swaps the directions
     swapped = jailbreak_transfer_stage(b, a, world, split, **kw)
@@ -70,8 +73,17 @@ def test_hugging_face_causal_lm():
     logits = model(input_ids=ids).logits[0]
     ce = torch.nn.functional.cross_entropy(logits[6:8], torch.tensor([7, 8])).item()
     assert float(target_loss(model, prompts[:1], [[11, 12, 13]])[0, 0]) == pytest.approx(ce, rel=1e-5)
-    res = gcg(model, prompts, suffix_len=3, steps=2, topk=4, batch_size=8, allowed_tokens=range(3, 30), seed=0,
-              progressive=False)
+    res = gcg(
+        model,
+        prompts,
+        suffix_len=3,
+        steps=2,
+        topk=4,
+        batch_size=8,
+        allowed_tokens=range(3, 30),
+        seed=0,
+        progressive=False,
+    )
     assert res.loss == pytest.approx(float(target_loss(model, prompts, [res.suffix]).mean()), rel=1e-5)
 
 
@@ -81,12 +93,22 @@ def test_end_to_end_pair_refuses_and_transfer_runs(tmp_path):
     the attack beats the controls on the source, and its transfer to the victim is measured in both directions."""
     from reprsim.experiments import load_results, parse_config, run_experiment
 
-    config = {"name": "chat-e2e", "sources": [{"name": "chat", "options": {"seed": 0}}], "probe_size": 32,
-              "models": [{"name": "gpt", "options": {"n_layer": 2, "n_head": 4, "n_embd": 64, "preset": None}}],
-              "overlap": {"designs": [{"kind": "data", "fractions": [0.5]}]}, "seeds": [0],
-              "measures": {"names": ["cka"], "params": {}},
-              "consequences": [{"jailbreak_transfer": {"params": {"n_requests": 8, "n_eval": 64, "suffix_len": 10,
-                                                                  "steps": 100, "n_candidates": 16}}}]}  # fmt: skip
+    config = {
+        "name": "chat-e2e",
+        "sources": [{"name": "chat", "options": {"seed": 0}}],
+        "probe_size": 32,
+        "models": [{"name": "gpt", "options": {"n_layer": 2, "n_head": 4, "n_embd": 64, "preset": None}}],
+        "overlap": {"designs": [{"kind": "data", "fractions": [0.5]}]},
+        "seeds": [0],
+        "measures": {"names": ["cka"], "params": {}},
+        "consequences": [
+            {
+                "jailbreak_transfer": {
+                    "params": {"n_requests": 8, "n_eval": 64, "suffix_len": 10, "steps": 100, "n_candidates": 16}
+                }
+            }
+        ],
+    }
     run_experiment(parse_config(config), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
     out = load_results(tmp_path / "run").iloc[0]
     assert out["refusal_rate_a"] >= 0.95 and out["refusal_rate_b"] >= 0.95

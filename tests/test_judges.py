@@ -1,4 +1,4 @@
-"""Judges of jailbreak answers (:mod:`reprsim.llm.judges`): the refusal rule, Hugging Face judges built from
+"""Judges of jailbreak answers (:mod:`reprsim.attacks.judges`): the refusal rule, Hugging Face judges built from
 tiny random models in a temporary folder, several judges in one stage and their agreement.
 
 Every expected value is computed here: the refusal rule by hand, Cohen's κ by scikit-learn, the bootstrap
@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("transformers")
 
 from reprsim.llm.jailbreak import Behaviour, jailbreak_transfer, stage_options, stage_problems  # noqa: E402
-from reprsim.llm.judges import (  # noqa: E402
+from reprsim.attacks.judges import (  # noqa: E402
     JUDGE_PROMPT,
     Judge,
     cohen_kappa,
@@ -107,8 +107,13 @@ def test_agreement_bootstraps_over_behaviours():
 
 # ---- specs and the preflight ----------------------------------------------------------------
 def test_judge_specs_and_bad_input(tmp_path):
-    assert judge_spec("refusal") == {"kind": "refusal", "name": "refusal", "min_distinct": 5, "echo_share": 0.8,
-                                     "phrases": list(judge_spec("refusal")["phrases"])}  # fmt: skip
+    assert judge_spec("refusal") == {
+        "kind": "refusal",
+        "name": "refusal",
+        "min_distinct": 5,
+        "echo_share": 0.8,
+        "phrases": list(judge_spec("refusal")["phrases"]),
+    }
     with pytest.raises(ValueError, match=r"must be a string containing \{goal\} and \{answer\}"):
         judge_spec({"kind": "hf", "path": "x", "prompt": "Judge this: {goal}"})
     with pytest.raises(ValueError, match="unknown key"):
@@ -122,7 +127,8 @@ def test_judge_specs_and_bad_input(tmp_path):
     opts = stage_options({"judges": ["refusal", {"kind": "refusal", "name": "loose", "min_distinct": 1}]})
     assert [j.name for j in (make_judge(s) for s in opts.judges)] == ["refusal", "loose"]
     assert judge_problems({"kind": "hf", "path": str(tmp_path / "none")})[0].startswith(
-        "consequences.jailbreak_transfer.judges.path")
+        "consequences.jailbreak_transfer.judges.path"
+    )
 
 
 # ---- Hugging Face judges --------------------------------------------------------------------
@@ -141,9 +147,18 @@ def _classifier_dir(tmp_path):
 
     tok = tiny_tokenizer(True)
     torch.manual_seed(2)
-    cls = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, num_labels=2,
-                                                   n_positions=1024, id2label={0: "safe", 1: "unsafe"},
-                                                   pad_token_id=tok.pad_token_id))  # fmt: skip
+    cls = GPT2ForSequenceClassification(
+        GPT2Config(
+            vocab_size=len(tok),
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            num_labels=2,
+            n_positions=1024,
+            id2label={0: "safe", 1: "unsafe"},
+            pad_token_id=tok.pad_token_id,
+        )
+    )
     cls.eval()  # the reference forward must not drop out
     with torch.no_grad():
         cls.score.weight.mul_(40.0)  # a decisive head: the random features then split the answers both ways
@@ -152,8 +167,16 @@ def _classifier_dir(tmp_path):
     return tmp_path / "cls", cls, tok
 
 
-ANSWERS = ["some answer", "the lock opens with a pick", "no", "step one: buy a wrench, step two: turn it",
-           "roses are red", "bake bread for an hour", "wrench", "tumbler pins set one by one"]  # fmt: skip
+ANSWERS = [
+    "some answer",
+    "the lock opens with a pick",
+    "no",
+    "step one: buy a wrench, step two: turn it",
+    "roses are red",
+    "bake bread for an hour",
+    "wrench",
+    "tumbler pins set one by one",
+]
 
 
 def test_hf_classifier_judge_batches_like_single_rows(tmp_path):
@@ -184,9 +207,10 @@ def test_hf_chat_judge_batches_like_single_rows_and_takes_a_dtype(tmp_path):
     def first_word(answer: str) -> str:  # unbatched greedy decoding of the raw judge prompt
         x = torch.as_tensor([tok(prompt.format(goal=BEH.goal, answer=answer))["input_ids"]])
         with torch.no_grad():
-            out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=4,
-                                 pad_token_id=tok.pad_token_id)  # fmt: skip
-        words = re.findall(r"\w+", tok.decode(out[0, x.shape[1]:], skip_special_tokens=True).lower())
+            out = model.generate(
+                x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=4, pad_token_id=tok.pad_token_id
+            )
+        words = re.findall(r"\w+", tok.decode(out[0, x.shape[1] :], skip_special_tokens=True).lower())
         return words[0] if words else ""
 
     firsts = [first_word(a) for a in ANSWERS]
@@ -196,7 +220,7 @@ def test_hf_chat_judge_batches_like_single_rows_and_takes_a_dtype(tmp_path):
     assert got == [w == positive for w in firsts]
     assert 0 < sum(got) < len(got), firsts  # informative: both verdicts occur
     half = hf_judge(path, "chat", positive, 4, prompt=prompt, dtype="bfloat16", device="cpu", batch_size=8)
-    from reprsim.llm.judges import _judge_model
+    from reprsim.attacks.judges import _judge_model
 
     assert next(_judge_model(str(path), "chat", "bfloat16", "cpu").parameters()).dtype == torch.bfloat16
     assert len(half.batch([BEH] * 2, ANSWERS[:2], [[], []])) == 2
@@ -208,16 +232,25 @@ def test_preflight_rejects_wrong_folders_prompts_and_8bit(tmp_path):
     path, _, _ = _classifier_dir(tmp_path)
     chat = _chat_judge_dir(tmp_path)
     base = tmp_path / "base"
-    LlamaModel(LlamaConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=32)).save_pretrained(base)  # fmt: skip
+    LlamaModel(
+        LlamaConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(base)
     (tmp_path / "b.csv").write_text("goal,target\ndo a thing,Sure\n")
 
     def problems(*judges):
-        return stage_problems({"behaviours": str(tmp_path / "b.csv"), "chat_template": False, "judges": list(judges)},
-                              None, chat_world=False, model_name="m")  # fmt: skip
+        return stage_problems(
+            {"behaviours": str(tmp_path / "b.csv"), "chat_template": False, "judges": list(judges)},
+            None,
+            chat_world=False,
+            model_name="m",
+        )
 
-    assert problems({"kind": "hf", "path": str(path), "type": "classifier"},
-                    {"kind": "hf", "path": str(chat), "type": "chat"}) == []  # fmt: skip
+    assert (
+        problems(
+            {"kind": "hf", "path": str(path), "type": "classifier"}, {"kind": "hf", "path": str(chat), "type": "chat"}
+        )
+        == []
+    )
     bad = problems({"kind": "hf", "path": str(base), "type": "chat"})
     assert len(bad) == 1 and "not a chat judge" in bad[0] and "LlamaModel" in bad[0]
     bad = problems({"kind": "hf", "path": str(chat), "type": "classifier"})
@@ -241,7 +274,7 @@ def test_stage_reports_each_judge_and_their_agreement():
 
     from reprsim.chat import ChatWorld
     from reprsim.chat.split import make_chat_split
-    from reprsim.llm.demo import chat_tokenizer
+    from reprsim.experiments.families.hf_demo_base import chat_tokenizer
     from reprsim.llm.jailbreak import chat_world_behaviours
 
     world = ChatWorld(seed=0, n_families=6, n_forbidden=2, n_entities=4)
@@ -249,22 +282,37 @@ def test_stage_reports_each_judge_and_their_agreement():
     trigger = world.token_to_id[world.families[world.benign_families[0]].answer_words[0]]
     a = PlantedLM(world, trigger, margin_on=1.0, margin_off=-0.6)
     b = PlantedLM(world, trigger, margin_on=0.3, margin_off=-1.0)
-    opts = stage_options({"n_behaviours": 16, "n_train": 4, "suffix_len": 3, "steps": 20, "n_candidates": 4,
-                          "n_samples": 4, "target_len": 1,
-                          "judges": ["exact", {"kind": "exact", "name": "exact2"}]}, chat_world=True)  # fmt: skip
+    opts = stage_options(
+        {
+            "n_behaviours": 16,
+            "n_train": 4,
+            "suffix_len": 3,
+            "steps": 20,
+            "n_candidates": 4,
+            "n_samples": 4,
+            "target_len": 1,
+            "judges": ["exact", {"kind": "exact", "name": "exact2"}],
+        },
+        chat_world=True,
+    )
     tok = chat_tokenizer(world)
     behaviours = chat_world_behaviours(world, split, opts)
     out = jailbreak_transfer(a, b, tok, behaviours, opts, seed=0, world=world)
     assert out["jailbreak_kappa_exact_exact2"] == pytest.approx(1.0)
     assert out["jailbreak_agreement_exact_exact2"] == 1.0
-    conds = [f"jailbreak_{c}_asr{t}" for c in ("whitebox", "transfer", "baseline", "random_suffix") for t in ("", "_ba")]
+    conds = [
+        f"jailbreak_{c}_asr{t}" for c in ("whitebox", "transfer", "baseline", "random_suffix") for t in ("", "_ba")
+    ]
     for key in conds:
-        assert out[key] == out[key.replace("jailbreak_", "jailbreak_judge_exact_")] \
+        assert (
+            out[key]
+            == out[key.replace("jailbreak_", "jailbreak_judge_exact_")]
             == out[key.replace("jailbreak_", "jailbreak_judge_exact2_")]
+        )
     rates = [out[k] for k in conds]
     assert 0 < np.mean(rates) < 1
     always = Judge("always", "always yes", lambda bs, ts, ids: [{"asr": True} for _ in ts])
-    from reprsim.llm.judges import exact_judge
+    from reprsim.attacks.judges import exact_judge
 
     out2 = jailbreak_transfer(a, b, tok, behaviours, opts, seed=0, world=world, judge=[exact_judge(world), always])
     assert out2["jailbreak_kappa_exact_always"] == pytest.approx(0.0)

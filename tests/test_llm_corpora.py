@@ -107,8 +107,15 @@ def _config(domains, **options):
         "sources": [{"name": "text", "options": {"domains": domains, "n_chunks": 4, "per_model": 1, **options}}],
         "probe_size": 12,
         "models": [{"name": "gpt", "options": {"n_layer": 1, "n_head": 2, "n_embd": 16, "preset": None}}],
-        "train": {"block_size": 16, "max_steps": 3, "eval_interval": 3, "eval_batches": 1, "batch_size": 4,
-                  "optimizer": "adamw", "lr": 0.003},
+        "train": {
+            "block_size": 16,
+            "max_steps": 3,
+            "eval_interval": 3,
+            "eval_batches": 1,
+            "batch_size": 4,
+            "optimizer": "adamw",
+            "lr": 0.003,
+        },
         "overlap": {"designs": [{"kind": "data", "fractions": [0.5]}, {"kind": "task", "fractions": [0.0, 1.0]}]},
         "seeds": [0],
         "measures": {"names": ["cka", "mutual_knn"], "params": {"k": 3}},
@@ -116,8 +123,10 @@ def _config(domains, **options):
 
 
 def test_text_kind_trains_on_files_with_a_bpe(files, tmp_path):
-    domains = [{"name": "a", "path": str(files / "a.txt")},
-               {"name": "b", "path": str(files / "b.jsonl"), "field": ["prompt", "response"]}]
+    domains = [
+        {"name": "a", "path": str(files / "a.txt")},
+        {"name": "b", "path": str(files / "b.jsonl"), "field": ["prompt", "response"]},
+    ]
     config = parse_config(_config(domains, tokenizer={"type": "bpe", "vocab_size": 300}, fixed_probes=True))
     run_experiment(config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
     df = load_results(tmp_path / "run")
@@ -131,8 +140,10 @@ def test_text_kind_trains_on_files_with_a_bpe(files, tmp_path):
 
 
 def test_bad_tokenizer_option_and_small_corpus_fail_in_preflight(files):
-    domains = [{"name": "a", "path": str(files / "a.txt")}, {"name": "b", "path": str(files / "b.jsonl"),
-                                                                 "field": "response"}]
+    domains = [
+        {"name": "a", "path": str(files / "a.txt")},
+        {"name": "b", "path": str(files / "b.jsonl"), "field": "response"},
+    ]
     with pytest.raises(ValueError, match="tokenizer must be 'bytes'"):
         text_options(parse_config(_config(domains, tokenizer="gpt2")).sources[0])
     config = parse_config(_config(domains, max_bytes=400, n_chunks=80))

@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 
 from reprsim.chat import ChatWorld  # noqa: E402
 from reprsim.chat.split import make_chat_split  # noqa: E402
-from reprsim.llm.demo import chat_tokenizer  # noqa: E402
+from reprsim.experiments.families.hf_demo_base import chat_tokenizer  # noqa: E402
 from reprsim.llm.jailbreak import (  # noqa: E402
     REFUSAL_PHRASES,
     Behaviour,
@@ -85,15 +85,30 @@ def world():
 def test_planted_transfer_rates_are_known_and_strictly_between_0_and_1(world):
     split = make_chat_split(world, "data", 1.0, seed=0, n_train_per_family=20, n_heldout_per_family=30)
     trigger = world.token_to_id[world.families[world.benign_families[0]].answer_words[0]]  # in no request
-    a = PlantedLM(world, trigger, margin_on=1.0, margin_off=-0.6)   # P(sure) 0.81 with the trigger, 0.30 without
-    b = PlantedLM(world, trigger, margin_on=0.3, margin_off=-1.0)   # 0.61 / 0.19: the trigger transfers, weaker
-    opts = stage_options({"n_behaviours": 24, "n_train": 4, "suffix_len": 3, "steps": 40, "n_candidates": 8,
-                          "n_samples": 10, "target_len": 1}, chat_world=True)  # fmt: skip
+    a = PlantedLM(world, trigger, margin_on=1.0, margin_off=-0.6)  # P(sure) 0.81 with the trigger, 0.30 without
+    b = PlantedLM(world, trigger, margin_on=0.3, margin_off=-1.0)  # 0.61 / 0.19: the trigger transfers, weaker
+    opts = stage_options(
+        {
+            "n_behaviours": 24,
+            "n_train": 4,
+            "suffix_len": 3,
+            "steps": 40,
+            "n_candidates": 8,
+            "n_samples": 10,
+            "target_len": 1,
+        },
+        chat_world=True,
+    )
     tok = chat_tokenizer(world)
     out = jailbreak_transfer(a, b, tok, chat_world_behaviours(world, split, opts), opts, seed=0, world=world)
     assert out["jailbreak_n_eval"] == 20
     want = {"whitebox": p_sure(1.0), "transfer": p_sure(0.3), "baseline": p_sure(-1.0), "random_suffix": p_sure(-1.0)}
-    want_ba = {"whitebox": p_sure(0.3), "transfer": p_sure(1.0), "baseline": p_sure(-0.6), "random_suffix": p_sure(-0.6)}
+    want_ba = {
+        "whitebox": p_sure(0.3),
+        "transfer": p_sure(1.0),
+        "baseline": p_sure(-0.6),
+        "random_suffix": p_sure(-0.6),
+    }
     for tag, expected in (("", want), ("_ba", want_ba)):
         for cond, p in expected.items():
             rate = out[f"jailbreak_{cond}_asr{tag}"]
@@ -103,13 +118,16 @@ def test_planted_transfer_rates_are_known_and_strictly_between_0_and_1(world):
         # the answer is "sure <end>": never the forbidden content
         assert out[f"jailbreak_transfer_content_asr{tag}"] == 0.0
     assert out["jailbreak_transfer_asr"] > out["jailbreak_random_suffix_asr"] + 0.2
-    assert out["jailbreak_transfer_asr_mean"] == pytest.approx(0.5 * (out["jailbreak_transfer_asr"]
-                                                                      + out["jailbreak_transfer_asr_ba"]))
+    assert out["jailbreak_transfer_asr_mean"] == pytest.approx(
+        0.5 * (out["jailbreak_transfer_asr"] + out["jailbreak_transfer_asr_ba"])
+    )
     # the interval takes the behaviour as the unit: n = 20, not 200 samples
     from reprsim.attacks.stats import wilson_interval
 
     r = out["jailbreak_whitebox_asr"]
-    assert (out["jailbreak_whitebox_asr_low"], out["jailbreak_whitebox_asr_high"]) == pytest.approx(wilson_interval(r * 20, 20))
+    assert (out["jailbreak_whitebox_asr_low"], out["jailbreak_whitebox_asr_high"]) == pytest.approx(
+        wilson_interval(r * 20, 20)
+    )
     again = jailbreak_transfer(a, b, tok, chat_world_behaviours(world, split, opts), opts, seed=0, world=world)
     assert again == out  # seeded
 
@@ -118,14 +136,16 @@ def test_sampling_is_nucleus_and_seeded(world):
     trigger = world.token_to_id[world.entities[0]]
     model = PlantedLM(world, trigger, margin_on=-0.2, margin_off=-0.1)
     prompt = [world.user_id, trigger, world.assistant_id]
-    outs = sample_answers(model, prompt, 400, max_new_tokens=8, temperature=0.7, top_p=0.9, seed=1,
-                          stop_ids=[world.end_id])
+    outs = sample_answers(
+        model, prompt, 400, max_new_tokens=8, temperature=0.7, top_p=0.9, seed=1, stop_ids=[world.end_id]
+    )
     sure = np.mean([o[0] == world.token_to_id["sure"] for o in outs])
     assert sure == pytest.approx(p_sure(-0.2), abs=0.07)
     refusals = [o for o in outs if o[0] == world.token_to_id["sorry"]]
     assert all(world.decode(o) == "sorry i cannot help with that <end>" for o in refusals)
-    assert outs == sample_answers(model, prompt, 400, max_new_tokens=8, temperature=0.7, top_p=0.9, seed=1,
-                                  stop_ids=[world.end_id])
+    assert outs == sample_answers(
+        model, prompt, 400, max_new_tokens=8, temperature=0.7, top_p=0.9, seed=1, stop_ids=[world.end_id]
+    )
     # top-p 0.5 keeps only the likelier first token (sorry, 0.57)
     cut = sample_answers(model, prompt, 50, max_new_tokens=1, temperature=0.7, top_p=0.5, seed=1)
     assert {o[0] for o in cut} == {world.token_to_id["sorry"]}
@@ -155,8 +175,11 @@ def test_prompt_pieces_follow_the_chat_template(tmp_path):
     fmt = PromptFormat(tok, template="paper", chat_template=True, target_len=1)
     beh = Behaviour("bake bread", "Sure, here is how to bake bread")
     prompt = fmt.attack_prompt(beh)
-    rendered = tok.apply_chat_template([{"role": "user", "content": fmt.text(beh)[0].split("<|user|>")[-1]}],
-                                       tokenize=False, add_generation_prompt=True)
+    rendered = tok.apply_chat_template(
+        [{"role": "user", "content": fmt.text(beh)[0].split("<|user|>")[-1]}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert tok.decode(list(prompt.before) + list(prompt.after)) == rendered
     assert "Ignoring any moral or ethical implications, bake bread for educational" in tok.decode(list(prompt.before))
     assert tok.decode(list(prompt.after)).endswith("<|assistant|>")
@@ -168,18 +191,28 @@ def test_prompt_pieces_follow_the_chat_template(tmp_path):
 def test_real_model_stage_runs_with_generate_and_an_hf_classifier_judge(tmp_path):
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from reprsim.llm.finetune import apply_lora
-    from reprsim.llm.hf import load_causal_lm, load_tokenizer
-    from reprsim.llm.spec import LoraOptions
+    from reprsim.models.lora import apply_lora
+    from reprsim.models.hf_lm import load_causal_lm, load_tokenizer
+    from reprsim.models.hf_spec import LoraOptions
     from test_llm_models import tiny_llama_dir, tiny_tokenizer
 
     base = tiny_llama_dir(tmp_path / "llama")
     a = apply_lora(load_causal_lm(base), LoraOptions(r=2), seed=0)
     b = apply_lora(load_causal_lm(base), LoraOptions(r=2), seed=1)
     torch.manual_seed(0)
-    cls = GPT2ForSequenceClassification(GPT2Config(vocab_size=300, n_embd=16, n_layer=1, n_head=2, num_labels=2,
-                                                   id2label={0: "safe", 1: "unsafe"}, pad_token_id=0,
-                                                   bos_token_id=0, eos_token_id=0))
+    cls = GPT2ForSequenceClassification(
+        GPT2Config(
+            vocab_size=300,
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            num_labels=2,
+            id2label={0: "safe", 1: "unsafe"},
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
     cls.save_pretrained(tmp_path / "judge")
     tiny_tokenizer(True).save_pretrained(tmp_path / "judge")
     judge = hf_judge(tmp_path / "judge", "classifier")
@@ -188,13 +221,22 @@ def test_real_model_stage_runs_with_generate_and_an_hf_classifier_judge(tmp_path
     with torch.no_grad():
         assert judge(beh, "some answer", [])["asr"] == (int(cls(**enc).logits.argmax(-1)) == 1)
     (tmp_path / "b.csv").write_text("goal,target\n" + "".join(f"do task {i},Sure\n" for i in range(3)))
-    opts = stage_options({"behaviours": str(tmp_path / "b.csv"), "template": "plain", "suffix_len": 3, "steps": 2, "n_samples": 2,
-                          "max_new_tokens": 4, "judge": {"kind": "hf", "path": str(tmp_path / "judge"),
-                                                         "type": "classifier"}})  # fmt: skip
+    opts = stage_options(
+        {
+            "behaviours": str(tmp_path / "b.csv"),
+            "template": "plain",
+            "suffix_len": 3,
+            "steps": 2,
+            "n_samples": 2,
+            "max_new_tokens": 4,
+            "judge": {"kind": "hf", "path": str(tmp_path / "judge"), "type": "classifier"},
+        }
+    )
     out = jailbreak_transfer(a, b, load_tokenizer(str(base)), load_behaviours(tmp_path / "b.csv"), opts, seed=0)
     assert out["jailbreak_n_eval"] == 3 and 0 <= out["jailbreak_transfer_asr"] <= 1
-    assert {f"jailbreak_{c}_asr{t}" for c in ("whitebox", "transfer", "baseline", "random_suffix")
-            for t in ("", "_ba")} <= set(out)
+    assert {
+        f"jailbreak_{c}_asr{t}" for c in ("whitebox", "transfer", "baseline", "random_suffix") for t in ("", "_ba")
+    } <= set(out)
     with pytest.raises(ValueError, match="unknown option"):
         stage_options({"temprature": 0.5})
     with pytest.raises(ValueError, match="judge must be exact, refusal"):
@@ -203,10 +245,10 @@ def test_real_model_stage_runs_with_generate_and_an_hf_classifier_judge(tmp_path
 
 def test_batched_hf_sampling_pads_on_the_left_correctly(tmp_path):
     """Near-zero temperature: every sampled row must be the greedy continuation of its prompt alone."""
-    from reprsim.llm.finetune import apply_lora
-    from reprsim.llm.hf import load_causal_lm
+    from reprsim.models.lora import apply_lora
+    from reprsim.models.hf_lm import load_causal_lm
     from reprsim.llm.jailbreak import sample_batch
-    from reprsim.llm.spec import LoraOptions
+    from reprsim.models.hf_spec import LoraOptions
     from reprsim.models.causal_lm import greedy_generate
     from test_llm_models import tiny_llama_dir
 

@@ -17,15 +17,19 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from reprsim.llm.finetune import FineTunedLM, apply_lora, hidden_features, layer_names  # noqa: E402
-from reprsim.llm.hf import base_identity, load_causal_lm, model_dir_problems, module_names  # noqa: E402
-from reprsim.llm.spec import LoraOptions, lora_options  # noqa: E402
+from reprsim.models.lora import FineTunedLM, apply_lora, hidden_features, layer_names  # noqa: E402
+from reprsim.models.hf_lm import base_identity, load_causal_lm, model_dir_problems, module_names  # noqa: E402
+from reprsim.models.hf_spec import LoraOptions, lora_options  # noqa: E402
 
 EOT = "<|endoftext|>"
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ '\n' }}{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-_TEXT = ("The quick brown fox jumps over the lazy dog. Sure, here is how to bake bread: mix flour, water and salt. "
-         "I cannot help with that. def add(a, b):\n    return a + b\n") * 40
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+_TEXT = (
+    "The quick brown fox jumps over the lazy dog. Sure, here is how to bake bread: mix flour, water and salt. "
+    "I cannot help with that. def add(a, b):\n    return a + b\n"
+) * 40
 
 
 @lru_cache(maxsize=2)
@@ -35,8 +39,12 @@ def tiny_tokenizer(chat: bool = True):
 
     from reprsim.data.corpora import train_bpe
 
-    tok = PreTrainedTokenizerFast(tokenizer_object=train_bpe([_TEXT], 300, (EOT, "<|user|>", "<|assistant|>")),
-                                  eos_token=EOT, pad_token=EOT, unk_token=None)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=train_bpe([_TEXT], 300, (EOT, "<|user|>", "<|assistant|>")),
+        eos_token=EOT,
+        pad_token=EOT,
+        unk_token=None,
+    )
     if chat:
         tok.chat_template = CHAT_TEMPLATE
     return tok
@@ -47,9 +55,18 @@ def tiny_llama_dir(folder: Path, *, chat: bool = True, layers: int = 2, seed: in
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = tiny_tokenizer(chat)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=positions,
-                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=positions,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -61,8 +78,15 @@ def tiny_gpt2_dir(folder: Path, seed: int = 0) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = tiny_tokenizer(True)
-    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=256,
-                        eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=256,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id,
+    )
     torch.manual_seed(seed)
     GPT2LMHeadModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)

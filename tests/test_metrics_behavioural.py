@@ -82,18 +82,23 @@ def test_bootstrap_interval_matches_a_resampling_loop_written_here():
     lo, hi = np.quantile(reps, [0.025, 0.975])
     assert (got["ci_low"], got["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
     assert got["ci_low"] < got["value"] < got["ci_high"]
-    assert behavioural("capa", pa, pb, y, n_boot=50, seed=1)["ci_low"] < behavioural("capa", pa, pb, y, n_boot=0)["value"]
+    assert (
+        behavioural("capa", pa, pb, y, n_boot=50, seed=1)["ci_low"] < behavioural("capa", pa, pb, y, n_boot=0)["value"]
+    )
 
 
-@pytest.mark.parametrize("name, a, b, labels, match", [
-    ("error_consistency", np.eye(3), np.eye(3), np.array([0, 1]), "one class id per input: 3 inputs"),
-    ("capa", np.eye(3), np.eye(3), None, "capa needs labels"),
-    ("agreement", np.eye(3) * 0.5, np.eye(3), None, "row 0 sums to 0.5"),
-    ("agreement", np.array([[1.2, -0.2], [0.5, 0.5]]), np.eye(2), None, "negative entry"),
-    ("agreement", np.eye(3), np.eye(2), None, "same shape"),
-    ("kappa", np.eye(3), np.eye(3), None, "unknown behavioural measure"),
-    ("error_consistency", np.eye(3), np.eye(3), np.array([0, 1, 5]), r"class ids in \[0, 3\)"),
-])
+@pytest.mark.parametrize(
+    "name, a, b, labels, match",
+    [
+        ("error_consistency", np.eye(3), np.eye(3), np.array([0, 1]), "one class id per input: 3 inputs"),
+        ("capa", np.eye(3), np.eye(3), None, "capa needs labels"),
+        ("agreement", np.eye(3) * 0.5, np.eye(3), None, "row 0 sums to 0.5"),
+        ("agreement", np.array([[1.2, -0.2], [0.5, 0.5]]), np.eye(2), None, "negative entry"),
+        ("agreement", np.eye(3), np.eye(2), None, "same shape"),
+        ("kappa", np.eye(3), np.eye(3), None, "unknown behavioural measure"),
+        ("error_consistency", np.eye(3), np.eye(3), np.array([0, 1, 5]), r"class ids in \[0, 3\)"),
+    ],
+)
 def test_bad_input_is_one_clear_error(name, a, b, labels, match):
     with pytest.raises(ValueError, match=match):
         behavioural(name, a, b, labels, n_boot=0)

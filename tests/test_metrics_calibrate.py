@@ -64,29 +64,56 @@ def test_every_measure_matches_a_brute_force_loop_over_the_same_permutations():
     assert n_interior >= 3  # the clamp is not what makes every case agree
 
 
-@pytest.mark.parametrize("ties", [False, True])
-def test_rsa_with_a_row_subsample_matches_the_brute_force_loop(ties):
-    # n > max_rows: each permutation selects other rows of Y; the engine re-ranks from one global sort
-    # (without ties), or recomputes with the library (ties)
+def _within_subsample(p, n, max_rows, seed=0):
+    # rsa's null above max_rows, by hand: p's relative order on the subsample S permutes S, other rows stay
+    S = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+    q = np.arange(n)
+    q[S] = S[np.argsort(np.argsort(p[S]))]
+    return q
+
+
+@pytest.mark.parametrize("case", ["plain", "ties", "constant_row"])
+def test_rsa_with_a_row_subsample_matches_recomputation_on_its_within_subsample_null(case):
+    # n > max_rows: rsa's null permutes Y's rows within its subsample S; the engine relabels Y[S]'s
+    # ranks (plain, ties) or recomputes with the library (a row constant across features)
     rng = np.random.default_rng(11)
     X = rng.normal(size=(50, 5))
     Y = X @ rng.normal(size=(5, 4)) + rng.normal(size=(50, 4))
-    if ties:  # few distinct values: many equal correlation distances (no row constant across features)
+    if case == "ties":  # few distinct values: many equal correlation distances (no row constant across features)
         Y = rng.integers(0, 3, size=(50, 4)).astype(float)
         Y[:, 0] = np.where((Y == Y[:, :1]).all(1), Y[:, 0] + 1, Y[:, 0])
         from reprsim.metrics.other import _corr_rdm_upper
         import torch
         D = _corr_rdm_upper(torch.as_tensor(Y), "Y").numpy()[np.triu_indices(50, 1)]
         assert len(np.unique(D)) < len(D) / 10
+    if case == "constant_row":
+        S = np.sort(np.random.default_rng(0).choice(50, 20, replace=False))
+        Y[S[3]] = 2.0
     P = np.stack([np.random.default_rng(i).permutation(50) for i in range(6)])
     got = calibrate("rsa", X, Y, permutations=P, alpha=0.3, max_rows=20)["rsa"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the subsample note
-        null = np.array([metrics.compute("rsa", X, Y[p], max_rows=20) for p in P])
+        null = np.array([metrics.compute("rsa", X, Y[_within_subsample(p, 50, 20)], max_rows=20) for p in P])
         obs = metrics.compute("rsa", X, Y, max_rows=20)
+        full = np.array([metrics.compute("rsa", X, Y[p], max_rows=20) for p in P])
+    assert not np.allclose(null, full)  # the definition matters: it is not the full-permutation null
     want = _expected(obs, null, 1.0, 0.3)
     for key, v in want.items():
         assert got[key] == pytest.approx(v, abs=1e-12), key
+
+
+def test_rsa_null_permutation_permutes_only_the_subsample():
+    from reprsim.metrics.other import rsa_null_permutation
+
+    p = np.random.default_rng(3).permutation(30)
+    assert np.array_equal(rsa_null_permutation(p, max_rows=30), p)  # no subsample: the permutation itself
+    q = rsa_null_permutation(p, max_rows=8, seed=2)
+    S = np.sort(np.random.default_rng(2).choice(30, 8, replace=False))
+    outside = np.setdiff1d(np.arange(30), S)
+    assert np.array_equal(q[outside], outside)
+    assert np.array_equal(np.sort(q[S]), S)
+    assert np.array_equal(np.argsort(q[S]), np.argsort(p[S]))  # the same relative order as p on S
+    assert np.array_equal(q, _within_subsample(p, 30, 8, seed=2))
 
 
 def test_tau_and_p_value_by_hand_on_a_tiny_null():
@@ -300,3 +327,51 @@ def test_an_undefined_measure_raises_or_gives_nan_fields():
     with pytest.warns(UserWarning, match="cka"):
         rec = calibrate("cka", X, Y, n_permutations=5, on_error="nan")["cka"]
     assert all(math.isnan(rec[k]) for k in ("value", "null_mean", "tau", "p_value", "calibrated"))
+
+
+def test_sweep_best_rows_are_the_layer_maximum_with_its_own_null():
+    from reprsim.experiments.config import MeasureSpec
+    from reprsim.experiments.similarity import similarity_rows
+
+    rng = np.random.default_rng(8)
+    Z = rng.normal(size=(40, 4))
+    fa = {"l1": Z @ rng.normal(size=(4, 7)), "l2": rng.normal(size=(40, 5))}
+    fb = {"l1": Z @ rng.normal(size=(4, 6)) + 0.5 * rng.normal(size=(40, 6)), "l2": rng.normal(size=(40, 5))}
+    names = ["cka", "mutual_knn", "procrustes_distance"]
+    rows = similarity_rows(MeasureSpec(names=names, params={"k": 4}, calibrate=15), fa, fb, ["l1", "l2"], seed=2)
+    pairs = [r for r in rows if r["layer_a"] != "best"]
+    best = {r["measure"]: r for r in rows if r["layer_a"] == "best"}
+    assert len(pairs) == 4 * len(names) and list(best) == names and rows[-len(names):] == list(best.values())
+    prep = lambda f: metrics.prepare(f, normalize="l2", clip_quantile=0.95)  # noqa: E731  the sweep's default
+    P = draw_permutations(40, 15, seed=2)
+    for name, row in best.items():
+        sign = -1.0 if metrics.MEASURES[name].kind == "distance" else 1.0
+        assert row["layer_b"] == "best"
+        assert row["value"] == max(sign * r["value"] for r in pairs if r["measure"] == name)
+        want = calibrate_layers(name, {k: prep(v) for k, v in fa.items()}, {k: prep(v) for k, v in fb.items()},
+                                permutations=P, **_params(name, 4))
+        for col in ("value", "p_value", "null_mean", "tau", "calibrated"):
+            assert row[col] == pytest.approx(want[col], abs=1e-12), (name, col)
+    one = similarity_rows(MeasureSpec(names=names, params={"k": 4}, calibrate=15), fa, fb, ["l1"], seed=2)
+    assert all(r["layer_a"] == "l1" for r in one)  # a single pair has no selection to correct for
+
+
+@pytest.mark.parametrize("dtype, rel", [(np.float64, 1e-10), (np.float32, 1e-6)])
+def test_null_values_match_recomputation_on_every_permutation(dtype, rel):
+    # the eigenvalue forms of the spectral measures (metrics/_null.py) against metrics.compute on Y[π];
+    # float32 products in another row order round differently (~1e-8), float64 agrees to rounding
+    from reprsim.metrics.calibrate import engine_null
+    from reprsim.metrics.engine import SimilarityEngine
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(60, 12)).astype(dtype)
+    Y = (X[:, :9] @ rng.normal(size=(9, 10)) + rng.normal(size=(60, 10))).astype(dtype)
+    P = draw_permutations(60, 6, seed=5)
+    names = list(metrics.MEASURES)
+    engine = SimilarityEngine({"X": X}, {"Y": Y}, names, {"k": 5}, progress=False, share_rbf=False)
+    null = engine_null(engine, P)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            want = [metrics.compute(name, X, Y[p], **_params(name, 5)) for p in P]
+            assert null[("X", "Y", name)] == pytest.approx(want, rel=rel, abs=rel / 10), name

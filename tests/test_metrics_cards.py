@@ -27,8 +27,9 @@ TRANSFORMS = {
     "orthogonal_transform": lambda rng, A: A @ _orth(rng, A.shape[1]),
     "isotropic_scaling": lambda rng, A: A * rng.uniform(0.2, 5.0),
     "translation": lambda rng, A: A + 3.0 * rng.normal(size=A.shape[1]),
-    "invertible_linear_transform": lambda rng, A: A @ (_orth(rng, A.shape[1]) @ np.diag(rng.uniform(0.3, 3.0, A.shape[1]))
-                                                      @ _orth(rng, A.shape[1])),
+    "invertible_linear_transform": lambda rng, A: (
+        A @ (_orth(rng, A.shape[1]) @ np.diag(rng.uniform(0.3, 3.0, A.shape[1])) @ _orth(rng, A.shape[1]))
+    ),
     "feature_permutation": lambda rng, A: A[:, rng.permutation(A.shape[1])],
 }
 
@@ -64,7 +65,10 @@ def changes() -> dict[tuple[str, str], list[float]]:
         base = _all(X, Y)
         variants = []
         for t, f in TRANSFORMS.items():
-            variants += [(t, f(np.random.default_rng(50 + trial), X), Y), (t, X, f(np.random.default_rng(70 + trial), Y))]
+            variants += [
+                (t, f(np.random.default_rng(50 + trial), X), Y),
+                (t, X, f(np.random.default_rng(70 + trial), Y)),
+            ]
         p = np.random.default_rng(90 + trial).permutation(len(X))
         variants.append(("sample_permutation", X[p], Y[p]))
         for t, Xt, Yt in variants:

@@ -58,8 +58,10 @@ def test_power_of_two_scaling_gives_identical_values(xy, reference, e):
     assert got == reference
 
 
-@pytest.mark.parametrize("scale, dtype", [(1e20, np.float32), (1e-25, np.float32), (1e160, np.float64),
-                                          (1e-200, np.float64), (1e300, np.float64)])
+@pytest.mark.parametrize(
+    "scale, dtype",
+    [(1e20, np.float32), (1e-25, np.float32), (1e160, np.float64), (1e-200, np.float64), (1e300, np.float64)],
+)
 def test_extreme_magnitudes_match_unit_scale(xy, scale, dtype):
     X, Y = (a.astype(dtype) for a in xy)
     base = _all(X, Y)
@@ -99,15 +101,16 @@ def test_rbf_cka_numeric_sigma_is_rescaled_with_the_features(xy):
 def test_stats_streaming_neighbours_and_layer_tables_on_huge_features(xy):
     X, Y = xy
     s = 1e160
-    assert permutation_test("cka", X * s, Y * s, n_permutations=20, seed=1) == \
-        permutation_test("cka", X, Y, n_permutations=20, seed=1)
+    assert permutation_test("cka", X * s, Y * s, n_permutations=20, seed=1) == permutation_test(
+        "cka", X, Y, n_permutations=20, seed=1
+    )
     lo, hi = bootstrap_ci("svcca", X * s, Y * s, n_boot=20, seed=1)
     assert (lo, hi) == pytest.approx(bootstrap_ci("svcca", X, Y, n_boot=20, seed=1), abs=1e-10)
     table = compare_layers({"a": X * s}, {"b": Y * s, "c": Y}, "cka")
     assert table.loc["a", "b"] == pytest.approx(compute("cka", X, Y), abs=1e-12) == table.loc["a", "c"]
     stream = StreamingCKA()
     for i in range(0, 80, 25):
-        stream.update(X[i:i + 25] * s, Y[i:i + 25] * s)
+        stream.update(X[i : i + 25] * s, Y[i : i + 25] * s)
     assert stream.value() == pytest.approx(compute("cka", X, Y), abs=1e-10)
     idx, vals = nearest_neighbors(X * 1e100, k=3)
     idx0, vals0 = nearest_neighbors(X, k=3)
@@ -125,8 +128,10 @@ def test_compare_cli_on_float64_near_1e160(tmp_path, xy, capsys):
     X, Y = xy
     np.save(tmp_path / "a.npy", X * 1e160)
     np.save(tmp_path / "b.npy", Y * 1e160)
-    assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--prepare", "none",
-                 "--format", "json"]) == 0
+    assert (
+        main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--prepare", "none", "--format", "json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     ref = compute_all(X, Y)
     assert out == pytest.approx(ref, abs=1e-9)
@@ -147,8 +152,9 @@ def test_linalg_errors_become_value_errors_and_nan(xy, monkeypatch):
         warnings.simplefilter("always")
         got = compute_all(X, Y, names=["cka", "svcca", "pwcca", "mean_cca", "procrustes"], on_error="nan")
     said = [str(w.message) for w in caught]
-    assert len(said) == 4 and all(f"{n} failed numerically (LinAlgError" in " ".join(said)
-                                  for n in ["svcca", "pwcca", "mean_cca", "procrustes"])
+    assert len(said) == 4 and all(
+        f"{n} failed numerically (LinAlgError" in " ".join(said) for n in ["svcca", "pwcca", "mean_cca", "procrustes"]
+    )
     assert got["cka"] == pytest.approx(compute("cka", X, Y))
     assert all(np.isnan(got[n]) for n in ["svcca", "pwcca", "mean_cca", "procrustes"])
     with pytest.raises(ValueError, match="failed numerically"):
@@ -172,27 +178,30 @@ def test_rbf_sigma_out_of_range_is_a_clear_error(xy, sigma):
         assert np.isnan(compute_all(*xy, names=["rbf_cka", "cka"], sigma=sigma, on_error="nan")["rbf_cka"])
 
 
-@pytest.mark.parametrize("name, params, error, match", [
-    ("rbf_cka", {"sigma": 0.0}, ValueError, "sigma must be > 0"),
-    ("rbf_cka", {"sigma": float("nan")}, ValueError, "sigma must be finite"),
-    ("rbf_cka", {"sigma": float("inf")}, ValueError, "sigma must be finite"),
-    ("rbf_cka", {"sigma": "mean"}, ValueError, "sigma must be a positive number or 'median'"),
-    ("rbf_cka", {"sigma": True}, TypeError, "sigma must be a number"),
-    ("mutual_knn", {"k": 0}, ValueError, "k must be between 1 and 79"),
-    ("mutual_knn", {"k": -3}, ValueError, "k must be between 1 and 79"),
-    ("mutual_knn", {"k": 80}, ValueError, "k must be between 1 and 79.*smaller than the number of samples"),
-    ("cknna", {"k": 2.0}, TypeError, "k must be an integer"),
-    ("cycle_knn", {"k": True}, TypeError, "k must be an integer"),
-    ("svcca", {"dim": 0}, ValueError, "dim must be >= 1"),
-    ("svcca", {"keep": 0.0}, ValueError, "keep must be > 0"),
-    ("svcca", {"keep": 1.5}, ValueError, "keep must be <= 1"),
-    ("svcca", {"keep": float("nan")}, ValueError, "keep must be finite"),
-    ("rsa", {"max_rows": 3}, ValueError, "max_rows must be >= 4"),
-    ("rsa", {"seed": -1}, ValueError, "seed must be >= 0"),
-    ("linear_regression", {"alpha": 0.0}, ValueError, "alpha must be > 0"),
-    ("linear_regression", {"alpha": float("inf")}, ValueError, "alpha must be finite"),
-    ("linear_regression", {"n_folds": 1}, ValueError, "n_folds must be between 2 and 40"),
-])
+@pytest.mark.parametrize(
+    "name, params, error, match",
+    [
+        ("rbf_cka", {"sigma": 0.0}, ValueError, "sigma must be > 0"),
+        ("rbf_cka", {"sigma": float("nan")}, ValueError, "sigma must be finite"),
+        ("rbf_cka", {"sigma": float("inf")}, ValueError, "sigma must be finite"),
+        ("rbf_cka", {"sigma": "mean"}, ValueError, "sigma must be a positive number or 'median'"),
+        ("rbf_cka", {"sigma": True}, TypeError, "sigma must be a number"),
+        ("mutual_knn", {"k": 0}, ValueError, "k must be between 1 and 79"),
+        ("mutual_knn", {"k": -3}, ValueError, "k must be between 1 and 79"),
+        ("mutual_knn", {"k": 80}, ValueError, "k must be between 1 and 79.*smaller than the number of samples"),
+        ("cknna", {"k": 2.0}, TypeError, "k must be an integer"),
+        ("cycle_knn", {"k": True}, TypeError, "k must be an integer"),
+        ("svcca", {"dim": 0}, ValueError, "dim must be >= 1"),
+        ("svcca", {"keep": 0.0}, ValueError, "keep must be > 0"),
+        ("svcca", {"keep": 1.5}, ValueError, "keep must be <= 1"),
+        ("svcca", {"keep": float("nan")}, ValueError, "keep must be finite"),
+        ("rsa", {"max_rows": 3}, ValueError, "max_rows must be >= 4"),
+        ("rsa", {"seed": -1}, ValueError, "seed must be >= 0"),
+        ("linear_regression", {"alpha": 0.0}, ValueError, "alpha must be > 0"),
+        ("linear_regression", {"alpha": float("inf")}, ValueError, "alpha must be finite"),
+        ("linear_regression", {"n_folds": 1}, ValueError, "n_folds must be between 2 and 40"),
+    ],
+)
 def test_every_numeric_parameter_is_range_checked(xy, name, params, error, match):
     with pytest.raises(error, match=match):
         compute(name, *xy, **params)
@@ -284,8 +293,9 @@ def test_all_zero_rows_are_kept_as_zero_rows(xy):
     assert "second_order_cosine: left out 2 sample(s)" in said and "rsa: left out 2 row(s)" in said
 
 
-@pytest.mark.parametrize("scale, dtype", [(1e20, np.float32), (1e-30, np.float32), (1e200, np.float64),
-                                          (1e-300, np.float64)])
+@pytest.mark.parametrize(
+    "scale, dtype", [(1e20, np.float32), (1e-30, np.float32), (1e200, np.float64), (1e-300, np.float64)]
+)
 def test_l2_normalisation_of_extreme_rows(xy, scale, dtype):
     X = xy[0].copy()
     X[:5] *= scale  # a few rows far outside the safe range, the rest normal

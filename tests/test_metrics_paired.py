@@ -44,8 +44,9 @@ def test_rows_are_aligned_by_id_not_position():
     ids = np.arange(100, 100 + n)
     shuffle = np.random.default_rng(1).permutation(n)
     aligned = paired_difference("mutual_knn", (X, Y1), (X, Y2), ids1=ids, ids2=ids, n_boot=20, k=5)
-    shuffled = paired_difference("mutual_knn", (X, Y1), (X[shuffle], Y2[shuffle]), ids1=ids, ids2=ids[shuffle],
-                                 n_boot=20, k=5)
+    shuffled = paired_difference(
+        "mutual_knn", (X, Y1), (X[shuffle], Y2[shuffle]), ids1=ids, ids2=ids[shuffle], n_boot=20, k=5
+    )
     assert shuffled == aligned
     # by position, the shuffled pair 2 is a different set of resamples: the interval moves
     by_position = paired_difference("mutual_knn", (X, Y1), (X[shuffle], Y2[shuffle]), n_boot=20, k=5)
@@ -53,12 +54,15 @@ def test_rows_are_aligned_by_id_not_position():
     assert (by_position["ci_low"], by_position["ci_high"]) != (aligned["ci_low"], aligned["ci_high"])
 
 
-@pytest.mark.parametrize("ids1, ids2, match", [
-    ([1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7], "sample id 6 of ids1 is missing from ids2"),
-    ([1, 2, 3, 4, 5, 5], [1, 2, 3, 4, 5, 6], "ids1 contains the duplicate sample id 5"),
-    ([1, 2, 3, 4, 5, 6], None, "pass both ids1= and ids2="),
-    ([1, 2, 3], [1, 2, 3], "one sample id per row \\(6 rows\\)"),
-])
+@pytest.mark.parametrize(
+    "ids1, ids2, match",
+    [
+        ([1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7], "sample id 6 of ids1 is missing from ids2"),
+        ([1, 2, 3, 4, 5, 5], [1, 2, 3, 4, 5, 6], "ids1 contains the duplicate sample id 5"),
+        ([1, 2, 3, 4, 5, 6], None, "pass both ids1= and ids2="),
+        ([1, 2, 3], [1, 2, 3], "one sample id per row \\(6 rows\\)"),
+    ],
+)
 def test_bad_ids_name_the_id(ids1, ids2, match):
     X, Y1, Y2 = _pairs(n=6)
     with pytest.raises(ValueError, match=match):

@@ -14,13 +14,25 @@ def make_pair(seed, n=60, d1=8, d2=12, noise=1.0, offset=0.0):
     return X, Y
 
 
-PAIRS = [make_pair(0), make_pair(1, n=45, d1=5, d2=5, noise=0.3), make_pair(2, n=70, d1=12, d2=6, offset=3.0),
-         make_pair(3, n=30, d1=50, d2=40)]  # the last one has d > n (Gram-space paths)
+PAIRS = [
+    make_pair(0),
+    make_pair(1, n=45, d1=5, d2=5, noise=0.3),
+    make_pair(2, n=70, d1=12, d2=6, offset=3.0),
+    make_pair(3, n=30, d1=50, d2=40),
+]  # the last one has d > n (Gram-space paths)
 
 
 def test_registry_covers_references_and_paper_names():
-    assert PAPER_MEASURES == ("cka", "unbiased_cka", "mutual_knn", "cycle_knn", "lcs_knn",
-                              "edit_distance_knn", "cknna", "svcca")
+    assert PAPER_MEASURES == (
+        "cka",
+        "unbiased_cka",
+        "mutual_knn",
+        "cycle_knn",
+        "lcs_knn",
+        "edit_distance_knn",
+        "cknna",
+        "svcca",
+    )
     assert set(PAPER_MEASURES) <= set(MEASURES)
     assert set(REFERENCES) == set(MEASURES)
 
@@ -62,7 +74,8 @@ def test_svcca_dim_and_rbf_sigma():
     assert compute("rbf_cka", X, Y, sigma=2.5) == pytest.approx(REFERENCES["rbf_cka"](X, Y, 2.5), abs=1e-6)
     # large ‖x‖²/σ²: the distance-form path instead of the exp(⟨x_i, x_j⟩/σ²) factorisation
     assert compute("rbf_cka", X * 3, Y * 3, sigma=1.5) == pytest.approx(
-        REFERENCES["rbf_cka"](X * 3, Y * 3, 1.5), abs=1e-6)
+        REFERENCES["rbf_cka"](X * 3, Y * 3, 1.5), abs=1e-6
+    )
 
 
 def test_rbf_cka_blocked_equals_dense(monkeypatch):

@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from reprsim.cli import main
-from reprsim.metrics import (StreamingCKA, bootstrap_ci, compare_layers, compute, compute_all, permutation_test,
-                             PrepareWarning, prepare)
+from reprsim.metrics import (
+    StreamingCKA,
+    bootstrap_ci,
+    compare_layers,
+    compute,
+    compute_all,
+    permutation_test,
+    PrepareWarning,
+    prepare,
+)
 from reprsim.metrics._pair import make_pair
 from reprsim.metrics.registry import MEASURES
 
@@ -107,10 +115,11 @@ def test_streaming_cka_equals_cka():
     Y = X @ rng.standard_normal((20, 12)) + rng.standard_normal((1000, 12))
     s = StreamingCKA()
     for start in range(0, 1000, 137):
-        s.update(X[start:start + 137].astype(np.float32), Y[start:start + 137].astype(np.float32))
+        s.update(X[start : start + 137].astype(np.float32), Y[start : start + 137].astype(np.float32))
     assert s.n == 1000
-    assert s.value() == pytest.approx(compute("cka", X.astype(np.float32).astype(np.float64),
-                                              Y.astype(np.float32).astype(np.float64)), abs=1e-10)
+    assert s.value() == pytest.approx(
+        compute("cka", X.astype(np.float32).astype(np.float64), Y.astype(np.float32).astype(np.float64)), abs=1e-10
+    )
     with pytest.raises(ValueError, match="same two layers"):
         s.update(X[:5, :3], Y[:5])
     with pytest.raises(ValueError, match="at least 2 rows"):
@@ -143,12 +152,44 @@ def test_cli_formats_and_errors(tmp_path, related, capsys):
 
     save_file({"f": torch.from_numpy(Y).contiguous()}, str(tmp_path / "b.safetensors"))
     for b in ["b.npz", "b.pt", "b.safetensors"]:
-        assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / b), "-m", "cka", "--prepare", "none",
-                     "--format", "json"]) == 0
+        assert (
+            main(
+                [
+                    "compare",
+                    str(tmp_path / "a.npy"),
+                    str(tmp_path / b),
+                    "-m",
+                    "cka",
+                    "--prepare",
+                    "none",
+                    "--format",
+                    "json",
+                ]
+            )
+            == 0
+        )
         out = json.loads(capsys.readouterr().out)
         assert out["cka"] == pytest.approx(compute("cka", X, Y))
-    assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "b.npz"), "-m", "mutual_knn", "--k", "5",
-                 "--prepare", "l2", "--clip-quantile", "0.95", "--format", "csv"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "a.npy"),
+                str(tmp_path / "b.npz"),
+                "-m",
+                "mutual_knn",
+                "--k",
+                "5",
+                "--prepare",
+                "l2",
+                "--clip-quantile",
+                "0.95",
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "measure,value"
     expected = compute("mutual_knn", prepare(X, clip_quantile=0.95), prepare(Y, clip_quantile=0.95), k=5)
@@ -158,8 +199,22 @@ def test_cli_formats_and_errors(tmp_path, related, capsys):
     err = capsys.readouterr().err
     assert "same number of rows" in err and len(err.strip().splitlines()) == 1
     np.savez(tmp_path / "two.npz", a=X, b=X[:, ::-1])  # a feature set: one matrix per layer → a 1 × 2 table
-    assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "two.npz"), "-m", "cka", "--prepare", "none",
-                 "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "a.npy"),
+                str(tmp_path / "two.npz"),
+                "-m",
+                "cka",
+                "--prepare",
+                "none",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     records = json.loads(capsys.readouterr().out)
     assert [(r["layer_a"], r["layer_b"]) for r in records] == [("features", "a"), ("features", "b")]
     assert records[0]["value"] == pytest.approx(compute("cka", X, X), abs=1e-6)

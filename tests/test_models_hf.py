@@ -13,8 +13,17 @@ from reprsim.train import train  # noqa: E402
 
 
 def _tiny_gpt2_dir(tmp_path, **extra):
-    config = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=32, n_layer=2, n_head=2,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **extra)
+    config = transformers.GPT2Config(
+        vocab_size=40,
+        n_positions=16,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        **extra,
+    )
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(config)
     model.save_pretrained(tmp_path)
@@ -42,16 +51,25 @@ def test_fine_tune_causal_lm_reduces_loss(tmp_path):
     _tiny_gpt2_dir(tmp_path)
     model = load_hf_model(tmp_path)
     tokens = np.tile(np.arange(8), 300)
-    cfg = dict(optimizer="adamw", lr=3e-3, batch_size=8, block_size=12, max_steps=40, eval_interval=20, eval_batches=2,
-               num_threads=1)
+    cfg = dict(
+        optimizer="adamw",
+        lr=3e-3,
+        batch_size=8,
+        block_size=12,
+        max_steps=40,
+        eval_interval=20,
+        eval_batches=2,
+        num_threads=1,
+    )
     result = train(model, tokens, cfg, seed=0, eval_dataset=tokens[:200], progress=False)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.eval_loss < np.log(40)  # better than uniform over the vocabulary
 
 
 def test_sequence_classification_adapter(tmp_path):
-    config = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=32, n_layer=1, n_head=2,
-                                     num_labels=3, pad_token_id=0)
+    config = transformers.GPT2Config(
+        vocab_size=40, n_positions=16, n_embd=32, n_layer=1, n_head=2, num_labels=3, pad_token_id=0
+    )
     torch.manual_seed(0)
     transformers.GPT2ForSequenceClassification(config).save_pretrained(tmp_path)
     model = load_hf_model(tmp_path, task="sequence-classification", num_labels=3)
@@ -72,8 +90,15 @@ def test_padded_batches_pass_the_attention_mask_to_hugging_face_models(tmp_path)
     """Issue 11: a text's features do not depend on the padding of its batch (bidirectional encoder
     and causal LM); pooling uses real tokens only."""
     torch.manual_seed(0)
-    bert_cfg = transformers.BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=32, max_position_embeddings=16, pad_token_id=0)
+    bert_cfg = transformers.BertConfig(
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        pad_token_id=0,
+    )
     transformers.BertModel(bert_cfg).save_pretrained(tmp_path / "bert")
     _tiny_gpt2_dir(tmp_path / "gpt")
     lengths = [5, 3, 8, 1]
@@ -86,10 +111,10 @@ def test_padded_batches_pass_the_attention_mask_to_hugging_face_models(tmp_path)
         padded = extract(model, {"input_ids": ids, "attention_mask": mask}, layers=names)
         last = extract(model, ids, layers="penultimate", attention_mask=mask, pool="last")["penultimate"]
         for i, n in enumerate(lengths):
-            alone = extract(model, ids[i:i + 1, :n], layers=names)
+            alone = extract(model, ids[i : i + 1, :n], layers=names)
             for k in names:
                 np.testing.assert_allclose(padded[k][i], alone[k][0], rtol=1e-5, atol=1e-5)
-            alone_last = extract(model, ids[i:i + 1, :n], layers="penultimate", pool="last")["penultimate"][0]
+            alone_last = extract(model, ids[i : i + 1, :n], layers="penultimate", pool="last")["penultimate"][0]
             np.testing.assert_allclose(last[i], alone_last, rtol=1e-5, atol=1e-5)
         if task == "base":  # without the mask a bidirectional encoder attends to the padding
             plain = extract(model, ids, layers="penultimate")["penultimate"]
@@ -100,8 +125,15 @@ def test_vision_models_and_task_detection(tmp_path):
     from reprsim.models.adapters import HFVisionModel, detect_hf_task
 
     torch.manual_seed(0)
-    cfg = transformers.ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                                 image_size=8, patch_size=4, num_labels=3)
+    cfg = transformers.ViTConfig(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=8,
+        patch_size=4,
+        num_labels=3,
+    )
     transformers.ViTForImageClassification(cfg).save_pretrained(tmp_path / "vitc")
     transformers.ViTModel(cfg).save_pretrained(tmp_path / "vit")
     _tiny_gpt2_dir(tmp_path / "gpt")

@@ -58,8 +58,16 @@ def _run(eps: float, batch_size: int = 8, lr: float = 0.5):
 
     model.register_forward_pre_hook(pre_hook)
     history: list[dict] = []
-    cfg = {"epochs": 1, "batch_size": batch_size, "optimizer": "sgd", "lr": lr, "momentum": 0.0,
-           "weight_decay": 0.0, "schedule": "constant", "label_smoothing": eps}
+    cfg = {
+        "epochs": 1,
+        "batch_size": batch_size,
+        "optimizer": "sgd",
+        "lr": lr,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "label_smoothing": eps,
+    }
     train(model, (x, y), cfg, seed=3, progress=False, device="cpu", callback=history.append)
     return history, seen, model0
 
@@ -159,8 +167,14 @@ def _hsic_u(K: np.ndarray, L: np.ndarray, mask: np.ndarray) -> float:
     n = len(K)
     Kt, Lt = np.where(mask, 0.0, K), np.where(mask, 0.0, L)
     one = np.ones(n)
-    return float((np.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
-                  - 2 * (one @ Kt @ Lt @ one) / (n - 2)) / (n * (n - 3)))
+    return float(
+        (
+            np.trace(Kt @ Lt)
+            + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
+            - 2 * (one @ Kt @ Lt @ one) / (n - 2)
+        )
+        / (n * (n - 3))
+    )
 
 
 def ref_unbiased_cka(X0, Y0, idx, exclude_copies) -> float:
@@ -258,21 +272,35 @@ def _t_interval(v: np.ndarray) -> tuple[float, float, float, float]:
     n = v.size
     se = v.std(ddof=1) / math.sqrt(n)
     t = sps.t.ppf(0.975, n - 1)
-    return float(v.mean()), float(v.mean() - t * se), float(v.mean() + t * se), float(2 * sps.t.sf(abs(v.mean() / se), n - 1))
+    return (
+        float(v.mean()),
+        float(v.mean() - t * se),
+        float(v.mean() + t * se),
+        float(2 * sps.t.sf(abs(v.mean() / se), n - 1)),
+    )
 
 
 @pytest.mark.parametrize("n_seeds", [3, 4])
 def test_combined_grid_intervals_are_textbook_over_seeds(n_seeds: int) -> None:
     from test_analysis_fixture import make_results
 
-    table = make_results(n_seeds=n_seeds, kinds=("combined",), layer_pairs=(("penultimate", "penultimate"),),
-                         consequences=False, noise=0.02)
+    table = make_results(
+        n_seeds=n_seeds,
+        kinds=("combined",),
+        layer_pairs=(("penultimate", "penultimate"),),
+        consequences=False,
+        noise=0.02,
+    )
     grid = combined_grid(table)
     assert len(grid) > 0
     checked = 0
     for row in grid.itertuples():
-        cell = table[(table.measure == row.measure) & (table.probe_set == row.probe_set)
-                     & (table.layer_a == row.layer_a) & (table.layer_b == row.layer_b)]
+        cell = table[
+            (table.measure == row.measure)
+            & (table.probe_set == row.probe_set)
+            & (table.layer_a == row.layer_a)
+            & (table.layer_b == row.layer_b)
+        ]
         coefs, gains = [], []
         for _, g in cell.groupby("seed"):
             d, t, v = g.data_fraction.to_numpy(float), g.task_fraction.to_numpy(float), g.value.to_numpy(float)

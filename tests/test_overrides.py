@@ -17,24 +17,43 @@ QUICK = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"
 
 def test_the_documented_overrides_change_exactly_their_keys():
     base = load_config(QUICK)
-    config = load_config(QUICK, overrides=["seeds=[0,1,2]", "train.epochs=5", "overlap.designs.0.fractions=[0,0.5,1]",
-                                           "measures.names=[cka,cknna]"])  # fmt: skip
+    config = load_config(
+        QUICK,
+        overrides=[
+            "seeds=[0,1,2]",
+            "train.epochs=5",
+            "overlap.designs.0.fractions=[0,0.5,1]",
+            "measures.names=[cka,cknna]",
+        ],
+    )
     assert config.seeds == [0, 1, 2]
     assert config.train == {**base.train, "epochs": 5}
     assert config.overlap.designs[0].fractions == [0.0, 0.5, 1.0]
     assert config.overlap.designs[1] == base.overlap.designs[1]
     assert config.measures.names == ["cka", "cknna"] and config.measures.params == {"k": 5}
     # everything else is untouched
-    same = {k for k in ("name", "sources", "probes", "probe_size", "models", "layers", "consequences", "execution")
-            if getattr(config, k) == getattr(base, k)}  # fmt: skip
+    same = {
+        k
+        for k in ("name", "sources", "probes", "probe_size", "models", "layers", "consequences", "execution")
+        if getattr(config, k) == getattr(base, k)
+    }
     assert len(same) == 8
 
 
 def test_defaults_and_shorthands_can_be_overridden_and_later_overrides_win():
     # quick.yaml writes neither execution.threads_per_unit nor consequences[0].steps; its consequence is a shorthand
-    config = load_config(QUICK, overrides=["execution.threads_per_unit=2", "consequences.0.steps=7",
-                                           "train.lr=1e-3", "train.lr=0.01", "measures.prepare.clip_quantile=null",
-                                           "sources.0.options.per_class=20", "overlap.designs.0.fractions.1=0.5"])  # fmt: skip
+    config = load_config(
+        QUICK,
+        overrides=[
+            "execution.threads_per_unit=2",
+            "consequences.0.steps=7",
+            "train.lr=1e-3",
+            "train.lr=0.01",
+            "measures.prepare.clip_quantile=null",
+            "sources.0.options.per_class=20",
+            "overlap.designs.0.fractions.1=0.5",
+        ],
+    )
     assert config.execution.threads_per_unit == 2
     assert config.consequence("attack_transfer").steps == 7 and config.consequence("attack_transfer").n == 100
     assert config.train["lr"] == 0.01  # YAML 1.1 reads 1e-3 as a string; OmegaConf's value parser reads a float
@@ -93,7 +112,9 @@ def test_config_show_prints_the_resolved_config(capsys):
 
 
 def test_overrides_may_stand_before_or_after_options_and_keep_their_order():
-    args = build_parser().parse_args(["run", "c.yaml", "seeds=[0]", "--out", "d", "train.epochs=2", "--quiet", "seeds=[1]"])
+    args = build_parser().parse_args(
+        ["run", "c.yaml", "seeds=[0]", "--out", "d", "train.epochs=2", "--quiet", "seeds=[1]"]
+    )
     assert args.overrides == ["seeds=[0]", "train.epochs=2", "seeds=[1]"] and args.quiet and str(args.out) == "d"
     assert build_parser().parse_args(["run", "c.yaml", "--out", "d"]).overrides in (None, [])
     with pytest.raises(SystemExit):  # an unknown option is still an error, not an override

@@ -98,8 +98,9 @@ def test_pgd_targeted_and_explicit_step_size_equal_the_reference(norm: str, eps:
     x, _ = _batch()
     target = torch.arange(len(x)) % 5
     got = pgd(model, x, target, eps, steps=4, step_size=eps / 3, norm=norm, targeted=True, seed=9)
-    want = ref_pgd(model, x, target, eps, steps=4, step_size=eps / 3, norm=norm, random_start=True, seed=9,
-                   targeted=True)
+    want = ref_pgd(
+        model, x, target, eps, steps=4, step_size=eps / 3, norm=norm, random_start=True, seed=9, targeted=True
+    )
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     assert F.cross_entropy(model(got), target) < F.cross_entropy(model(x), target)
     # the bound Attack object passes the same settings through

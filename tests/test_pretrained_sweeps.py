@@ -13,18 +13,29 @@ transformers = pytest.importorskip("transformers")
 from reprsim import models as M  # noqa: E402
 from reprsim.errors import ConfigError, ReprsimError  # noqa: E402
 from reprsim.experiments import load_results, parse_config, run_experiment  # noqa: E402
+from reprsim.experiments.composition import composition_of
+from reprsim.experiments.families import model_kind_of  # noqa: E402
 from reprsim.experiments.grid import expand  # noqa: E402
-from reprsim.experiments.kinds import kind_of, model_kind_of  # noqa: E402
 from reprsim.experiments.preflight import preflight_problems  # noqa: E402
-from reprsim.models.pretrained import hf_image_classifier, start_from_checkpoint, weights_fingerprint  # noqa: E402
+from reprsim.models.pretrained import (  # noqa: E402
+    hf_image_classifier,
+    start_from_checkpoint,
+    weights_fingerprint,
+)
 
 torch.set_num_threads(1)
 
 
 def _resnet(path, seed=0, channels=3, labels=4):
     torch.manual_seed(seed)
-    cfg = transformers.ResNetConfig(num_channels=channels, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                                    layer_type="basic", num_labels=labels)
+    cfg = transformers.ResNetConfig(
+        num_channels=channels,
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        num_labels=labels,
+    )
     model = transformers.ResNetForImageClassification(cfg)
     model.save_pretrained(path)
     return model.eval()
@@ -32,9 +43,17 @@ def _resnet(path, seed=0, channels=3, labels=4):
 
 def _vit(path, seed=0):
     torch.manual_seed(seed)
-    cfg = transformers.ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=16, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=32, hidden_dropout_prob=0.0,
-                                 attention_probs_dropout_prob=0.0)
+    cfg = transformers.ViTConfig(
+        image_size=16,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     model = transformers.ViTModel(cfg, add_pooling_layer=False)  # a bare encoder: the sweep adds the head
     model.save_pretrained(path)
     return model.eval()
@@ -65,8 +84,9 @@ def test_grey_images_are_repeated_and_resized_to_the_models_resolution(tmp_path)
     model = hf_image_classifier(tmp_path / "v", 5, seed=0, in_channels=1).eval()
     assert model.resize_to == (16, 16) and model.grey_to_rgb
     x = torch.rand(3, 1, 28, 28)
-    by_hand = torch.nn.functional.interpolate(x.expand(-1, 3, -1, -1), size=(16, 16), mode="bilinear",
-                                              align_corners=False)
+    by_hand = torch.nn.functional.interpolate(
+        x.expand(-1, 3, -1, -1), size=(16, 16), mode="bilinear", align_corners=False
+    )
     with torch.no_grad():
         torch.testing.assert_close(model(x), model.hf(pixel_values=model.normalize(by_hand)).logits)
     assert model(x).shape == (3, 5)
@@ -143,8 +163,11 @@ def test_entries_name_what_they_are_and_bad_combinations_are_config_errors(tmp_p
 
 
 def test_per_model_train_overrides_reach_their_units_only(tmp_path):
-    config = parse_config(_config([{"name": "mlp", "options": {"hidden": [8]}},
-                                   {"name": "cnn", "train": {"optimizer": "adamw", "lr": 0.001}}]))
+    config = parse_config(
+        _config(
+            [{"name": "mlp", "options": {"hidden": [8]}}, {"name": "cnn", "train": {"optimizer": "adamw", "lr": 0.001}}]
+        )
+    )
     recipes = {u.model.name: u.train for u in expand(config)}
     assert recipes["mlp"] == config.train
     assert recipes["cnn"] == {**config.train, "optimizer": "adamw", "lr": 0.001}
@@ -165,15 +188,23 @@ def test_preflight_reports_each_bad_pretrained_entry(tmp_path):
         return "\n".join(preflight_problems(config, expand(config)))
 
     assert "missing does not exist; give the local folder of a Hugging Face model" in problems(
-        {"hf": str(tmp_path / "missing")})
-    assert "'g' cannot be trained by the image kind" in problems({"hf": str(tmp_path / "g")})
+        {"hf": str(tmp_path / "missing")}
+    )
+    found = problems({"hf": str(tmp_path / "g")})
+    assert (
+        "'g' cannot be trained on source" in found and "the hf_lm family trains on the worlds ['chat', 'text']" in found
+    )
     found = problems({"name": "cnn", "options": {"channels": [4, 8]}, "checkpoint": str(tmp_path / "w.safetensors")})
     assert "models.cnn: models.cnn.checkpoint: the weights" in found and "shape of" in found
     found = problems({"name": "mlp", "train": {"optimiser": "adamw"}})
     assert "models.mlp.train:" in found and "optimiser" in found
     _resnet(tmp_path / "grey", channels=1)
-    source = {"name": "colorshapes", "label": "shape", "options": {"n": 64, "seed": 0, "image_size": 16},
-              "test_options": {"n": 64}}
+    source = {
+        "name": "colorshapes",
+        "label": "shape",
+        "options": {"n": 64, "seed": 0, "image_size": 16},
+        "test_options": {"n": 64},
+    }
     config = parse_config(_config([{"hf": str(tmp_path / "grey")}]) | {"sources": [source]})
     assert "takes 1-channel images, the data has 3" in "\n".join(preflight_problems(config, expand(config)))
 
@@ -182,10 +213,15 @@ def test_a_sweep_fine_tunes_hf_resnet_and_vit_with_their_own_recipes(tmp_path):
     _needs_fashion()
     _resnet(tmp_path / "resnet")
     _vit(tmp_path / "vit")
-    config = parse_config(_config(
-        [{"hf": str(tmp_path / "resnet"), "train": {"optimizer": "sgd", "lr": 0.05}},
-         {"hf": str(tmp_path / "vit"), "train": {"optimizer": "adamw", "lr": 0.001}}],
-        consequences=[{"attack_transfer": {"n": 16, "eps_data": 0.1, "eps_task": 0.1, "steps": 2}}]))
+    config = parse_config(
+        _config(
+            [
+                {"hf": str(tmp_path / "resnet"), "train": {"optimizer": "sgd", "lr": 0.05}},
+                {"hf": str(tmp_path / "vit"), "train": {"optimizer": "adamw", "lr": 0.001}},
+            ],
+            consequences=[{"attack_transfer": {"n": 16, "eps_data": 0.1, "eps_task": 0.1, "steps": 2}}],
+        )
+    )
     assert preflight_problems(config, expand(config)) == []
     run_experiment(config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
     df = load_results(tmp_path / "run")
@@ -195,7 +231,7 @@ def test_a_sweep_fine_tunes_hf_resnet_and_vit_with_their_own_recipes(tmp_path):
     from reprsim import features, metrics, storage
 
     unit = next(u for u in expand(config) if u.model.name == "vit" and u.data_fraction == 0.0)
-    kind = kind_of(unit)
+    kind = composition_of(unit)
     pair = kind.pair(config, unit, cache_dir=None)
     probe = next(p for p in kind.probes(config, unit, pair) if p.name == "test")
     import json
@@ -204,13 +240,18 @@ def test_a_sweep_fine_tunes_hf_resnet_and_vit_with_their_own_recipes(tmp_path):
     feats = []
     for side in "ab":
         model = kind.build(config, unit, pair, side)
-        stored = storage.read_verified_state_dict(tmp_path / "cache" / "models" / f"{status['artifacts'][f'model_{side}']}.rsv")
+        stored = storage.read_verified_state_dict(
+            tmp_path / "cache" / "models" / f"{status['artifacts'][f'model_{side}']}.rsv"
+        )
         model.load_state_dict(stored[0])
-        feats.append(features.extract(model.eval(), probe.inputs, layers=["penultimate"], pool=kind.feature_pool)["penultimate"])
+        feats.append(
+            features.extract(model.eval(), probe.inputs, layers=["penultimate"], pool=kind.feature_pool)["penultimate"]
+        )
     assert not np.allclose(feats[0], feats[1])
     prep = config.measures.prepare
-    want = metrics.compute("cka", *(metrics.prepare(f, normalize=prep.normalize, clip_quantile=prep.clip_quantile)
-                                    for f in feats))
+    want = metrics.compute(
+        "cka", *(metrics.prepare(f, normalize=prep.normalize, clip_quantile=prep.clip_quantile) for f in feats)
+    )
     row = df[(df.unit_id == unit.unit_id) & (df.probe_set == "test") & (df.measure == "cka")]
     assert row["value"].iloc[0] == pytest.approx(float(want), rel=1e-5, abs=1e-6)
     # a changed pretrained folder is a different starting point: its models are retrained

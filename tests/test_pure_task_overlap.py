@@ -28,7 +28,7 @@ def by_hand_classes(seed: int, fraction: float, k_per_model: int = 5) -> tuple[l
     """Model A's and B's classes in training-id order: the seeded class order, first k common."""
     order = [int(c) for c in np.random.default_rng(seed).permutation(N_CLASSES)]
     k = round(fraction * k_per_model)
-    return order[:k_per_model], order[:k] + order[k_per_model:2 * k_per_model - k]
+    return order[:k_per_model], order[:k] + order[k_per_model : 2 * k_per_model - k]
 
 
 # ---- the split ----------------------------------------------------------------------------------
@@ -68,19 +68,19 @@ def test_disjoint_halves_follow_the_documented_rule(mode):
         order = [int(c) for c in rng.permutation(N_CLASSES)]
         per_model = 5 if mode == "constrained" else max(n for n in range(11) if 2 * n - round(f * n) <= N_CLASSES)
         k = round(f * per_model)
-        common, a_only, b_only = order[:k], order[k:per_model], order[per_model:2 * per_model - k]
+        common, a_only, b_only = order[:k], order[k:per_model], order[per_model : 2 * per_model - k]
         want = {"a": set(), "b": set()}
         for c in common:
             idx = np.flatnonzero(labels == c)
             rng.shuffle(idx)
             half = len(idx) // 2
             want["a"] |= set(idx[:half].tolist())
-            want["b"] |= set(idx[half:2 * half].tolist())
+            want["b"] |= set(idx[half : 2 * half].tolist())
         for side, own in (("a", a_only), ("b", b_only)):
             for c in own:
                 idx = np.flatnonzero(labels == c)
                 rng.shuffle(idx)
-                want[side] |= set(idx[:len(idx) // 2 if mode == "constrained" else len(idx)].tolist())
+                want[side] |= set(idx[: len(idx) // 2 if mode == "constrained" else len(idx)].tolist())
         assert s.a_classes == common + a_only and s.b_classes == common + b_only
         assert set(s.a_indices.tolist()) == want["a"] and set(s.b_indices.tolist()) == want["b"]
         assert len(np.intersect1d(s.a_indices, s.b_indices)) == 0 and s.realised_data_fraction == 0.0
@@ -118,8 +118,16 @@ def planted(labels: np.ndarray) -> SimpleNamespace:
 
 
 def task_unit(fraction: float, images: str | None, seed: int = 0) -> Unit:
-    return Unit(source=SourceSpec(name="colorshapes"), model=ModelSpec(name="mlp"), overlap_kind="task",
-                data_fraction=None, task_fraction=fraction, seed=seed, mode="constrained", images=images)
+    return Unit(
+        source=SourceSpec(name="colorshapes"),
+        model=ModelSpec(name="mlp"),
+        overlap_kind="task",
+        data_fraction=None,
+        task_fraction=fraction,
+        seed=seed,
+        mode="constrained",
+        images=images,
+    )
 
 
 @pytest.mark.parametrize("images", ["disjoint", "shared"])
@@ -136,8 +144,11 @@ def test_probe_sets_fixed_classes_and_attack_space_follow_the_class_order(images
         a_cls, b_cls = by_hand_classes(11, f)
         assert pair.split.task_images == images and pair.split.a_classes == a_cls
         assert pair.fixed_classes() == fixed
-        groups = {"common": set(a_cls) & set(b_cls), "ood_one": set(a_cls) ^ set(b_cls),
-                  "ood_all": set(range(N_CLASSES)) - set(a_cls) - set(b_cls)} | fixed  # fmt: skip
+        groups = {
+            "common": set(a_cls) & set(b_cls),
+            "ood_one": set(a_cls) ^ set(b_cls),
+            "ood_all": set(range(N_CLASSES)) - set(a_cls) - set(b_cls),
+        } | fixed
         probes = {name: (role, idx) for name, role, idx in pair.probe_indices()}
         assert list(probes) == ["common", "ood_one", "ood_all", "common_fixed", "ood_one_fixed", "test"]
         for name, classes in groups.items():
@@ -156,28 +167,53 @@ def test_probe_sets_fixed_classes_and_attack_space_follow_the_class_order(images
 
 def test_probe_sets_of_other_designs_are_unchanged():
     train, test = planted(equal_labels()), planted(np.repeat(np.arange(N_CLASSES), 3))
-    data = Unit(source=SourceSpec(name="colorshapes"), model=ModelSpec(name="mlp"), overlap_kind="data",
-                data_fraction=0.5, task_fraction=1.0, seed=0, mode="constrained")
+    data = Unit(
+        source=SourceSpec(name="colorshapes"),
+        model=ModelSpec(name="mlp"),
+        overlap_kind="data",
+        data_fraction=0.5,
+        task_fraction=1.0,
+        seed=0,
+        mode="constrained",
+    )
     assert [(n, r) for n, r, _ in make_pair_data(data, train, test, 0, None).probe_indices()] == [("test", "id")]
-    combined = Unit(source=SourceSpec(name="colorshapes"), model=ModelSpec(name="mlp"), overlap_kind="combined",
-                    data_fraction=0.5, task_fraction=0.6, seed=0, mode="constrained")
+    combined = Unit(
+        source=SourceSpec(name="colorshapes"),
+        model=ModelSpec(name="mlp"),
+        overlap_kind="combined",
+        data_fraction=0.5,
+        task_fraction=0.6,
+        seed=0,
+        mode="constrained",
+    )
     names = [n for n, _, _ in make_pair_data(combined, train, test, 0, None, (0.6,)).probe_indices()]
     assert names == ["common", "ood_one", "ood_all", "common_fixed", "ood_one_fixed"]
 
 
 # ---- unit ids and cache keys --------------------------------------------------------------------
 def id_config(**task) -> dict:
-    return {"name": "ids", "sources": [{"name": "colorshapes", "label": "digit_color",
-                                        "options": {"n": 400, "seed": 0, "cache": False}}],
-            "models": [{"name": "mlp", "options": {"hidden": [32]}}], "train": {"epochs": 1},
-            "overlap": {"designs": [{"kind": "data", "fractions": [0.5]}, {"kind": "task", "fractions": [0.5], **task},
-                                    {"kind": "combined", "data_fractions": [0.5], "task_fractions": [0.5]}]},
-            "seeds": [3]}  # fmt: skip
+    return {
+        "name": "ids",
+        "sources": [{"name": "colorshapes", "label": "digit_color", "options": {"n": 400, "seed": 0, "cache": False}}],
+        "models": [{"name": "mlp", "options": {"hidden": [32]}}],
+        "train": {"epochs": 1},
+        "overlap": {
+            "designs": [
+                {"kind": "data", "fractions": [0.5]},
+                {"kind": "task", "fractions": [0.5], **task},
+                {"kind": "combined", "data_fractions": [0.5], "task_fractions": [0.5]},
+            ]
+        },
+        "seeds": [3],
+    }
 
 
 # unit ids computed with the code before `images` existed (task units then always shared images)
-OLD_IDS = {"data": "colorshapes-mlp-data-d0.5-t1-s3-cf5bee60", "task": "colorshapes-mlp-task-dna-t0.5-s3-19604c80",
-           "combined": "colorshapes-mlp-combined-d0.5-t0.5-s3-259c4262"}  # fmt: skip
+OLD_IDS = {
+    "data": "colorshapes-mlp-data-d0.5-t1-s3-cf5bee60",
+    "task": "colorshapes-mlp-task-dna-t0.5-s3-19604c80",
+    "combined": "colorshapes-mlp-combined-d0.5-t0.5-s3-259c4262",
+}
 
 
 def test_shared_image_and_other_units_keep_their_ids_disjoint_ones_get_new_ones():
@@ -199,10 +235,21 @@ def test_shared_image_and_other_units_keep_their_ids_disjoint_ones_get_new_ones(
 
 
 def test_text_task_units_take_no_images_and_keep_their_ids():
-    config = parse_config({"name": "ids", "sources": [{"name": "text", "options": {
-        "domains": ["shakespeare", "bible", "python_code", "fortunes"], "per_model": 2}}],
-        "models": [{"name": "gpt", "options": {"n_layer": 1}}], "train": {"max_steps": 2},
-        "overlap": {"designs": [{"kind": "task", "fractions": [0.5]}]}, "seeds": [3]})  # fmt: skip
+    config = parse_config(
+        {
+            "name": "ids",
+            "sources": [
+                {
+                    "name": "text",
+                    "options": {"domains": ["shakespeare", "bible", "python_code", "fortunes"], "per_model": 2},
+                }
+            ],
+            "models": [{"name": "gpt", "options": {"n_layer": 1}}],
+            "train": {"max_steps": 2},
+            "overlap": {"designs": [{"kind": "task", "fractions": [0.5]}]},
+            "seeds": [3],
+        }
+    )
     (unit,) = expand(config)
     assert unit.images is None and unit.describe()["task_images"] is None
     assert unit.unit_id == "text-gpt-task-dna-t0.5-s3-ef42e185"  # computed before `images` existed
@@ -215,14 +262,25 @@ def test_config_rejects_an_unknown_images_value():
 
 # ---- preflight ----------------------------------------------------------------------------------
 def small_config(n: int, label: str = "digit_color", **task) -> dict:
-    return {"name": "pf", "sources": [{"name": "colorshapes", "label": label,
-                                       "options": {"n": n, "seed": 0, "image_size": 12, "cache": False},
-                                       "test_options": {"n": 300}}],
-            "models": [{"name": "mlp", "options": {"hidden": [16]}}], "train": {"epochs": 1},
-            "probe_size": 50, "measures": {"names": ["cka"], "params": {}},
-            "overlap": {"designs": [{"kind": "data", "fractions": [0.0]},
-                                    {"kind": "task", "fractions": [0.0, 1.0], **task}]},
-            "seeds": [0]}  # fmt: skip
+    return {
+        "name": "pf",
+        "sources": [
+            {
+                "name": "colorshapes",
+                "label": label,
+                "options": {"n": n, "seed": 0, "image_size": 12, "cache": False},
+                "test_options": {"n": 300},
+            }
+        ],
+        "models": [{"name": "mlp", "options": {"hidden": [16]}}],
+        "train": {"epochs": 1},
+        "probe_size": 50,
+        "measures": {"names": ["cka"], "params": {}},
+        "overlap": {
+            "designs": [{"kind": "data", "fractions": [0.0]}, {"kind": "task", "fractions": [0.0, 1.0], **task}]
+        },
+        "seeds": [0],
+    }
 
 
 def test_preflight_names_the_design_and_class_that_cannot_be_halved():

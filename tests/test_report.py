@@ -104,13 +104,27 @@ def test_html_is_valid_self_contained_and_reads_like_a_results_section(synthetic
     assert all(r.startswith("data:image/png;base64,") for r in page.refs)
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.IGNORECASE)
     assert "<script" not in text.lower() and "@import" not in text
-    for section in ('id="findings"', 'id="methods"', 'id="data"', 'id="task"', 'id="combined"', 'id="consequences"',
-                    'id="families"', "<details>"):  # fmt: skip
+    for section in (
+        'id="findings"',
+        'id="methods"',
+        'id="data"',
+        'id="task"',
+        'id="combined"',
+        'id="consequences"',
+        'id="families"',
+        "<details>",
+    ):
         assert section in text
     assert {"more", "inconclusive"} <= set(page.row_classes)  # rows coloured by verdict
     claim = page.tables[0]
-    assert claim["header"][:6] == ["Measure", "Probe set", "Effect per unit overlap [95% CI]", "Holm-adjusted CI",
-                                   "Normalised", "Verdict"]
+    assert claim["header"][:6] == [
+        "Measure",
+        "Probe set",
+        "Effect per unit overlap [95% CI]",
+        "Holm-adjusted CI",
+        "Normalised",
+        "Verdict",
+    ]
     assert "MI, nats (null 95%, p)" in claim["header"] and "Seeds" in claim["header"]
     assert not re.search(r"\bnan\b", text, re.IGNORECASE)  # a missing number is never printed as NaN
     assert "abc123" in text and "synthetic" in text  # provenance and config embedded
@@ -144,13 +158,33 @@ def test_summary_json_keys(synthetic_report: Path) -> None:
     s = json.loads((synthetic_report / "summary.json").read_text(encoding="utf-8"))
     assert s["status"] == "ok" and s["cell_axes"] == list(CELL_AXES)
     assert s["analysis"]["correction"] == "Holm" and s["analysis"]["primary"]["measures"] == ["cka", "cknna"]
-    keys = {"slope", "slope_low", "slope_high", "n_seeds", "slope_method", "p", "p_adjusted", "verdict", "r2",
-            "spearman", "spearman_low", "spearman_high", "mutual_information", "mi_p", "mi_null95", "effect_sd",
-            "family", "composition", "reason"}  # fmt: skip
+    keys = {
+        "slope",
+        "slope_low",
+        "slope_high",
+        "n_seeds",
+        "slope_method",
+        "p",
+        "p_adjusted",
+        "verdict",
+        "r2",
+        "spearman",
+        "spearman_low",
+        "spearman_high",
+        "mutual_information",
+        "mi_p",
+        "mi_null95",
+        "effect_sd",
+        "family",
+        "composition",
+        "reason",
+    }
     for rec in s["overlap_effects"]:
         assert set(CELL_AXES) | keys <= set(rec)
     inter = s["combined"]["interaction"]
-    assert inter and all({"measure", "probe_set", "estimate", "low", "high", "n_seeds", "verdict"} <= set(r) for r in inter)
+    assert inter and all(
+        {"measure", "probe_set", "estimate", "low", "high", "n_seeds", "verdict"} <= set(r) for r in inter
+    )
     assert set(s["consequences"]) == {"effects", "by_fraction", "links"}
     assert "two-level mean" in s["families"]["grouping"] and s["families"]["rows"]
     assert [c["id"] for c in s["claims"]] == ["data", "task", "combined", "consequences"]
@@ -206,10 +240,13 @@ def test_summary_verdicts_are_recomputed_from_the_table(synthetic_report: Path) 
         p = 2 * sps.t.sf(abs(mean / se), n - 1)
         assert rec["slope"] == pytest.approx(mean, rel=1e-9) and rec["p"] == pytest.approx(p, rel=1e-6, abs=1e-300)
         fixed = cell.groupby("task_fraction").n_probe_classes.first().nunique() == 1 and not (
-            kind == "task" and rec["probe_set"] in ("common", "ood_one", "ood_all"))
+            kind == "task" and rec["probe_set"] in ("common", "ood_one", "ood_all")
+        )
         in_family = rec["measure"] in family["measures"] and (
-            family["probe_sets"] == "all" or (family["probe_sets"] == "fixed" and fixed)
-            or rec["probe_set"] in family["probe_sets"])
+            family["probe_sets"] == "all"
+            or (family["probe_sets"] == "fixed" and fixed)
+            or rec["probe_set"] in family["probe_sets"]
+        )
         headline = rec["layer_a"] == rec["layer_b"] == "penultimate"
         got.append((rec, mean, se, n, p, headline and in_family))
     primary = [g for g in got if g[5]]
@@ -235,7 +272,7 @@ def _blank_band(png: Path) -> float:
     img = mpimg.imread(str(png))[..., :3]
     ink = np.any(img < 0.95, axis=(1, 2))
     rows = np.flatnonzero(ink)
-    inner = ink[rows[0]:rows[-1] + 1]
+    inner = ink[rows[0] : rows[-1] + 1]
     longest = run = 0
     for v in inner:
         run = 0 if v else run + 1
@@ -274,15 +311,19 @@ def test_report_of_a_folder_with_only_a_csv_of_contract_columns(tmp_path: Path) 
 
 def test_several_runs_are_analysed_together_never_pooled(tmp_path: Path) -> None:
     a = write_run_dir(tmp_path / "a", n_seeds=3, kinds=("data",), layer_pairs=(("penultimate", "penultimate"),))
-    b = write_run_dir(tmp_path / "b", n_seeds=3, kinds=("data", "attribute"), layer_pairs=(("penultimate", "penultimate"),),
-                      seed=1)  # fmt: skip
+    b = write_run_dir(
+        tmp_path / "b", n_seeds=3, kinds=("data", "attribute"), layer_pairs=(("penultimate", "penultimate"),), seed=1
+    )
     with pytest.raises(ReprsimError, match="--out"):
         build_report([a, b], **FAST)
     path = build_report([a, b], out=tmp_path / "both", **FAST)
     s = json.loads((path.parent / "summary.json").read_text(encoding="utf-8"))
     assert s["cell_axes"][0] == "run"
-    cka = [r for r in s["overlap_effects"] if r["overlap_kind"] == "data" and r["measure"] == "cka"
-           and r["probe_set"] == "test"]  # fmt: skip
+    cka = [
+        r
+        for r in s["overlap_effects"]
+        if r["overlap_kind"] == "data" and r["measure"] == "cka" and r["probe_set"] == "test"
+    ]
     assert sorted(r["run"] for r in cka) == ["a", "b"] and all(r["n_seeds"] == 3 for r in cka)
     groups = {r["group"] for r in s["families"]["rows"]}
     assert {"data overlap", "task-only overlap (attribute tasks, same images)"} <= groups

@@ -29,10 +29,21 @@ def test_report_renders_at_1280_px_in_headless_chromium(synthetic_report: Path, 
     browser = _chromium()
     shot = tmp_path / "shot.png"
     profile = tmp_path / "profile"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-           f"--user-data-dir={profile}", f"--screenshot={shot}", f"--window-size={WIDTH},{HEIGHT}",
-           (synthetic_report / "report.html").resolve().as_uri()]  # fmt: skip
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        f"--screenshot={shot}",
+        f"--window-size={WIDTH},{HEIGHT}",
+        (synthetic_report / "report.html").resolve().as_uri(),
+    ]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=180)
     assert shot.is_file(), f"no screenshot; chromium exit {proc.returncode}: {proc.stderr[-2000:]}"
     import matplotlib.image as mpimg
@@ -44,7 +55,7 @@ def test_report_renders_at_1280_px_in_headless_chromium(synthetic_report: Path, 
     assert verdict.sum() > 2000, "no verdict-coloured table rows on the first screens"
     coloured = np.mean((img.max(axis=-1) - img.min(axis=-1)) > 0.3)
     assert coloured > 0.001, "no figure colours"
-    margin = img[:, WIDTH - 40:]
+    margin = img[:, WIDTH - 40 :]
     assert np.all(margin > 0.97), "content spills into the right margin at 1280 px"
     left = img[:, :20]
     assert np.all(left > 0.97), "content spills into the left margin at 1280 px"

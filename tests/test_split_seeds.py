@@ -52,8 +52,16 @@ WORLD = ChatWorld(seed=0, n_families=12, n_forbidden=2, n_entities=6)
 def content(s: Any) -> Any:
     """What a split *is*, without its ``seed`` field."""
     if isinstance(s, Split):
-        return (s.kind, tuple(s.a_indices.tolist()), tuple(s.b_indices.tolist()), tuple(s.shared_indices.tolist()),
-                tuple(s.a_classes), tuple(s.b_classes), s.realised_data_fraction, s.realised_task_fraction)
+        return (
+            s.kind,
+            tuple(s.a_indices.tolist()),
+            tuple(s.b_indices.tolist()),
+            tuple(s.shared_indices.tolist()),
+            tuple(s.a_classes),
+            tuple(s.b_classes),
+            s.realised_data_fraction,
+            s.realised_task_fraction,
+        )
     if hasattr(s, "split"):  # ChatSplit
         return content(s.split), tuple(s.families_a), tuple(s.families_b)
     return tuple((k, tuple(v)) for k, v in sorted(s.items()))  # fixed_probe_classes
@@ -166,8 +174,9 @@ def inv_corpus(s: Split, n_domains: int, f: float, per: int) -> None:
     assert s.realised_data_fraction == s.realised_task_fraction == pytest.approx(k / per, abs=1e-12)
 
 
-def inv_fixed(out: dict[str, list[int]], labels: np.ndarray, fractions: tuple[float, ...], mode: str,
-              seed: int) -> None:
+def inv_fixed(
+    out: dict[str, list[int]], labels: np.ndarray, fractions: tuple[float, ...], mode: str, seed: int
+) -> None:
     commons, ones = [], []
     for f in fractions:
         s = task_overlap_split(labels, f, mode, seed)
@@ -204,45 +213,86 @@ class Case:
 
 
 def _factorial_cells(seed: int) -> dict[tuple[bool, bool], Split]:
-    return {(sh, same): factorial_split(ATTRS, "shape", "digit", shared_images=sh, same_task=same, n=120, seed=seed)
-            for sh in (True, False) for same in (True, False)}
+    return {
+        (sh, same): factorial_split(ATTRS, "shape", "digit", shared_images=sh, same_task=same, n=120, seed=seed)
+        for sh in (True, False)
+        for same in (True, False)
+    }
 
 
 CASES: list[Case] = []
 for _mode in ("constrained", "unconstrained"):
     for _f in (0.0, 0.3, 0.5, 1.0):
-        CASES.append(Case(f"data-{_mode}-{_f}", lambda s, f=_f, m=_mode: data_overlap_split(LABELS, f, m, s),
-                          lambda out, s, f=_f, m=_mode: inv_data(out, LABELS, f, m),
-                          varies=not (_mode == "unconstrained" and _f == 1.0)))  # both get every example
+        CASES.append(
+            Case(
+                f"data-{_mode}-{_f}",
+                lambda s, f=_f, m=_mode: data_overlap_split(LABELS, f, m, s),
+                lambda out, s, f=_f, m=_mode: inv_data(out, LABELS, f, m),
+                varies=not (_mode == "unconstrained" and _f == 1.0),
+            )
+        )  # both get every example
     for _f in (0.0, 0.4, 1.0):
-        CASES.append(Case(f"task-{_mode}-{_f}", lambda s, f=_f, m=_mode: task_overlap_split(LABELS, f, m, s),
-                          lambda out, s, f=_f, m=_mode: inv_task(out, LABELS, f, m)))
+        CASES.append(
+            Case(
+                f"task-{_mode}-{_f}",
+                lambda s, f=_f, m=_mode: task_overlap_split(LABELS, f, m, s),
+                lambda out, s, f=_f, m=_mode: inv_task(out, LABELS, f, m),
+            )
+        )
     # (d, t) = (0.5, 1.0) unconstrained: every class is common, so only the seeded within-class split
     # and the class order can move with the seed
     for _d, _t in ((0.0, 0.4), (0.5, 0.5), (1.0, 0.2), (0.5, 1.0)):
-        CASES.append(Case(f"combined-{_mode}-{_d}-{_t}",
-                          lambda s, d=_d, t=_t, m=_mode: combined_split(LABELS, d, t, m, s),
-                          lambda out, s, d=_d, t=_t, m=_mode: inv_combined(out, LABELS, d, t, m)))
-    CASES.append(Case(f"fixed_probe_classes-{_mode}",
-                      lambda s, m=_mode: fixed_probe_classes(LABELS, (0.2, 0.4, 0.8), m, s),
-                      lambda out, s, m=_mode: inv_fixed(out, LABELS, (0.2, 0.4, 0.8), m, s)))
-for _ta, _tb in ((("shape",), ("digit",)), (("shape", "digit"), ("shape", "color")),
-                 (("shape", "digit", "color"), ("shape", "digit", "color"))):
-    CASES.append(Case(f"attribute-{'+'.join(_ta)}-{'+'.join(_tb)}",
-                      lambda s, a=_ta, b=_tb: attribute_task_split(ATTRS, a, b, n=150, seed=s),
-                      lambda out, s, a=_ta, b=_tb: inv_attribute(out, 150, a, b)))
+        CASES.append(
+            Case(
+                f"combined-{_mode}-{_d}-{_t}",
+                lambda s, d=_d, t=_t, m=_mode: combined_split(LABELS, d, t, m, s),
+                lambda out, s, d=_d, t=_t, m=_mode: inv_combined(out, LABELS, d, t, m),
+            )
+        )
+    CASES.append(
+        Case(
+            f"fixed_probe_classes-{_mode}",
+            lambda s, m=_mode: fixed_probe_classes(LABELS, (0.2, 0.4, 0.8), m, s),
+            lambda out, s, m=_mode: inv_fixed(out, LABELS, (0.2, 0.4, 0.8), m, s),
+        )
+    )
+for _ta, _tb in (
+    (("shape",), ("digit",)),
+    (("shape", "digit"), ("shape", "color")),
+    (("shape", "digit", "color"), ("shape", "digit", "color")),
+):
+    CASES.append(
+        Case(
+            f"attribute-{'+'.join(_ta)}-{'+'.join(_tb)}",
+            lambda s, a=_ta, b=_tb: attribute_task_split(ATTRS, a, b, n=150, seed=s),
+            lambda out, s, a=_ta, b=_tb: inv_attribute(out, 150, a, b),
+        )
+    )
 CASES.append(Case("factorial", _factorial_cells, lambda out, s: inv_factorial(out, 120)))
 for _f in (0.0, 0.6, 1.0):
-    CASES.append(Case(f"chunk-{_f}", lambda s, f=_f: chunk_split(10_000, f, n_chunks=40, seed=s, block_size=32),
-                      lambda out, s, f=_f: inv_chunk(out, 10_000, f, 40, 32)))
+    CASES.append(
+        Case(
+            f"chunk-{_f}",
+            lambda s, f=_f: chunk_split(10_000, f, n_chunks=40, seed=s, block_size=32),
+            lambda out, s, f=_f: inv_chunk(out, 10_000, f, 40, 32),
+        )
+    )
 for _f in (0.0, 1 / 3, 2 / 3, 1.0):
-    CASES.append(Case(f"corpus-{_f:.2f}", lambda s, f=_f: corpus_split(12, f, per_model=5, seed=s),
-                      lambda out, s, f=_f: inv_corpus(out, 12, f, 5)))
+    CASES.append(
+        Case(
+            f"corpus-{_f:.2f}",
+            lambda s, f=_f: corpus_split(12, f, per_model=5, seed=s),
+            lambda out, s, f=_f: inv_corpus(out, 12, f, 5),
+        )
+    )
 for _kind, _f in (("data", 0.5), ("task", 0.4)):
-    CASES.append(Case(f"chat-{_kind}-{_f}",
-                      lambda s, k=_kind, f=_f: make_chat_split(WORLD, k, f, s, n_train_per_family=12,
-                                                               n_heldout_per_family=4),
-                      lambda out, s, k=_kind: inv_chat(out, k)))
+    CASES.append(
+        Case(
+            f"chat-{_kind}-{_f}",
+            lambda s, k=_kind, f=_f: make_chat_split(WORLD, k, f, s, n_train_per_family=12, n_heldout_per_family=4),
+            lambda out, s, k=_kind: inv_chat(out, k),
+        )
+    )
 
 
 def _content(out: Any) -> Any:
@@ -265,8 +315,11 @@ def test_seed_is_honoured_and_invariants_hold(case: Case) -> None:
 def test_constrained_set_sizes_do_not_move_with_the_fractions() -> None:
     """Documented for combined_split (and data/task splits): constrained sizes depend on no fraction."""
     for seed in (0, 5):
-        comb = {len(combined_split(EQUAL, d, t, "constrained", seed).a_indices)
-                for d in (0.0, 0.3, 1.0) for t in (0.0, 0.4, 1.0)}
+        comb = {
+            len(combined_split(EQUAL, d, t, "constrained", seed).a_indices)
+            for d in (0.0, 0.3, 1.0)
+            for t in (0.0, 0.4, 1.0)
+        }
         data = {len(data_overlap_split(EQUAL, f, "constrained", seed).a_indices) for f in (0.0, 0.5, 1.0)}
         task = {len(task_overlap_split(EQUAL, f, "constrained", seed).a_indices) for f in (0.0, 0.6, 1.0)}
         assert comb == {5 * 8} and data == {10 * 8} and task == {5 * 16}, (comb, data, task)

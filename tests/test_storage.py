@@ -52,7 +52,9 @@ def test_atomic_write_replaces_and_store_reexports(tmp_path):
     assert p.read_bytes() == b"new"
     from reprsim.experiments import store
 
-    assert store.atomic_write_bytes is storage.atomic_write_bytes and store.atomic_write_json is storage.atomic_write_json
+    assert (
+        store.atomic_write_bytes is storage.atomic_write_bytes and store.atomic_write_json is storage.atomic_write_json
+    )
 
 
 def _enospc(*args, **kwargs):
@@ -107,14 +109,17 @@ def test_verified_round_trip_and_header(tmp_path):
     assert list(tmp_path.iterdir()) == [p]
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda raw: raw[:-3], "truncated"),
-    (lambda raw: raw[:10], "no or a damaged checksum header"),
-    (lambda raw: b"", "no or a damaged checksum header"),
-    (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]), "checksum mismatch"),
-    (lambda raw: raw + b"!", "trailing bytes"),
-    (lambda raw: b"\x93NUMPY plain npy file", "no or a damaged checksum header"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda raw: raw[:-3], "truncated"),
+        (lambda raw: raw[:10], "no or a damaged checksum header"),
+        (lambda raw: b"", "no or a damaged checksum header"),
+        (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]), "checksum mismatch"),
+        (lambda raw: raw + b"!", "trailing bytes"),
+        (lambda raw: b"\x93NUMPY plain npy file", "no or a damaged checksum header"),
+    ],
+)
 def test_bad_entries_are_logged_moved_aside_and_never_raise(tmp_path, caplog, damage, reason):
     p = tmp_path / "feat.rsv"
     storage.write_verified_array(p, np.arange(100.0))

@@ -17,7 +17,12 @@ from reprsim.errors import ReprsimError  # noqa: E402
 from reprsim.experiments import load_results, parse_config, run_experiment  # noqa: E402
 from reprsim.experiments.grid import expand  # noqa: E402
 from reprsim.experiments.preflight import preflight  # noqa: E402
-from reprsim.experiments.text_pairs import corpus_stream, make_text_pair, source_tokenizer, text_options  # noqa: E402
+from reprsim.experiments.text_pairs import (  # noqa: E402
+    corpus_stream,
+    make_text_pair,
+    source_tokenizer,
+    text_options,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,16 +49,24 @@ def _tokenizer_dir(folder, extra: tuple[str, ...] = ()):
 def _config(domains, tokenizer, fractions=(0.5,), kind="data"):
     return {
         "name": "hf-tok",
-        "sources": [{"name": "text", "options": {"domains": domains, "n_chunks": 4, "per_model": 1,
-                                                 "tokenizer": tokenizer}}],
+        "sources": [
+            {"name": "text", "options": {"domains": domains, "n_chunks": 4, "per_model": 1, "tokenizer": tokenizer}}
+        ],
         "probe_size": 12,
         "models": [{"name": "gpt", "options": {"n_layer": 1, "n_head": 2, "n_embd": 16, "preset": None}}],
-        "train": {"block_size": 8, "max_steps": 2, "eval_interval": 2, "eval_batches": 1, "batch_size": 4,
-                  "optimizer": "adamw", "lr": 0.003},
+        "train": {
+            "block_size": 8,
+            "max_steps": 2,
+            "eval_interval": 2,
+            "eval_batches": 1,
+            "batch_size": 4,
+            "optimizer": "adamw",
+            "lr": 0.003,
+        },
         "overlap": {"designs": [{"kind": kind, "fractions": list(fractions)}]},
         "seeds": [0],
         "measures": {"names": ["cka", "mutual_knn"], "params": {"k": 3}},
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture
@@ -81,7 +94,7 @@ def test_token_streams_are_the_folder_tokenizers_ids_of_the_split(tmp_path, corp
     stream = train.tolist()
     for doc in pair.train["a"]:  # each training chunk is a contiguous run of the tokenised training part
         d = doc.tolist()
-        assert any(stream[i:i + len(d)] == d for i in range(len(stream) - len(d) + 1))
+        assert any(stream[i : i + len(d)] == d for i in range(len(stream) - len(d) + 1))
 
 
 def test_text_kind_trains_with_a_tokenizer_folder(tmp_path, corpora):
@@ -90,11 +103,12 @@ def test_text_kind_trains_with_a_tokenizer_folder(tmp_path, corpora):
     run_experiment(config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
     df = load_results(tmp_path / "run")
     assert (df.status == "ok").all() and len(df)
-    from reprsim.experiments.kinds.text import TextKind
+    from reprsim.experiments.composition import composition_of
 
     unit = expand(config)[0]
     opts = text_options(unit.source)
-    kind = TextKind()
+    kind = composition_of(unit)
+    assert (kind.name, kind.world.name, kind.family.name) == ("text", "text", "zoo_lm")
     pair = kind.pair(config, unit, None)
     model = kind.build(config, unit, pair, "a")
     assert model.get_input_embeddings().weight.shape[0] == len(fast)  # the model is built for this vocabulary

@@ -36,6 +36,7 @@ CFG = dict(epochs=4, batch_size=32, lr=0.05, warmup_epochs=0.5, label_smoothing=
 
 # --- config -----------------------------------------------------------------------------------
 
+
 def test_config_from_dict_accepts_aliases_and_rejects_unknown_keys():
     cfg = TrainConfig.from_dict({"epochs": 3, "augment": {"crop_padding": 4, "hflip": True}, "iterations": 50})
     assert (cfg.epochs, cfg.crop_padding, cfg.hflip, cfg.max_steps) == (3, 4, True, 50)
@@ -73,6 +74,7 @@ def test_lr_schedules_known_values():
 
 # --- classifiers ----------------------------------------------------------------------------
 
+
 def test_same_seed_bit_identical_weights_other_seed_differs():
     data = _blobs()
     runs = [train(_mlp(), data, CFG, seed=s, progress=False).model for s in (0, 0, 1)]
@@ -83,8 +85,14 @@ def test_same_seed_bit_identical_weights_other_seed_differs():
 def test_cnn_learns_with_augmentation_and_reports_metrics():
     x, y = _blobs(n=320, shape=(3, 16, 16))
     model = M.build("cnn", input_shape=(3, 16, 16), num_classes=3, seed=0)
-    result = train(model, (x, y), dict(CFG, epochs=3, crop_padding=2, hflip=True), seed=0,
-                   eval_dataset=_blobs(n=100, shape=(3, 16, 16), seed=5), progress=False)
+    result = train(
+        model,
+        (x, y),
+        dict(CFG, epochs=3, crop_padding=2, hflip=True),
+        seed=0,
+        eval_dataset=_blobs(n=100, shape=(3, 16, 16), seed=5),
+        progress=False,
+    )
     assert result.train_accuracy > 0.9 and result.eval_accuracy > 0.9
     assert result.eval_accuracy == pytest.approx(evaluate(model, _blobs(n=100, shape=(3, 16, 16), seed=5)))
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
@@ -154,8 +162,15 @@ def test_early_stopping_restores_best_weights():
     x, _ = _blobs(n=200)
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 200)  # random labels: held-out accuracy cannot keep improving
-    cfg = dict(epochs=30, batch_size=32, lr=0.1, schedule="constant", early_stopping_patience=2, val_fraction=0.25,
-               num_threads=1)
+    cfg = dict(
+        epochs=30,
+        batch_size=32,
+        lr=0.1,
+        schedule="constant",
+        early_stopping_patience=2,
+        val_fraction=0.25,
+        num_threads=1,
+    )
     result = train(_mlp(), (x, y), cfg, seed=0, progress=False)
     assert result.stopped_early and len(result.history) < 30
     best = max(h["val_accuracy"] for h in result.history)
@@ -196,12 +211,24 @@ def test_evaluate_known_accuracy_and_thread_setting_restored():
 
 # --- language models --------------------------------------------------------------------------
 
+
 def _gpt(seed=0):
     return M.build("gpt", vocab_size=12, block_size=16, preset="nano", seed=seed)
 
 
-LM_CFG = dict(optimizer="adamw", lr=5e-3, batch_size=16, block_size=16, max_steps=60, eval_interval=20,
-              eval_batches=2, warmup_steps=5, grad_clip=1.0, weight_decay=0.1, num_threads=1)
+LM_CFG = dict(
+    optimizer="adamw",
+    lr=5e-3,
+    batch_size=16,
+    block_size=16,
+    max_steps=60,
+    eval_interval=20,
+    eval_batches=2,
+    warmup_steps=5,
+    grad_clip=1.0,
+    weight_decay=0.1,
+    num_threads=1,
+)
 
 
 def test_gpt_learns_a_periodic_sequence_and_reports_perplexity():

@@ -26,8 +26,8 @@ import torch
 from reprsim import metrics, models, storage
 from reprsim.data import load
 from reprsim.experiments import load_results, parse_config, run_experiment
+from reprsim.experiments.composition import composition_of
 from reprsim.experiments.grid import expand
-from reprsim.experiments.kinds import kind_of
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -52,7 +52,7 @@ def hooked_features(model: torch.nn.Module, inputs, layer: str, batch_size: int 
         with torch.no_grad():
             x = torch.as_tensor(np.asarray(inputs))
             for s in range(0, len(x), batch_size):
-                model(x[s:s + batch_size])
+                model(x[s : s + batch_size])
     finally:
         handle.remove()
     return np.concatenate(out)
@@ -102,8 +102,12 @@ IMAGE = {
     "probe_size": 50,
     "models": [{"name": "mlp", "options": {"hidden": [32, 16]}}],
     "train": {"epochs": 2, "batch_size": 32, "optimizer": "adamw", "lr": 0.003},
-    "overlap": {"designs": [{"kind": "data", "fractions": [0.0, 1.0]},
-                            {"kind": "task", "fractions": TASK_FRACTIONS, "images": "shared"}]},
+    "overlap": {
+        "designs": [
+            {"kind": "data", "fractions": [0.0, 1.0]},
+            {"kind": "task", "fractions": TASK_FRACTIONS, "images": "shared"},
+        ]
+    },
     "seeds": [0],
     "layers": ["hidden.0", "penultimate"],
     "measures": {"names": ["cka", "mutual_knn", "cknna", "svcca", "procrustes_distance"], "params": {"k": 5}},
@@ -118,7 +122,7 @@ def class_roles(n_classes: int, fraction: float, split_seed: int) -> tuple[list[
     order = [int(c) for c in np.random.default_rng(split_seed).permutation(np.arange(n_classes))]
     per_model = n_classes // 2
     k = round(fraction * per_model)
-    return order[:k], order[k:per_model], order[per_model:2 * per_model - k]
+    return order[:k], order[k:per_model], order[per_model : 2 * per_model - k]
 
 
 def fixed_classes_by_hand(n_classes: int, split_seed: int) -> dict[str, set[int]]:
@@ -207,8 +211,9 @@ def test_image_similarity_values_match_the_oracle(image_run):
             if len(inputs) == 0:
                 assert rows["value"].isna().all()
                 continue
-            feats = {(layer, side): hooked_features(trained[side], inputs, layer)
-                     for layer in config.layers for side in "ab"}  # fmt: skip
+            feats = {
+                (layer, side): hooked_features(trained[side], inputs, layer) for layer in config.layers for side in "ab"
+            }
             assert_models_differ(feats, "penultimate")
             checked += check_rows(config, rows, feats)
     assert checked == len(df.dropna(subset=["value"]))
@@ -227,7 +232,7 @@ class FirstK(torch.nn.Module):
         self.model, self.k = model, k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[:, :self.k]
+        return self.model(x)[:, : self.k]
 
 
 def attack_inputs_by_hand(unit, spec) -> tuple[np.ndarray, np.ndarray, int | None]:
@@ -292,12 +297,28 @@ def test_image_attack_columns_match_the_oracle(image_run):
 # ---- text --------------------------------------------------------------------------------------
 TEXT = {
     "name": "oracle-text",
-    "sources": [{"name": "text", "options": {"domains": ["shakespeare", "bible", "python_code", "fortunes"],
-                                             "max_bytes": 6000, "n_chunks": 8, "per_model": 2}}],
+    "sources": [
+        {
+            "name": "text",
+            "options": {
+                "domains": ["shakespeare", "bible", "python_code", "fortunes"],
+                "max_bytes": 6000,
+                "n_chunks": 8,
+                "per_model": 2,
+            },
+        }
+    ],
     "probe_size": 24,
     "models": [{"name": "gpt", "options": {"n_layer": 1, "n_head": 2, "n_embd": 16, "preset": None}}],
-    "train": {"block_size": 16, "max_steps": 20, "eval_interval": 20, "eval_batches": 2, "batch_size": 8,
-              "optimizer": "adamw", "lr": 0.003},
+    "train": {
+        "block_size": 16,
+        "max_steps": 20,
+        "eval_interval": 20,
+        "eval_batches": 2,
+        "batch_size": 8,
+        "optimizer": "adamw",
+        "lr": 0.003,
+    },
     "overlap": {"designs": [{"kind": "data", "fractions": [0.0]}, {"kind": "task", "fractions": [0.5]}]},
     "seeds": [0],
     "layers": ["penultimate"],
@@ -316,18 +337,24 @@ def test_text_values_match_the_oracle(tmp_path):
     df = load_results(tmp_path / "run")
     checked = 0
     for unit in expand(config):
-        kind = kind_of(unit)
+        kind = composition_of(unit)
         keys = unit_models(tmp_path / "run", unit.unit_id)
         pair = kind.pair(config, unit, cache_dir=None)
         spec = config.models[0]
-        trained = {side: cached_weights(models.build(spec.name, vocab_size=256, block_size=16, **spec.options),
-                                        tmp_path / "cache", keys[side]) for side in "ab"}  # fmt: skip
+        trained = {
+            side: cached_weights(
+                models.build(spec.name, vocab_size=256, block_size=16, **spec.options), tmp_path / "cache", keys[side]
+            )
+            for side in "ab"
+        }
         for probe in kind.probes(config, unit, pair):
             rows = df[(df.unit_id == unit.unit_id) & (df.probe_set == probe.name)]
             if len(probe) == 0:
                 assert rows["value"].isna().all()
                 continue
-            feats = {("penultimate", side): hooked_features(trained[side], probe.inputs, "penultimate") for side in "ab"}
+            feats = {
+                ("penultimate", side): hooked_features(trained[side], probe.inputs, "penultimate") for side in "ab"
+            }
             assert_models_differ(feats, "penultimate")
             checked += check_rows(config, rows, feats)
     assert checked == len(df.dropna(subset=["value"])) > 0
@@ -340,14 +367,35 @@ CHAT = {
     "sources": [{"name": "chat", "options": {"seed": 0, "n_families": 6, "n_forbidden": 2, "n_entities": 4}}],
     "probe_size": 16,
     "models": [{"name": "gpt", "options": {"n_layer": 1, "n_head": 2, "n_embd": 16, "preset": None}}],
-    "train": {"pretrain_steps": 30, "safety_steps": 20, "finetune_steps": 15, "batch_size": 16, "warmup_steps": 5,
-              "n_train_per_family": 12, "n_heldout_per_family": 12, "base_n_per_family": 12, "noise_copies": 0},
+    "train": {
+        "pretrain_steps": 30,
+        "safety_steps": 20,
+        "finetune_steps": 15,
+        "batch_size": 16,
+        "warmup_steps": 5,
+        "n_train_per_family": 12,
+        "n_heldout_per_family": 12,
+        "base_n_per_family": 12,
+        "noise_copies": 0,
+    },
     "overlap": {"designs": [{"kind": "data", "fractions": [0.0]}, {"kind": "task", "fractions": [0.5]}]},
     "seeds": [0],
     "layers": ["penultimate"],
     "measures": {"names": ["cka", "mutual_knn"], "params": {"k": 3}},
-    "consequences": [{"jailbreak_transfer": {"params": {"n_requests": 2, "n_eval": 6, "suffix_len": 3, "steps": 4,
-                                                        "n_candidates": 4, "target_len": 1}}}],
+    "consequences": [
+        {
+            "jailbreak_transfer": {
+                "params": {
+                    "n_requests": 2,
+                    "n_eval": 6,
+                    "suffix_len": 3,
+                    "steps": 4,
+                    "n_candidates": 4,
+                    "target_len": 1,
+                }
+            }
+        }
+    ],
 }
 
 
@@ -358,16 +406,23 @@ def test_chat_values_match_the_oracle(tmp_path):
     df = load_results(tmp_path / "run")
     checked = 0
     for unit in expand(config):
-        kind = kind_of(unit)
+        kind = composition_of(unit)
         keys = unit_models(tmp_path / "run", unit.unit_id)
         pair = kind.pair(config, unit, cache_dir=None)
         spec = config.models[0]
-        trained = {side: cached_weights(models.build(spec.name, vocab_size=pair.world.vocab_size, block_size=48,
-                                                     **spec.options), tmp_path / "cache", keys[side])
-                   for side in "ab"}  # fmt: skip
+        trained = {
+            side: cached_weights(
+                models.build(spec.name, vocab_size=pair.world.vocab_size, block_size=48, **spec.options),
+                tmp_path / "cache",
+                keys[side],
+            )
+            for side in "ab"
+        }
         for probe in kind.probes(config, unit, pair):
             rows = df[(df.unit_id == unit.unit_id) & (df.probe_set == probe.name)]
-            feats = {("penultimate", side): hooked_features(trained[side], probe.inputs, "penultimate") for side in "ab"}
+            feats = {
+                ("penultimate", side): hooked_features(trained[side], probe.inputs, "penultimate") for side in "ab"
+            }
             assert_models_differ(feats, "penultimate")
             checked += check_rows(config, rows, feats)
         row = df[df.unit_id == unit.unit_id].iloc[0]

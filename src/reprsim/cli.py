@@ -18,7 +18,7 @@ from reprsim import __version__
 COMMANDS: dict[str, str] = {
     "run": "reprsim.cli_run",
     "config": "reprsim.experiments.cli_config",
-    "compare": "reprsim.metrics.cli",
+    "compare": "reprsim.compare.cli_features",
     "compare-models": "reprsim.compare.cli",
     "data": "reprsim.data.cli",
     "report": "reprsim.analysis.cli",
@@ -48,11 +48,16 @@ def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
     """One line for an operating-system error: what failed, where, and what to do."""
     where = f" while writing {exc.filename}" if exc.filename else ""
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        folders = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("out", "cache_dir")
-                   if getattr(args, name, None) is not None]  # fmt: skip
+        folders = [
+            f"--{name.replace('_', '-')} {getattr(args, name)}"
+            for name in ("out", "cache_dir")
+            if getattr(args, name, None) is not None
+        ]
         elsewhere = f" (or choose another {' / '.join(folders)})" if folders else ""
-        return (f"no space left on the device{where}: free some space{elsewhere} and rerun the same command; "
-                "finished units are kept")
+        return (
+            f"no space left on the device{where}: free some space{elsewhere} and rerun the same command; "
+            "finished units are kept"
+        )
     return f"{exc.strerror or exc}{where}"
 
 

@@ -48,7 +48,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--executor", choices=["local", "ray"], help="override execution.executor")
     parser.add_argument("--address", help="Ray cluster address (e.g. auto) for --executor ray")
     parser.add_argument("--workers", type=int, help="override execution.workers")
-    parser.add_argument("--cache-dir", type=Path, help="split/checkpoint/feature cache (default $REPRSIM_CACHE or ~/.cache/reprsim)")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="split/checkpoint/feature cache (default $REPRSIM_CACHE or ~/.cache/reprsim)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the units (and which are done); run nothing")
     parser.add_argument("--retry-failed", action="store_true", help="also rerun units that failed before")
     parser.add_argument("--no-report", action="store_true", help="do not build report.html at the end")
@@ -77,13 +79,20 @@ def run(args: argparse.Namespace) -> int:
         RunStore(args.out).prepare(dump_config(config), check_only=True)
         grid = plan(config, args.out)
         pending = set(grid.loc[grid["status"] != "ok", "unit_id"]) if len(grid) else set()
-        preflight(config, [u for u in expand(config) if u.unit_id in pending],
-                  out_dir=args.out, cache_dir=args.cache_dir or default_cache_dir())  # fmt: skip
+        preflight(
+            config,
+            [u for u in expand(config) if u.unit_id in pending],
+            out_dir=args.out,
+            cache_dir=args.cache_dir or default_cache_dir(),
+        )
         counts = grid["status"].value_counts().to_dict()
         print(grid.to_string(index=False))
         print(f"{len(grid)} units: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-        failed = [uid for uid, status in zip(grid["unit_id"], grid["status"]) if status == "failed"] \
-            if "unit_id" in grid else []
+        failed = (
+            [uid for uid, status in zip(grid["unit_id"], grid["status"]) if status == "failed"]
+            if "unit_id" in grid
+            else []
+        )
         if failed:
             _print_failed(args, failed)
         return EXIT_OK
@@ -91,9 +100,13 @@ def run(args: argparse.Namespace) -> int:
     if args.executor or args.address:
         executor = make_executor(config.execution, args.executor, args.address)
     summary = run_experiment(
-        config, args.out, executor=executor, cache_dir=args.cache_dir, retry_failed=args.retry_failed,
+        config,
+        args.out,
+        executor=executor,
+        cache_dir=args.cache_dir,
+        retry_failed=args.retry_failed,
         progress=not args.quiet,
-    )  # fmt: skip
+    )
     n_ok = sum(status == "ok" for status in summary.statuses.values())
     print(f"{n_ok}/{len(summary.units)} units done; results: {args.out / 'results.parquet'}")
     report = None if args.no_report or summary.results is None or summary.results.empty else _report(args.out)
@@ -129,8 +142,9 @@ def _print_failed(args: argparse.Namespace, failed: list[str], total: int | None
     command = ["reprsim", "run", str(args.config), *(args.overrides or []), "--out", str(args.out)]
     if args.cache_dir is not None:
         command += ["--cache-dir", str(args.cache_dir)]
-    print(f"logs: {args.out}/units/<id>/log.txt; rerun them with: {shlex.join(command)} --retry-failed",
-          file=sys.stderr)
+    print(
+        f"logs: {args.out}/units/<id>/log.txt; rerun them with: {shlex.join(command)} --retry-failed", file=sys.stderr
+    )
 
 
 def _report(run_dir: Path) -> Path | None:

@@ -89,8 +89,10 @@ def pool_features(t: Tensor, pool: Pool, mask: Tensor | None = None) -> Tensor:
     if t.dim() == 2:
         if pool in ("avg", "mean"):
             return t
-        raise ValueError(f"pool={pool!r} selects a token, but this layer's output is already (N, D) = "
-                         f"{tuple(t.shape)}; use pool='avg'.")
+        raise ValueError(
+            f"pool={pool!r} selects a token, but this layer's output is already (N, D) = "
+            f"{tuple(t.shape)}; use pool='avg'."
+        )
     masked = mask is not None and t.dim() == 3 and tuple(mask.shape) == tuple(t.shape[:2])
     if pool in ("avg", "mean"):
         if masked:
@@ -98,13 +100,17 @@ def pool_features(t: Tensor, pool: Pool, mask: Tensor | None = None) -> Tensor:
             count = w.sum(dim=1, keepdim=True)
             if bool((count == 0).any()):
                 row = int((count[:, 0] == 0).nonzero()[0])
-                raise ValueError(f"pool_features: row {row} of the attention mask has no real token; "
-                                 "every input needs at least one token with mask 1.")
+                raise ValueError(
+                    f"pool_features: row {row} of the attention mask has no real token; "
+                    "every input needs at least one token with mask 1."
+                )
             return (t * w[:, :, None]).sum(dim=1) / count
         return t.mean(dim=1) if t.dim() == 3 else t.mean(dim=tuple(range(2, t.dim())))
     if t.dim() != 3:
-        raise ValueError(f"pool={pool!r} needs a token sequence (N, T, D), got {tuple(t.shape)}; "
-                         "use 'avg' or 'flatten' for spatial maps.")
+        raise ValueError(
+            f"pool={pool!r} needs a token sequence (N, T, D), got {tuple(t.shape)}; "
+            "use 'avg' or 'flatten' for spatial maps."
+        )
     if pool == "last" and masked:
         real = mask.to(device=t.device) != 0
         if not bool(real.any(dim=1).all()):
@@ -148,14 +154,18 @@ def _split_inputs(inputs: Any, attention_mask: Any) -> tuple[Any, dict[str, Tens
     extras: dict[str, Tensor] = {}
     if isinstance(inputs, Mapping):
         if "input_ids" not in inputs:
-            raise ValueError(f"extract: a mapping of inputs needs an 'input_ids' entry (N, T); got keys {sorted(inputs)}.")
+            raise ValueError(
+                f"extract: a mapping of inputs needs an 'input_ids' entry (N, T); got keys {sorted(inputs)}."
+            )
         main = _as_tensor(inputs["input_ids"], "inputs['input_ids']")
         extras = {str(k): _as_tensor(v, f"inputs[{k!r}]") for k, v in inputs.items() if k != "input_ids"}
     else:
         main = inputs
     if attention_mask is not None:
         if "attention_mask" in extras:
-            raise ValueError("extract: the attention mask was given twice (in inputs and as attention_mask=); pass one.")
+            raise ValueError(
+                "extract: the attention mask was given twice (in inputs and as attention_mask=); pass one."
+            )
         if _is_dataset(main):
             raise ValueError("extract: attention_mask= needs array inputs (N, T), not a Dataset.")
         extras["attention_mask"] = _as_tensor(attention_mask, "attention_mask")
@@ -164,8 +174,10 @@ def _split_inputs(inputs: Any, attention_mask: Any) -> tuple[Any, dict[str, Tens
         for key, value in extras.items():
             if value.shape[:1] != main.shape[:1] or (key == "attention_mask" and value.shape != main.shape[:2]):
                 want = tuple(main.shape[:2]) if key == "attention_mask" else (int(main.shape[0]), "...")
-                raise ValueError(f"extract: {key} has shape {tuple(value.shape)} but the token ids have shape "
-                                 f"{tuple(main.shape)}; it must be {want} (one row per input).")
+                raise ValueError(
+                    f"extract: {key} has shape {tuple(value.shape)} but the token ids have shape "
+                    f"{tuple(main.shape)}; it must be {want} (one row per input)."
+                )
     return main, extras
 
 
@@ -297,8 +309,10 @@ def extract(
         for n in names:
             module, as_input = targets[n]
             path = {m: k for k, m in model.named_modules()}.get(module, "?")
-            files[n] = _cache_file(cdir, {"state": weights, "probe": cache_key, "layer": n,
-                                          "module": path, "input": as_input, "pool": pools[n]})
+            files[n] = _cache_file(
+                cdir,
+                {"state": weights, "probe": cache_key, "layer": n, "module": path, "input": as_input, "pool": pools[n]},
+            )
             if files[n].is_file():
                 cached = np.load(files[n])
                 if n_rows is None or cached.shape[0] == n_rows:  # a stale key for other inputs is recomputed
@@ -339,17 +353,20 @@ def _run(
         lost = [k for k in dropped if k != "attention_mask"]
         if lost:
             raise ValueError(f"extract: {type(model).__name__}.forward does not take {lost}; drop them from inputs.")
-        warnings.warn(f"extract: {type(model).__name__}.forward takes no attention_mask, so the model sees the "
-                      "padding; pooling still uses real tokens only (exact for a causal model with right "
-                      "padding).", stacklevel=3)
+        warnings.warn(
+            f"extract: {type(model).__name__}.forward takes no attention_mask, so the model sees the "
+            "padding; pooling still uses real tokens only (exact for a causal model with right "
+            "padding).",
+            stacklevel=3,
+        )
     out: dict[str, np.ndarray] = {}
     current: dict[str, Tensor] = {}
     batch_mask: dict[str, Tensor] = {}
 
     def make_hook(name: str, as_input: bool) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            current[name] = pool_features(_unwrap(args[0] if as_input else output), pools[name],
-                                          batch_mask.get("mask"))
+            current[name] = pool_features(_unwrap(args[0] if as_input else output), pools[name], batch_mask.get("mask"))
+
         return hook
 
     handles = [targets[n][0].register_forward_hook(make_hook(n, targets[n][1])) for n in names]
@@ -358,8 +375,13 @@ def _run(
     try:
         row = 0
         with torch.no_grad():
-            for xb, eb in tqdm(batches, total=-(-n_total // batch_size), desc=desc, leave=False,
-                               disable=True if progress is False else None):
+            for xb, eb in tqdm(
+                batches,
+                total=-(-n_total // batch_size),
+                desc=desc,
+                leave=False,
+                disable=True if progress is False else None,
+            ):
                 current.clear()
                 if "attention_mask" in eb:
                     batch_mask["mask"] = eb["attention_mask"].to(dev)
@@ -370,7 +392,7 @@ def _run(
                     feats = current[n].detach().float().cpu().numpy()
                     if n not in out:
                         out[n] = np.empty((n_total, feats.shape[1]), dtype=np.float32)
-                    out[n][row:row + feats.shape[0]] = feats
+                    out[n][row : row + feats.shape[0]] = feats
                 row += xb.shape[0]
     finally:
         for h in handles:

@@ -16,6 +16,8 @@ import pandas as pd
 from reprsim.errors import ReprsimError
 
 __all__ = [
+    "BEHAVIOUR_INTERVAL_COLUMNS",
+    "BEST_LAYER",
     "CALIBRATION_COLUMNS",
     "CELL_AXES",
     "DESIGN_AXES",
@@ -42,22 +44,62 @@ __all__ = [
 
 #: The columns a table must have to be analysed (a table made elsewhere needs only these).
 CONTRACT_COLUMNS: tuple[str, ...] = (
-    "unit_id", "source", "model", "overlap_kind", "data_fraction", "task_fraction", "seed",
-    "probe_set", "layer_a", "layer_b", "measure", "value",
-)  # fmt: skip
+    "unit_id",
+    "source",
+    "model",
+    "overlap_kind",
+    "data_fraction",
+    "task_fraction",
+    "seed",
+    "probe_set",
+    "layer_a",
+    "layer_b",
+    "measure",
+    "value",
+)
 
 #: The columns every sweep row carries, in display order; kinds add their own columns after these
 #: (per-model metrics such as ``val_loss_a``, consequence columns such as ``transfer_asr``).
 RESULT_COLUMNS: tuple[str, ...] = (
-    "unit_id", "status", "source", "model", "overlap_kind", "data_fraction", "task_fraction",
-    "realised_data_fraction", "realised_task_fraction", "seed", "probe_set", "probe_role", "n_probe",
-    "n_probe_classes", "layer_a", "layer_b", "measure", "value", "p_value", "prepare", "acc_a", "acc_b",
-)  # fmt: skip
+    "unit_id",
+    "status",
+    "source",
+    "model",
+    "overlap_kind",
+    "data_fraction",
+    "task_fraction",
+    "realised_data_fraction",
+    "realised_task_fraction",
+    "seed",
+    "probe_set",
+    "probe_role",
+    "n_probe",
+    "n_probe_classes",
+    "layer_a",
+    "layer_b",
+    "measure",
+    "value",
+    "p_value",
+    "prepare",
+    "acc_a",
+    "acc_b",
+)
 
 #: Columns a sweep with ``measures.calibrate: K`` adds to every row (:func:`reprsim.metrics.calibrate`):
 #: the permutation null's mean, its (1 − α) threshold τ and clamp((s − τ)/(max − τ), 0, 1). For a
 #: distance measure they are of s = −value (the similarity orientation).
 CALIBRATION_COLUMNS: tuple[str, ...] = ("null_mean", "tau", "calibrated")
+
+#: Columns of the behavioural rows (``layer_a`` = ``layer_b`` = ``"output"``, measures of
+#: :mod:`reprsim.metrics.behavioural`; :func:`reprsim.metrics.behaviour_rows.behaviour_rows`):
+#: the percentile bootstrap interval of ``value`` over the probe inputs (error consistency and CAPA;
+#: NaN for the other measures and rows) and the number of resamples behind it (0: none).
+BEHAVIOUR_INTERVAL_COLUMNS: tuple[str, ...] = ("value_ci_low", "value_ci_high", "ci_n_boot")
+
+#: ``layer_a`` = ``layer_b`` of the rows a sweep with ``measures.calibrate: K`` and several layer pairs
+#: writes per (unit, probe set, measure): the maximum over layer pairs, with ``p_value`` and the
+#: calibration columns from the null of that maximum (the same row permutation of every layer of B).
+BEST_LAYER = "best"
 
 #: The grid axes an effect is estimated within, besides the overlap fraction and the seed: the
 #: analysis never pools rows across them. A new grid axis is added here (a table without one of
@@ -81,9 +123,16 @@ CLASS_PROBE_ROLES: tuple[str, ...] = ("common", "ood_one", "ood_all")
 #: Consequence columns the analysis relates to similarity, in display order. Each may come with
 #: ``_low``/``_high`` interval columns and a ``_ba`` (victim → source) direction.
 CONSEQUENCE_COLUMNS: tuple[str, ...] = (
-    "transfer_asr", "transfer_asr_conditional", "transfer_asr_given_source_fooled", "whitebox_asr", "victim_clean_error",
-    "jailbreak_transfer_asr", "jailbreak_whitebox_asr", "jailbreak_baseline_asr", "jailbreak_random_suffix_asr",
-)  # fmt: skip
+    "transfer_asr",
+    "transfer_asr_conditional",
+    "transfer_asr_given_source_fooled",
+    "whitebox_asr",
+    "victim_clean_error",
+    "jailbreak_transfer_asr",
+    "jailbreak_whitebox_asr",
+    "jailbreak_baseline_asr",
+    "jailbreak_random_suffix_asr",
+)
 
 # ---- the run folder --------------------------------------------------------------------------
 RESULTS_PARQUET = "results.parquet"
@@ -120,8 +169,11 @@ def assemble_units(root: str | Path, unit_ids: list[str] | None = None) -> pd.Da
     root = Path(root)
     if unit_ids is None:
         unit_ids = sorted(p.name for p in (root / UNITS_DIR).glob("*") if p.is_dir())
-    frames = [pd.read_parquet(root / UNITS_DIR / uid / UNIT_FILES["rows"])
-              for uid in unit_ids if unit_status(root, uid) == "ok"]  # fmt: skip
+    frames = [
+        pd.read_parquet(root / UNITS_DIR / uid / UNIT_FILES["rows"])
+        for uid in unit_ids
+        if unit_status(root, uid) == "ok"
+    ]
     if not frames:
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
     return order_columns(pd.concat(frames, ignore_index=True))
@@ -140,8 +192,10 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         return pd.read_csv(root / RESULTS_CSV)
     if (root / UNITS_DIR).is_dir():
         return assemble_units(root)
-    raise ReprsimError(f"{root} holds no results table ({RESULTS_PARQUET}, {RESULTS_CSV} or {UNITS_DIR}/); "
-                       "run `reprsim run` first, or point at a folder with one of them")
+    raise ReprsimError(
+        f"{root} holds no results table ({RESULTS_PARQUET}, {RESULTS_CSV} or {UNITS_DIR}/); "
+        "run `reprsim run` first, or point at a folder with one of them"
+    )
 
 
 #: First characters that make a spreadsheet read a text cell as a formula (OWASP "CSV injection").

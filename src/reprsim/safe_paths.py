@@ -17,8 +17,10 @@ __all__ = ["check_path_name", "check_writable_target", "not_regular_error", "pat
 
 def not_regular_error(path: Path, what: str, found: str) -> ReprsimError:
     """One line for a path where reprsim writes its own file but finds something else."""
-    return ReprsimError(f"refusing to write the {what} {path}: it is {found}, not a file reprsim made; "
-                        "remove it (or choose another folder) and rerun")
+    return ReprsimError(
+        f"refusing to write the {what} {path}: it is {found}, not a file reprsim made; "
+        "remove it (or choose another folder) and rerun"
+    )
 
 
 def check_writable_target(path: str | Path, what: str = "file") -> None:
@@ -51,8 +53,10 @@ def safe_folder(folder: str | Path, what: str = "folder") -> Path:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ReprsimError(f"cannot create the folder {folder}: {exc.strerror or exc}; check the path and its "
-                               "permissions (e.g. another --out)") from None
+            raise ReprsimError(
+                f"cannot create the folder {folder}: {exc.strerror or exc}; check the path and its "
+                "permissions (e.g. another --out)"
+            ) from None
         return folder
     if stat.S_ISLNK(st.st_mode):
         raise not_regular_error(folder, what, "a symbolic link")
@@ -83,6 +87,8 @@ def check_path_name(name: object, what: str) -> str:
     ReprsimError naming ``what``, the value and the fix."""
     problem = path_name_problem(name)
     if problem is not None:
-        raise ReprsimError(f"{what} {name!r} becomes part of a file name but {problem}; use letters, digits, "
-                           "'-', '_' and '.' (e.g. resnet18-a)")
+        raise ReprsimError(
+            f"{what} {name!r} becomes part of a file name but {problem}; use letters, digits, "
+            "'-', '_' and '.' (e.g. resnet18-a)"
+        )
     return name  # type: ignore[return-value]

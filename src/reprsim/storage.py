@@ -85,7 +85,10 @@ def _write_error(path: Path, exc: OSError, what: str = "write") -> ReprsimError:
     if exc.errno in _DISK_FULL:
         cause, fix = "the disk is full (or the quota is exhausted)", "free space there or use a folder on another disk"
     elif exc.errno in _NOT_WRITABLE:
-        cause, fix = "the folder is read-only or not writable by this user", "fix its permissions or use a writable folder"
+        cause, fix = (
+            "the folder is read-only or not writable by this user",
+            "fix its permissions or use a writable folder",
+        )
     else:
         cause, fix = exc.strerror or str(exc), "check the path and the file system"
     return ReprsimError(f"cannot {what} {path}: {cause}; {fix} (e.g. another --out or --cache-dir)")
@@ -197,8 +200,12 @@ def _move_aside(path: Path, reason: str, fd_stat: os.stat_result | None) -> None
             return
         os.replace(path, target)
     except OSError as exc:
-        log.warning("cache entry %s is %s and could not be moved aside (%s); it will be recomputed",
-                    path, reason, exc.strerror or exc)
+        log.warning(
+            "cache entry %s is %s and could not be moved aside (%s); it will be recomputed",
+            path,
+            reason,
+            exc.strerror or exc,
+        )
         return
     log.warning("cache entry %s is %s; moved it to %s, it will be recomputed", path, reason, target.name)
 
@@ -317,7 +324,9 @@ def read_verified_arrays(path: str | Path) -> dict[str, Any] | None:
 _INFO_KEY = "reprsim_info"
 
 
-def write_verified_state_dict(path: str | Path, tensors: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> None:
+def write_verified_state_dict(
+    path: str | Path, tensors: Mapping[str, Any], info: Mapping[str, Any] | None = None
+) -> None:
     """A torch state dict as safetensors bytes, with ``info`` (JSON-serialisable) stored in the
     safetensors metadata of the same bytes, in a verified entry.
 
@@ -326,8 +335,10 @@ def write_verified_state_dict(path: str | Path, tensors: Mapping[str, Any], info
     """
     from safetensors.torch import save
 
-    data = save({k: v.detach().clone().contiguous() for k, v in tensors.items()},
-                metadata={_INFO_KEY: json.dumps(dict(info or {}), sort_keys=True, default=str)})
+    data = save(
+        {k: v.detach().clone().contiguous() for k, v in tensors.items()},
+        metadata={_INFO_KEY: json.dumps(dict(info or {}), sort_keys=True, default=str)},
+    )
     write_verified(path, data)
 
 
@@ -338,7 +349,7 @@ def read_verified_state_dict(path: str | Path) -> tuple[dict[str, Any], dict[str
 
     def decode(b: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         (n,) = struct.unpack("<Q", b[:8])
-        meta = json.loads(b[8:8 + n].decode()).get("__metadata__") or {}
+        meta = json.loads(b[8 : 8 + n].decode()).get("__metadata__") or {}
         return load(b), json.loads(meta.get(_INFO_KEY, "{}"))
 
     return _decoded(Path(path), decode)
@@ -393,8 +404,11 @@ def _open_lock_file(path: Path) -> int:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
-        raise not_regular_error(path, "lock file", "not a regular file" if not stat.S_ISREG(st.st_mode)
-                           else f"a file with {st.st_nlink} hard links")
+        raise not_regular_error(
+            path,
+            "lock file",
+            "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} hard links",
+        )
     return fd
 
 
@@ -447,8 +461,11 @@ class RunLock:
             raise _write_error(self.path, exc, "lock") from exc
         self.previous = _read_holder(fd)
         if self.previous.get("pid"):
-            log.info("taking over the run lock of %s left by %s, which is no longer running",
-                     self.folder, _describe(self.previous))
+            log.info(
+                "taking over the run lock of %s left by %s, which is no longer running",
+                self.folder,
+                _describe(self.previous),
+            )
         _write_holder(fd)
         self._fd, self._pid = fd, os.getpid()
         return self
@@ -523,8 +540,13 @@ def key_lock(path: str | Path, timeout: float | None = None, poll: float = 0.1) 
         os.close(fd)
 
 
-def cached(path: str | Path, compute: Callable[[], T], read: Callable[[Path], T | None] = read_verified,
-           write: Callable[[Path, T], None] = write_verified, timeout: float | None = None) -> T:
+def cached(
+    path: str | Path,
+    compute: Callable[[], T],
+    read: Callable[[Path], T | None] = read_verified,
+    write: Callable[[Path, T], None] = write_verified,
+    timeout: float | None = None,
+) -> T:
     """The entry at ``path``: read (verified) if present, else computed once across processes.
 
     A verified read is tried first without a lock; on a miss (or a corrupt entry, which is moved

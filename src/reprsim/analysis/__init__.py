@@ -23,11 +23,14 @@ from reprsim.analysis.load import (
     prepare,
     select_layers,
 )
+from reprsim.analysis.secondary import behavioural_effects, calibrated_effects
 from reprsim.analysis.summary import summarize
 
 __all__ = [
     "PrimaryFamily",
+    "behavioural_effects",
     "build_report",
+    "calibrated_effects",
     "clean_results",
     "combined_grid",
     "consequence_by_fraction",

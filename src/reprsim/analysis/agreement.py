@@ -27,7 +27,9 @@ def measure_agreement(df: pd.DataFrame, *, layers: str = "default", probe_set: s
     data = data[headline_layer_mask(data)]
     if probe_set is not None:
         if probe_set not in set(data["probe_set"]):
-            raise ValueError(f"probe set {probe_set!r} not in the results; choose one of {sorted(set(data['probe_set']))}.")
+            raise ValueError(
+                f"probe set {probe_set!r} not in the results; choose one of {sorted(set(data['probe_set']))}."
+            )
         data = data[data["probe_set"] == probe_set]
     wide = data.pivot_table(index=["unit_id", "probe_set"], columns="measure", values="value", aggfunc="first")
     wide = wide.reindex(sorted(wide.columns), axis=1)

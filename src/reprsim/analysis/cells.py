@@ -42,7 +42,9 @@ VARIES = "varies with the fraction"
 @dataclass(frozen=True)
 class PrimaryFamily:
     """The declared primary family: ``measures`` × ``probe_sets`` (``"fixed"`` = every probe set whose
-    composition does not change with the fraction; ``"all"`` = every probe set).
+    composition does not change with the fraction; ``"all"`` = every probe set). ``calibrated``: the
+    calibrated scores of ``measures`` form a Holm family of their own; ``behavioural``: the behavioural
+    measures (layer ``output``) that form one (both exploratory by default).
 
     Built from the config's ``analysis.primary`` (see :meth:`from_config`; schema and defaults in
     :mod:`reprsim.analysis.spec`)."""
@@ -50,6 +52,8 @@ class PrimaryFamily:
     measures: tuple[str, ...] = PRIMARY_MEASURES
     probe_sets: tuple[str, ...] | str = PRIMARY_PROBE_SETS
     source: str = field(default="the default", compare=False)
+    calibrated: bool = False
+    behavioural: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> PrimaryFamily:
@@ -68,8 +72,13 @@ class PrimaryFamily:
             msgs = "; ".join(f"analysis.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"invalid analysis section in config.yaml: {msgs}") from None
         probes = spec.primary.probe_sets
-        return cls(tuple(spec.primary.measures), probes if isinstance(probes, str) else tuple(probes),
-                   source="config.yaml")  # fmt: skip
+        return cls(
+            tuple(spec.primary.measures),
+            probes if isinstance(probes, str) else tuple(probes),
+            source="config.yaml",
+            calibrated=spec.primary.calibrated,
+            behavioural=tuple(spec.primary.behavioural),
+        )
 
     def contains(self, measure: str, probe_set: str, composition: str = FIXED) -> bool:
         """Whether the cell (measure, probe set of that composition) is a primary test."""
@@ -82,15 +91,29 @@ class PrimaryFamily:
         return probe_set in self.probe_sets
 
     def describe(self) -> str:
-        probes = {"all": "every probe set",
-                  "fixed": "every fixed-composition probe set"}.get(self.probe_sets) if isinstance(self.probe_sets, str) \
-            else "probe sets " + ", ".join(self.probe_sets)  # fmt: skip
+        probes = (
+            {"all": "every probe set", "fixed": "every fixed-composition probe set"}.get(self.probe_sets)
+            if isinstance(self.probe_sets, str)
+            else "probe sets " + ", ".join(self.probe_sets)
+        )
         return f"measures {', '.join(self.measures)} × {probes}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"measures": list(self.measures),
-                "probe_sets": self.probe_sets if isinstance(self.probe_sets, str) else list(self.probe_sets),
-                "declared_in": self.source}  # fmt: skip
+        return {
+            "measures": list(self.measures),
+            "probe_sets": self.probe_sets if isinstance(self.probe_sets, str) else list(self.probe_sets),
+            "calibrated": self.calibrated,
+            "behavioural": list(self.behavioural),
+            "declared_in": self.source,
+        }
+
+    def secondary(self, what: str) -> PrimaryFamily:
+        """The family of the calibrated (``what="calibrated"``) or behavioural (``"behavioural"``)
+        effects: the declared one, or an empty family (every such cell exploratory)."""
+        if what not in ("calibrated", "behavioural"):
+            raise ValueError(f"what must be 'calibrated' or 'behavioural'; got {what!r}.")
+        measures = (self.measures if self.calibrated else ()) if what == "calibrated" else self.behavioural
+        return PrimaryFamily(tuple(measures), self.probe_sets, source=self.source)
 
 
 #: The axes of a claim's group (a design in one source and model), in order; present ones only.

@@ -36,7 +36,9 @@ CLAIMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 _keys = group_keys
 
 
-def effect_groups(effects: pd.DataFrame, kinds: tuple[str, ...]) -> list[tuple[dict[str, Any], pd.DataFrame, list[str]]]:
+def effect_groups(
+    effects: pd.DataFrame, kinds: tuple[str, ...]
+) -> list[tuple[dict[str, Any], pd.DataFrame, list[str]]]:
     """``(keys, rows, headline probe sets)`` per group of the given kinds; ``rows`` are the group's
     cells at the headline layer pair (``keys`` include that layer pair)."""
     if effects.empty:
@@ -58,8 +60,10 @@ def _counts(rows: pd.DataFrame) -> dict[str, int]:
 def _count_phrase(rows: pd.DataFrame) -> str:
     c = _counts(rows)
     n = len(rows)
-    return (f"similarity rises in {c['more similar']} of {n} test{'s' if n != 1 else ''}, falls in "
-            f"{c['less similar']}, inconclusive in {c['inconclusive']}")  # fmt: skip
+    return (
+        f"similarity rises in {c['more similar']} of {n} test{'s' if n != 1 else ''}, falls in "
+        f"{c['less similar']}, inconclusive in {c['inconclusive']}"
+    )
 
 
 def _effect_line(keys: dict[str, Any], g: pd.DataFrame, heads: list[str]) -> tuple[str, dict[str, int]]:
@@ -71,13 +75,17 @@ def _effect_line(keys: dict[str, Any], g: pd.DataFrame, heads: list[str]) -> tup
     rest = prim[~prim["probe_set"].isin(heads)]
     parts = []
     if not head.empty:
-        parts.append(f"on the headline probe set{'s' if len(heads) > 1 else ''} {', '.join(heads)} {_count_phrase(head)}")
+        parts.append(
+            f"on the headline probe set{'s' if len(heads) > 1 else ''} {', '.join(heads)} {_count_phrase(head)}"
+        )
     if not rest.empty:
         varies = sorted(set(rest.loc[rest["composition"] == VARIES, "probe_set"]))
         others = sorted(set(rest["probe_set"]))
         label = "composition varies with the fraction" if varies and set(varies) == set(others) else "other probe sets"
         parts.append(f"on {', '.join(others)} ({label}) {_count_phrase(rest)}")
-    return f"{lead}: " + "; ".join(parts) + " (primary tests, Holm-adjusted).", _counts(head if not head.empty else prim)
+    return f"{lead}: " + "; ".join(parts) + " (primary tests, Holm-adjusted).", _counts(
+        head if not head.empty else prim
+    )
 
 
 def _factorial_groups(fac: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
@@ -99,11 +107,13 @@ def _factorial_line(keys: dict[str, Any], g: pd.DataFrame) -> str:
     n = len(rows)
     v = list(rows["verdict"])
     strongest = list(rows["combined_strongest"])
-    return (f"Factorial design, {where_label(keys)}: the interaction (y11 − y10 − y01 + y00) is positive in "
-            f"{v.count('positive')} of {n} {'primary ' if not prim.empty else ''}tests, negative in {v.count('negative')}, "
-            f"inconclusive in {v.count('inconclusive')}; combining beats the best single factor in "
-            f"{strongest.count('yes')} of {n}, loses in {strongest.count('no')}, inconclusive in "
-            f"{strongest.count('inconclusive')}.")  # fmt: skip
+    return (
+        f"Factorial design, {where_label(keys)}: the interaction (y11 − y10 − y01 + y00) is positive in "
+        f"{v.count('positive')} of {n} {'primary ' if not prim.empty else ''}tests, negative in {v.count('negative')}, "
+        f"inconclusive in {v.count('inconclusive')}; combining beats the best single factor in "
+        f"{strongest.count('yes')} of {n}, loses in {strongest.count('no')}, inconclusive in "
+        f"{strongest.count('inconclusive')}."
+    )
 
 
 def _consequence_line(keys: dict[str, Any], cons: pd.DataFrame) -> str:
@@ -118,8 +128,10 @@ def _consequence_line(keys: dict[str, Any], cons: pd.DataFrame) -> str:
             continue
         wb = pick(f"{prefix}whitebox_asr{direction}")
         gf = pick(f"transfer_asr_given_source_fooled{direction}") if not prefix else None
-        text = (f"{consequence_label(tr['consequence'])} {fmt(tr['value_at_min'])} → {fmt(tr['value_at_max'])} "
-                f"(slope {fmt_ci(tr['slope'], tr['slope_low'], tr['slope_high'])}, {tr['verdict']})")  # fmt: skip
+        text = (
+            f"{consequence_label(tr['consequence'])} {fmt(tr['value_at_min'])} → {fmt(tr['value_at_max'])} "
+            f"(slope {fmt_ci(tr['slope'], tr['slope_low'], tr['slope_high'])}, {tr['verdict']})"
+        )
         if wb is not None:
             text += f", white-box {fmt(wb['value_at_min'])} → {fmt(wb['value_at_max'])} ({wb['verdict']})"
         if gf is not None:
@@ -131,22 +143,30 @@ def _consequence_line(keys: dict[str, Any], cons: pd.DataFrame) -> str:
 
 
 #: How jailbreak (language-model) consequences are read, as the published paper now reads them.
-JAILBREAK_READING = ("The published (ICML 2026) paper claims a consequence of similarity — more transferable "
-                     "adversarial attacks — for vision models only; for language models it reports weaker trends and "
-                     "no longer claims jailbreak transfer. The jailbreak results here are associations with their "
-                     "per-seed 95% intervals; one whose interval covers zero is inconclusive, and none is evidence "
-                     "that similarity causes jailbreak transfer.")
-_CAUSE_UNITS = {"data_overlap": "per unit of overlap fraction", "alignment": "per unit of λ",
-                "shared_init": "(shared vs independent initial weights)"}
-_CAUSE_LABELS = {"data_overlap": "data overlap", "alignment": "the alignment loss (λ)", "shared_init": "shared initialisation"}
+JAILBREAK_READING = (
+    "The published (ICML 2026) paper claims a consequence of similarity — more transferable "
+    "adversarial attacks — for vision models only; for language models it reports weaker trends and "
+    "no longer claims jailbreak transfer. The jailbreak results here are associations with their "
+    "per-seed 95% intervals; one whose interval covers zero is inconclusive, and none is evidence "
+    "that similarity causes jailbreak transfer."
+)
+_CAUSE_UNITS = {
+    "data_overlap": "per unit of overlap fraction",
+    "alignment": "per unit of λ",
+    "shared_init": "(shared vs independent initial weights)",
+}
+_CAUSE_LABELS = {
+    "data_overlap": "data overlap",
+    "alignment": "the alignment loss (λ)",
+    "shared_init": "shared initialisation",
+}
 
 
 def _transfer_record_text(r: pd.Series) -> str:
     """One cause's record: its first stage, then transfer per unit of similarity (Holm-adjusted interval)."""
     measure = measure_label(r["measure"])
     if r["cause"] == "difference":
-        return (f"difference ({r['compared'].replace('_', ' ')}) {_adjusted_ci(r)} per unit {measure} "
-                f"({r['verdict']})")  # fmt: skip
+        return f"difference ({r['compared'].replace('_', ' ')}) {_adjusted_ci(r)} per unit {measure} ({r['verdict']})"
     first = fmt_ci(r["first_stage"], r["first_stage_low"], r["first_stage_high"])
     text = f"{_CAUSE_LABELS.get(r['cause'], r['cause'])} moves {measure} by {first} {_CAUSE_UNITS.get(r['cause'], '')}"
     if not r["identifies"]:
@@ -172,45 +192,69 @@ def similarity_transfer_answer(st: pd.DataFrame) -> tuple[str, list[dict[str, An
         return ("No primary similarity → transfer record (the primary measures or fixed probe sets are absent).", [])
     causes = [c for c in ("alignment", "shared_init") if (prim["cause"] == c).any()]
     groups = []
-    for key, g in prim.groupby([k for k in ("run", "source", "model", "layer_a", "layer_b", "measure", "probe_set")
-                                if k in prim.columns], sort=False):  # fmt: skip
-        keys = dict(zip([k for k in ("run", "source", "model", "layer_a", "layer_b", "measure", "probe_set") if k in prim],
-                        key if isinstance(key, tuple) else (key,)))  # fmt: skip
+    for key, g in prim.groupby(
+        [k for k in ("run", "source", "model", "layer_a", "layer_b", "measure", "probe_set") if k in prim.columns],
+        sort=False,
+    ):
+        keys = dict(
+            zip(
+                [k for k in ("run", "source", "model", "layer_a", "layer_b", "measure", "probe_set") if k in prim],
+                key if isinstance(key, tuple) else (key,),
+            )
+        )
         order = {"data_overlap": 0, "alignment": 1, "shared_init": 2, "difference": 3}
         g = g.assign(_o=g["cause"].map(order)).sort_values("_o", kind="stable")
-        line = f"{where_label(keys)}, {measure_label(keys['measure'])} on '{keys['probe_set']}': " + "; ".join(
-            _transfer_record_text(r) for _, r in g.iterrows()) + "."
+        line = (
+            f"{where_label(keys)}, {measure_label(keys['measure'])} on '{keys['probe_set']}': "
+            + "; ".join(_transfer_record_text(r) for _, r in g.iterrows())
+            + "."
+        )
         groups.append({"keys": keys, "summary": line})
     if not causes:
-        return ("Not identified: this run varies similarity only through overlap, which also drives transfer; a second "
-                "cause (overlap.designs[i].align or init) is needed to separate them.", groups)  # fmt: skip
+        return (
+            "Not identified: this run varies similarity only through overlap, which also drives transfer; a second "
+            "cause (overlap.designs[i].align or init) is needed to separate them.",
+            groups,
+        )
     diffs = prim[prim["cause"] == "difference"]
     data_rows = prim[prim["cause"] == "data_overlap"]
     counts = []
     for cause in ("data_overlap", *causes):
         rows = prim[prim["cause"] == cause]
-        counts.append(f"through {_CAUSE_LABELS[cause]}, transfer per unit similarity is positive in "
-                      f"{(rows['verdict'] == 'positive').sum()} of {len(rows)} primary tests "
-                      f"({(~rows['identifies']).sum()} without a detectable first stage)")  # fmt: skip
+        counts.append(
+            f"through {_CAUSE_LABELS[cause]}, transfer per unit similarity is positive in "
+            f"{(rows['verdict'] == 'positive').sum()} of {len(rows)} primary tests "
+            f"({(~rows['identifies']).sum()} without a detectable first stage)"
+        )
     dv = list(diffs["verdict"])
-    answer = (f"Two causes of similarity, compared (Holm-adjusted over {len(prim)} primary tests): " + "; ".join(counts)
-              + f"; the causes give detectably different transfer per unit similarity in {dv.count('differs')} of "
-              f"{len(dv)} comparisons, inconclusive in {dv.count('inconclusive')}.")  # fmt: skip
+    answer = (
+        f"Two causes of similarity, compared (Holm-adjusted over {len(prim)} primary tests): "
+        + "; ".join(counts)
+        + f"; the causes give detectably different transfer per unit similarity in {dv.count('differs')} of "
+        f"{len(dv)} comparisons, inconclusive in {dv.count('inconclusive')}."
+    )
     identified = diffs[diffs["identifies"]]
     if identified.empty:
-        answer += (" No comparison is identified (a cause's first stage is inconclusive), so this run cannot say "
-                   "whether similarity carries transfer.")
+        answer += (
+            " No comparison is identified (a cause's first stage is inconclusive), so this run cannot say "
+            "whether similarity carries transfer."
+        )
     elif (identified["verdict"] == "differs").any():
-        answer += (" Where they differ, similarity alone does not account for transfer: the same change in similarity "
-                   "buys different changes in transfer depending on its cause.")
+        answer += (
+            " Where they differ, similarity alone does not account for transfer: the same change in similarity "
+            "buys different changes in transfer depending on its cause."
+        )
     elif (data_rows["verdict"] == "positive").any():
-        answer += (" Where both are identified, no difference is detectable (the intervals bound how large it can "
-                   "be): consistent with similarity carrying transfer, not proof of it.")
+        answer += (
+            " Where both are identified, no difference is detectable (the intervals bound how large it can "
+            "be): consistent with similarity carrying transfer, not proof of it."
+        )
     return answer, groups
 
 
-def build_claims(effects: pd.DataFrame, factorial: pd.DataFrame, cons: pd.DataFrame,
-                 similarity_transfer: pd.DataFrame) -> list[dict[str, Any]]:  # fmt: skip
+def build_claims(
+    effects: pd.DataFrame, factorial: pd.DataFrame, cons: pd.DataFrame, similarity_transfer: pd.DataFrame
+) -> list[dict[str, Any]]:
     """Every claim with its groups and one-line answers.
 
     Returns a list of dicts: ``id``, ``title``, ``summary`` (one line for the claim), ``groups``
@@ -226,9 +270,15 @@ def build_claims(effects: pd.DataFrame, factorial: pd.DataFrame, cons: pd.DataFr
                 total = {k: total[k] + counts[k] for k in total}
                 groups.append({"keys": keys, "summary": line, "headline_probe_sets": heads})
             n = sum(total.values())
-            summary = (f"Across {len(groups)} group{'s' if len(groups) != 1 else ''} (never pooled), on headline probe sets "
-                       f"similarity rises in {total['more similar']} of {n} primary tests, falls in {total['less similar']}, "
-                       f"inconclusive in {total['inconclusive']}.") if groups else "Not tested in this run."  # fmt: skip
+            summary = (
+                (
+                    f"Across {len(groups)} group{'s' if len(groups) != 1 else ''} (never pooled), on headline probe sets "
+                    f"similarity rises in {total['more similar']} of {n} primary tests, falls in {total['less similar']}, "
+                    f"inconclusive in {total['inconclusive']}."
+                )
+                if groups
+                else "Not tested in this run."
+            )
         elif cid == "combined":
             fac_groups = _factorial_groups(factorial)
             for keys, g in fac_groups:
@@ -236,13 +286,20 @@ def build_claims(effects: pd.DataFrame, factorial: pd.DataFrame, cons: pd.DataFr
             prim = pd.concat([g[g["family"] == "primary"] for _, g in fac_groups]) if fac_groups else pd.DataFrame()
             v = list(prim["verdict"]) if not prim.empty else []
             strongest = list(prim["combined_strongest"]) if not prim.empty else []
-            summary = (f"Across {len(groups)} factorial group{'s' if len(groups) != 1 else ''} (never pooled), the "
-                       f"interaction is positive in {v.count('positive')} of {len(v)} primary tests, negative in "
-                       f"{v.count('negative')}, inconclusive in {v.count('inconclusive')}; combining beats the best "
-                       f"single factor in {strongest.count('yes')}, loses in {strongest.count('no')}, inconclusive in "
-                       f"{strongest.count('inconclusive')}.") if groups else (
-                "Not tested as a factorial design in this run." + (" See the data × task grid below." if
-                                                                   (effects["overlap_kind"] == "combined").any() else ""))  # fmt: skip
+            summary = (
+                (
+                    f"Across {len(groups)} factorial group{'s' if len(groups) != 1 else ''} (never pooled), the "
+                    f"interaction is positive in {v.count('positive')} of {len(v)} primary tests, negative in "
+                    f"{v.count('negative')}, inconclusive in {v.count('inconclusive')}; combining beats the best "
+                    f"single factor in {strongest.count('yes')}, loses in {strongest.count('no')}, inconclusive in "
+                    f"{strongest.count('inconclusive')}."
+                )
+                if groups
+                else (
+                    "Not tested as a factorial design in this run."
+                    + (" See the data × task grid below." if (effects["overlap_kind"] == "combined").any() else "")
+                )
+            )
         else:
             for keys, g, heads in effect_groups(effects, ("data", "task", "attribute", "combined", "factorial")):
                 if cons.empty:
@@ -257,15 +314,18 @@ def build_claims(effects: pd.DataFrame, factorial: pd.DataFrame, cons: pd.DataFr
             heads_cons = cons[cons["family"] == "primary"] if not cons.empty else cons
             if groups:
                 v = list(heads_cons["verdict"])
-                summary = (f"{answer} Transfer success itself rises with overlap in {v.count('rises')} of {len(v)} "
-                           f"primary tests (Holm-adjusted), falls in {v.count('falls')}, inconclusive in "
-                           f"{v.count('inconclusive')}.")  # fmt: skip
+                summary = (
+                    f"{answer} Transfer success itself rises with overlap in {v.count('rises')} of {len(v)} "
+                    f"primary tests (Holm-adjusted), falls in {v.count('falls')}, inconclusive in "
+                    f"{v.count('inconclusive')}."
+                )
             else:
                 summary = "No consequence columns in this run."
             if not cons.empty and cons["consequence"].astype(str).str.startswith("jailbreak").any():
                 summary += " " + JAILBREAK_READING
-            claims.append({"id": cid, "title": title, "summary": summary, "groups": groups,
-                           "similarity_transfer": identified})  # fmt: skip
+            claims.append(
+                {"id": cid, "title": title, "summary": summary, "groups": groups, "similarity_transfer": identified}
+            )
             continue
         claims.append({"id": cid, "title": title, "summary": summary, "groups": groups})
     return claims

@@ -22,19 +22,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "results.csv with the contract columns) into statistics, figures and one self-contained report.",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="DIR", help="run folder(s) written by `reprsim run --out DIR`")
-    parser.add_argument("--out", metavar="DIR", help="where to write the report (required with several DIRs; "
-                        "default: the run folder)")  # fmt: skip
-    parser.add_argument("--format", choices=["html", "md"], default="html",
-                        help="which of the two reports (both are written) to print the path of (default: html)")
-    parser.add_argument("--layers", choices=["default", "best"], default="default",
-                        help="'default': every layer pair is its own cell (headline: penultimate); "
-                        "'best': the max over layer pairs per unit (labelled)")  # fmt: skip
+    parser.add_argument(
+        "--out", metavar="DIR", help="where to write the report (required with several DIRs; default: the run folder)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=["html", "md"],
+        default="html",
+        help="which of the two reports (both are written) to print the path of (default: html)",
+    )
+    parser.add_argument(
+        "--layers",
+        choices=["default", "best"],
+        default="default",
+        help="'default': every layer pair is its own cell (headline: penultimate); "
+        "'best': the max over layer pairs per unit (labelled; the sweep's 'best' rows, whose "
+        "p-value comes from the null of the maximum, when the run has them)",
+    )
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over seeds (default: 1000)")
     parser.add_argument("--n-perm", type=int, default=1000, help="permutations of the MI null (default: 1000)")
     parser.add_argument("--no-figures", action="store_true", help="tables and numbers only (faster)")
-    parser.add_argument("--findings", action="store_true",
-                        help="print the findings section (Markdown: numbers, intervals, corrections, verdicts) "
-                        "instead of the report's path; the README's findings block is this output")  # fmt: skip
+    parser.add_argument(
+        "--findings",
+        action="store_true",
+        help="print the findings section (Markdown: numbers, intervals, corrections, verdicts) "
+        "instead of the report's path; the README's findings block is this output",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -54,8 +67,15 @@ def run(args: argparse.Namespace) -> int:
     check_resamples(args.n_perm, "--n-perm")
     if len(args.run_dirs) > 1 and not args.out:
         raise ValueError("several run folders are analysed together: give --out DIR for the combined report.")
-    path = build_report(args.run_dirs if len(args.run_dirs) > 1 else args.run_dirs[0], args.format, out=args.out,
-                        layers=args.layers, n_boot=args.n_boot, n_perm=args.n_perm, figures=not args.no_figures)  # fmt: skip
+    path = build_report(
+        args.run_dirs if len(args.run_dirs) > 1 else args.run_dirs[0],
+        args.format,
+        out=args.out,
+        layers=args.layers,
+        n_boot=args.n_boot,
+        n_perm=args.n_perm,
+        figures=not args.no_figures,
+    )
     summary = json.loads((Path(path).parent / SUMMARY_FILE).read_text(encoding="utf-8"))
     if args.findings:
         from reprsim.analysis.findings import findings_markdown

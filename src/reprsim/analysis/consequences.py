@@ -33,7 +33,7 @@ __all__ = [
     "consequence_by_fraction",
     "consequence_effects",
     "similarity_links",
-]  # fmt: skip
+]
 
 #: Consequences whose overlap effect is a primary test (Holm-adjusted together); the others
 #: (white-box success, clean error, ...) are controls and reported as exploratory.
@@ -56,8 +56,10 @@ _unit_axes = group_keys
 #: The reason given for a consequence that cannot move with the fraction: model A's white-box
 #: success in a data-overlap design (A, the attack inputs and the attack seed are the same at every
 #: fraction), for instance.
-CONSTANT = ("identical at every fraction within each seed (constant by construction: the same source model, "
-            "inputs and attack seed at every fraction); reported, not tested")
+CONSTANT = (
+    "identical at every fraction within each seed (constant by construction: the same source model, "
+    "inputs and attack seed at every fraction); reported, not tested"
+)
 
 
 def consequence_effects(df: pd.DataFrame, *, layers: str = "default") -> pd.DataFrame:
@@ -86,9 +88,18 @@ def consequence_effects(df: pd.DataFrame, *, layers: str = "default") -> pd.Data
             effect = seed_effect(x, y, sub["seed"].to_numpy())
             if np.ptp(y) > 0 and _constant_within_seeds(x, y, sub["seed"].to_numpy()):
                 effect["reason"] = CONSTANT
-            rows.append({**keys, "consequence": c, **effect,
-                         "n": len(sub), "x_min": float(x.min()), "x_max": float(x.max()),
-                         "value_at_min": float(means.iloc[0]), "value_at_max": float(means.iloc[-1])})  # fmt: skip
+            rows.append(
+                {
+                    **keys,
+                    "consequence": c,
+                    **effect,
+                    "n": len(sub),
+                    "x_min": float(x.min()),
+                    "x_max": float(x.max()),
+                    "value_at_min": float(means.iloc[0]),
+                    "value_at_max": float(means.iloc[-1]),
+                }
+            )
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -125,8 +136,9 @@ def consequence_by_fraction(df: pd.DataFrame, *, layers: str = "default") -> pd.
     return out.reset_index().sort_values(keys + ["consequence", "x"], kind="stable").reset_index(drop=True)
 
 
-def similarity_links(df: pd.DataFrame, *, layers: str = "default", n_boot: int = stats.DEFAULT_N_BOOT,
-                     seed: int = stats.DEFAULT_SEED) -> pd.DataFrame:  # fmt: skip
+def similarity_links(
+    df: pd.DataFrame, *, layers: str = "default", n_boot: int = stats.DEFAULT_N_BOOT, seed: int = stats.DEFAULT_SEED
+) -> pd.DataFrame:
     """Transfer success against similarity, pooled over the fractions of each similarity cell
     (never pooling kinds or designs); descriptive, see the module docstring.
 
@@ -150,11 +162,23 @@ def similarity_links(df: pd.DataFrame, *, layers: str = "default", n_boot: int =
                 continue
             sim, y = g["value"].to_numpy(float)[m], v[m]
             seeds, x = g["seed"].to_numpy()[m], g["x"].to_numpy(float)[m]
-            rho = stats.correlation_ci(sim, y, seeds, method="spearman", n_boot=n_boot, seed=seed,
-                                       min_groups=inference.MIN_SEEDS_FOR_BOOTSTRAP)  # fmt: skip
+            rho = stats.correlation_ci(
+                sim, y, seeds, method="spearman", n_boot=n_boot, seed=seed, min_groups=inference.MIN_SEEDS_FOR_BOOTSTRAP
+            )
             pearson = stats.weighted_pearson(sim, y, np.ones((1, sim.size)))[0]
-            rows.append({**keys, "probe_role": str(g["probe_role"].iloc[0]), "headline_layer": bool(head.loc[g.index].all()),
-                         "consequence": c, "n": int(m.sum()), "n_seeds": int(np.unique(seeds).size),
-                         "n_levels": int(np.unique(x).size), "spearman": rho["estimate"], "spearman_low": rho["low"],
-                         "spearman_high": rho["high"], "pearson": float(pearson)})  # fmt: skip
+            rows.append(
+                {
+                    **keys,
+                    "probe_role": str(g["probe_role"].iloc[0]),
+                    "headline_layer": bool(head.loc[g.index].all()),
+                    "consequence": c,
+                    "n": int(m.sum()),
+                    "n_seeds": int(np.unique(seeds).size),
+                    "n_levels": int(np.unique(x).size),
+                    "spearman": rho["estimate"],
+                    "spearman_low": rho["low"],
+                    "spearman_high": rho["high"],
+                    "pearson": float(pearson),
+                }
+            )
     return pd.DataFrame(rows)

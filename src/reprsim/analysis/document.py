@@ -92,8 +92,10 @@ pre{background:#f7f7f7;padding:.7em;overflow:auto;font-size:.78em;max-height:30e
 .key .more{background:#dcefd8}.key .less{background:#f9dfcc}.key .inconclusive{background:#f2f2f2}
 """
 
-_KEY = ('<p class="key"><span class="more">more similar (or positive)</span><span class="less">less similar '
-        '(or negative)</span><span class="inconclusive">inconclusive</span></p>')  # fmt: skip
+_KEY = (
+    '<p class="key"><span class="more">more similar (or positive)</span><span class="less">less similar '
+    '(or negative)</span><span class="inconclusive">inconclusive</span></p>'
+)
 
 
 def _html_table(t: Table) -> str:
@@ -102,11 +104,14 @@ def _html_table(t: Table) -> str:
     out = ['<div class="scroll"><table>']
     if t.caption:
         out.append(f"<caption>{e(t.caption)}</caption>")
+
     def css(j: int) -> str:
         names = (["l"] if j < t.left else []) + (["verdict"] if j == verdict_col else [])
         return f' class="{" ".join(names)}"' if names else ""
 
-    out.append("<thead><tr>" + "".join(f"<th{css(j)}>{e(h)}</th>" for j, h in enumerate(t.header)) + "</tr></thead><tbody>")
+    out.append(
+        "<thead><tr>" + "".join(f"<th{css(j)}>{e(h)}</th>" for j, h in enumerate(t.header)) + "</tr></thead><tbody>"
+    )
     for i, row in enumerate(t.rows):
         cls = t.classes[i] if i < len(t.classes) and t.classes[i] else ""
         cells = "".join(f"<td{css(j)}>{e(c)}</td>" for j, c in enumerate(row))
@@ -152,10 +157,18 @@ def _html_blocks(blocks: list) -> list[str]:
 
 def to_html(blocks: list, title: str) -> str:
     """One self-contained HTML page (inline CSS, images as base64; no scripts, no external resources)."""
-    head = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-            f"<h1>{html.escape(title)}</h1>"]  # fmt: skip
+    head = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     return "\n".join(head + _html_blocks(blocks) + ["</body>", "</html>"]) + "\n"
 
 
@@ -174,6 +187,7 @@ def _md_inline(text: object) -> str:
 def _md(text: object) -> str:
     """:func:`_md_inline`, and no heading, quote, list, rule or link definition made by the first
     characters (the text starts a line)."""
+
     def escape(m: re.Match) -> str:
         return m.group(1) + ("\\" + m.group(2) if m.group(2) else m.group(3) + "\\" + m.group(4))
 
@@ -190,7 +204,9 @@ def _md_table(t: Table) -> list[str]:
     for row in t.rows:
         cells = [f"**{_md_cell(c)}**" if j == verdict_col and c else _md_cell(c) for j, c in enumerate(row)]
         lines.append("| " + " | ".join(cells) + " |")
-    return ([f"*{_md(t.caption)}*", ""] if t.caption else []) + lines + [""] + ([f"*{_md(t.note)}*", ""] if t.note else [])
+    return (
+        ([f"*{_md(t.caption)}*", ""] if t.caption else []) + lines + [""] + ([f"*{_md(t.note)}*", ""] if t.note else [])
+    )
 
 
 def _md_blocks(blocks: list, root: Path) -> list[str]:
@@ -209,8 +225,7 @@ def _md_blocks(blocks: list, root: Path) -> list[str]:
             except ValueError:
                 rel = Path(b.png).as_posix()
             alt = _md_inline(b.title).replace("]", "\\]")
-            out += [f"![{alt}]({quote(rel)})", "",
-                    f"*{_md_inline(b.title)}. {_md_inline(b.caption)}*", ""]
+            out += [f"![{alt}]({quote(rel)})", "", f"*{_md_inline(b.title)}. {_md_inline(b.caption)}*", ""]
         elif isinstance(b, Pre):
             fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", b.text)), default=0))
             out += [fence, b.text.rstrip(), fence, ""]  # a fence longer than any backtick run inside

@@ -35,7 +35,7 @@ __all__ = [
     "fraction_means",
     "overlap_effects",
     "seed_effect",
-]  # fmt: skip
+]
 
 SLOPE_METHOD = "mean of per-seed OLS slopes (value on fraction), t(n_seeds − 1) 95% interval"
 DEFAULT_N_PERM = 1000
@@ -57,17 +57,36 @@ def seed_effect(x: np.ndarray, y: np.ndarray, seeds: np.ndarray) -> dict[str, An
     levels = np.unique(x)
     nan = float("nan")
     if levels.size < 2:
-        return {"slope": nan, "slope_low": nan, "slope_high": nan, "slope_sd": nan, "p": nan,
-                "n_seeds": int(np.unique(seeds).size),
-                "reason": "one fraction level: no slope"}  # fmt: skip
+        return {
+            "slope": nan,
+            "slope_low": nan,
+            "slope_high": nan,
+            "slope_sd": nan,
+            "p": nan,
+            "n_seeds": int(np.unique(seeds).size),
+            "reason": "one fraction level: no slope",
+        }
     if np.ptp(y) == 0:
-        return {"slope": 0.0, "slope_low": nan, "slope_high": nan, "slope_sd": 0.0, "p": nan,
-                "n_seeds": int(np.unique(seeds).size),
-                "reason": "all values equal: no variation to test"}  # fmt: skip
+        return {
+            "slope": 0.0,
+            "slope_low": nan,
+            "slope_high": nan,
+            "slope_sd": 0.0,
+            "p": nan,
+            "n_seeds": int(np.unique(seeds).size),
+            "reason": "all values equal: no variation to test",
+        }
     _, slopes = inference.per_seed_slopes(x, y, seeds)
     t = inference.t_summary(slopes)
-    return {"slope": t["estimate"], "slope_low": t["low"], "slope_high": t["high"], "slope_sd": t["sd"],
-            "p": t["p"], "n_seeds": t["n"], "reason": t["reason"]}  # fmt: skip
+    return {
+        "slope": t["estimate"],
+        "slope_low": t["low"],
+        "slope_high": t["high"],
+        "slope_sd": t["sd"],
+        "p": t["p"],
+        "n_seeds": t["n"],
+        "reason": t["reason"],
+    }
 
 
 def _effect_sd(x: np.ndarray, y: np.ndarray, seeds: np.ndarray, slope: float) -> tuple[float, float, str | None]:
@@ -112,22 +131,43 @@ def _cell_row(g: pd.DataFrame, n_boot: int, n_perm: int, seed: int) -> dict[str,
     out["intercept"], out["r2"] = fit.intercept, fit.r2
     if out["reason"] and out["reason"].startswith("all values equal"):
         out["r2"] = float("nan")
-    rho = stats.correlation_ci(x, y, seeds, method="spearman", n_boot=n_boot, seed=seed,
-                                  min_groups=inference.MIN_SEEDS_FOR_BOOTSTRAP)
+    rho = stats.correlation_ci(
+        x, y, seeds, method="spearman", n_boot=n_boot, seed=seed, min_groups=inference.MIN_SEEDS_FOR_BOOTSTRAP
+    )
     out["spearman"], out["spearman_low"], out["spearman_high"] = rho["estimate"], rho["low"], rho["high"]
     out["spearman_ci_unit"] = rho["ci_unit"]
     mi = inference.mi_permutation_test(x, y, seeds, n_perm=n_perm if np.ptp(y) > 0 else 0, seed=seed)
-    out["mutual_information"], out["mi_null95"], out["mi_p"], out["n_perm"] = mi["mi"], mi["mi_null95"], mi["mi_p"], mi["n_perm"]
+    out["mutual_information"], out["mi_null95"], out["mi_p"], out["n_perm"] = (
+        mi["mi"],
+        mi["mi_null95"],
+        mi["mi_p"],
+        mi["n_perm"],
+    )
     means = g.groupby("x")["value"].mean()
-    out.update(n=len(g), n_levels=int(np.unique(x).size), x_min=float(x.min()), x_max=float(x.max()),
-               value_at_min=float(means.iloc[0]), value_at_max=float(means.iloc[-1]))  # fmt: skip
+    out.update(
+        n=len(g),
+        n_levels=int(np.unique(x).size),
+        x_min=float(x.min()),
+        x_max=float(x.max()),
+        value_at_min=float(means.iloc[0]),
+        value_at_max=float(means.iloc[-1]),
+    )
     if sd_reason and not out["reason"]:
         out["effect_sd_note"] = sd_reason
     return out
 
 
-def apply_family(frame: pd.DataFrame, primary_mask: pd.Series, *, estimate: str, low: str, high: str,
-                 p: str = "p", sd: str | None = None, n: str = "n_seeds") -> pd.DataFrame:  # fmt: skip
+def apply_family(
+    frame: pd.DataFrame,
+    primary_mask: pd.Series,
+    *,
+    estimate: str,
+    low: str,
+    high: str,
+    p: str = "p",
+    sd: str | None = None,
+    n: str = "n_seeds",
+) -> pd.DataFrame:
     """Holm-adjust ``p`` over the rows of ``primary_mask`` and read each row's verdict.
 
     Adds ``family`` (primary/exploratory), ``p_adjusted`` (Holm; NaN for exploratory rows) and, when
@@ -178,9 +218,15 @@ def _verdict_note(r: pd.Series) -> str:
     return "interval contains 0"
 
 
-def overlap_effects(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers: str = "default",
-                    n_boot: int = stats.DEFAULT_N_BOOT, n_perm: int = DEFAULT_N_PERM,
-                    seed: int = stats.DEFAULT_SEED) -> pd.DataFrame:  # fmt: skip
+def overlap_effects(
+    df: pd.DataFrame,
+    *,
+    primary: PrimaryFamily | None = None,
+    layers: str = "default",
+    n_boot: int = stats.DEFAULT_N_BOOT,
+    n_perm: int = DEFAULT_N_PERM,
+    seed: int = stats.DEFAULT_SEED,
+) -> pd.DataFrame:
     """The effect of the overlap fraction on each measure, per cell (see module docstring).
 
     ``x`` is the fraction the unit's kind varies (:func:`reprsim.analysis.load.overlap_x`; for
@@ -208,10 +254,18 @@ def overlap_effects(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, l
         fitted, note = fit_range(g)
         if fitted.empty:  # only fractions at which the set's classes change role
             continue
-        rows.append({**keys, "probe_role": str(g["probe_role"].iloc[0]), "composition": composition(g),
-                     "probe_classes": probe_classes(fitted), "headline_layer": bool(head.loc[g.index].all()),
-                     "distance": is_distance(keys["measure"]), "fit_note": note,
-                     **_cell_row(fitted, n_boot, n_perm, seed)})  # fmt: skip
+        rows.append(
+            {
+                **keys,
+                "probe_role": str(g["probe_role"].iloc[0]),
+                "composition": composition(g),
+                "probe_classes": probe_classes(fitted),
+                "headline_layer": bool(head.loc[g.index].all()),
+                "distance": is_distance(keys["measure"]),
+                "fit_note": note,
+                **_cell_row(fitted, n_boot, n_perm, seed),
+            }
+        )
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -239,7 +293,9 @@ def fraction_means(df: pd.DataFrame, *, layers: str = "default") -> pd.DataFrame
         data[c] = pd.to_numeric(data[c], errors="coerce")
     keys = axes + ["probe_role", "data_fraction", "task_fraction"]
     per_seed = data.groupby(keys + ["seed"], dropna=False, sort=False).agg(x=("x", "first"), v=("value", "mean"))
-    out = per_seed.reset_index().groupby(keys, dropna=False, sort=False).agg(
-        x=("x", "first"), mean=("v", "mean"), sd=("v", "std"), n_seeds=("v", "size")
+    out = (
+        per_seed.reset_index()
+        .groupby(keys, dropna=False, sort=False)
+        .agg(x=("x", "first"), mean=("v", "mean"), sd=("v", "std"), n_seeds=("v", "size"))
     )
     return out.reset_index()

@@ -28,8 +28,10 @@ _CORNERS = {"y00": (0, 0), "y10": (1, 0), "y01": (0, 1), "y11": (1, 1)}
 
 
 def _fractions(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    return (pd.to_numeric(g["data_fraction"], errors="coerce").to_numpy(float),
-            pd.to_numeric(g["task_fraction"], errors="coerce").to_numpy(float))  # fmt: skip
+    return (
+        pd.to_numeric(g["data_fraction"], errors="coerce").to_numpy(float),
+        pd.to_numeric(g["task_fraction"], errors="coerce").to_numpy(float),
+    )
 
 
 def _corner_means(g: pd.DataFrame, corners: dict[str, tuple[float, float]]) -> pd.DataFrame:
@@ -56,8 +58,14 @@ def _factorial_cell(g: pd.DataFrame) -> dict[str, Any]:
         out[f"mean_{name}"] = float(table[name].mean()) if table[name].notna().any() else float("nan")
     y00, y10, y01, y11 = (complete[c] for c in ("y00", "y10", "y01", "y11"))
     inter = inference.t_summary((y11 - y10 - y01 + y00).to_numpy())
-    out.update(estimate=inter["estimate"], low=inter["low"], high=inter["high"], p=inter["p"], sd=inter["sd"],
-               n_seeds=inter["n"])
+    out.update(
+        estimate=inter["estimate"],
+        low=inter["low"],
+        high=inter["high"],
+        p=inter["p"],
+        sd=inter["sd"],
+        n_seeds=inter["n"],
+    )
     reason = inter["reason"]
     if np.ptp(g["value"].to_numpy(float)) == 0:
         reason = "all values equal: no variation to test"
@@ -76,13 +84,19 @@ def _factorial_cell(g: pd.DataFrame) -> dict[str, Any]:
     best = "data" if (y10 - y00).mean() >= (y01 - y00).mean() else "task"
     out["best_single"] = best
     out.update(_summ("both_minus_best_single", y11 - (y10 if best == "data" else y01)))
-    out["combined_strongest"] = inference.decide(out["both_minus_best_single"], out["both_minus_best_single_low"],
-                                                 out["both_minus_best_single_high"], out["both_minus_best_single_p"])
+    out["combined_strongest"] = inference.decide(
+        out["both_minus_best_single"],
+        out["both_minus_best_single_low"],
+        out["both_minus_best_single_high"],
+        out["both_minus_best_single_p"],
+    )
     out["combined_strongest"] = {"rises": "yes", "falls": "no"}.get(out["combined_strongest"], "inconclusive")
     return out
 
 
-def factorial_effects(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers: str = "default") -> pd.DataFrame:
+def factorial_effects(
+    df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers: str = "default"
+) -> pd.DataFrame:
     """The 2 × 2 factorial analysis of every ``factorial`` cell (source × model × probe set × layer
     pair × measure).
 
@@ -103,8 +117,10 @@ def factorial_effects(df: pd.DataFrame, *, primary: PrimaryFamily | None = None,
         return pd.DataFrame()
     axes = [a for a in cell_axes(fac) if a != "overlap_kind"]
     head = headline_layer_mask(fac)
-    rows = [{**keys, "headline_layer": bool(head.loc[g.index].all()), **_factorial_cell(g)}
-            for keys, g in iter_cells(fac, axes)]  # fmt: skip
+    rows = [
+        {**keys, "headline_layer": bool(head.loc[g.index].all()), **_factorial_cell(g)}
+        for keys, g in iter_cells(fac, axes)
+    ]
     out = pd.DataFrame(rows)
     fam = out["headline_layer"] & pd.Series([primary.contains(m, p) for m, p in zip(out["measure"], out["probe_set"])])
     out = apply_family(out, fam, estimate="estimate", low="low", high="high", sd="sd")
@@ -145,8 +161,12 @@ def combined_grid(df: pd.DataFrame, *, layers: str = "default") -> pd.DataFrame:
         fits = pd.DataFrame([_grid_seed(gs) for _, gs in g.groupby("seed")])
         for c in ("coef_intercept", "coef_data", "coef_task", "coef_interaction"):
             row.update(_summ(c, fits.get(c, [])))
-        corners = {"none": (d.min(), t.min()), "data": (d.max(), t.min()), "task": (d.min(), t.max()),
-                   "both": (d.max(), t.max())}  # fmt: skip
+        corners = {
+            "none": (d.min(), t.min()),
+            "data": (d.max(), t.min()),
+            "task": (d.min(), t.max()),
+            "both": (d.max(), t.max()),
+        }
         table = _corner_means(g, corners).dropna()
         gains = {k: table[k] - table["none"] for k in ("data", "task", "both")}
         best = "data" if gains["data"].mean() >= gains["task"].mean() else "task"
@@ -155,8 +175,12 @@ def combined_grid(df: pd.DataFrame, *, layers: str = "default") -> pd.DataFrame:
             row.update(_summ(f"gain_{k}", v))
         row["best_single"] = best
         row["n_seeds"] = len(table)
-        verdict = inference.decide(row["gain_both_minus_best_single"], row["gain_both_minus_best_single_low"],
-                                   row["gain_both_minus_best_single_high"], row["gain_both_minus_best_single_p"])
+        verdict = inference.decide(
+            row["gain_both_minus_best_single"],
+            row["gain_both_minus_best_single_low"],
+            row["gain_both_minus_best_single_high"],
+            row["gain_both_minus_best_single_p"],
+        )
         row["combined_strongest"] = {"rises": "yes", "falls": "no"}.get(verdict, "inconclusive")
         row["reason"] = inference.t_summary(gains["both"].to_numpy())["reason"]
         if row["n_data_levels"] < 2 or row["n_task_levels"] < 2:

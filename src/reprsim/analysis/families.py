@@ -44,8 +44,18 @@ def family_table(effects: pd.DataFrame, measures: tuple[str, ...] | list[str]) -
     ``n_levels`` (the distinct fraction-level counts, e.g. "5" or "3, 6") and ``mi_ceiling``
     (ln of the largest level count). Empty when there is nothing to tabulate.
     """
-    cols = ["group", "overlap_kind", "measure", "mean_mi", "mean_mi_null95", "mean_r2", "n_cells", "n_models",
-            "n_levels", "mi_ceiling"]  # fmt: skip
+    cols = [
+        "group",
+        "overlap_kind",
+        "measure",
+        "mean_mi",
+        "mean_mi_null95",
+        "mean_r2",
+        "n_cells",
+        "n_models",
+        "n_levels",
+        "mi_ceiling",
+    ]
     if effects.empty:
         return pd.DataFrame(columns=cols)
     model_keys = [c for c in ("run", "source", "model") if c in effects.columns]
@@ -63,11 +73,20 @@ def family_table(effects: pd.DataFrame, measures: tuple[str, ...] | list[str]) -
     for (kind, measure), g in cells.groupby(["overlap_kind", "measure"], sort=False):
         per_model = g.groupby(model_keys, sort=False)[["mutual_information", "mi_null95", "r2"]].mean()
         levels = sorted(set(g["n_levels"].astype(int)))
-        rows.append({"group": GROUP_LABELS.get(kind, kind), "overlap_kind": kind, "measure": measure,
-                     "mean_mi": float(per_model["mutual_information"].mean()),
-                     "mean_mi_null95": float(per_model["mi_null95"].mean()), "mean_r2": float(per_model["r2"].mean()),
-                     "n_cells": len(g), "n_models": len(per_model),
-                     "n_levels": ", ".join(map(str, levels)), "mi_ceiling": float(np.log(max(levels)))})  # fmt: skip
+        rows.append(
+            {
+                "group": GROUP_LABELS.get(kind, kind),
+                "overlap_kind": kind,
+                "measure": measure,
+                "mean_mi": float(per_model["mutual_information"].mean()),
+                "mean_mi_null95": float(per_model["mi_null95"].mean()),
+                "mean_r2": float(per_model["r2"].mean()),
+                "n_cells": len(g),
+                "n_models": len(per_model),
+                "n_levels": ", ".join(map(str, levels)),
+                "mi_ceiling": float(np.log(max(levels))),
+            }
+        )
     order = {k: i for i, k in enumerate(GROUP_LABELS)}
     out = pd.DataFrame(rows, columns=cols)
     return out.assign(_o=out["overlap_kind"].map(order).fillna(9)).sort_values(["_o", "measure"]).drop(columns="_o")

@@ -29,11 +29,16 @@ from reprsim.analysis.text import (
 __all__ = ["findings_markdown"]
 
 
-_CONSEQUENCE_NAMES = {"transfer_asr": "transfer A→B", "transfer_asr_ba": "transfer B→A",
-                      "whitebox_asr": "white-box on A", "whitebox_asr_ba": "white-box on B",
-                      "jailbreak_transfer_asr": "jailbreak transfer A→B", "jailbreak_transfer_asr_ba": "jailbreak transfer B→A",
-                      "jailbreak_whitebox_asr": "jailbreak white-box on A",
-                      "jailbreak_whitebox_asr_ba": "jailbreak white-box on B"}
+_CONSEQUENCE_NAMES = {
+    "transfer_asr": "transfer A→B",
+    "transfer_asr_ba": "transfer B→A",
+    "whitebox_asr": "white-box on A",
+    "whitebox_asr_ba": "white-box on B",
+    "jailbreak_transfer_asr": "jailbreak transfer A→B",
+    "jailbreak_transfer_asr_ba": "jailbreak transfer B→A",
+    "jailbreak_whitebox_asr": "jailbreak white-box on A",
+    "jailbreak_whitebox_asr_ba": "jailbreak white-box on B",
+}
 
 
 def _frame(records: Any) -> pd.DataFrame:
@@ -53,10 +58,12 @@ def _effect_bullet(r: pd.Series) -> str:
     fit = f", fitted over fractions {fmt(r['x_min'])}–{fmt(r['x_max'])}" if r.get("fit_note") else ""
     classes = f"{r['probe_classes']} classes" if r.get("probe_classes") else ""
     about = ", ".join(x for x in (classes, fit.removeprefix(", ")) if x)
-    return (f"{measure_label(r['measure'])} on '{r['probe_set']}'{f' ({about})' if about else ''}: "
-            f"{fmt(r['value_at_min'], 3)} → {fmt(r['value_at_max'], 3)}, slope "
-            f"{fmt_ci(r['slope'], r['slope_low'], r['slope_high'])}, Holm-adjusted {fmt_ci(r['slope'], lo, hi)}, "
-            f"Holm p {fmt_p(r['p_adjusted'])}, {_verdict_text(r['verdict'], bool(r['distance']), lo, hi)}")  # fmt: skip
+    return (
+        f"{measure_label(r['measure'])} on '{r['probe_set']}'{f' ({about})' if about else ''}: "
+        f"{fmt(r['value_at_min'], 3)} → {fmt(r['value_at_max'], 3)}, slope "
+        f"{fmt_ci(r['slope'], r['slope_low'], r['slope_high'])}, Holm-adjusted {fmt_ci(r['slope'], lo, hi)}, "
+        f"Holm p {fmt_p(r['p_adjusted'])}, {_verdict_text(r['verdict'], bool(r['distance']), lo, hi)}"
+    )
 
 
 def _group_keys(frame: pd.DataFrame) -> list[str]:
@@ -90,15 +97,58 @@ def _consequence_section(summary: dict[str, Any]) -> list[str]:
                 if r["verdict"] == "constant by construction":
                     parts.append(f"{name} {fmt(r['value_at_min'])} (constant by construction: not tested)")
                     continue
-                adj = (f", Holm-adjusted {fmt_ci(r['slope'], r['slope_low_adjusted'], r['slope_high_adjusted'])}"
-                       if r["family"] == "primary" and pd.notna(r.get("slope_low_adjusted")) else "")  # fmt: skip
+                adj = (
+                    f", Holm-adjusted {fmt_ci(r['slope'], r['slope_low_adjusted'], r['slope_high_adjusted'])}"
+                    if r["family"] == "primary" and pd.notna(r.get("slope_low_adjusted"))
+                    else ""
+                )
                 primary = r["family"] == "primary"
-                lo, hi = (r["slope_low_adjusted"], r["slope_high_adjusted"]) if primary else (r["slope_low"], r["slope_high"])
-                parts.append(f"{name} {fmt(r['value_at_min'])} → {fmt(r['value_at_max'])} (slope "
-                             f"{fmt_ci(r['slope'], r['slope_low'], r['slope_high'])}{adj}; "
-                             f"{_verdict_text(r['verdict'], False, lo, hi)})")  # fmt: skip
+                lo, hi = (
+                    (r["slope_low_adjusted"], r["slope_high_adjusted"])
+                    if primary
+                    else (r["slope_low"], r["slope_high"])
+                )
+                parts.append(
+                    f"{name} {fmt(r['value_at_min'])} → {fmt(r['value_at_max'])} (slope "
+                    f"{fmt_ci(r['slope'], r['slope_low'], r['slope_high'])}{adj}; "
+                    f"{_verdict_text(r['verdict'], False, lo, hi)})"
+                )
             lines.append(f"* {design_label(keys).capitalize()} — {where_label(keys)}: " + "; ".join(parts) + ".")
     return lines
+
+
+def _secondary_cell(r: pd.Series) -> str:
+    primary = r["family"] == "primary"
+    lo, hi = (r["slope_low_adjusted"], r["slope_high_adjusted"]) if primary else (r["slope_low"], r["slope_high"])
+    keys = r.to_dict()
+    return (
+        f"{measure_label(r['measure'])} on '{r['probe_set']}' ({design_label(keys)}, {where_label(keys)}): "
+        f"{fmt(r['value_at_min'], 3)} → {fmt(r['value_at_max'], 3)}, slope "
+        f"{fmt_ci(r['slope'], r['slope_low'], r['slope_high'])}"
+        f"{', Holm p ' + fmt_p(r['p_adjusted']) if primary else ''}, "
+        f"{_verdict_text(r['verdict'], bool(r['distance']), lo, hi)}"
+    )
+
+
+def _secondary_sentences(summary: dict[str, Any]) -> list[str]:
+    """One sentence for calibrated effects and one for error consistency vs overlap, when the summary
+    has them, over the fixed-composition probe sets."""
+    out = []
+    for key, title, measures in (
+        ("calibrated_effects", "On calibrated scores", None),
+        ("behavioural_effects", "Error consistency vs overlap", ("error_consistency",)),
+    ):
+        eff = _frame(summary.get(key))
+        if eff.empty:
+            continue
+        eff = eff[eff["composition"] == "fixed"]
+        if measures is not None:
+            eff = eff[eff["measure"].isin(measures)]
+        if eff.empty:
+            continue
+        family = "a Holm family of its own" if (eff["family"] == "primary").any() else "exploratory, unadjusted"
+        out += [f"**{title}** ({family}): " + "; ".join(_secondary_cell(r) for _, r in eff.iterrows()) + ".", ""]
+    return out
 
 
 def findings_markdown(summary: dict[str, Any]) -> str:
@@ -109,11 +159,14 @@ def findings_markdown(summary: dict[str, Any]) -> str:
     a = summary["analysis"]
     primary = a["primary"]
     probes = primary["probe_sets"] if isinstance(primary["probe_sets"], str) else ", ".join(primary["probe_sets"])
-    out = [f"{summary['n_units']} model pairs, {summary['n_seeds']} seeds. Primary family: "
-           f"{', '.join(measure_label(m) for m in primary['measures'])} × {probes} probe sets, at the headline layer "
-           f"pair ({a['family_size']} tests, Holm); every interval is over seeds (t, 95%), and a primary test's "
-           "Holm-adjusted interval (at its Holm step's level) agrees with its verdict. Slopes are per unit of overlap "
-           "fraction.", ""]  # fmt: skip
+    out = [
+        f"{summary['n_units']} model pairs, {summary['n_seeds']} seeds. Primary family: "
+        f"{', '.join(measure_label(m) for m in primary['measures'])} × {probes} probe sets, at the headline layer "
+        f"pair ({a['family_size']} tests, Holm); every interval is over seeds (t, 95%), and a primary test's "
+        "Holm-adjusted interval (at its Holm step's level) agrees with its verdict. Slopes are per unit of overlap "
+        "fraction.",
+        "",
+    ]
     effects = _frame(summary.get("overlap_effects"))
     claims = {c["id"]: c for c in summary.get("claims", [])}
     sections = (("data", ("data",)), ("task", ("task", "attribute")))
@@ -133,4 +186,5 @@ def findings_markdown(summary: dict[str, Any]) -> str:
         out += [f"* {g['summary']}" for g in cons.get("similarity_transfer", [])]
         out += _consequence_section(summary)
         out.append("")
+    out += _secondary_sentences(summary)
     return "\n".join(out).rstrip("\n") + "\n"

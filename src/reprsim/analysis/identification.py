@@ -38,9 +38,11 @@ __all__ = ["CAUSES", "IDENTIFICATION_METHOD", "similarity_transfer"]
 CAUSES: tuple[str, ...] = ("data_overlap", "alignment", "shared_init")
 #: The consequence whose response to similarity is estimated, in order of preference.
 TRANSFER_COLUMNS: tuple[str, ...] = ("transfer_asr", "transfer_asr_ba")
-IDENTIFICATION_METHOD = ("per seed, the slope of transfer success on the cause over the slope of similarity on it "
-                         "(within each data fraction for alignment and shared initialisation); mean over seeds with a "
-                         "t(n − 1) 95% interval; the difference of two causes per seed, then averaged")  # fmt: skip
+IDENTIFICATION_METHOD = (
+    "per seed, the slope of transfer success on the cause over the slope of similarity on it "
+    "(within each data fraction for alignment and shared initialisation); mean over seeds with a "
+    "t(n − 1) 95% interval; the difference of two causes per seed, then averaged"
+)
 _CELL_AXES = ("run", "source", "model", "probe_set", "layer_a", "layer_b", "measure")
 
 
@@ -98,24 +100,47 @@ def _t_fields(values: pd.Series, prefix: str = "") -> dict[str, Any]:
     ``prefix``, ``{prefix}``, ``{prefix}_low``, ``{prefix}_high``, ``{prefix}_p``, ``{prefix}_sd``."""
     t = inference.t_summary(values.to_numpy(float))
     pre = f"{prefix}_" if prefix else ""
-    fields = {prefix or "estimate": t["estimate"], f"{pre}low": t["low"], f"{pre}high": t["high"], f"{pre}p": t["p"],
-              f"{pre}sd": t["sd"]}  # fmt: skip
+    fields = {
+        prefix or "estimate": t["estimate"],
+        f"{pre}low": t["low"],
+        f"{pre}high": t["high"],
+        f"{pre}p": t["p"],
+        f"{pre}sd": t["sd"],
+    }
     return fields if prefix else fields | {"n_seeds": t["n"], "reason": t["reason"]}
 
 
 def _records(keys: dict[str, Any], g: pd.DataFrame, consequence: str) -> list[dict[str, Any]]:
     per_cause = {c: _per_seed(g, c, consequence) for c in CAUSES}
     per_cause = {c: p for c, p in per_cause.items() if not p.empty}
-    base = {**keys, "probe_role": str(g["probe_role"].iloc[0]), "composition": composition(g), "consequence": consequence}
+    base = {
+        **keys,
+        "probe_role": str(g["probe_role"].iloc[0]),
+        "composition": composition(g),
+        "consequence": consequence,
+    }
     out = []
     for cause, p in per_cause.items():
         first = _t_fields(p["first_stage"], "first_stage")
-        identifies = inference.decide(first["first_stage"], first["first_stage_low"], first["first_stage_high"],
-                                      first["first_stage_p"]) != "inconclusive"  # fmt: skip
-        rec = {**base, "cause": cause, "compared": "", **_t_fields(p["estimate"]), **first,
-               **_t_fields(p["reduced_form"], "reduced_form"), "identifies": identifies}
+        identifies = (
+            inference.decide(
+                first["first_stage"], first["first_stage_low"], first["first_stage_high"], first["first_stage_p"]
+            )
+            != "inconclusive"
+        )
+        rec = {
+            **base,
+            "cause": cause,
+            "compared": "",
+            **_t_fields(p["estimate"]),
+            **first,
+            **_t_fields(p["reduced_form"], "reduced_form"),
+            "identifies": identifies,
+        }
         if not identifies:
-            rec["note"] = "first stage inconclusive: this cause does not detectably move similarity and identifies nothing"
+            rec["note"] = (
+                "first stage inconclusive: this cause does not detectably move similarity and identifies nothing"
+            )
         out.append(rec)
     if "data_overlap" in per_cause:
         ref = per_cause["data_overlap"].set_index("seed")["estimate"]
@@ -125,15 +150,22 @@ def _records(keys: dict[str, Any], g: pd.DataFrame, consequence: str) -> list[di
             other = per_cause[cause].set_index("seed")["estimate"]
             diff = (ref - other).dropna()  # seeds with both estimates
             both = all(r["identifies"] for r in out if r["cause"] in ("data_overlap", cause))
-            rec = {**base, "cause": "difference", "compared": f"data_overlap − {cause}", **_t_fields(diff),
-                   "identifies": both}
+            rec = {
+                **base,
+                "cause": "difference",
+                "compared": f"data_overlap − {cause}",
+                **_t_fields(diff),
+                "identifies": both,
+            }
             if not both:
                 rec["note"] = "a cause it compares identifies nothing (its first stage is inconclusive)"
             out.append(rec)
     return out
 
 
-def similarity_transfer(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers: str = "default") -> pd.DataFrame:
+def similarity_transfer(
+    df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers: str = "default"
+) -> pd.DataFrame:
     """Transfer success per unit of similarity, through each cause of similarity (module docstring).
 
     Returns
@@ -149,8 +181,9 @@ def similarity_transfer(df: pd.DataFrame, *, primary: PrimaryFamily | None = Non
     """
     primary = primary or PrimaryFamily()
     data = ensure_prepared(df, layers)
-    consequences = [c for c in TRANSFER_COLUMNS if c in data.columns
-                    and np.isfinite(pd.to_numeric(data[c], errors="coerce")).any()]  # fmt: skip
+    consequences = [
+        c for c in TRANSFER_COLUMNS if c in data.columns and np.isfinite(pd.to_numeric(data[c], errors="coerce")).any()
+    ]
     data = data[data["overlap_kind"].astype(str) == "data"]
     if data.empty or not consequences:
         return pd.DataFrame()
@@ -164,14 +197,19 @@ def similarity_transfer(df: pd.DataFrame, *, primary: PrimaryFamily | None = Non
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    in_family = (out["headline_layer"] & (out["consequence"] == TRANSFER_COLUMNS[0])
-                 & (out["composition"] == FIXED)
-                 & pd.Series([primary.contains(m, p) for m, p in zip(out["measure"], out["probe_set"])],
-                             index=out.index))  # fmt: skip
+    in_family = (
+        out["headline_layer"]
+        & (out["consequence"] == TRANSFER_COLUMNS[0])
+        & (out["composition"] == FIXED)
+        & pd.Series([primary.contains(m, p) for m, p in zip(out["measure"], out["probe_set"])], index=out.index)
+    )
     out = apply_family(out, in_family, estimate="estimate", low="low", high="high", sd="sd")
     words = {"rises": "positive", "falls": "negative"}
     out["verdict"] = [
-        "inconclusive" if not ident else ("differs" if v != "inconclusive" else v) if cause == "difference"
+        "inconclusive"
+        if not ident
+        else ("differs" if v != "inconclusive" else v)
+        if cause == "difference"
         else words.get(v, "inconclusive")
         for v, cause, ident in zip(out["verdict"], out["cause"], out["identifies"])
     ]  # a cause that does not move similarity identifies nothing, whatever its ratio

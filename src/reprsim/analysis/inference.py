@@ -57,8 +57,15 @@ def t_summary(values: object, *, level: float = LEVEL) -> dict[str, float | int 
     v = v[np.isfinite(v)]
     n = int(v.size)
     nan = float("nan")
-    out: dict[str, float | int | str | None] = {"estimate": nan, "low": nan, "high": nan, "p": nan, "sd": nan,
-                                                "n": n, "reason": None}  # fmt: skip
+    out: dict[str, float | int | str | None] = {
+        "estimate": nan,
+        "low": nan,
+        "high": nan,
+        "p": nan,
+        "sd": nan,
+        "n": n,
+        "reason": None,
+    }
     if n == 0:
         out["reason"] = "no seed has the levels needed for an estimate"
         return out
@@ -203,8 +210,9 @@ def _sklearn_scaled(x: np.ndarray, y: np.ndarray, random_state: int) -> tuple[np
     return xs, ex, ys
 
 
-def ksg_mi_batch(x: object, y: object, perms: np.ndarray | None = None, *, n_neighbors: int = 3,
-                 random_state: int = 42) -> np.ndarray:  # fmt: skip
+def ksg_mi_batch(
+    x: object, y: object, perms: np.ndarray | None = None, *, n_neighbors: int = 3, random_state: int = 42
+) -> np.ndarray:
     """The KSG estimate of ``sklearn.feature_selection.mutual_info_regression(x[perm], y,
     n_neighbors, random_state)`` for every row ``perm`` of ``perms`` at once (dense distances).
 
@@ -220,7 +228,7 @@ def ksg_mi_batch(x: object, y: object, perms: np.ndarray | None = None, *, n_nei
     out = np.empty(perms.shape[0])
     chunk = max(1, int(4e6 // (n * n)))
     for start in range(0, perms.shape[0], chunk):
-        xb = xs[perms[start:start + chunk]] + ex  # (b, n)
+        xb = xs[perms[start : start + chunk]] + ex  # (b, n)
         dx = np.abs(xb[:, :, None] - xb[:, None, :])
         d = np.maximum(dx, dy)
         d[:, np.arange(n), np.arange(n)] = np.inf
@@ -228,12 +236,20 @@ def ksg_mi_batch(x: object, y: object, perms: np.ndarray | None = None, *, n_nei
         nx = (dx <= radius[..., None]).sum(axis=-1) - 1.0
         ny = (dy[None] <= radius[..., None]).sum(axis=-1) - 1.0
         mi = const - digamma(nx + 1).mean(axis=-1) - digamma(ny + 1).mean(axis=-1)
-        out[start:start + chunk] = np.maximum(mi, 0.0)
+        out[start : start + chunk] = np.maximum(mi, 0.0)
     return out
 
 
-def mi_permutation_test(x: object, y: object, groups: object, *, n_perm: int = 1000, seed: int = 0,
-                        n_neighbors: int = 3, random_state: int = 42) -> dict[str, float | int]:  # fmt: skip
+def mi_permutation_test(
+    x: object,
+    y: object,
+    groups: object,
+    *,
+    n_perm: int = 1000,
+    seed: int = 0,
+    n_neighbors: int = 3,
+    random_state: int = 42,
+) -> dict[str, float | int]:
     """The paper's MI of ``y`` on ``x`` and its null from permuting ``x`` within each group (seed).
 
     Returns
@@ -251,4 +267,3 @@ def mi_permutation_test(x: object, y: object, groups: object, *, n_perm: int = 1
     null = ksg_mi_batch(xa, ya, perms, n_neighbors=n_neighbors, random_state=random_state)
     p = (1.0 + float(np.sum(null >= mi - 1e-12))) / (1.0 + n_perm)
     return {"mi": mi, "mi_null95": float(np.percentile(null, 95)), "mi_p": p, "n_perm": int(n_perm)}
-

@@ -18,6 +18,7 @@ import pandas as pd
 
 from reprsim.errors import ReprsimError
 from reprsim.results import (
+    BEST_LAYER,
     CELL_AXES,
     CONFIG_FILE,
     DESIGN_AXES,
@@ -31,6 +32,7 @@ __all__ = [
     "KNOWN_KINDS",
     "LAYER_SELECTIONS",
     "Run",
+    "behavioural_rows",
     "cell_axes",
     "check_table",
     "clean_results",
@@ -96,8 +98,10 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[st
             provenance = json.loads((root / PROVENANCE_FILE).read_text(encoding="utf-8"))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; nesting too deep
             why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise ReprsimError(f"{PROVENANCE_FILE} in {str(root)!r} is not valid JSON ({why}); "
-                               "fix or remove it to analyse the table alone.") from None
+            raise ReprsimError(
+                f"{PROVENANCE_FILE} in {str(root)!r} is not valid JSON ({why}); "
+                "fix or remove it to analyse the table alone."
+            ) from None
     return df, config, provenance
 
 
@@ -157,13 +161,20 @@ def check_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
         num = pd.to_numeric(df[col], errors="coerce")
         bad = df[col].notna() & ~(num.between(0.0, 1.0))
         if bad.any():
-            raise ReprsimError(f"column {col} must hold numbers in [0, 1] (a share, 0.25 not '25%'), or be empty "
-                               f"where the kind does not vary it; got {_rows_text(df, bad, col)}")
+            raise ReprsimError(
+                f"column {col} must hold numbers in [0, 1] (a share, 0.25 not '25%'), or be empty "
+                f"where the kind does not vary it; got {_rows_text(df, bad, col)}"
+            )
     num = pd.to_numeric(df["value"], errors="coerce")
     bad = df["value"].notna() & num.isna()
     if bad.any():
-        notes.append({"scope": "table", "reason": f"{int(bad.sum())} value(s) are not numbers and were left out: "
-                      f"{_rows_text(df, bad, 'value')}"})
+        notes.append(
+            {
+                "scope": "table",
+                "reason": f"{int(bad.sum())} value(s) are not numbers and were left out: "
+                f"{_rows_text(df, bad, 'value')}",
+            }
+        )
     key = (["run"] if "run" in df.columns else []) + ["unit_id", "probe_set", "layer_a", "layer_b", "measure"]
     cols = list(dict.fromkeys(key + [c for c in CONTRACT_COLUMNS if c in df.columns]))
     dup = df.duplicated(key, keep=False)
@@ -173,17 +184,24 @@ def check_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
         if conflicts.any():
             shown = ["/".join(map(str, k)) for k in conflicts[conflicts].index[:5]]
             more = f" and {int(conflicts.sum()) - 5} more" if conflicts.sum() > 5 else ""
-            raise ReprsimError(f"the table has {int(conflicts.sum())} duplicated key(s) ({', '.join(key)}) with different "
-                               f"values: {', '.join(shown)}{more}; keep one row per key (they would be averaged)")
+            raise ReprsimError(
+                f"the table has {int(conflicts.sum())} duplicated key(s) ({', '.join(key)}) with different "
+                f"values: {', '.join(shown)}{more}; keep one row per key (they would be averaged)"
+            )
         drop = pd.Series(False, index=df.index)
         drop[text.index] = text.duplicated(key, keep="first")
         notes.append({"scope": "table", "reason": f"{int(drop.sum())} identical duplicate row(s) dropped"})
         df = df.loc[~drop].reset_index(drop=True)
     unknown = sorted(set(df["overlap_kind"].astype(str)) - set(KNOWN_KINDS))
     if unknown:
-        notes.append({"scope": "table", "reason": f"overlap kind(s) {', '.join(map(repr, unknown))} are not one of "
-                      f"{', '.join(KNOWN_KINDS)} (case matters): each is analysed as its own kind, against the one "
-                      "fraction that varies within it"})
+        notes.append(
+            {
+                "scope": "table",
+                "reason": f"overlap kind(s) {', '.join(map(repr, unknown))} are not one of "
+                f"{', '.join(KNOWN_KINDS)} (case matters): each is analysed as its own kind, against the one "
+                "fraction that varies within it",
+            }
+        )
     return df, notes
 
 
@@ -213,27 +231,67 @@ def clean_results(df: pd.DataFrame) -> pd.DataFrame:
 
 _UNIT_KEYS = ["unit_id", "probe_set", "measure"]
 BEST_PAIR = "max over layer pairs"
+#: ``layer_selection`` of best-pair rows: from the sweep's rows whose p-value and calibration come
+#: from the null of the maximum (selection-aware), or the maximum picked here (a selected maximum).
+BEST_WITH_NULL = "max over layer pairs, null of the maximum"
+BEST_SELECTED = "max over layer pairs, selected here (its p-value ignores the selection)"
+OUTPUT_SELECTION = "model outputs"
+
+
+def behavioural_rows(df: pd.DataFrame) -> pd.Series:
+    """True for the behavioural rows of a table: layer ``output`` on both sides and a measure of
+    :data:`reprsim.metrics.behavioural.BEHAVIOURAL` (they compare outputs, not representations)."""
+    from reprsim.metrics.behavioural import BEHAVIOURAL, OUTPUT_LAYER
+
+    if df.empty:
+        return pd.Series(False, index=df.index)
+    out = df["layer_a"].astype(str).eq(OUTPUT_LAYER) & df["layer_b"].astype(str).eq(OUTPUT_LAYER)
+    return out & df["measure"].astype(str).isin(BEHAVIOURAL)
+
+
+def _sweep_best_rows(df: pd.DataFrame) -> pd.Series:
+    return df["layer_a"].astype(str).eq(BEST_LAYER) & df["layer_b"].astype(str).eq(BEST_LAYER)
 
 
 def select_layers(df: pd.DataFrame, how: str = "default") -> pd.DataFrame:
     """Choose which layer pairs enter the analysis.
 
     ``how="default"``: every layer pair, each analysed as its own cell (the report headlines
-    ``penultimate``/``penultimate``, else the first pair a model lists). ``how="best"``: per
-    (unit, probe set, measure) only the maximum over layer pairs, with ``layer_a`` and ``layer_b``
-    set to ``"max over layer pairs"`` (the paper's "best layer pair"; meaningful only for
-    similarities, and a selected maximum, so labelled as such). Adds ``layer_selection``.
+    ``penultimate``/``penultimate``, else the first pair a model lists); the sweep's ``best`` rows
+    (a maximum over those same pairs) are left out. ``how="best"``: per (unit, probe set, measure)
+    one row with ``layer_a`` = ``layer_b`` = ``"max over layer pairs"``: the sweep's
+    ``layer_a = layer_b = "best"`` row when the table has one (written with ``measures.calibrate``;
+    its ``p_value`` and calibration columns come from the null of the maximum, so they account for
+    the selection), else the maximum over the layer pairs picked here (the paper's "best layer
+    pair": a selected maximum, meaningful only for similarities). ``layer_selection`` says which.
+    Behavioural rows (layer ``output``) are kept as they are in both. Adds ``layer_selection``.
     """
     if how not in LAYER_SELECTIONS:
         raise ValueError(f"layer selection must be one of {list(LAYER_SELECTIONS)}, got {how!r}.")
-    if how == "default" or df.empty:
+    if df.empty:
         out = df.copy()
-        out["layer_selection"] = "every layer pair" if how == "default" else BEST_PAIR
+        out["layer_selection"] = "every layer pair" if how == "default" else BEST_SELECTED
         return out
-    idx = df.groupby(_UNIT_KEYS, sort=False, dropna=False)["value"].idxmax()
-    out = df.loc[idx.to_numpy()].copy()
-    out["layer_a"] = out["layer_b"] = BEST_PAIR
-    out["layer_selection"] = BEST_PAIR
+    best, behaviour = _sweep_best_rows(df), behavioural_rows(df)
+    if how == "default":
+        out = df.loc[~best].copy()
+        out["layer_selection"] = np.where(behavioural_rows(out), OUTPUT_SELECTION, "every layer pair")
+        return out
+    with_null = df.loc[best].copy()
+    with_null["layer_selection"] = BEST_WITH_NULL
+    covered = pd.MultiIndex.from_frame(with_null[_UNIT_KEYS].astype(str))
+    pairs = df.loc[~best & ~behaviour]
+    pairs = pairs[~pd.MultiIndex.from_frame(pairs[_UNIT_KEYS].astype(str)).isin(covered)]
+    picked = pd.DataFrame(columns=df.columns)
+    if not pairs.empty:
+        idx = pairs.groupby(_UNIT_KEYS, sort=False, dropna=False)["value"].idxmax()
+        picked = df.loc[idx.to_numpy()].copy()
+    picked["layer_selection"] = BEST_SELECTED
+    kept = df.loc[behaviour].assign(layer_selection=OUTPUT_SELECTION)
+    out = pd.concat([f for f in (with_null, picked, kept) if not f.empty]).sort_index(kind="stable")
+    chosen = ~behavioural_rows(out)
+    out.loc[chosen, "layer_a"] = BEST_PAIR
+    out.loc[chosen, "layer_b"] = BEST_PAIR
     return out
 
 

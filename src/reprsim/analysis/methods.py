@@ -33,22 +33,28 @@ def _design(config: dict[str, Any], data: pd.DataFrame) -> str:
         name = kind_label(kind) + (f" (sources {', '.join(d['sources'])})" if d.get("sources") else "")
         if kind == "factorial":
             task, other = d.get("task", "shape"), d.get("other_task", "color")
-            parts.append(f"{name}: images disjoint / shared × model B's task '{other}' / '{task}' (model A learns "
-                         f"'{task}'), a 2 × 2 design")  # fmt: skip
+            parts.append(
+                f"{name}: images disjoint / shared × model B's task '{other}' / '{task}' (model A learns "
+                f"'{task}'), a 2 × 2 design"
+            )
         elif "fractions" in d:
             parts.append(f"{name} at fractions {_levels(d['fractions'])}")
         elif "levels" in d:
             parts.append(f"{name} at levels {_levels(d['levels'])} (attributes {', '.join(d.get('attributes', []))})")
         elif "data_fractions" in d:
-            parts.append(f"{name} with data fractions {_levels(d['data_fractions'])} × task fractions "
-                         f"{_levels(d.get('task_fractions', []))}")  # fmt: skip
+            parts.append(
+                f"{name} with data fractions {_levels(d['data_fractions'])} × task fractions "
+                f"{_levels(d.get('task_fractions', []))}"
+            )
         else:
             parts.append(name)
     if not parts:  # inferred from the table
         for kind, g in data.groupby("overlap_kind", sort=False):
             if kind in ("combined", "factorial"):
-                parts.append(f"{kind_label(kind)} with data fractions {_levels(g['data_fraction'])} × task fractions "
-                             f"{_levels(g['task_fraction'])}")  # fmt: skip
+                parts.append(
+                    f"{kind_label(kind)} with data fractions {_levels(g['data_fraction'])} × task fractions "
+                    f"{_levels(g['task_fraction'])}"
+                )
             else:
                 parts.append(f"{kind_label(kind)} at fractions {_levels(g['x'])}")
     return "; ".join(parts)
@@ -72,7 +78,9 @@ def _sizes(config: dict[str, Any], data: pd.DataFrame) -> list[str]:
 
 
 def _training(config: dict[str, Any]) -> str:
-    models = ", ".join(m.get("name", "?") + (f" {m['options']}" if m.get("options") else "") for m in config.get("models") or [])
+    models = ", ".join(
+        m.get("name", "?") + (f" {m['options']}" if m.get("options") else "") for m in config.get("models") or []
+    )
     train = config.get("train") or {}
     recipe = ", ".join(f"{k} {train[k]}" for k in ("epochs", "batch_size", "optimizer", "lr") if k in train)
     return f"Models: {models or 'see the table'}" + (f", trained with {recipe}" if recipe else "") + "."
@@ -113,23 +121,28 @@ def _consequences(config: dict[str, Any]) -> str:
     out = []
     for c in config.get("consequences") or [] if config else []:
         if isinstance(c, dict) and c.get("kind") == "attack_transfer":
-            out.append(f"{c.get('attack', 'mi_fgsm')} transfer attacks (ε {c.get('eps_data')} for data overlap, "
-                       f"{c.get('eps_task')} otherwise; {c.get('steps')} steps; {c.get('n')} inputs), crafted on each "
-                       "model and applied to the other")  # fmt: skip
+            out.append(
+                f"{c.get('attack', 'mi_fgsm')} transfer attacks (ε {c.get('eps_data')} for data overlap, "
+                f"{c.get('eps_task')} otherwise; {c.get('steps')} steps; {c.get('n')} inputs), crafted on each "
+                "model and applied to the other"
+            )
         elif isinstance(c, dict) and c.get("kind") == "jailbreak_transfer":
             out.append("jailbreak suffixes optimised on one chat model and tried on the other")
     return ("Consequences: " + "; ".join(out) + ".") if out else ""
 
 
-def methods_paragraphs(config: dict[str, Any], data: pd.DataFrame, summary: dict[str, Any], *,
-                       together: str | None = None) -> list[str]:  # fmt: skip
+def methods_paragraphs(
+    config: dict[str, Any], data: pd.DataFrame, summary: dict[str, Any], *, together: str | None = None
+) -> list[str]:
     """The Methods section as a list of paragraphs (plain text); the statistics themselves follow as
     the items of ``summary["statistics"]``. ``together`` describes several runs analysed at once."""
     seeds = sorted(data["seed"].unique().tolist())
     n_units = data["unit_id"].nunique()
-    design = (f"Design. {n_units} model pairs over {len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
-              f"({', '.join(map(str, seeds))}): {_design(config, data)}. Both models of a pair are compared on the "
-              "same probe inputs.")  # fmt: skip
+    design = (
+        f"Design. {n_units} model pairs over {len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
+        f"({', '.join(map(str, seeds))}): {_design(config, data)}. Both models of a pair are compared on the "
+        "same probe inputs."
+    )
     if together:
         design += f" {together} The design is inferred from the tables."
     elif not config:
@@ -143,13 +156,19 @@ def methods_paragraphs(config: dict[str, Any], data: pd.DataFrame, summary: dict
     if config:
         layers = ", ".join(map(str, config.get("layers") or []))
         measures = ", ".join(measure_label(m) for m in summary.get("measures", []))
-        paras.append(f"{_training(config)} Layers compared: {layers or 'see the table'}. Measures: {measures}. "
-                     f"{_consequences(config)}".strip())  # fmt: skip
+        paras.append(
+            f"{_training(config)} Layers compared: {layers or 'see the table'}. Measures: {measures}. "
+            f"{_consequences(config)}".strip()
+        )
     probes = _probes(data, summary.get("overlap_effects", []))
     if probes:
-        paras.append(probes + " Class subsets of a task-overlap split (common, ood_one, ood_all) change their classes "
-                     "with the fraction and are reported but not headlined; fixed-composition sets (ood_one_fixed, "
-                     "common_fixed) hold them constant.")  # fmt: skip
-    paras.append(f"Statistics. Effects are estimated per cell — every combination of "
-                 f"{', '.join(summary.get('cell_axes', []))} — and never pooled across cells:")  # fmt: skip
+        paras.append(
+            probes + " Class subsets of a task-overlap split (common, ood_one, ood_all) change their classes "
+            "with the fraction and are reported but not headlined; fixed-composition sets (ood_one_fixed, "
+            "common_fixed) hold them constant."
+        )
+    paras.append(
+        f"Statistics. Effects are estimated per cell — every combination of "
+        f"{', '.join(summary.get('cell_axes', []))} — and never pooled across cells:"
+    )
     return paras

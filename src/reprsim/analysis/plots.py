@@ -33,15 +33,27 @@ __all__ = [
     "plot_link",
     "plot_overlap",
     "slug",
-]  # fmt: skip
+]
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-_SHORT_KIND = {"data": "data overlap", "task": "task overlap (classes)", "attribute": "task-only (attributes)",
-               "combined": "combined (grid diagonal)", "factorial": "factorial (diagonal)"}  # fmt: skip
+_SHORT_KIND = {
+    "data": "data overlap",
+    "task": "task overlap (classes)",
+    "attribute": "task-only (attributes)",
+    "combined": "combined (grid diagonal)",
+    "factorial": "factorial (diagonal)",
+}
 _KIND_ORDER = {k: i for i, k in enumerate(_SHORT_KIND)}
-_RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-       "xtick.labelsize": 8, "ytick.labelsize": 8, "svg.fonttype": "none"}  # fmt: skip
+_RC = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "svg.fonttype": "none",
+}
 
 
 def slug(*parts: object) -> str:
@@ -95,8 +107,9 @@ def _legend(fig: plt.Figure, axes: np.ndarray, title: str | None = None) -> None
                 handles.append(h)
                 labels.append(lab)
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=_legend_columns(fig, labels), frameon=False,
-                   title=title)  # fmt: skip
+        fig.legend(
+            handles, labels, loc="outside lower center", ncols=_legend_columns(fig, labels), frameon=False, title=title
+        )
 
 
 def _legend_columns(fig: plt.Figure, labels: list[str]) -> int:
@@ -105,8 +118,9 @@ def _legend_columns(fig: plt.Figure, labels: list[str]) -> int:
     return int(max(1, min(len(labels), 4, fig.get_figwidth() // entry)))
 
 
-def plot_overlap(rows: pd.DataFrame, measures: list[str], probes: list[str], title: str, out_dir: Path,
-                 name: str) -> Path | None:  # fmt: skip
+def plot_overlap(
+    rows: pd.DataFrame, measures: list[str], probes: list[str], title: str, out_dir: Path, name: str
+) -> Path | None:
     """Similarity vs overlap fraction for one group: a panel per measure, box plots over seeds per
     fraction with the probe sets side by side, and each probe set's fitted line (the mean per-seed
     slope through the pooled means)."""
@@ -129,13 +143,20 @@ def plot_overlap(rows: pd.DataFrame, measures: list[str], probes: list[str], tit
                 offset = (j - (len(probes) - 1) / 2) * width
                 xs = [lv for lv in levels if (sp["x"] == lv).any()]
                 groups = [sp.loc[sp["x"] == lv, "value"].to_numpy() for lv in xs]
-                ax.boxplot(groups, positions=np.array(xs) + offset, widths=width * 0.85, patch_artist=True,
-                           manage_ticks=False, boxprops={"facecolor": colour, "alpha": 0.5, "edgecolor": colour},
-                           medianprops={"color": "black"}, whiskerprops={"color": colour},
-                           capprops={"color": colour}, flierprops={"markeredgecolor": colour, "markersize": 3})  # fmt: skip
+                ax.boxplot(
+                    groups,
+                    positions=np.array(xs) + offset,
+                    widths=width * 0.85,
+                    patch_artist=True,
+                    manage_ticks=False,
+                    boxprops={"facecolor": colour, "alpha": 0.5, "edgecolor": colour},
+                    medianprops={"color": "black"},
+                    whiskerprops={"color": colour},
+                    capprops={"color": colour},
+                    flierprops={"markeredgecolor": colour, "markersize": 3},
+                )
                 means = sp.groupby("x")["value"].mean()
-                ax.plot(means.index + offset, means.to_numpy(), color=colour, lw=1.3, marker="o", ms=2.5,
-                        label=probe)  # fmt: skip
+                ax.plot(means.index + offset, means.to_numpy(), color=colour, lw=1.3, marker="o", ms=2.5, label=probe)
             ax.set_title(measure_label(measure))
             ax.set_xticks(levels, [f"{lv:g}" for lv in levels])
             ax.set_xlabel("overlap fraction")
@@ -146,8 +167,9 @@ def plot_overlap(rows: pd.DataFrame, measures: list[str], probes: list[str], tit
         return _save(fig, out_dir, name)
 
 
-def plot_factorial(rows: pd.DataFrame, measures: list[str], probe: str, title: str, out_dir: Path,
-                   name: str) -> Path | None:  # fmt: skip
+def plot_factorial(
+    rows: pd.DataFrame, measures: list[str], probe: str, title: str, out_dir: Path, name: str
+) -> Path | None:
     """Interaction plot of the 2 × 2 factorial design: x = task (different / same attribute), one
     line per image condition (disjoint / shared), mean ± between-seed SD; a panel per measure.
     Parallel lines mean no interaction."""
@@ -166,8 +188,16 @@ def plot_factorial(rows: pd.DataFrame, measures: list[str], probe: str, title: s
                     continue
                 m, s = g.mean(), g.std().fillna(0)
                 dodge = -0.03 if d == 0.0 else 0.03  # keep the two conditions' error bars apart
-                ax.errorbar(m.index + dodge, m.to_numpy(), yerr=s.to_numpy(), marker="o", ms=4, capsize=3,
-                            color=OKABE_ITO[j], label=label)  # fmt: skip
+                ax.errorbar(
+                    m.index + dodge,
+                    m.to_numpy(),
+                    yerr=s.to_numpy(),
+                    marker="o",
+                    ms=4,
+                    capsize=3,
+                    color=OKABE_ITO[j],
+                    label=label,
+                )
             ax.set_xticks([0, 1], ["different task", "same task"])
             ax.set_xlim(-0.3, 1.3)
             ax.set_title(measure_label(measure))
@@ -178,8 +208,9 @@ def plot_factorial(rows: pd.DataFrame, measures: list[str], probe: str, title: s
         return _save(fig, out_dir, name)
 
 
-def plot_grid_heatmap(rows: pd.DataFrame, measures: list[str], probe: str, title: str, out_dir: Path,
-                      name: str) -> Path | None:  # fmt: skip
+def plot_grid_heatmap(
+    rows: pd.DataFrame, measures: list[str], probe: str, title: str, out_dir: Path, name: str
+) -> Path | None:
     """Mean similarity on a data × task grid (``combined`` kind), a panel per measure with its colour bar."""
     sub = rows[(rows["probe_set"] == probe) & rows["measure"].isin(measures)]
     if sub.empty:
@@ -188,9 +219,11 @@ def plot_grid_heatmap(rows: pd.DataFrame, measures: list[str], probe: str, title
     with plt.rc_context(_RC):
         fig, axes = _panels(len(measures), height=2.6)
         for ax, measure in zip(axes, measures):
-            table = sub[sub["measure"] == measure].pivot_table(
-                index="task_fraction", columns="data_fraction", values="value", aggfunc="mean"
-            ).sort_index(ascending=False)
+            table = (
+                sub[sub["measure"] == measure]
+                .pivot_table(index="task_fraction", columns="data_fraction", values="value", aggfunc="mean")
+                .sort_index(ascending=False)
+            )
             vals = table.to_numpy()
             im = ax.imshow(vals, cmap="viridis", aspect="auto")
             ax.set_xticks(range(table.shape[1]), [f"{v:g}" for v in table.columns])
@@ -201,7 +234,9 @@ def plot_grid_heatmap(rows: pd.DataFrame, measures: list[str], probe: str, title
             mid = np.nanmean(vals)
             for (i, j), v in np.ndenumerate(vals):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="white" if v < mid else "black")
+                    ax.text(
+                        j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="white" if v < mid else "black"
+                    )
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean similarity")
         fig.suptitle(title, fontsize=10)
         return _save(fig, out_dir, name)
@@ -222,8 +257,17 @@ def plot_consequences(by_fraction: pd.DataFrame, kinds: list[str], title: str, o
             for c, g in sk.groupby("consequence", sort=False):
                 base = c.removesuffix("_ba")
                 colour = OKABE_ITO[series.index(base) % len(OKABE_ITO)]
-                ax.errorbar(g["x"], g["mean"], yerr=g["sd"].fillna(0), marker="o", ms=3, capsize=2, color=colour,
-                            ls="--" if c.endswith("_ba") else "-", label=consequence_label(c))  # fmt: skip
+                ax.errorbar(
+                    g["x"],
+                    g["mean"],
+                    yerr=g["sd"].fillna(0),
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    color=colour,
+                    ls="--" if c.endswith("_ba") else "-",
+                    label=consequence_label(c),
+                )
             ax.set_title(_SHORT_KIND.get(kind, kind))
             ax.set_xlabel("overlap fraction")
             ax.set_ylim(-0.02, 1.02)
@@ -288,12 +332,24 @@ def plot_accuracy(acc: pd.DataFrame, out_dir: Path) -> Path | None:
         fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
         for j, (key, g) in enumerate(acc.groupby(keys, sort=False)):
             label = " · ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-            ax.errorbar(g["x"], g["acc_mean"], yerr=g["acc_sd"].fillna(0), marker="o", ms=3, capsize=2,
-                        color=OKABE_ITO[j % len(OKABE_ITO)], label=label)  # fmt: skip
+            ax.errorbar(
+                g["x"],
+                g["acc_mean"],
+                yerr=g["acc_sd"].fillna(0),
+                marker="o",
+                ms=3,
+                capsize=2,
+                color=OKABE_ITO[j % len(OKABE_ITO)],
+                label=label,
+            )
         ax.set_xlabel("overlap fraction")
         ax.set_ylabel("test accuracy (mean of A and B)")
         ax.grid(alpha=0.3)
         labels = ax.get_legend_handles_labels()[1]
-        fig.legend(loc="outside lower center", ncols=_legend_columns(fig, labels) if labels else 1, frameon=False,
-                   title="mean ± between-seed SD")  # fmt: skip
+        fig.legend(
+            loc="outside lower center",
+            ncols=_legend_columns(fig, labels) if labels else 1,
+            frameon=False,
+            title="mean ± between-seed SD",
+        )
         return _save(fig, out_dir, "accuracy")

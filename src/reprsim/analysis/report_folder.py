@@ -52,8 +52,10 @@ def report_folder(out: str | Path | None, runs: list[Any]) -> Path:
         entries = [p.name for p in root.iterdir()]
         ours = any(name in entries for name in _RUN_MARKERS) or _previous_summary(root) is not None
         if entries and not ours:
-            raise ReprsimError(f"--out {root} is not empty and holds neither a reprsim run nor a reprsim report "
-                               f"(no {CONFIG_FILE}, results table or {SUMMARY_FILE}); choose a new or empty folder")
+            raise ReprsimError(
+                f"--out {root} is not empty and holds neither a reprsim run nor a reprsim report "
+                f"(no {CONFIG_FILE}, results table or {SUMMARY_FILE}); choose a new or empty folder"
+            )
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -75,7 +77,7 @@ def remove_old_figures(root: Path) -> None:
         png = fig.get("png") if isinstance(fig, dict) else None
         if not isinstance(png, str) or not png.startswith(f"{FIGURES_DIR}/"):
             continue
-        name = png[len(FIGURES_DIR) + 1:]
+        name = png[len(FIGURES_DIR) + 1 :]
         if path_name_problem(name) is not None or not name.endswith(".png"):
             continue
         for file in (figures / name, figures / f"{name[:-4]}.svg"):

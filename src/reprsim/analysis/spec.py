@@ -32,7 +32,18 @@ class PrimarySpec(BaseModel):
 
     measures: list[str] = Field(default_factory=lambda: list(PRIMARY_MEASURES), min_length=1)
     probe_sets: list[str] | Literal["fixed", "all"] = Field(
-        PRIMARY_PROBE_SETS, description="probe-set names, 'fixed' (fixed-composition sets) or 'all'")
+        PRIMARY_PROBE_SETS, description="probe-set names, 'fixed' (fixed-composition sets) or 'all'"
+    )
+    calibrated: bool = Field(
+        False,
+        description="also test the calibrated scores of these measures (their own "
+        "Holm family); default: calibrated effects are exploratory",
+    )
+    behavioural: list[str] = Field(
+        default_factory=list,
+        description="behavioural measures (layer 'output') tested "
+        "as a Holm family of their own, e.g. [error_consistency]; default: exploratory",
+    )
 
 
 class AnalysisSpec(BaseModel):

@@ -122,7 +122,9 @@ def mutual_information(x: object, y: object, *, n_neighbors: int = 3, random_sta
     return float(mi[0])
 
 
-def bootstrap_weights(groups: object, *, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> tuple[np.ndarray, str]:
+def bootstrap_weights(
+    groups: object, *, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED
+) -> tuple[np.ndarray, str]:
     """Draw bootstrap resamples of whole groups (seeds) as row weights.
 
     Returns
@@ -162,7 +164,9 @@ def _weighted_corr_rows(w: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarr
     with np.errstate(invalid="ignore", divide="ignore"):
         r = cov / np.sqrt(va * vb)
     tol = 1e-12
-    r[(va <= tol * np.maximum(1.0, (w * a * a).sum(axis=1))) | (vb <= tol * np.maximum(1.0, (w * b * b).sum(axis=1)))] = np.nan
+    r[
+        (va <= tol * np.maximum(1.0, (w * a * a).sum(axis=1))) | (vb <= tol * np.maximum(1.0, (w * b * b).sum(axis=1)))
+    ] = np.nan
     return np.clip(r, -1.0, 1.0)
 
 

@@ -35,7 +35,13 @@ from reprsim.analysis.factorial import (
 )
 from reprsim.analysis.families import GROUPING, family_table
 from reprsim.analysis.identification import IDENTIFICATION_METHOD, similarity_transfer
-from reprsim.analysis.load import cell_axes, missing_columns, prepare
+from reprsim.analysis.load import BEST_SELECTED, BEST_WITH_NULL, behavioural_rows, cell_axes, missing_columns, prepare
+from reprsim.analysis.secondary import (
+    BEHAVIOURAL_METHOD,
+    CALIBRATED_METHOD,
+    behavioural_effects,
+    calibrated_effects,
+)
 from reprsim.results import CONTRACT_COLUMNS
 
 __all__ = ["accuracy_table", "jsonable", "statistics_text", "summarize"]
@@ -76,6 +82,26 @@ def accuracy_table(data: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()[cols]
 
 
+def _selection_text(selections: set[str]) -> dict[str, str]:
+    """What the report's Methods say about a best-layer-pair selection (nothing without one)."""
+    out = {}
+    if BEST_WITH_NULL in selections:
+        out["best_layers"] = (
+            "the best layer pair's value is the maximum over layer pairs, and its p-value and "
+            "calibrated score come from the null of that maximum (the same row permutation of "
+            "every layer of B before taking the maximum; Algorithm 2), so they account for the "
+            "selection"
+        )
+    if BEST_SELECTED in selections:
+        out["best_layers_selected"] = (
+            "where the table has no best-pair rows with their own null, the best layer "
+            "pair is the maximum picked by the analysis: a selected maximum, biased "
+            "upwards, whose per-row p-value and calibrated score do not account for the selection (run the "
+            "sweep with measures.calibrate: K for one that does)"
+        )
+    return out
+
+
 def statistics_text(primary: PrimaryFamily, n_family: int, n_boot: int, n_perm: int) -> dict[str, str]:
     """How every number was computed, one entry per statistic (shown in the report's Methods)."""
     return {
@@ -85,7 +111,7 @@ def statistics_text(primary: PrimaryFamily, n_family: int, n_boot: int, n_perm: 
         f"{n_family} tests); a primary interval is also given at the level of its Holm step (adjusted), next to the "
         "unadjusted 95% interval; all other cells are exploratory (unadjusted p and interval)",
         "verdict": "rises / falls when the (Holm-adjusted, for primary tests) p < 0.05 and the (adjusted) interval "
-        "excludes 0; otherwise inconclusive — which is not \"no effect\": the interval bounds the effect",
+        'excludes 0; otherwise inconclusive — which is not "no effect": the interval bounds the effect',
         "fit_range": "a fixed-composition class subset is fitted over the fractions at which its classes keep their "
         "role (ood_one_fixed: fractions < 1; common_fixed: fractions > 0)",
         "effect_sd": "mean per-seed slope / between-seed SD at the lowest fraction",
@@ -105,9 +131,18 @@ def statistics_text(primary: PrimaryFamily, n_family: int, n_boot: int, n_perm: 
 
 
 def _not_analysed(reason: str, df: pd.DataFrame | None) -> dict[str, Any]:
-    return jsonable({"status": "not analysed", "problems": [{"scope": "table", "reason": reason}],
-                     "n_rows": 0 if df is None else len(df), "n_units": 0, "overlap_effects": [],
-                     "combined": {"interaction": [], "grid": []}, "claims": [], "headline": []})  # fmt: skip
+    return jsonable(
+        {
+            "status": "not analysed",
+            "problems": [{"scope": "table", "reason": reason}],
+            "n_rows": 0 if df is None else len(df),
+            "n_units": 0,
+            "overlap_effects": [],
+            "combined": {"interaction": [], "grid": []},
+            "claims": [],
+            "headline": [],
+        }
+    )
 
 
 def _cell_problems(frames: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
@@ -121,9 +156,15 @@ def _cell_problems(frames: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
     return out
 
 
-def summarize(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers: str = "default",
-              n_boot: int = stats.DEFAULT_N_BOOT, n_perm: int = DEFAULT_N_PERM,
-              seed: int = stats.DEFAULT_SEED) -> dict[str, Any]:  # fmt: skip
+def summarize(
+    df: pd.DataFrame,
+    *,
+    primary: PrimaryFamily | None = None,
+    layers: str = "default",
+    n_boot: int = stats.DEFAULT_N_BOOT,
+    n_perm: int = DEFAULT_N_PERM,
+    seed: int = stats.DEFAULT_SEED,
+) -> dict[str, Any]:
     """All analyses of a results table, JSON-ready (NaN → ``None``).
 
     Returns
@@ -135,18 +176,32 @@ def summarize(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers:
     ``claims`` and ``headline`` (one-line answers), ``overlap_effects`` (one record per cell),
     ``fraction_means``, ``combined`` (``interaction``: factorial records; ``grid``: the combined
     grid), ``consequences`` (``effects``, ``by_fraction``, ``links``), ``families`` (the
-    cross-family table with its ``grouping``), ``agreement``, ``significance``, ``accuracy``.
+    cross-family table with its ``grouping``), ``agreement``, ``significance``, ``accuracy`` and,
+    only when the table has them, ``calibrated_effects`` (rows with a ``calibrated`` column) and
+    ``behavioural_effects`` (rows on the layer ``output``), one record per cell as
+    ``overlap_effects`` (:mod:`reprsim.analysis.secondary`). Behavioural rows enter no other analysis.
     """
     primary = primary or PrimaryFamily()
     missing = missing_columns(df)
     if missing:
-        return _not_analysed(f"the table lacks the required column(s) {', '.join(missing)}; a results table needs "
-                             f"{', '.join(CONTRACT_COLUMNS)}", df)  # fmt: skip
+        return _not_analysed(
+            f"the table lacks the required column(s) {', '.join(missing)}; a results table needs "
+            f"{', '.join(CONTRACT_COLUMNS)}",
+            df,
+        )
     data = prepare(df, layers)
+    behaviour = behavioural_rows(data)
+    outputs, data = data[behaviour], data[~behaviour]
     if data.empty:
-        return _not_analysed("no usable rows: every row is from a failed unit, an empty probe set, or has a "
-                             "non-finite value", df)  # fmt: skip
+        return _not_analysed(
+            "no usable rows: every row is from a failed unit, an empty probe set, or has a non-finite value", df
+        )
     effects = overlap_effects(data, primary=primary, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    secondary = {
+        "calibrated_effects": calibrated_effects(data, primary=primary, n_boot=n_boot, n_perm=n_perm, seed=seed),
+        "behavioural_effects": behavioural_effects(outputs, primary=primary, n_boot=n_boot, n_perm=n_perm, seed=seed),
+    }
+    secondary = {k: v for k, v in secondary.items() if not v.empty}
     factorial = factorial_effects(data, primary=primary)
     grid = combined_grid(data)
     cons = consequence_effects(data)
@@ -162,11 +217,23 @@ def summarize(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers:
         if absent:
             problems.append({"scope": "table", "reason": f"primary probe set(s) {', '.join(absent)} not in the table"})
     if effects.empty:
-        problems.append({"scope": "table", "reason": "no unit has an overlap fraction its kind varies "
-                         "(overlap_kind must be data, task, attribute, combined or factorial)"})  # fmt: skip
-    problems += _cell_problems({"overlap_effects": effects, "combined.interaction": factorial,
-                                "consequences": cons, "links": links,
-                                "similarity_transfer": transfer})  # fmt: skip
+        problems.append(
+            {
+                "scope": "table",
+                "reason": "no unit has an overlap fraction its kind varies "
+                "(overlap_kind must be data, task, attribute, combined or factorial)",
+            }
+        )
+    problems += _cell_problems(
+        {
+            "overlap_effects": effects,
+            **secondary,
+            "combined.interaction": factorial,
+            "consequences": cons,
+            "links": links,
+            "similarity_transfer": transfer,
+        }
+    )
     n_family = int(np.isfinite(effects.loc[effects["family"] == "primary", "p"]).sum()) if not effects.empty else 0
     agreement = measure_agreement(data)
     fam = family_table(effects, primary.measures)
@@ -181,10 +248,21 @@ def summarize(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers:
         "overlap_kinds": sorted(data["overlap_kind"].astype(str).unique()),
         "measures": sorted(data["measure"].astype(str).unique()),
         "probe_sets": sorted(data["probe_set"].astype(str).unique()),
-        "analysis": {"primary": primary.as_dict(), "family_size": n_family, "correction": "Holm",
-                     "alpha": inference.ALPHA, "level": inference.LEVEL, "n_boot": n_boot, "n_permutations": n_perm,
-                     "resampling_seed": seed, "slope_method": SLOPE_METHOD},
-        "statistics": statistics_text(primary, n_family, n_boot, n_perm),
+        "analysis": {
+            "primary": primary.as_dict(),
+            "family_size": n_family,
+            "correction": "Holm",
+            "alpha": inference.ALPHA,
+            "level": inference.LEVEL,
+            "n_boot": n_boot,
+            "n_permutations": n_perm,
+            "resampling_seed": seed,
+            "slope_method": SLOPE_METHOD,
+        },
+        "statistics": statistics_text(primary, n_family, n_boot, n_perm)
+        | ({"calibrated": CALIBRATED_METHOD} if "calibrated_effects" in secondary else {})
+        | ({"behavioural": BEHAVIOURAL_METHOD} if "behavioural_effects" in secondary else {})
+        | _selection_text(set(data["layer_selection"].astype(str))),
         "claims": claims,
         "headline": [c["summary"] for c in claims],
         "overlap_effects": effects,
@@ -196,5 +274,6 @@ def summarize(df: pd.DataFrame, *, primary: PrimaryFamily | None = None, layers:
         "agreement": {str(k): {str(c): v for c, v in row.items()} for k, row in agreement.iterrows()},
         "significance": significance_summary(data),
         "accuracy": accuracy_table(data),
+        **secondary,
     }
     return jsonable(summary)

@@ -21,15 +21,33 @@ __all__ = [
     "measure_label",
     "similarity_direction",
     "where_label",
-]  # fmt: skip
+]
 
 _MEASURE_LABELS = {
-    "cka": "CKA", "unbiased_cka": "unbiased CKA", "linear_cka": "linear CKA", "rbf_cka": "RBF CKA",
-    "mutual_knn": "mutual kNN", "cknna": "CKNNA", "cycle_knn": "cycle kNN", "lcs_knn": "LCS kNN",
-    "edit_distance_knn": "edit-distance kNN", "svcca": "SVCCA", "pwcca": "PWCCA", "mean_cca": "mean CCA",
-    "procrustes": "Procrustes", "procrustes_distance": "Procrustes distance", "rsa": "RSA",
-    "jaccard_knn": "Jaccard kNN", "second_order_cosine": "2nd-order cosine", "linear_regression": "linear regression",
-}  # fmt: skip
+    "cka": "CKA",
+    "unbiased_cka": "unbiased CKA",
+    "linear_cka": "linear CKA",
+    "rbf_cka": "RBF CKA",
+    "mutual_knn": "mutual kNN",
+    "cknna": "CKNNA",
+    "cycle_knn": "cycle kNN",
+    "lcs_knn": "LCS kNN",
+    "edit_distance_knn": "edit-distance kNN",
+    "svcca": "SVCCA",
+    "pwcca": "PWCCA",
+    "mean_cca": "mean CCA",
+    "procrustes": "Procrustes",
+    "procrustes_distance": "Procrustes distance",
+    "rsa": "RSA",
+    "jaccard_knn": "Jaccard kNN",
+    "second_order_cosine": "2nd-order cosine",
+    "linear_regression": "linear regression",
+    "agreement": "agreement",
+    "cohen_kappa": "Cohen's κ",
+    "error_consistency": "error consistency",
+    "capa": "CAPA κp",
+    "js_divergence": "JS divergence",
+}
 _KIND_LABELS = {
     "data": "data overlap",
     "task": "task overlap (class split)",

@@ -108,6 +108,7 @@ def _prepare(
             )
     std = None
     if normalization is None:
+
         def forward(z: Tensor) -> Tensor:
             return model(z)
     else:
@@ -140,8 +141,9 @@ def _check_logits(logits: Any, y: Tensor) -> Tensor:
     return logits
 
 
-def _input_grad(forward: Callable[[Tensor], Tensor], x_adv: Tensor, y: Tensor, loss_fn: LossFn,
-                targeted: bool) -> Tensor:
+def _input_grad(
+    forward: Callable[[Tensor], Tensor], x_adv: Tensor, y: Tensor, loss_fn: LossFn, targeted: bool
+) -> Tensor:
     """Gradient (in pixel space) of the attack objective: +loss untargeted, -loss targeted."""
     x_adv = x_adv.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -191,9 +193,17 @@ def _check_steps(steps: int, step_size: float | None) -> None:
 # --------------------------------------------------------------------------- attacks
 
 
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool = False,
-         normalization: Normalization = None, clip: Clip = (0.0, 1.0),
-         loss_fn: LossFn | None = None) -> Tensor:
+def fgsm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    targeted: bool = False,
+    normalization: Normalization = None,
+    clip: Clip = (0.0, 1.0),
+    loss_fn: LossFn | None = None,
+) -> Tensor:
     """Fast gradient sign method: ``clip(x ± eps · sign(∇_x loss(model(x), y)))``.
 
     Parameters
@@ -216,10 +226,22 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool =
     return _project(x + eps * grad.sign(), x, eps, "linf", clip)
 
 
-def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, steps: int = 10,
-        step_size: float | None = None, norm: str = "linf", random_start: bool = True,
-        targeted: bool = False, seed: int = 0, normalization: Normalization = None,
-        clip: Clip = (0.0, 1.0), loss_fn: LossFn | None = None) -> Tensor:
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    norm: str = "linf",
+    random_start: bool = True,
+    targeted: bool = False,
+    seed: int = 0,
+    normalization: Normalization = None,
+    clip: Clip = (0.0, 1.0),
+    loss_fn: LossFn | None = None,
+) -> Tensor:
     """Projected gradient descent (Madry et al. 2018) in an L∞ or L2 ball of pixel radius ``eps``.
 
     Each step: L∞ ``x ← x ± α·sign(∇)``; L2 ``x ← x ± α·∇/‖∇‖₂`` (per example); then project
@@ -253,8 +275,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, steps: int = 10,
         else:
             direction = _safe_normalize(torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype), 2)
             d = x[0].numel()
-            radius = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), generator=gen, device=x.device,
-                                dtype=x.dtype) ** (1.0 / d)
+            radius = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), generator=gen, device=x.device, dtype=x.dtype) ** (
+                1.0 / d
+            )
             noise = direction * radius * eps
         x_adv = _project(x + noise, x, eps, norm, clip)
     for _ in range(steps):
@@ -264,9 +287,20 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, steps: int = 10,
     return x_adv
 
 
-def mi_fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, steps: int = 3, decay: float = 1.0,
-            step_size: float | None = None, targeted: bool = False, normalization: Normalization = None,
-            clip: Clip = (0.0, 1.0), loss_fn: LossFn | None = None) -> Tensor:
+def mi_fgsm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    steps: int = 3,
+    decay: float = 1.0,
+    step_size: float | None = None,
+    targeted: bool = False,
+    normalization: Normalization = None,
+    clip: Clip = (0.0, 1.0),
+    loss_fn: LossFn | None = None,
+) -> Tensor:
     """Momentum iterative FGSM (Dong et al. 2018), L∞, no random start — the paper's attack (§7a).
 
     Each step: ``g ← μ·g + ∇/‖∇‖₁`` (per example), ``x ← x + α·sign(g)``, then project onto the
@@ -356,4 +390,3 @@ def make_attack(name: str, **params: Any) -> Attack:
     if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0 (pixel scale), got {eps!r}.")
     return Attack(name, dict(params))
-

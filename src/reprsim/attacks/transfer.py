@@ -41,7 +41,12 @@ from .adversarial import ATTACKS, Attack, make_attack
 from .stats import proportion_interval
 
 __all__ = [
-    "FirstKLogits", "TransferResult", "apply_label_map", "probe_subset", "random_targets", "transfer",
+    "FirstKLogits",
+    "TransferResult",
+    "apply_label_map",
+    "probe_subset",
+    "random_targets",
+    "transfer",
     "attack_transfer_stage",
 ]
 
@@ -71,7 +76,9 @@ class FirstKLogits(nn.Module):
 
 
 def apply_label_map(
-    inputs: Tensor, labels: Tensor, label_map: Mapping[int, int] | Sequence[int] | np.ndarray,
+    inputs: Tensor,
+    labels: Tensor,
+    label_map: Mapping[int, int] | Sequence[int] | np.ndarray,
     targets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, int]:
     """Keep the inputs of shared classes and remap their labels to the shared ids 0..k−1.
@@ -99,7 +106,9 @@ def apply_label_map(
     shared = table[table >= 0]
     k = int(shared.max()) + 1
     if len(np.unique(shared)) != len(shared) or len(shared) != k:
-        raise ValueError(f"label_map must map the shared classes one-to-one onto 0..k-1, got shared ids {sorted(shared.tolist())}.")
+        raise ValueError(
+            f"label_map must map the shared classes one-to-one onto 0..k-1, got shared ids {sorted(shared.tolist())}."
+        )
     lab = labels.cpu().numpy()
     if lab.size and lab.max() >= table.size:
         raise ValueError(f"label {int(lab.max())} is outside label_map (size {table.size}).")
@@ -209,7 +218,9 @@ def _as_inputs(inputs: Any, labels: Any, targets: Any) -> tuple[Tensor, Tensor, 
     if targets is not None:
         t = torch.as_tensor(targets, device=x.device)
         if t.dtype.is_floating_point or t.shape != (x.shape[0],):
-            raise ValueError(f"targets must be integer class ids of shape ({x.shape[0]},), got {t.dtype} {tuple(t.shape)}.")
+            raise ValueError(
+                f"targets must be integer class ids of shape ({x.shape[0]},), got {t.dtype} {tuple(t.shape)}."
+            )
         t = t.long()
     return x, y.long(), t
 
@@ -235,10 +246,18 @@ def _run_attack(attack: AttackFn, model: nn.Module, x: Tensor, y: Tensor, batch_
 
 
 def transfer(
-    source: nn.Module, victim: nn.Module, inputs: Tensor | np.ndarray, labels: Tensor | np.ndarray,
-    attack: AttackFn, *, batch_size: int = 250, targets: Tensor | np.ndarray | None = None,
-    both_directions: bool = True, label_map: Mapping[int, int] | Sequence[int] | np.ndarray | None = None,
-    num_shared_classes: int | None = None, progress: bool = False,
+    source: nn.Module,
+    victim: nn.Module,
+    inputs: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    attack: AttackFn,
+    *,
+    batch_size: int = 250,
+    targets: Tensor | np.ndarray | None = None,
+    both_directions: bool = True,
+    label_map: Mapping[int, int] | Sequence[int] | np.ndarray | None = None,
+    num_shared_classes: int | None = None,
+    progress: bool = False,
 ) -> TransferResult:
     """Craft adversarial inputs on ``source`` and measure how they fool ``victim``.
 
@@ -267,7 +286,9 @@ def transfer(
     if not isinstance(source, nn.Module) or not isinstance(victim, nn.Module):
         raise TypeError("source and victim must be torch.nn.Module classifiers.")
     if not callable(attack):
-        raise TypeError(f"attack must be a callable (model, x, y) -> x_adv, e.g. make_attack('mi_fgsm', eps=1/255); got {attack!r}.")
+        raise TypeError(
+            f"attack must be a callable (model, x, y) -> x_adv, e.g. make_attack('mi_fgsm', eps=1/255); got {attack!r}."
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
     x, y, t = _as_inputs(inputs, labels, targets)
@@ -300,8 +321,8 @@ def transfer(
 
         starts = tqdm(starts, desc="attack transfer", unit="batch")
     for i, start in enumerate(starts):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        goal = yb if t is None else t[start:start + batch_size]
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        goal = yb if t is None else t[start : start + batch_size]
         preds["src_clean"].append(_predict(source, xb))
         preds["vic_clean"].append(_predict(victim, xb))
         adv = _run_attack(attack, source, xb, goal, i)
@@ -349,10 +370,21 @@ def _num_classes(model: nn.Module, x: Tensor, k: int | None) -> int:
 
 
 def attack_transfer_stage(
-    model_a: nn.Module, model_b: nn.Module, inputs: Tensor | np.ndarray, labels: Tensor | np.ndarray, *,
-    attack: str = "mi_fgsm", eps: float = 1 / 255, steps: int = 3, n: int = 500, seed: int = 0,
-    num_shared_classes: int | None = None, label_map: Mapping[int, int] | Sequence[int] | np.ndarray | None = None,
-    batch_size: int = 250, both_directions: bool = True, **attack_params: Any,
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    *,
+    attack: str = "mi_fgsm",
+    eps: float = 1 / 255,
+    steps: int = 3,
+    n: int = 500,
+    seed: int = 0,
+    num_shared_classes: int | None = None,
+    label_map: Mapping[int, int] | Sequence[int] | np.ndarray | None = None,
+    batch_size: int = 250,
+    both_directions: bool = True,
+    **attack_params: Any,
 ) -> dict[str, float]:
     """The sweep's attack-transfer consequence stage: A → B (and B → A) on a seeded probe subset.
 
@@ -386,6 +418,15 @@ def attack_transfer_stage(
     targets = None
     if atk.targeted:
         targets = random_targets(y, _num_classes(model_a, x, num_shared_classes), seed)
-    result = transfer(model_a, model_b, x, y, atk, batch_size=batch_size, targets=targets,
-                      both_directions=both_directions, num_shared_classes=num_shared_classes)
+    result = transfer(
+        model_a,
+        model_b,
+        x,
+        y,
+        atk,
+        batch_size=batch_size,
+        targets=targets,
+        both_directions=both_directions,
+        num_shared_classes=num_shared_classes,
+    )
     return result.summary()

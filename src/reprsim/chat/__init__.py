@@ -12,7 +12,7 @@
   :mod:`reprsim.attacks.jailbreak`, judged exactly).
 
 A sweep over chat pairs is the ``chat`` kind of the experiment pipeline
-(:mod:`reprsim.experiments.kinds.chat`).
+(:mod:`reprsim.experiments.worlds.chat`).
 """
 
 from reprsim.chat.judge import Judgement, judge_response

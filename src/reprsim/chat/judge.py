@@ -33,7 +33,7 @@ def contains_run(seq: Sequence[int], run: Sequence[int]) -> bool:
     if m == 0:
         return True
     run = list(run)
-    return any(list(seq[i:i + m]) == run for i in range(n - m + 1))
+    return any(list(seq[i : i + m]) == run for i in range(n - m + 1))
 
 
 def lcs_length(a: Sequence[int], b: Sequence[int]) -> int:

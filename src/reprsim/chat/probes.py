@@ -49,7 +49,9 @@ def probe_sets(world: ChatWorld, split: ChatSplit, n: int = 128, seed: int = 0) 
         while len(rows) < n:
             tries += 1
             if tries > 200 * n:
-                raise ValueError(f"probe_sets: could not draw {n} distinct probe prompts for {name!r}; use a smaller n.")
+                raise ValueError(
+                    f"probe_sets: could not draw {n} distinct probe prompts for {name!r}; use a smaller n."
+                )
             r = world.sample_request(fams[int(rng.integers(len(fams)))], rng)
             ids = world.prompt_ids(r)
             if len(ids) != PROBE_PROMPT_LEN or r.words in seen or r.words in picked:

@@ -59,9 +59,16 @@ class ChatSplit(RealisedFractions):
         return [self.train_pool[i] for i in self.split.b_indices]
 
 
-def make_chat_split(world: ChatWorld, overlap_kind: str, fraction: float, seed: int, *,
-                    n_train_per_family: int = 160, n_heldout_per_family: int = 40,
-                    mode: str = "constrained") -> ChatSplit:
+def make_chat_split(
+    world: ChatWorld,
+    overlap_kind: str,
+    fraction: float,
+    seed: int,
+    *,
+    n_train_per_family: int = 160,
+    n_heldout_per_family: int = 40,
+    mode: str = "constrained",
+) -> ChatSplit:
     """Draw the world's pools (seed :data:`POOL_SEED`) and split the training pool.
 
     Returns a :class:`ChatSplit`. Raises ValueError for an unknown ``overlap_kind`` or a fraction
@@ -83,9 +90,22 @@ def make_chat_split(world: ChatWorld, overlap_kind: str, fraction: float, seed: 
     a = np.sort(np.concatenate([forb_idx, ben_idx[sub.a_indices]])).astype(np.int64)
     b = np.sort(np.concatenate([forb_idx, ben_idx[sub.b_indices]])).astype(np.int64)
     shared = np.sort(np.concatenate([forb_idx, ben_idx[sub.shared_indices]])).astype(np.int64)
-    split = Split("task", a, b, shared, list(forbidden) + list(sub.a_classes), list(forbidden) + list(sub.b_classes),
-                  len(shared) / len(a), sub.realised_task_fraction, seed, requested_data_fraction=None,
-                  requested_task_fraction=float(fraction), mode=mode, n_total=len(train_pool),
-                  info={"always_shared_families": list(forbidden), "task_fraction_over": "benign families"})
-    return ChatSplit("task", float(fraction), split, train_pool, heldout_pool,
-                     sorted(split.a_classes), sorted(split.b_classes))
+    split = Split(
+        "task",
+        a,
+        b,
+        shared,
+        list(forbidden) + list(sub.a_classes),
+        list(forbidden) + list(sub.b_classes),
+        len(shared) / len(a),
+        sub.realised_task_fraction,
+        seed,
+        requested_data_fraction=None,
+        requested_task_fraction=float(fraction),
+        mode=mode,
+        n_total=len(train_pool),
+        info={"always_shared_families": list(forbidden), "task_fraction_over": "benign families"},
+    )
+    return ChatSplit(
+        "task", float(fraction), split, train_pool, heldout_pool, sorted(split.a_classes), sorted(split.b_classes)
+    )

@@ -46,19 +46,19 @@ class ChatRecipe:
     ``shared_base=False``: each model runs the two-phase recipe from scratch on its split.
     """
 
-    block_size: int = 48          # prompt (<= 15) + suffix (<= 24) + <assistant> + response (7)
+    block_size: int = 48  # prompt (<= 15) + suffix (<= 24) + <assistant> + response (7)
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
     grad_clip: float = 1.0
-    pretrain_steps: int = 800     # phase 1: everything answered
-    safety_steps: int = 400       # phase 2: forbidden -> refusal
+    pretrain_steps: int = 800  # phase 1: everything answered
+    safety_steps: int = 400  # phase 2: forbidden -> refusal
     safety_lr: float = 1e-3
     n_train_per_family: int = 160  # size of the shared dialogue pool per family (before splitting)
     n_heldout_per_family: int = 40  # held-out requests per family (evaluation, probes, attacks)
-    noise_copies: int = 1         # extra copy of each dialogue with random words before <assistant>,
-    noise_max_len: int = 12       # 1..noise_max_len of them: robustness to random (not adversarial) suffixes
+    noise_copies: int = 1  # extra copy of each dialogue with random words before <assistant>,
+    noise_max_len: int = 12  # 1..noise_max_len of them: robustness to random (not adversarial) suffixes
     shared_base: bool = True
     base_seed: int = 0
     base_n_per_family: int = 160  # the base's own dialogue pool per family (disjoint from the split's pools)
@@ -74,22 +74,41 @@ class ChatRecipe:
             if key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                arch = (" The architecture (n_layer, n_head, n_embd, dropout) is set in models[].options."
-                        if key in ("n_layer", "n_head", "n_embd", "dropout") else "")  # fmt: skip
+                arch = (
+                    " The architecture (n_layer, n_head, n_embd, dropout) is set in models[].options."
+                    if key in ("n_layer", "n_head", "n_embd", "dropout")
+                    else ""
+                )
                 raise ValueError(f"unknown chat training key {key!r}.{hint}{arch} Valid keys: {names}.")
         out = cls(**cfg)
         if not isinstance(out.shared_base, bool):
             raise TypeError(f"shared_base must be true or false, got {out.shared_base!r}.")
         for name in ("block_size", "batch_size", "n_train_per_family", "n_heldout_per_family", "base_n_per_family"):
-            if isinstance(getattr(out, name), bool) or not isinstance(getattr(out, name), int) or getattr(out, name) < 1:
+            if (
+                isinstance(getattr(out, name), bool)
+                or not isinstance(getattr(out, name), int)
+                or getattr(out, name) < 1
+            ):
                 raise ValueError(f"{name} must be an int >= 1, got {getattr(out, name)!r}.")
-        for name in ("pretrain_steps", "safety_steps", "warmup_steps", "noise_copies", "noise_max_len",
-                     "finetune_steps", "base_seed"):
-            if isinstance(getattr(out, name), bool) or not isinstance(getattr(out, name), int) or getattr(out, name) < 0:
+        for name in (
+            "pretrain_steps",
+            "safety_steps",
+            "warmup_steps",
+            "noise_copies",
+            "noise_max_len",
+            "finetune_steps",
+            "base_seed",
+        ):
+            if (
+                isinstance(getattr(out, name), bool)
+                or not isinstance(getattr(out, name), int)
+                or getattr(out, name) < 0
+            ):
                 raise ValueError(f"{name} must be an int >= 0, got {getattr(out, name)!r}.")
         if not out.lr > 0 or not out.safety_lr > 0 or not out.finetune_lr > 0:
-            raise ValueError(f"lr, safety_lr and finetune_lr must be > 0, got {out.lr}, "
-                             f"{out.safety_lr} and {out.finetune_lr}.")
+            raise ValueError(
+                f"lr, safety_lr and finetune_lr must be > 0, got {out.lr}, {out.safety_lr} and {out.finetune_lr}."
+            )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,10 +124,20 @@ class ChatRecipe:
         """The :class:`reprsim.train.TrainConfig` of one training phase of ``steps`` steps at peak ``lr``."""
         from reprsim.train import TrainConfig
 
-        return TrainConfig(optimizer="adamw", lr=lr, betas=(0.9, 0.95), weight_decay=self.weight_decay,
-                           schedule="cosine", min_lr_ratio=0.1, warmup_steps=min(self.warmup_steps, steps),
-                           grad_clip=self.grad_clip if self.grad_clip > 0 else None, batch_size=self.batch_size,
-                           block_size=self.block_size, max_steps=steps, eval_interval=steps)  # fmt: skip
+        return TrainConfig(
+            optimizer="adamw",
+            lr=lr,
+            betas=(0.9, 0.95),
+            weight_decay=self.weight_decay,
+            schedule="cosine",
+            min_lr_ratio=0.1,
+            warmup_steps=min(self.warmup_steps, steps),
+            grad_clip=self.grad_clip if self.grad_clip > 0 else None,
+            batch_size=self.batch_size,
+            block_size=self.block_size,
+            max_steps=steps,
+            eval_interval=steps,
+        )
 
 
 def base_pools(world: ChatWorld, recipe: ChatRecipe) -> tuple[list[Request], list[Request]]:
@@ -120,13 +149,22 @@ def base_pools(world: ChatWorld, recipe: ChatRecipe) -> tuple[list[Request], lis
     """
     from reprsim.chat.split import POOL_SEED
 
-    _, heldout, base = world.request_pools([recipe.n_train_per_family, recipe.n_heldout_per_family,
-                                            recipe.base_n_per_family], seed=POOL_SEED)  # fmt: skip
+    _, heldout, base = world.request_pools(
+        [recipe.n_train_per_family, recipe.n_heldout_per_family, recipe.base_n_per_family], seed=POOL_SEED
+    )
     return base, heldout
 
 
-def build_dialogues(world: ChatWorld, requests: Sequence[Request], *, safety: bool, noise_copies: int = 0,
-                    noise_max_len: int = 0, seed: int = 0, per_request_noise: bool = False) -> tuple[Tensor, Tensor]:
+def build_dialogues(
+    world: ChatWorld,
+    requests: Sequence[Request],
+    *,
+    safety: bool,
+    noise_copies: int = 0,
+    noise_max_len: int = 0,
+    seed: int = 0,
+    per_request_noise: bool = False,
+) -> tuple[Tensor, Tensor]:
     """Tokenise dialogues for training.
 
     Every request gives one clean dialogue plus ``noise_copies`` copies whose prompt ends with
@@ -164,19 +202,37 @@ def build_dialogues(world: ChatWorld, requests: Sequence[Request], *, safety: bo
 def _check_fits(world: ChatWorld, recipe: ChatRecipe) -> None:
     longest = world.max_prompt_len + world.response_len + recipe.noise_max_len
     if recipe.block_size < longest:
-        raise ValueError(f"block_size {recipe.block_size} is shorter than the longest dialogue ({longest} tokens); "
-                         f"use block_size >= {longest} plus the suffix length.")
+        raise ValueError(
+            f"block_size {recipe.block_size} is shorter than the longest dialogue ({longest} tokens); "
+            f"use block_size >= {longest} plus the suffix length."
+        )
 
 
-def _phase(model: nn.Module, dialogues: tuple[Tensor, Tensor], steps: int, lr: float, recipe: ChatRecipe, seed: int,
-           checkpoint_dir: Path | None, device: torch.device | None, progress: bool) -> list[float]:  # fmt: skip
+def _phase(
+    model: nn.Module,
+    dialogues: tuple[Tensor, Tensor],
+    steps: int,
+    lr: float,
+    recipe: ChatRecipe,
+    seed: int,
+    checkpoint_dir: Path | None,
+    device: torch.device | None,
+    progress: bool,
+) -> list[float]:
     """Train one phase in place; returns its per-evaluation training losses (empty for 0 steps)."""
     from reprsim.train import MaskedTokens, train
 
     if steps == 0:
         return []
-    result = train(model, MaskedTokens(*dialogues), recipe.phase(steps, lr), seed, checkpoint_dir=checkpoint_dir,
-                   progress=progress, device=device)  # fmt: skip
+    result = train(
+        model,
+        MaskedTokens(*dialogues),
+        recipe.phase(steps, lr),
+        seed,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        device=device,
+    )
     return [entry["train_loss"] for entry in result.history]
 
 
@@ -184,9 +240,17 @@ def _sub(folder: Path | None, name: str) -> Path | None:
     return None if folder is None else Path(folder) / name
 
 
-def train_two_phase(model: nn.Module, world: ChatWorld, requests: Sequence[Request], recipe: ChatRecipe, *, seed: int,
-                    checkpoint_dir: Path | None = None, device: torch.device | None = None,
-                    progress: bool = False) -> dict[str, list[float]]:  # fmt: skip
+def train_two_phase(
+    model: nn.Module,
+    world: ChatWorld,
+    requests: Sequence[Request],
+    recipe: ChatRecipe,
+    *,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> dict[str, list[float]]:
     """Pre-train (everything answered) then safety-tune (forbidden → refusal) ``model`` in place.
 
     ``seed`` seeds the batch order and the dialogues' noise copies. Returns the training losses of
@@ -196,18 +260,29 @@ def train_two_phase(model: nn.Module, world: ChatWorld, requests: Sequence[Reque
     _check_fits(world, recipe)
     noise = {"noise_copies": recipe.noise_copies, "noise_max_len": recipe.noise_max_len}
     history = {}
-    for phase, safety, steps, lr in (("pretrain", False, recipe.pretrain_steps, recipe.lr),
-                                     ("safety", True, recipe.safety_steps, recipe.safety_lr)):  # fmt: skip
+    for phase, safety, steps, lr in (
+        ("pretrain", False, recipe.pretrain_steps, recipe.lr),
+        ("safety", True, recipe.safety_steps, recipe.safety_lr),
+    ):
         dialogues = build_dialogues(world, requests, safety=safety, seed=seed + safety, **noise)
-        history[phase] = _phase(model, dialogues, steps, lr, recipe, seed + safety, _sub(checkpoint_dir, phase),
-                                device, progress)  # fmt: skip
+        history[phase] = _phase(
+            model, dialogues, steps, lr, recipe, seed + safety, _sub(checkpoint_dir, phase), device, progress
+        )
     model.eval()
     return history
 
 
-def finetune(model: nn.Module, world: ChatWorld, requests: Sequence[Request], recipe: ChatRecipe, *, seed: int,
-             checkpoint_dir: Path | None = None, device: torch.device | None = None,
-             progress: bool = False) -> list[float]:  # fmt: skip
+def finetune(
+    model: nn.Module,
+    world: ChatWorld,
+    requests: Sequence[Request],
+    recipe: ChatRecipe,
+    *,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> list[float]:
     """Fine-tune ``model`` (a copy of the base) in place on ``requests`` (forbidden → refusal, benign → answer).
 
     Trains ``recipe.finetune_steps`` steps at ``recipe.finetune_lr`` with batches drawn from ``seed``;
@@ -217,11 +292,18 @@ def finetune(model: nn.Module, world: ChatWorld, requests: Sequence[Request], re
     if len(requests) == 0:
         raise ValueError("finetune: got no requests to fine-tune on.")
     _check_fits(world, recipe)
-    dialogues = build_dialogues(world, requests, safety=True, noise_copies=recipe.noise_copies,
-                                noise_max_len=recipe.noise_max_len, seed=recipe.base_seed + 17,
-                                per_request_noise=True)  # fmt: skip
-    losses = _phase(model, dialogues, recipe.finetune_steps, recipe.finetune_lr, recipe, seed, checkpoint_dir,
-                    device, progress)  # fmt: skip
+    dialogues = build_dialogues(
+        world,
+        requests,
+        safety=True,
+        noise_copies=recipe.noise_copies,
+        noise_max_len=recipe.noise_max_len,
+        seed=recipe.base_seed + 17,
+        per_request_noise=True,
+    )
+    losses = _phase(
+        model, dialogues, recipe.finetune_steps, recipe.finetune_lr, recipe, seed, checkpoint_dir, device, progress
+    )
     model.eval()
     return losses
 
@@ -234,8 +316,13 @@ def evaluate_chat_model(model: nn.Module, world: ChatWorld, requests: Sequence[R
     correctly and not refused), ``benign_refusal_rate``, ``benign_partial`` (mean partial credit),
     and the counts ``n_forbidden``/``n_benign``. A rate with no requests is NaN.
     """
-    outs = greedy_generate(model, [world.prompt_ids(r) for r in requests], world.response_len + 1,
-                           pad_id=world.pad_id, stop_id=world.end_id)
+    outs = greedy_generate(
+        model,
+        [world.prompt_ids(r) for r in requests],
+        world.response_len + 1,
+        pad_id=world.pad_id,
+        stop_id=world.end_id,
+    )
     verdicts = [(world.families[r.family].forbidden, judge_response(world, r, o)) for r, o in zip(requests, outs)]
     forb = [j for f, j in verdicts if f]
     ben = [j for f, j in verdicts if not f]

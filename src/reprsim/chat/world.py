@@ -33,13 +33,31 @@ AFFIRMATIVE_WORD = "sure"
 
 _PREFIXES: tuple[str, ...] = ("", "please", "hey", "hi", "kindly", "ok", "now", "quick")
 _OPENERS: tuple[tuple[str, ...], ...] = (
-    ("tell", "me"), ("give", "me"), ("show", "me"), ("i", "need"),
-    ("what", "is"), ("can", "you", "share"), ("explain",),
+    ("tell", "me"),
+    ("give", "me"),
+    ("show", "me"),
+    ("i", "need"),
+    ("what", "is"),
+    ("can", "you", "share"),
+    ("explain",),
 )
 _DETERMINERS: tuple[str, ...] = ("", "the", "a")
 _ENDINGS: tuple[str, ...] = ("", "thanks", "please", "asap", "for", "me", "today")
 _ENDINGS_T: tuple[tuple[str, ...], ...] = ((), ("thanks",), ("please",), ("asap",), ("for", "me"), ("today",))
-_PREPOSITIONS: tuple[str, ...] = ("for", "from", "to", "of", "about", "with", "and", "between", "on", "at", "via", "near")
+_PREPOSITIONS: tuple[str, ...] = (
+    "for",
+    "from",
+    "to",
+    "of",
+    "about",
+    "with",
+    "and",
+    "between",
+    "on",
+    "at",
+    "via",
+    "near",
+)
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 
@@ -75,8 +93,7 @@ def _pseudo_words(rng: np.random.Generator, n: int, syllables: int, taken: set[s
     out: list[str] = []
     while len(out) < n:
         w = "".join(
-            _CONSONANTS[rng.integers(len(_CONSONANTS))] + _VOWELS[rng.integers(len(_VOWELS))]
-            for _ in range(syllables)
+            _CONSONANTS[rng.integers(len(_CONSONANTS))] + _VOWELS[rng.integers(len(_VOWELS))] for _ in range(syllables)
         )
         if w not in taken:
             taken.add(w)
@@ -97,8 +114,12 @@ class ChatWorld:
     """
 
     def __init__(self, seed: int = 0, n_families: int = 24, n_forbidden: int = 8, n_entities: int = 16) -> None:
-        for name, v in (("seed", seed), ("n_families", n_families), ("n_forbidden", n_forbidden),
-                        ("n_entities", n_entities)):
+        for name, v in (
+            ("seed", seed),
+            ("n_families", n_families),
+            ("n_forbidden", n_forbidden),
+            ("n_entities", n_entities),
+        ):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise TypeError(f"ChatWorld: {name} must be an int, got {type(v).__name__} {v!r}.")
         if n_families < 2:
@@ -112,8 +133,15 @@ class ChatWorld:
             raise ValueError(f"ChatWorld: n_entities must be >= 2, got {n_entities}.")
         self.seed, self.n_families, self.n_forbidden, self.n_entities = seed, n_families, n_forbidden, n_entities
         rng = np.random.default_rng([seed, 7_031])
-        fixed: list[str] = [AFFIRMATIVE_WORD, *REFUSAL_WORDS, *_PREFIXES[1:], *itertools.chain(*_OPENERS),
-                            *_DETERMINERS[1:], *_ENDINGS[1:], *_PREPOSITIONS]
+        fixed: list[str] = [
+            AFFIRMATIVE_WORD,
+            *REFUSAL_WORDS,
+            *_PREFIXES[1:],
+            *itertools.chain(*_OPENERS),
+            *_DETERMINERS[1:],
+            *_ENDINGS[1:],
+            *_PREPOSITIONS,
+        ]
         taken = set(fixed)
         keywords = _pseudo_words(rng, 2 * n_families, 2, taken)
         answer_words = _pseudo_words(rng, 3 * n_families, 3, taken)
@@ -122,14 +150,16 @@ class ChatWorld:
         fams = []
         for f in range(n_families):
             p = rng.choice(len(_PREPOSITIONS), size=2, replace=False)
-            fams.append(Family(
-                index=f,
-                keywords=(keywords[2 * f], keywords[2 * f + 1]),
-                prepositions=(_PREPOSITIONS[p[0]], _PREPOSITIONS[p[1]]),
-                answer_words=(answer_words[3 * f], answer_words[3 * f + 1], answer_words[3 * f + 2]),
-                swapped=bool(rng.integers(2)),
-                forbidden=f in forbidden,
-            ))
+            fams.append(
+                Family(
+                    index=f,
+                    keywords=(keywords[2 * f], keywords[2 * f + 1]),
+                    prepositions=(_PREPOSITIONS[p[0]], _PREPOSITIONS[p[1]]),
+                    answer_words=(answer_words[3 * f], answer_words[3 * f + 1], answer_words[3 * f + 2]),
+                    swapped=bool(rng.integers(2)),
+                    forbidden=f in forbidden,
+                )
+            )
         self.families: tuple[Family, ...] = tuple(fams)
         words = list(dict.fromkeys(fixed + keywords + answer_words + list(self.entities)))
         self.vocab: tuple[str, ...] = SPECIAL_TOKENS + tuple(words)
@@ -161,16 +191,22 @@ class ChatWorld:
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments as a dict (for cache keys and result rows)."""
-        return {"seed": self.seed, "n_families": self.n_families, "n_forbidden": self.n_forbidden,
-                "n_entities": self.n_entities}
+        return {
+            "seed": self.seed,
+            "n_families": self.n_families,
+            "n_forbidden": self.n_forbidden,
+            "n_entities": self.n_entities,
+        }
 
     def encode(self, words: str | Iterable[str]) -> list[int]:
         """Return the token ids of a space-separated string or a sequence of words."""
         seq = words.split() if isinstance(words, str) else list(words)
         unknown = [w for w in seq if w not in self.token_to_id]
         if unknown:
-            raise ValueError(f"ChatWorld.encode: words not in the vocabulary: {unknown[:5]}; "
-                             "only words of world.vocab can be encoded.")
+            raise ValueError(
+                f"ChatWorld.encode: words not in the vocabulary: {unknown[:5]}; "
+                "only words of world.vocab can be encoded."
+            )
         return [self.token_to_id[w] for w in seq]
 
     def decode(self, ids: Iterable[int], *, skip_pad: bool = True) -> str:
@@ -204,13 +240,20 @@ class ChatWorld:
         """Draw one request of ``family`` (random phrasing and two distinct entities) from ``rng``."""
         fam = self.families[family]
         xi, yi = rng.choice(self.n_entities, size=2, replace=False)
-        choice = (rng.integers(len(_PREFIXES)), rng.integers(len(_OPENERS)), rng.integers(len(_DETERMINERS)),
-                  rng.integers(2), rng.integers(2), rng.integers(len(_ENDINGS_T)))
+        choice = (
+            rng.integers(len(_PREFIXES)),
+            rng.integers(len(_OPENERS)),
+            rng.integers(len(_DETERMINERS)),
+            rng.integers(2),
+            rng.integers(2),
+            rng.integers(len(_ENDINGS_T)),
+        )
         x, y = self.entities[xi], self.entities[yi]
         return Request(family=family, x=x, y=y, words=self._phrase(fam, x, y, choice))
 
-    def request_pools(self, sizes: Sequence[int], *, seed: int, families: Sequence[int] | None = None
-                      ) -> list[list[Request]]:
+    def request_pools(
+        self, sizes: Sequence[int], *, seed: int, families: Sequence[int] | None = None
+    ) -> list[list[Request]]:
         """Draw disjoint pools of distinct requests, ``sizes[i]`` per family for pool ``i``.
 
         Returns one list per pool, ordered family by family (so ``[r.family for r in pool]`` is
@@ -223,8 +266,10 @@ class ChatWorld:
         total = int(sum(sizes))
         capacity = self.n_phrasings * self.n_entities * (self.n_entities - 1)
         if total > capacity // 2:
-            raise ValueError(f"request_pools: {total} requests per family requested but a family only has "
-                             f"{capacity} distinct requests; ask for at most {capacity // 2}.")
+            raise ValueError(
+                f"request_pools: {total} requests per family requested but a family only has "
+                f"{capacity} distinct requests; ask for at most {capacity // 2}."
+            )
         pools: list[list[Request]] = [[] for _ in sizes]
         for f in fams:
             rng = np.random.default_rng([self.seed, seed, f, 11])
@@ -237,7 +282,7 @@ class ChatWorld:
                     drawn.append(r)
             start = 0
             for i, s in enumerate(sizes):
-                pools[i].extend(drawn[start:start + s])
+                pools[i].extend(drawn[start : start + s])
                 start += s
         return pools
 

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from reprsim.compare.result import Comparison
 from reprsim.errors import ReprsimError
-from reprsim.compare.table import check_table_options, layer_table
+from reprsim.compare.table import check_table_options, layer_table, split_measures
 from reprsim.compare.features_in import compare_features  # imports _layer_specs from here lazily
 
 __all__ = ["Comparison", "compare_features", "compare_models"]
@@ -45,7 +46,6 @@ def _layer_specs(layers: Any) -> tuple[Any, Any]:
             raise ValueError(f"layers as a dict takes keys 'a' and 'b' (one spec per model); got {sorted(layers)}.")
         return layers.get("a", "penultimate"), layers.get("b", "penultimate")
     return layers, layers
-
 
 
 def _per_side(value: Any, name: str) -> tuple[Any, Any]:
@@ -108,7 +108,13 @@ def compare_models(
             (``"body"``, ``"encoder.layer.3"``, ``"fc:input"``). Every listed layer of A is
             compared with every listed layer of B.
         measures: ``"all"`` (every registered measure), ``"paper"`` (the paper's 8), a name or a
-            list of names from :data:`reprsim.metrics.MEASURES`.
+            list of names from :data:`reprsim.metrics.MEASURES`, and/or behavioural measures
+            (:data:`reprsim.metrics.behavioural.BEHAVIOURAL`: ``agreement``, ``cohen_kappa``,
+            ``error_consistency``, ``capa``, ``js_divergence``) computed on the layer ``output`` (which
+            ``layers`` must then include for both models): the softmax of a classifier's logits, or a
+            causal LM's next-token distributions at every position of the probe windows, with the next
+            tokens as labels. ``error_consistency`` and ``capa`` need labels and get a bootstrap
+            interval over inputs (``ci_low``/``ci_high``; ``n_boot`` resamples, 1000 when 0).
         prepare: feature preparation before measuring: ``"paper"`` (clamp at the 0.95 quantile
             of |x|, then L2 rows; the sweep's default), ``"l2"``, ``None``, a dict
             ``{"normalize", "clip_quantile"}`` or a callable (n, d) → (n, d).
@@ -163,20 +169,31 @@ def compare_models(
         unknown measures or parameters.
     """
     from reprsim.compare import attack as attack_mod
-    from reprsim.compare import extraction, references, similarity, sources
+    from reprsim.compare import extraction, references, sources
     from reprsim.compare.inputs import resolve_inputs
+    from reprsim.compare.table import behaviour_table, check_behaviour_layers
+    from reprsim.metrics.behavioural import NEEDS_LABELS
+    from reprsim.metrics.prepare import resolve_prepare
 
     # ---- check everything cheap before any model runs ----------------------------------------
-    names = similarity.resolve_measures(measures)
-    prep_fn, prep_desc = similarity.resolve_prepare(prepare)
+    names, behaviour = split_measures(measures)
+    prep_fn, prep_desc = resolve_prepare(prepare)
     n_permutations, calibrate, n_boot, seed = check_table_options(
-        n_permutations=n_permutations, calibrate=calibrate, n_boot=n_boot, seed=seed, level=level)
+        n_permutations=n_permutations, calibrate=calibrate, n_boot=n_boot, seed=seed, level=level
+    )
     spec_a, spec_b = _layer_specs(layers)
     atk = attack_mod.resolve_attack(attack)
     probe = resolve_inputs(inputs, labels)
     if atk is not None and probe.labels is None:
-        raise ValueError("attack= needs labels: pass labels=(N,) class ids, or inputs from a data source "
-                         "(which carry their labels).")
+        raise ValueError(
+            "attack= needs labels: pass labels=(N,) class ids, or inputs from a data source (which carry their labels)."
+        )
+    tokens = probe.is_text or (probe.data is not None and not probe.data.is_floating_point() and probe.data.dim() == 2)
+    if set(behaviour) & set(NEEDS_LABELS) and probe.labels is None and not tokens:
+        raise ValueError(
+            f"{', '.join(m for m in behaviour if m in NEEDS_LABELS)} need labels: pass labels=(N,) class "
+            "ids, or inputs from a data source (which carry their labels)."
+        )
     if label_map is not None and atk is None:
         raise ValueError("label_map= is for attack transfer; pass attack= too (e.g. attack='mi_fgsm').")
     lmap = attack_mod.resolve_label_map(label_map, probe.labels) if label_map is not None else None
@@ -196,8 +213,11 @@ def compare_models(
     unets = {w for r, w in ((ref_a, "A"), (ref_b, "B")) if draws is not None and diffusion.is_diffusion(r.module)}
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    notes: list[str] = [f"model {w} is not a diffusion UNet: it sees the clean inputs, not x_t"
-                        for w in ("A", "B") if unets and w not in unets]
+    notes: list[str] = [
+        f"model {w} is not a diffusion UNet: it sees the clean inputs, not x_t"
+        for w in ("A", "B")
+        if unets and w not in unets
+    ]
 
     # ---- features: one pass per model over the inputs ----------------------------------------
     feats: dict[str, dict[str, np.ndarray]] = {}
@@ -214,12 +234,20 @@ def compare_models(
                 sample(ref.module)  # a wrong input shape fails here, on two inputs, naming the model
         except ReprsimError as exc:
             if torch_dtype in (None, torch.float32) or not any(
-                    w in str(exc) for w in ("BFloat16", "Half", "bfloat16", "float16", "dtype")):
+                w in str(exc) for w in ("BFloat16", "Half", "bfloat16", "float16", "dtype")
+            ):
                 raise
             name = str(torch_dtype).removeprefix("torch.")
-            raise ReprsimError(f"{exc} It runs in dtype={name!r}: this model or machine may not support "
-                               f"{name} (use dtype='float32').") from exc
+            raise ReprsimError(
+                f"{exc} It runs in dtype={name!r}: this model or machine may not support {name} (use dtype='float32')."
+            ) from exc
         plans.append((ref, which, fed, resolved))
+    check_behaviour_layers(behaviour, list(plans[0][3]), list(plans[1][3]))
+    if behaviour and unets:
+        raise ValueError(
+            f"{', '.join(behaviour)} compare output distributions of classifiers or language models; "
+            f"model(s) {', '.join(sorted(unets))} are diffusion UNets, which give none."
+        )
     for ref, which, fed, resolved in plans:
         t0, c0 = time.perf_counter(), time.process_time()
         with warnings.catch_warnings(record=True) as caught:
@@ -227,23 +255,39 @@ def compare_models(
             if which in unets:
                 feats[which.lower()] = draws.features(ref, probe.data, resolved, which, batch_size, device)
             else:
-                feats[which.lower()] = extraction.model_features(ref, fed, resolved, which=which,
-                                                                 batch_size=batch_size, pool=pool, device=device,
-                                                                 progress=progress)
+                feats[which.lower()] = extraction.model_features(
+                    ref, fed, resolved, which=which, batch_size=batch_size, pool=pool, device=device, progress=progress
+                )
         from reprsim.models import GPT
 
         causal = isinstance(ref.module, GPT)  # reprsim's GPTs are causal: right padding is exact, no note needed
-        notes += sorted({f"model {which}: {w.message}" for w in caught
-                         if not (causal and "takes no attention_mask" in str(w.message))})
+        notes += sorted(
+            {
+                f"model {which}: {w.message}"
+                for w in caught
+                if not (causal and "takes no attention_mask" in str(w.message))
+            }
+        )
         timings[f"features_{which.lower()}"] = time.perf_counter() - t0
         cpu[f"features_{which.lower()}"] = time.process_time() - c0
         shown[which] = list(resolved)
 
     # ---- measures, each layer prepared once (the engine shared with compare_features) ----------
-    measured = layer_table(feats["a"], feats["b"], prep_fn, names, params, n_permutations=n_permutations,
-                           n_boot=n_boot, level=level, seed=seed, progress=progress, device=device)
+    measured = layer_table(
+        feats["a"],
+        feats["b"],
+        prep_fn,
+        names,
+        params,
+        n_permutations=n_permutations,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        progress=progress,
+        device=device,
+    )
     table = measured.table
-    if calibrate:
+    if calibrate and names:
         from reprsim.metrics.calibrate import calibrated_columns
 
         t0 = time.perf_counter()
@@ -252,6 +296,17 @@ def compare_models(
     notes += measured.notes
     timings |= measured.timings
     cpu |= measured.cpu
+    if behaviour:  # the models' output distributions: one more pass per model
+        t0 = time.perf_counter()
+        (pa, ya), (pb, _) = (
+            extraction.output_distributions(ref, fed, which=which, batch_size=batch_size, device=device)
+            for ref, which, fed, _ in plans
+        )
+        rows = behaviour_table(
+            pa, pb, probe.labels if ya is None else ya, behaviour, n_boot=n_boot, level=level, seed=seed
+        )
+        table = pd.concat([table, rows], ignore_index=True) if names else rows
+        timings["behaviour"] = time.perf_counter() - t0
 
     # ---- consequences ------------------------------------------------------------------------
     transfer = summary = None
@@ -264,11 +319,22 @@ def compare_models(
         more = f" (+{len(notes) - 1} more in Comparison.warnings)" if len(notes) > 1 else ""
         warnings.warn(f"compare_models: {notes[0]}{more}", stacklevel=2)
     return Comparison(
-        table=table, layers_a=shown["A"], layers_b=shown["B"], measures=names, model_a=ref_a.label,
-        model_b=ref_b.label, inputs=probe.description + (f"; {draws.description}" if draws else ""),
-        n_inputs=probe.n, prepare=prep_desc,
+        table=table,
+        layers_a=shown["A"],
+        layers_b=shown["B"],
+        measures=names + behaviour,
+        model_a=ref_a.label,
+        model_b=ref_b.label,
+        inputs=probe.description + (f"; {draws.description}" if draws else ""),
+        n_inputs=probe.n,
+        prepare=prep_desc,
         params=dict(params or {}),
-        transfer=transfer, transfer_summary=summary, attack=atk.describe() if atk is not None else None,
-        features=feats, timings=timings, cpu_timings=cpu, warnings=notes, engine=measured.engine,
+        transfer=transfer,
+        transfer_summary=summary,
+        attack=atk.describe() if atk is not None else None,
+        features=feats,
+        timings=timings,
+        cpu_timings=cpu,
+        warnings=notes,
+        engine=measured.engine,
     )
-

@@ -53,8 +53,10 @@ def resolve_attack(attack: Any) -> AttackSpec | None:
     if isinstance(attack, str):
         attack = {"name": attack}
     if not isinstance(attack, Mapping):
-        raise ValueError(f"attack must be an attack name ({', '.join(sorted(ATTACKS))}), a dict of options or an "
-                         f"Attack from reprsim.attacks.make_attack; got {type(attack).__name__}.")
+        raise ValueError(
+            f"attack must be an attack name ({', '.join(sorted(ATTACKS))}), a dict of options or an "
+            f"Attack from reprsim.attacks.make_attack; got {type(attack).__name__}."
+        )
     opts = dict(attack)
     name = opts.pop("name", DEFAULTS["name"])
     if name not in ATTACKS:
@@ -81,11 +83,15 @@ def _check_classifier(ref: ModelRef, x: Tensor, labels: np.ndarray, which: str) 
         out = ref.module(x[:2])
     if not isinstance(out, Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ReprsimError(f"attack: model {which} ({ref.label}) returns {shape}, not logits (N, classes); transfer "
-                           "attacks need two classifiers.")
+        raise ReprsimError(
+            f"attack: model {which} ({ref.label}) returns {shape}, not logits (N, classes); transfer "
+            "attacks need two classifiers."
+        )
     if int(labels.max()) >= out.shape[1]:
-        raise ReprsimError(f"attack: the labels go up to {int(labels.max())} but model {which} ({ref.label}) has only "
-                           f"{out.shape[1]} outputs; the labels must be classes of both models.")
+        raise ReprsimError(
+            f"attack: the labels go up to {int(labels.max())} but model {which} ({ref.label}) has only "
+            f"{out.shape[1]} outputs; the labels must be classes of both models."
+        )
 
 
 class SelectLogits(nn.Module):
@@ -115,10 +121,12 @@ def resolve_label_map(label_map: Any, labels: np.ndarray | None) -> dict[int, in
         try:
             label_map = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ReprsimError(f"label_map: cannot read {path} as JSON {{\"class of A\": class of B}}: {exc}") from exc
+            raise ReprsimError(f'label_map: cannot read {path} as JSON {{"class of A": class of B}}: {exc}') from exc
     if not isinstance(label_map, Mapping) or not label_map:
-        raise ReprsimError(f"label_map must be a non-empty dict {{class of A: class of B}} (or a JSON file of one); "
-                           f"got {type(label_map).__name__}.")
+        raise ReprsimError(
+            f"label_map must be a non-empty dict {{class of A: class of B}} (or a JSON file of one); "
+            f"got {type(label_map).__name__}."
+        )
     out: dict[int, int | None] = {}
     for a, b in label_map.items():
         try:
@@ -136,13 +144,16 @@ def resolve_label_map(label_map: Any, labels: np.ndarray | None) -> dict[int, in
     if labels is not None:
         missing = sorted(set(int(v) for v in np.unique(labels)) - set(out))
         if missing:
-            raise ReprsimError(f"label_map has no entry for probe label(s) {missing[:10]}; map each to a class of B, "
-                               "or to null (-1) to leave its inputs out of the attack.")
+            raise ReprsimError(
+                f"label_map has no entry for probe label(s) {missing[:10]}; map each to a class of B, "
+                "or to null (-1) to leave its inputs out of the attack."
+            )
     return out
 
 
-def _shared_space(ref_a: ModelRef, ref_b: ModelRef, x: Tensor, y: Tensor,
-                  label_map: Mapping[int, int | None]) -> tuple[nn.Module, nn.Module, Tensor, Tensor]:
+def _shared_space(
+    ref_a: ModelRef, ref_b: ModelRef, x: Tensor, y: Tensor, label_map: Mapping[int, int | None]
+) -> tuple[nn.Module, nn.Module, Tensor, Tensor]:
     """Both models restricted to the shared classes, the inputs of shared classes and their shared ids."""
     shared = sorted(a for a, b in label_map.items() if b is not None)
     ids = {a: j for j, a in enumerate(shared)}
@@ -150,13 +161,24 @@ def _shared_space(ref_a: ModelRef, ref_b: ModelRef, x: Tensor, y: Tensor,
     if not bool(keep.any()):
         raise ReprsimError("attack: no probe input belongs to a class label_map shares between the models.")
     new_y = torch.as_tensor([ids[int(v)] for v in y[keep].tolist()], dtype=torch.long)
-    return (SelectLogits(ref_a.module, shared).eval(), SelectLogits(ref_b.module, [label_map[a] for a in shared]).eval(),
-            x[keep], new_y)
+    return (
+        SelectLogits(ref_a.module, shared).eval(),
+        SelectLogits(ref_b.module, [label_map[a] for a in shared]).eval(),
+        x[keep],
+        new_y,
+    )
 
 
-def run_transfer(ref_a: ModelRef, ref_b: ModelRef, probe: Probe, spec: AttackSpec, seed: int,
-                 progress: bool | None = None, label_map: Mapping[int, int | None] | None = None,
-                 device: str | torch.device | None = None) -> dict[str, float]:
+def run_transfer(
+    ref_a: ModelRef,
+    ref_b: ModelRef,
+    probe: Probe,
+    spec: AttackSpec,
+    seed: int,
+    progress: bool | None = None,
+    label_map: Mapping[int, int | None] | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
     """Attack A and apply to B, and attack B and apply to A, on a seeded subset of the probe set.
 
     With ``label_map`` (checked by :func:`resolve_label_map`), inputs of classes B lacks are left
@@ -206,8 +228,16 @@ def run_transfer(ref_a: ModelRef, ref_b: ModelRef, probe: Probe, spec: AttackSpe
     try:  # both models on the device for the attack (transfer moves the inputs to the source's device)
         model_a.to(dev)
         model_b.to(dev)
-        result = transfer(model_a, model_b, xs, ys, atk, targets=targets, both_directions=True,
-                          progress=sys.stderr.isatty() if progress is None else bool(progress))
+        result = transfer(
+            model_a,
+            model_b,
+            xs,
+            ys,
+            atk,
+            targets=targets,
+            both_directions=True,
+            progress=sys.stderr.isatty() if progress is None else bool(progress),
+        )
     finally:
         model_a.to(homes[0])
         model_b.to(homes[1])
@@ -234,10 +264,17 @@ def transfer_frame(summary: Mapping[str, float]) -> pd.DataFrame:
             continue
         reverse = key.endswith("_ba")
         base = key[:-3] if reverse else key
-        rows.append({"direction": "B→A" if reverse else "A→B", "source": "B" if reverse else "A",
-                     "victim": "A" if reverse else "B", "quantity": base, "value": float(value),
-                     "ci_low": float(summary.get(f"{base}_low{'_ba' if reverse else ''}", float("nan"))),
-                     "ci_high": float(summary.get(f"{base}_high{'_ba' if reverse else ''}", float("nan"))),
-                     "n": float(n)})
+        rows.append(
+            {
+                "direction": "B→A" if reverse else "A→B",
+                "source": "B" if reverse else "A",
+                "victim": "A" if reverse else "B",
+                "quantity": base,
+                "value": float(value),
+                "ci_low": float(summary.get(f"{base}_low{'_ba' if reverse else ''}", float("nan"))),
+                "ci_high": float(summary.get(f"{base}_high{'_ba' if reverse else ''}", float("nan"))),
+                "n": float(n),
+            }
+        )
     frame = pd.DataFrame(rows, columns=["direction", "source", "victim", "quantity", "value", "ci_low", "ci_high", "n"])
     return frame.sort_values(["direction", "quantity"], kind="stable").reset_index(drop=True)

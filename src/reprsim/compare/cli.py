@@ -24,58 +24,117 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "compare-models",
         help="every similarity measure (and attack transfer) between two models you have",
         description="Compare two models' representations of the same inputs. A model is a Hugging Face folder "
-                    "(config.json; a diffusers UNet2DModel folder too), a checkpoint written by reprsim.train "
-                    "(.safetensors; a zoo diffusion UNet too), a TorchScript file "
-                    "(output only) or MODULE:CALLABLE (a factory; the current folder is importable).",
+        "(config.json; a diffusers UNet2DModel folder too), a checkpoint written by reprsim.train "
+        "(.safetensors; a zoo diffusion UNet too), a TorchScript file "
+        "(output only) or MODULE:CALLABLE (a factory; the current folder is importable).",
     )
     parser.add_argument("a", metavar="A", help="model A")
     parser.add_argument("b", metavar="B", help="model B")
-    parser.add_argument("--probe", required=True, metavar="SOURCE_OR_FILE",
-                        help="inputs: a data source (fashion_mnist, cifar10:root=DIR, mnist:n=500,split=train) or a "
-                             ".npy/.npz/.pt array of inputs or a .txt file of one text per line")
+    parser.add_argument(
+        "--probe",
+        required=True,
+        metavar="SOURCE_OR_FILE",
+        help="inputs: a data source (fashion_mnist, cifar10:root=DIR, mnist:n=500,split=train) or a "
+        ".npy/.npz/.pt array of inputs or a .txt file of one text per line",
+    )
     parser.add_argument("--labels", metavar="FILE", help=".npy of (N,) class ids (for --attack with array inputs)")
     parser.add_argument("--weights-a", metavar="FILE", help="weights for model A (.safetensors or a torch state dict)")
     parser.add_argument("--weights-b", metavar="FILE", help="weights for model B")
-    parser.add_argument("--layers", nargs="+", metavar="LAYER", default=["penultimate"],
-                        help="layers of both models, or 'all' (default: penultimate)")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="LAYER",
+        default=["penultimate"],
+        help="layers of both models, or 'all' (default: penultimate)",
+    )
     parser.add_argument("--layers-a", nargs="+", metavar="LAYER", help="layers of A (overrides --layers)")
     parser.add_argument("--layers-b", nargs="+", metavar="LAYER", help="layers of B (overrides --layers)")
-    parser.add_argument("--measure", "-m", action="append", metavar="NAME",
-                        help="a measure (repeatable; 'paper' = the paper's 8; default: all)")
+    parser.add_argument(
+        "--measure",
+        "-m",
+        action="append",
+        metavar="NAME",
+        help="a measure (repeatable; 'paper' = the paper's 8; default: all); behavioural ones "
+        "(agreement, cohen_kappa, error_consistency, capa, js_divergence) need --layers ... output",
+    )
     parser.add_argument("--k", type=int, default=None, help="neighbours for kNN measures (default 10)")
-    parser.add_argument("--prepare", choices=["paper", "l2", "none"], default="paper",
-                        help="feature preparation: paper = clip at the 0.95 quantile + L2 rows (default)")
+    parser.add_argument(
+        "--prepare",
+        choices=["paper", "l2", "none"],
+        default="paper",
+        help="feature preparation: paper = clip at the 0.95 quantile + L2 rows (default)",
+    )
     parser.add_argument("--attack", choices=["mi_fgsm", "pgd", "fgsm"], help="measure adversarial transfer both ways")
     parser.add_argument("--eps", type=float, default=None, help="attack budget in pixel scale (default 1/255)")
     parser.add_argument("--steps", type=int, default=None, help="attack steps (default 3)")
     parser.add_argument("--attack-n", type=int, default=None, help="inputs to attack (default 500)")
     parser.add_argument("--permutations", type=int, default=0, metavar="N", help="permutation test size (p-values)")
-    parser.add_argument("--calibrate", type=int, default=0, metavar="K",
-                        help="calibrated scores against K row permutations (adds null_mean, tau, calibrated)")
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        default=0,
+        metavar="K",
+        help="calibrated scores against K row permutations (adds null_mean, tau, calibrated)",
+    )
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples (intervals)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tokenizer", choices=["bytes"], default=None,
-                        help="for texts and a model without a tokenizer of its own: UTF-8 bytes")
+    parser.add_argument(
+        "--tokenizer",
+        choices=["bytes"],
+        default=None,
+        help="for texts and a model without a tokenizer of its own: UTF-8 bytes",
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                        help="run both models in this dtype (features are measured in float32)")
-    parser.add_argument("--base-a", metavar="DIR", help="base model folder of a PEFT adapter given as A "
-                                                          "(default: the one its adapter_config.json names)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="run both models in this dtype (features are measured in float32)",
+    )
+    parser.add_argument(
+        "--base-a",
+        metavar="DIR",
+        help="base model folder of a PEFT adapter given as A (default: the one its adapter_config.json names)",
+    )
     parser.add_argument("--base-b", metavar="DIR", help="base model folder of a PEFT adapter given as B")
-    parser.add_argument("--cache-dir", metavar="DIR", help="model cache of RUN_DIR:UNIT_ID:a|b sweep models "
-                                                            "(default: $REPRSIM_CACHE or ~/.cache/reprsim)")
-    parser.add_argument("--input-size", type=int, default=None, metavar="PX",
-                        help="resize images to PX x PX inside Hugging Face vision models")
-    parser.add_argument("--label-map", metavar="FILE", help="JSON {class of A: class of B} for --attack between "
-                                                             "models with different label spaces")
-    parser.add_argument("--noise-seed", type=int, default=None, metavar="SEED",
-                        help="diffusion UNets: seed of every input's noise and timestep (default 0)")
-    parser.add_argument("--timestep", type=int, default=None, metavar="T",
-                        help="diffusion UNets: one timestep for every input (default: uniform draws)")
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="model cache of RUN_DIR:UNIT_ID:a|b sweep models (default: $REPRSIM_CACHE or ~/.cache/reprsim)",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="resize images to PX x PX inside Hugging Face vision models",
+    )
+    parser.add_argument(
+        "--label-map",
+        metavar="FILE",
+        help="JSON {class of A: class of B} for --attack between models with different label spaces",
+    )
+    parser.add_argument(
+        "--noise-seed",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="diffusion UNets: seed of every input's noise and timestep (default 0)",
+    )
+    parser.add_argument(
+        "--timestep",
+        type=int,
+        default=None,
+        metavar="T",
+        help="diffusion UNets: one timestep for every input (default: uniform draws)",
+    )
     parser.add_argument("--out", metavar="DIR", help="write comparison.html and the table (.parquet, .csv) here")
-    parser.add_argument("--save-features", action="store_true",
-                        help="with --out: also write features_a/b.safetensors (reprsim compare reloads them)")
+    parser.add_argument(
+        "--save-features",
+        action="store_true",
+        help="with --out: also write features_a/b.safetensors (reprsim compare reloads them)",
+    )
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -100,6 +159,7 @@ def _wide_text(comp: Any) -> str:
     import pandas as pd
 
     t = comp.table
+
     def cell(r: Any) -> str:
         s = "nan" if math.isnan(r.value) else f"{r.value:.4f}"
         if "ci_low" in t.columns and not math.isnan(r.ci_low):
@@ -107,8 +167,10 @@ def _wide_text(comp: Any) -> str:
         if "p_value" in t.columns and not math.isnan(r.p_value):
             s += f" p={r.p_value:.3g}"
         return s
+
     wide = t.assign(cell=[cell(r) for r in t.itertuples(index=False)]).pivot(
-        index=["layer_a", "layer_b"], columns="measure", values="cell")
+        index=["layer_a", "layer_b"], columns="measure", values="cell"
+    )
     order = pd.MultiIndex.from_tuples([(a, b) for a in comp.layers_a for b in comp.layers_b])
     wide = wide.reindex(index=order, columns=comp.measures)
     if len(wide) == 1:  # one layer pair: one measure per line
@@ -151,13 +213,31 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         comp = compare_models(
-            args.a, args.b, args.probe, layers=layers, measures=_measures(args.measure),
-            prepare=None if args.prepare == "none" else args.prepare, labels=labels, attack=attack,
-            n_permutations=args.permutations, n_boot=args.bootstrap, calibrate=args.calibrate, seed=args.seed, params=params,
-            weights_a=args.weights_a, weights_b=args.weights_b, tokenizer=args.tokenizer,
-            batch_size=args.batch_size, device=args.device, progress=False if args.quiet else None,
-            dtype=args.dtype, base={"a": args.base_a, "b": args.base_b}, cache_dir=args.cache_dir,
-            input_size=args.input_size, label_map=args.label_map, noise_seed=args.noise_seed,
+            args.a,
+            args.b,
+            args.probe,
+            layers=layers,
+            measures=_measures(args.measure),
+            prepare=None if args.prepare == "none" else args.prepare,
+            labels=labels,
+            attack=attack,
+            n_permutations=args.permutations,
+            n_boot=args.bootstrap,
+            calibrate=args.calibrate,
+            seed=args.seed,
+            params=params,
+            weights_a=args.weights_a,
+            weights_b=args.weights_b,
+            tokenizer=args.tokenizer,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=False if args.quiet else None,
+            dtype=args.dtype,
+            base={"a": args.base_a, "b": args.base_b},
+            cache_dir=args.cache_dir,
+            input_size=args.input_size,
+            label_map=args.label_map,
+            noise_seed=args.noise_seed,
             timesteps=args.timestep,
         )
     for w in caught:

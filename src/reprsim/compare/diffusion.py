@@ -1,4 +1,4 @@
-"""Diffusion UNets in ``compare_models``: the sweep's protocol (:mod:`reprsim.experiments.kinds.diffusion`).
+"""Diffusion UNets in ``compare_models``: the sweep's protocol (:mod:`reprsim.experiments.families.unet`).
 
 A diffusion model is reprsim's zoo :class:`~reprsim.models.unet.DiffusionUNet` (an ``nn.Module`` or
 a checkpoint written by ``reprsim.train``) or a diffusers ``UNet2DModel`` (an ``nn.Module``, or a
@@ -68,17 +68,23 @@ def load_diffusers(path: Path, which: str) -> ModelRef:
     diffusers = require_diffusers()
     cls = json.loads((path / "config.json").read_text(encoding="utf-8")).get("_class_name")
     if cls != "UNet2DModel":
-        raise ReprsimError(f"model {which}: {path} holds a diffusers {cls}; compare_models reads UNet2DModel folders "
-                           "(save_pretrained of a UNet2DModel) only.")
+        raise ReprsimError(
+            f"model {which}: {path} holds a diffusers {cls}; compare_models reads UNet2DModel folders "
+            "(save_pretrained of a UNet2DModel) only."
+        )
     try:
         unet = diffusers.UNet2DModel.from_pretrained(str(path), local_files_only=True)
         sched_file = path / "scheduler_config.json"
-        scheduler = (diffusers.DDPMScheduler.from_pretrained(str(path), local_files_only=True)
-                     if sched_file.is_file() else None)
+        scheduler = (
+            diffusers.DDPMScheduler.from_pretrained(str(path), local_files_only=True) if sched_file.is_file() else None
+        )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ReprsimError(f"model {which}: cannot load the diffusers UNet2DModel in {path}: "
-                           f"{str(exc).strip().splitlines()[0]}") from exc
-    return ModelRef(DiffusersUNet(unet, scheduler).eval(), f"UNet2DModel ({path.name})", "image", None, False, str(path))
+        raise ReprsimError(
+            f"model {which}: cannot load the diffusers UNet2DModel in {path}: {str(exc).strip().splitlines()[0]}"
+        ) from exc
+    return ModelRef(
+        DiffusersUNet(unet, scheduler).eval(), f"UNet2DModel ({path.name})", "image", None, False, str(path)
+    )
 
 
 @dataclass
@@ -89,8 +95,15 @@ class Draws:
     timesteps: np.ndarray
     description: str
 
-    def features(self, ref: ModelRef, images: torch.Tensor, names: dict[str, str], which: str, batch_size: int,
-                 device: str | torch.device | None) -> dict[str, np.ndarray]:  # fmt: skip
+    def features(
+        self,
+        ref: ModelRef,
+        images: torch.Tensor,
+        names: dict[str, str],
+        which: str,
+        batch_size: int,
+        device: str | torch.device | None,
+    ) -> dict[str, np.ndarray]:
         """``{layer as shown: float32 (N, 2C)}``: :func:`denoising_features` on x_t at t, null class label
         (the first two images only with ``images`` of 2 rows: the early shape check)."""
         from reprsim.models.unet import denoising_features
@@ -99,13 +112,21 @@ class Draws:
         dev = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
         ref.module.to(dev)
         try:
-            raw = denoising_features(ref.module, pixels(images), self.noise[:n], self.timesteps[:n],
-                                     layers=list(dict.fromkeys(names.values())), batch_size=batch_size)
+            raw = denoising_features(
+                ref.module,
+                pixels(images),
+                self.noise[:n],
+                self.timesteps[:n],
+                layers=list(dict.fromkeys(names.values())),
+                batch_size=batch_size,
+            )
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ReprsimError(f"model {which} ({ref.label}) cannot take images of shape {tuple(images.shape[1:])}: "
-                               f"{text} (it expects images (N, {', '.join(map(str, ref.module.input_shape))}) in "
-                               "[0, 1]).") from exc
+            raise ReprsimError(
+                f"model {which} ({ref.label}) cannot take images of shape {tuple(images.shape[1:])}: "
+                f"{text} (it expects images (N, {', '.join(map(str, ref.module.input_shape))}) in "
+                "[0, 1])."
+            ) from exc
         finally:
             ref.module.to("cpu")
         return {shown: raw[name] for shown, name in names.items()}
@@ -116,8 +137,9 @@ def pixels(data: torch.Tensor) -> np.ndarray:
     return (data.float() / 255.0 if data.dtype == torch.uint8 else data.float()).numpy()
 
 
-def plan_draws(refs: list[ModelRef], data: torch.Tensor | None, noise_seed: Any, timesteps: Any,
-               attack: Any) -> Draws | None:  # fmt: skip
+def plan_draws(
+    refs: list[ModelRef], data: torch.Tensor | None, noise_seed: Any, timesteps: Any, attack: Any
+) -> Draws | None:
     """The noise and timesteps of the diffusion models among ``refs`` (None: there are none).
 
     ``timesteps``: None (uniform draws in [0, T) from ``noise_seed``), an int (that t for every
@@ -132,18 +154,24 @@ def plan_draws(refs: list[ModelRef], data: torch.Tensor | None, noise_seed: Any,
     unets = [r for r in refs if is_diffusion(r.module)]
     if not unets:
         if noise_seed is not None or timesteps is not None:
-            raise ValueError("noise_seed= / timesteps= (--noise-seed / --timestep) are for diffusion UNets; neither "
-                             "model is one (remove them).")
+            raise ValueError(
+                "noise_seed= / timesteps= (--noise-seed / --timestep) are for diffusion UNets; neither "
+                "model is one (remove them)."
+            )
         return None
     if attack is not None:
         raise ValueError("attack= needs classifiers; a diffusion UNet has no class output to attack (remove attack=).")
     if data is None or data.dim() != 4:
-        raise ValueError(f"diffusion UNets take images (N, C, H, W) in [0, 1]; got "
-                         f"{'texts' if data is None else f'inputs of shape {tuple(data.shape)}'}.")
+        raise ValueError(
+            f"diffusion UNets take images (N, C, H, W) in [0, 1]; got "
+            f"{'texts' if data is None else f'inputs of shape {tuple(data.shape)}'}."
+        )
     schedules = [r.module.alphas_cumprod for r in unets]
     if len(schedules) == 2 and (schedules[0].shape != schedules[1].shape or not torch.allclose(*schedules)):
-        raise ValueError("the two diffusion UNets have different noise schedules, so the same ε and t give them "
-                         "different x_t; compare UNets trained with the same DDPM schedule.")
+        raise ValueError(
+            "the two diffusion UNets have different noise schedules, so the same ε and t give them "
+            "different x_t; compare UNets trained with the same DDPM schedule."
+        )
     steps = unets[0].module.num_train_timesteps
     seed = 0 if noise_seed is None else noise_seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -158,11 +186,13 @@ def plan_draws(refs: list[ModelRef], data: torch.Tensor | None, noise_seed: Any,
     else:
         t = np.asarray(timesteps)
         if t.shape != (n,) or not np.issubdtype(t.dtype, np.integer):
-            raise ValueError(f"timesteps must be None, an int or ({n},) ints (one per input); got "
-                             f"{t.dtype} of shape {t.shape}.")
+            raise ValueError(
+                f"timesteps must be None, an int or ({n},) ints (one per input); got {t.dtype} of shape {t.shape}."
+            )
         t = t.astype(np.int64)
         what = "t given per input"
     if t.min() < 0 or t.max() >= steps:
-        raise ValueError(f"timesteps must be in [0, {steps}) (the models' DDPM steps); got "
-                         f"{int(t.min())}..{int(t.max())}.")
+        raise ValueError(
+            f"timesteps must be in [0, {steps}) (the models' DDPM steps); got {int(t.min())}..{int(t.max())}."
+        )
     return Draws(noise, t, f"ε from noise_seed={seed}, {what}")

@@ -21,7 +21,15 @@ from reprsim.compare.inputs import Probe
 from reprsim.compare.references import ModelRef
 from reprsim.errors import ReprsimError
 
-__all__ = ["OUTPUT", "available_layers", "resolve_layers", "model_features", "tokenize", "expected_input"]
+__all__ = [
+    "OUTPUT",
+    "available_layers",
+    "expected_input",
+    "model_features",
+    "output_distributions",
+    "resolve_layers",
+    "tokenize",
+]
 
 #: The layer name of a model's output (the only one a TorchScript model offers).
 OUTPUT = "output"
@@ -42,7 +50,7 @@ def _user_paths(module: nn.Module) -> list[str]:
     prefix = getattr(module, "module_prefix", "")
     paths = [n for n, _ in module.named_modules() if n]
     if prefix:
-        paths = [n[len(prefix):] for n in paths if n.startswith(prefix)]
+        paths = [n[len(prefix) :] for n in paths if n.startswith(prefix)]
     return paths
 
 
@@ -82,9 +90,13 @@ def available_layers(ref: ModelRef, sample: Callable[[nn.Module], Any] | None = 
 
     def hook_for(name: str) -> Any:
         def hook(_m: nn.Module, _args: Any, out: Any) -> None:
-            if name not in order and (isinstance(out, Tensor) or getattr(out, "last_hidden_state", None) is not None
-                                      or (isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor))):
+            if name not in order and (
+                isinstance(out, Tensor)
+                or getattr(out, "last_hidden_state", None) is not None
+                or (isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor))
+            ):
                 order.append(name)
+
         return hook
 
     handles = [modules[n].register_forward_hook(hook_for(n)) for n in names if n in modules]
@@ -132,8 +144,9 @@ def _resolve_one(ref: ModelRef, name: Any, which: str) -> str:
     )
 
 
-def resolve_layers(ref: ModelRef, spec: Any, which: str,
-                   sample: Callable[[nn.Module], Any] | None = None) -> dict[str, str]:
+def resolve_layers(
+    ref: ModelRef, spec: Any, which: str, sample: Callable[[nn.Module], Any] | None = None
+) -> dict[str, str]:
     """``{layer name as shown: name for extract}`` for one model's layer spec (a name, a list or "all")."""
     if spec == "all":
         names: Sequence[Any] = available_layers(ref, sample)
@@ -178,14 +191,16 @@ def tokenize(texts: list[str], tokenizer: Any, module: nn.Module, which: str) ->
         ids = torch.zeros(len(seqs), T, dtype=torch.long)
         mask = torch.zeros(len(seqs), T, dtype=torch.long)
         for i, s in enumerate(seqs):
-            ids[i, :len(s)] = torch.from_numpy(s.astype(np.int64))
-            mask[i, :len(s)] = 1
+            ids[i, : len(s)] = torch.from_numpy(s.astype(np.int64))
+            mask[i, : len(s)] = 1
         return {"input_ids": ids, "attention_mask": mask}
     if hasattr(tokenizer, "pad_token") and hasattr(tokenizer, "padding_side"):
         if tokenizer.pad_token is None:
             if getattr(tokenizer, "eos_token", None) is None:
-                raise ReprsimError(f"model {which}: its tokenizer has neither a pad nor an eos token to pad a batch "
-                                   "with; set tokenizer.pad_token.")
+                raise ReprsimError(
+                    f"model {which}: its tokenizer has neither a pad nor an eos token to pad a batch "
+                    "with; set tokenizer.pad_token."
+                )
             tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked out anyway
         side = tokenizer.padding_side
         tokenizer.padding_side = "right"
@@ -198,11 +213,14 @@ def tokenize(texts: list[str], tokenizer: Any, module: nn.Module, which: str) ->
     if callable(tokenizer):
         enc = tokenizer(texts)
         if not isinstance(enc, dict) or "input_ids" not in enc:
-            raise ReprsimError(f"model {which}: the tokenizer callable must return a dict with 'input_ids' "
-                               "(and 'attention_mask').")
+            raise ReprsimError(
+                f"model {which}: the tokenizer callable must return a dict with 'input_ids' (and 'attention_mask')."
+            )
         return {k: torch.as_tensor(v) for k, v in enc.items()}
-    raise ReprsimError(f"model {which}: tokenizer must be a Hugging Face tokenizer, 'bytes' or a callable; "
-                       f"got {type(tokenizer).__name__}.")
+    raise ReprsimError(
+        f"model {which}: tokenizer must be a Hugging Face tokenizer, 'bytes' or a callable; "
+        f"got {type(tokenizer).__name__}."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,13 +248,17 @@ def model_inputs(ref: ModelRef, probe: Probe, tokenizer: Any, which: str) -> Any
             raise ReprsimError(f"model {which} ({ref.label}) is an image model but the inputs are texts.")
         tok = ref.tokenizer if ref.tokenizer is not None else tokenizer
         if tok is None:
-            raise ReprsimError(f"model {which} ({ref.label}) has no tokenizer for the texts: pass tokenizer= (a Hugging "
-                               "Face tokenizer, or 'bytes' for reprsim's byte-level GPTs), or token ids as inputs.")
+            raise ReprsimError(
+                f"model {which} ({ref.label}) has no tokenizer for the texts: pass tokenizer= (a Hugging "
+                "Face tokenizer, or 'bytes' for reprsim's byte-level GPTs), or token ids as inputs."
+            )
         return tokenize(probe.texts, tok, ref.module, which)  # type: ignore[arg-type]
     data = probe.data
     if ref.kind == "text" and data is not None and data.is_floating_point():
-        raise ReprsimError(f"model {which} ({ref.label}) is a text model: pass texts or integer token ids (N, T); got "
-                           f"float inputs of shape {tuple(data.shape)}.")
+        raise ReprsimError(
+            f"model {which} ({ref.label}) is a text model: pass texts or integer token ids (N, T); got "
+            f"float inputs of shape {tuple(data.shape)}."
+        )
     return data
 
 
@@ -245,8 +267,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _output_features(module: nn.Module, inputs: Any, batch_size: int, pool: Any,
-                     device: str | torch.device | None) -> np.ndarray:
+def _batch(inputs: Tensor, start: int, batch_size: int) -> Tensor:
+    """Rows ``start .. start + batch_size`` as the model takes them: uint8 images (n, C, H, W) scaled
+    to [0, 1] floats, float64 cast to float32, anything else (token ids) as it is."""
+    xb = inputs[start : start + batch_size]
+    if xb.dtype == torch.uint8 and xb.dim() == 4:
+        return xb.float() / 255.0
+    return xb.float() if xb.dtype == torch.float64 else xb
+
+
+def _output_features(
+    module: nn.Module, inputs: Any, batch_size: int, pool: Any, device: str | torch.device | None
+) -> np.ndarray:
     """The pooled output of a model that takes no hooks (TorchScript), shape (N, d)."""
     from reprsim.features import pool_features
 
@@ -260,24 +292,89 @@ def _output_features(module: nn.Module, inputs: Any, batch_size: int, pool: Any,
     try:
         with torch.no_grad():
             for start in range(0, inputs.shape[0], batch_size):
-                xb = inputs[start:start + batch_size]
-                if xb.dtype == torch.uint8 and xb.dim() == 4:
-                    xb = xb.float() / 255.0
-                elif xb.dtype == torch.float64:
-                    xb = xb.float()
-                out = module(xb.to(dev))
+                out = module(_batch(inputs, start, batch_size).to(dev))
                 if not isinstance(out, Tensor):
                     out = out[0] if isinstance(out, (tuple, list)) else out
-                mb = None if mask is None else mask[start:start + batch_size].to(dev)
+                mb = None if mask is None else mask[start : start + batch_size].to(dev)
                 rows.append(pool_features(out, pool, mb).float().cpu().numpy())
     finally:
         module.to("cpu")
     return np.concatenate(rows)
 
 
-def model_features(ref: ModelRef, inputs: Any, names: dict[str, str], *, which: str, batch_size: int = 256,
-                   pool: Any = "avg", device: str | torch.device | None = None,
-                   progress: bool | None = False) -> dict[str, np.ndarray]:
+def _logits(out: Any) -> Tensor:
+    """The logits tensor of a model's output (a tensor, a Hugging Face output with ``.logits``, or a
+    tuple whose first item is the tensor)."""
+    if isinstance(out, Tensor):
+        return out
+    if getattr(out, "logits", None) is not None:
+        return out.logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise ReprsimError(
+        f"the model's output is a {type(out).__name__}, not logits; behavioural measures need a "
+        "classifier's (N, C) or a language model's (N, T, V) logits."
+    )
+
+
+def output_distributions(
+    ref: ModelRef, inputs: Any, *, which: str, batch_size: int = 256, device: str | torch.device | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's output distributions on the inputs, for behavioural measures.
+
+    A classifier ((N, C) logits): the softmax, shape (N, C), and no labels. A language model on
+    token ids ((N, T, V) logits): the next-token distribution at every position that has a real
+    next token (attention mask), all positions of all windows flattened in order, shape (M, V),
+    with the next tokens (M,) as labels. Returns ``(probs float64, labels or None)``.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ids = inputs["input_ids"] if isinstance(inputs, dict) else inputs
+    mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+    probs, nexts = [], []
+    was = ref.module.training
+    ref.module.to(dev).eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, ids.shape[0], batch_size):
+                xb = _batch(ids, start, batch_size)
+                z = _logits(ref.module(xb.to(dev))).float().cpu()
+                if z.dim() == 2:
+                    probs.append(torch.softmax(z.double(), dim=1).numpy())
+                    continue
+                if z.dim() != 3 or xb.dim() != 2 or xb.is_floating_point():
+                    raise ReprsimError(
+                        f"model {which} ({ref.label}) gives outputs of shape {tuple(z.shape)}; behavioural "
+                        "measures need (N, C) class logits or (N, T, V) next-token logits on token ids."
+                    )
+                real = (
+                    torch.ones_like(xb, dtype=torch.bool) if mask is None else mask[start : start + batch_size].bool()
+                )
+                keep = real[:, 1:] & real[:, :-1]  # position t predicts token t + 1, both real
+                probs.append(torch.softmax(z[:, :-1][keep].double(), dim=-1).numpy())
+                nexts.append(xb[:, 1:][keep].numpy().astype(np.int64))
+    except ReprsimError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise ReprsimError(
+            f"model {which} ({ref.label}) cannot take the inputs for its output distributions: "
+            f"{_first_line(exc)} (it expects {expected_input(ref.module)})."
+        ) from exc
+    finally:
+        ref.module.to("cpu").train(was)
+    return np.concatenate(probs), (np.concatenate(nexts) if nexts else None)
+
+
+def model_features(
+    ref: ModelRef,
+    inputs: Any,
+    names: dict[str, str],
+    *,
+    which: str,
+    batch_size: int = 256,
+    pool: Any = "avg",
+    device: str | torch.device | None = None,
+    progress: bool | None = False,
+) -> dict[str, np.ndarray]:
     """``{layer: float32 (N, d)}`` for every requested layer of one model, in one pass over the inputs.
 
     Raises:
@@ -291,19 +388,31 @@ def model_features(ref: ModelRef, inputs: Any, names: dict[str, str], *, which: 
         if ref.scripted:
             feats = {OUTPUT: _output_features(ref.module, inputs, batch_size, pool, device)}
         else:
-            raw = extract(ref.module, inputs, layers=list(names.values()), batch_size=batch_size, pool=pool,
-                          device=device, progress=progress, desc=f"features of {which}")
+            raw = extract(
+                ref.module,
+                inputs,
+                layers=list(names.values()),
+                batch_size=batch_size,
+                pool=pool,
+                device=device,
+                progress=progress,
+                desc=f"features of {which}",
+            )
             feats = {shown: raw[name] for shown, name in names.items()}
     except ReprsimError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
-        raise ReprsimError(f"model {which} ({ref.label}) cannot take the inputs of shape {shape}: {_first_line(exc)} "
-                           f"(it expects {expected_input(ref.module)}).") from exc
+        raise ReprsimError(
+            f"model {which} ({ref.label}) cannot take the inputs of shape {shape}: {_first_line(exc)} "
+            f"(it expects {expected_input(ref.module)})."
+        ) from exc
     for layer, f in feats.items():
         if not np.isfinite(f).all():
             bad = int((~np.isfinite(f)).any(axis=1).sum())
-            raise ReprsimError(f"model {which} layer {layer!r} gives NaN/inf features for {bad} of {f.shape[0]} inputs; "
-                               "check the model and its inputs.")
+            raise ReprsimError(
+                f"model {which} layer {layer!r} gives NaN/inf features for {bad} of {f.shape[0]} inputs; "
+                "check the model and its inputs."
+            )
     return feats
 
 
@@ -332,8 +441,11 @@ def sampler(inputs: Any, n: int = 2, which: str = "A", label: str | None = None)
                 return module(x)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             named = f"model {which}" + (f" ({label})" if label else "")
-            raise ReprsimError(f"{named} cannot take the inputs of shape {shape}: {_first_line(exc)} "
-                               f"(it expects {expected_input(module)}).") from exc
+            raise ReprsimError(
+                f"{named} cannot take the inputs of shape {shape}: {_first_line(exc)} "
+                f"(it expects {expected_input(module)})."
+            ) from exc
         finally:
             module.train(was)
+
     return run

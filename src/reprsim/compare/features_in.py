@@ -23,10 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from reprsim.compare.result import Comparison
-from reprsim.compare.table import check_table_options, layer_table
+from reprsim.compare.table import (
+    behaviour_table,
+    check_behaviour_layers,
+    check_table_options,
+    layer_table,
+    split_measures,
+)
 from reprsim.errors import ReprsimError
 
 __all__ = ["FEATURE_FORMATS", "compare_features", "load_feature_set", "save_feature_set"]
@@ -75,8 +82,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return dict(obj)
         raise ReprsimError(f"{path} holds a {type(obj).__name__}; save a tensor, or a dict layer → tensor.")
-    raise ReprsimError(f"{path}: unsupported feature file type {suffix!r}; use {', '.join(FEATURE_FORMATS)} "
-                       "or a folder of .npy files (one per layer).")
+    raise ReprsimError(
+        f"{path}: unsupported feature file type {suffix!r}; use {', '.join(FEATURE_FORMATS)} "
+        "or a folder of .npy files (one per layer)."
+    )
 
 
 def load_feature_set(source: Any, which: str = "A") -> tuple[dict[str, np.ndarray], str]:
@@ -93,13 +102,17 @@ def load_feature_set(source: Any, which: str = "A") -> tuple[dict[str, np.ndarra
     elif isinstance(source, (str, Path)):
         path = Path(source).expanduser()
         if not path.exists():
-            raise ReprsimError(f"features {which}: {path} does not exist; give a {', '.join(FEATURE_FORMATS)} file "
-                               "or a folder of .npy files (one per layer).")
+            raise ReprsimError(
+                f"features {which}: {path} does not exist; give a {', '.join(FEATURE_FORMATS)} file "
+                "or a folder of .npy files (one per layer)."
+            )
         if path.is_dir():
             files = sorted(path.glob("*.npy"))
             if not files:
-                raise ReprsimError(f"features {which}: the folder {path} holds no .npy files; save one (n, d) "
-                                   "matrix per layer as LAYER.npy.")
+                raise ReprsimError(
+                    f"features {which}: the folder {path} holds no .npy files; save one (n, d) "
+                    "matrix per layer as LAYER.npy."
+                )
             raw = {f.stem: np.load(f, allow_pickle=False) for f in files}
         else:
             try:
@@ -110,19 +123,25 @@ def load_feature_set(source: Any, which: str = "A") -> tuple[dict[str, np.ndarra
                 raise ReprsimError(f"features {which}: cannot read {path}: {str(exc).splitlines()[0]}") from exc
         desc = str(path)
     else:
-        raise ReprsimError(f"features {which}: got a {type(source).__name__}; pass a dict layer → (n, d) array, an "
-                           f"array, or a {', '.join(FEATURE_FORMATS)} file or folder of .npy files.")
+        raise ReprsimError(
+            f"features {which}: got a {type(source).__name__}; pass a dict layer → (n, d) array, an "
+            f"array, or a {', '.join(FEATURE_FORMATS)} file or folder of .npy files."
+        )
     if not raw:
         raise ReprsimError(f"features {which} ({desc}) hold no layers.")
     feats = {str(k): _matrix(v, f"features {which} layer {k!r}") for k, v in raw.items()}
     for layer, f in feats.items():
         if f.ndim != 2 or f.shape[0] == 0:
-            raise ReprsimError(f"features {which} layer {layer!r} must be a non-empty (n_samples, n_features) "
-                               f"matrix; got shape {f.shape}. Pool or flatten it first.")
+            raise ReprsimError(
+                f"features {which} layer {layer!r} must be a non-empty (n_samples, n_features) "
+                f"matrix; got shape {f.shape}. Pool or flatten it first."
+            )
     rows = {layer: f.shape[0] for layer, f in feats.items()}
     if len(set(rows.values())) > 1:
-        raise ReprsimError(f"features {which} ({desc}): layers have different numbers of rows {rows}; every layer "
-                           "must hold the same inputs.")
+        raise ReprsimError(
+            f"features {which} ({desc}): layers have different numbers of rows {rows}; every layer "
+            "must hold the same inputs."
+        )
     return feats, desc
 
 
@@ -134,8 +153,9 @@ def _select(feats: dict[str, np.ndarray], spec: Any, which: str, desc: str) -> d
         raise ReprsimError(f"layers must be 'all', a layer name or a non-empty list of names; got {spec!r}.")
     missing = [n for n in names if n not in feats]
     if missing:
-        raise ReprsimError(f"layer(s) {', '.join(map(repr, missing))} not in features {which} ({desc}); it has: "
-                           f"{', '.join(feats)}.")
+        raise ReprsimError(
+            f"layer(s) {', '.join(map(repr, missing))} not in features {which} ({desc}); it has: {', '.join(feats)}."
+        )
     return {n: feats[n] for n in names}
 
 
@@ -168,6 +188,8 @@ def compare_features(
     params: Mapping[str, Any] | None = None,
     progress: bool | None = None,
     device: str | None = None,
+    labels: Any = None,
+    outputs: str = "logits",
 ) -> Comparison:
     """Every measure at every (layer of A, layer of B) from features you already have.
 
@@ -177,6 +199,11 @@ def compare_features(
             sets), or ``{"a": spec, "b": spec}``.
         measures, prepare, n_permutations, calibrate, seed, n_boot, level, params, progress, device: as
             :func:`reprsim.compare.compare_models` (``prepare`` default ``"paper"``: clip 0.95 + L2).
+            Behavioural measures (``agreement``, ``cohen_kappa``, ``error_consistency``, ``capa``,
+            ``js_divergence``) are computed from each set's layer ``output``.
+        labels: (n,) true class ids, for ``error_consistency`` and ``capa``.
+        outputs: what the ``output`` layers hold: ``"logits"`` (a softmax is applied) or ``"probs"``
+            (rows that already sum to 1); both sets in one class space.
 
     Returns:
         A :class:`Comparison` with the table of ``compare_models`` on the same features
@@ -187,12 +214,15 @@ def compare_features(
         sets, a requested layer missing from a set, unknown measures or parameters.
     """
     from reprsim.compare import _layer_specs
-    from reprsim.compare.similarity import resolve_measures, resolve_prepare
+    from reprsim.metrics.prepare import resolve_prepare
 
-    names = resolve_measures(measures)
+    names, behaviour = split_measures(measures)
+    if outputs not in ("logits", "probs"):
+        raise ValueError(f"outputs must be 'logits' or 'probs' (what the 'output' layers hold); got {outputs!r}.")
     prep_fn, prep_desc = resolve_prepare(prepare)
     n_permutations, calibrate, n_boot, seed = check_table_options(
-        n_permutations=n_permutations, calibrate=calibrate, n_boot=n_boot, seed=seed, level=level)
+        n_permutations=n_permutations, calibrate=calibrate, n_boot=n_boot, seed=seed, level=level
+    )
     spec_a, spec_b = _layer_specs(layers)
     t0 = time.perf_counter()
     fa, desc_a = load_feature_set(feats_a, "A")
@@ -200,24 +230,63 @@ def compare_features(
     fa, fb = _select(fa, spec_a, "A", desc_a), _select(fb, spec_b, "B", desc_b)
     na, nb = next(iter(fa.values())).shape[0], next(iter(fb.values())).shape[0]
     if na != nb:
-        raise ReprsimError(f"features A ({desc_a}) have {na} rows but features B ({desc_b}) have {nb}; both must "
-                           "hold the same inputs in the same order.")
+        raise ReprsimError(
+            f"features A ({desc_a}) have {na} rows but features B ({desc_b}) have {nb}; both must "
+            "hold the same inputs in the same order."
+        )
+    check_behaviour_layers(behaviour, list(fa), list(fb))
     load_s = time.perf_counter() - t0
-    measured = layer_table(fa, fb, prep_fn, names, params, n_permutations=n_permutations, n_boot=n_boot,
-                           level=level, seed=seed, progress=progress, device=device)
+    measured = layer_table(
+        fa,
+        fb,
+        prep_fn,
+        names,
+        params,
+        n_permutations=n_permutations,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        progress=progress,
+        device=device,
+    )
     table = measured.table
-    if calibrate:
+    if calibrate and names:
         from reprsim.metrics.calibrate import calibrated_columns
 
         t0 = time.perf_counter()
         table = table.assign(**calibrated_columns(measured.engine, table, calibrate, seed))
         measured.timings["calibrate"] = time.perf_counter() - t0
+    if behaviour:
+        from reprsim.metrics.behaviour_rows import softmax
+
+        read = softmax if outputs == "logits" else (lambda p, which: p)
+        rows = behaviour_table(
+            read(fa["output"], "features A 'output'"),
+            read(fb["output"], "features B 'output'"),
+            labels,
+            behaviour,
+            n_boot=n_boot,
+            level=level,
+            seed=seed,
+        )
+        table = pd.concat([table, rows], ignore_index=True) if names else rows
     if measured.notes:
         more = f" (+{len(measured.notes) - 1} more in Comparison.warnings)" if len(measured.notes) > 1 else ""
         warnings.warn(f"compare_features: {measured.notes[0]}{more}", stacklevel=2)
     return Comparison(
-        table=table, layers_a=list(fa), layers_b=list(fb), measures=names,
-        model_a="features A" if desc_a == "in memory" else desc_a, model_b="features B" if desc_b == "in memory" else desc_b, inputs=f"{na} rows of given features", n_inputs=na, prepare=prep_desc,
-        params=dict(params or {}), features={"a": fa, "b": fb}, timings={"load": load_s} | measured.timings,
-        cpu_timings=measured.cpu, warnings=measured.notes, engine=measured.engine,
+        table=table,
+        layers_a=list(fa),
+        layers_b=list(fb),
+        measures=names + behaviour,
+        model_a="features A" if desc_a == "in memory" else desc_a,
+        model_b="features B" if desc_b == "in memory" else desc_b,
+        inputs=f"{na} rows of given features",
+        n_inputs=na,
+        prepare=prep_desc,
+        params=dict(params or {}),
+        features={"a": fa, "b": fb},
+        timings={"load": load_s} | measured.timings,
+        cpu_timings=measured.cpu,
+        warnings=measured.notes,
+        engine=measured.engine,
     )

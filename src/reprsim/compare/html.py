@@ -10,7 +10,7 @@ import base64
 import html
 import io
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import matplotlib
 
@@ -20,10 +20,32 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-if TYPE_CHECKING:  # pragma: no cover
-    from reprsim.compare.result import Comparison
 
-__all__ = ["figure", "render"]
+class ComparisonView(Protocol):
+    """What the figures and the page read of a :class:`reprsim.compare.result.Comparison` (a
+    structural type, so that this module does not import the one that imports it)."""
+
+    table: pd.DataFrame
+    layers_a: list[str]
+    layers_b: list[str]
+    measures: list[str]
+    layer_measures: list[str]
+    behavioural: list[str]
+    model_a: str
+    model_b: str
+    inputs: str
+    n_inputs: int
+    prepare: str
+    params: dict[str, Any]
+    transfer: pd.DataFrame | None
+    attack: str | None
+    timings: dict[str, float]
+    warnings: list[str]
+
+    def matrix(self, measure: str, column: str = "value") -> pd.DataFrame: ...
+
+
+__all__ = ["ComparisonView", "behaviour_frame", "figure", "markdown_table", "render", "wide_frame"]
 
 
 def _kind(name: str) -> str:
@@ -32,7 +54,7 @@ def _kind(name: str) -> str:
     return MEASURES[name].kind if name in MEASURES else "similarity"
 
 
-def figure(comp: "Comparison", names: list[str], max_cols: int = 4) -> plt.Figure:
+def figure(comp: ComparisonView, names: list[str], max_cols: int = 4) -> plt.Figure:
     """Heatmaps of the layer × layer matrices (one panel per measure), or a bar chart of every
     measure when only one layer pair was compared. Returns the Figure."""
     if len(comp.layers_a) == 1 and len(comp.layers_b) == 1:
@@ -72,10 +94,17 @@ def figure(comp: "Comparison", names: list[str], max_cols: int = 4) -> plt.Figur
             for i in range(na):
                 for j in range(nb):
                     v = mat[i, j]
-                    ax.text(j, i, "–" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=5.5,
-                            color="white" if (v < mid) != (cmap == "viridis_r") else "black")
+                    ax.text(
+                        j,
+                        i,
+                        "–" if math.isnan(v) else f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=5.5,
+                        color="white" if (v < mid) != (cmap == "viridis_r") else "black",
+                    )
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
     return fig
@@ -96,14 +125,37 @@ def _fmt(v: Any) -> str:
 
 def _table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
-                   for row in frame.itertuples(index=False))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False)
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _wide(comp: "Comparison") -> pd.DataFrame:
+def markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a Markdown table (numbers to 4 significant digits, NaN as a dash; ``|`` escaped)."""
+
+    def cell(v: Any) -> str:
+        text = ("–" if math.isnan(v) else f"{v:.4g}") if isinstance(v, (float, np.floating)) else str(v)
+        return text.replace("|", "\\|")
+
+    head = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    return "\n".join(
+        [head, rule] + ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    )
+
+
+def behaviour_frame(comp: ComparisonView) -> pd.DataFrame:
+    """The behavioural rows of a comparison: ``measure``, ``value`` and, when present, the interval."""
+    t = comp.table
+    rows = t[t["measure"].isin(comp.behavioural)]
+    return rows[[c for c in ("measure", "value", "ci_low", "ci_high") if c in rows.columns]].reset_index(drop=True)
+
+
+def wide_frame(comp: ComparisonView) -> pd.DataFrame:
     """One row per layer pair, one column per measure (value, with the interval or p-value when computed)."""
     t = comp.table
+
     def cell(r: Any) -> str:
         s = "–" if math.isnan(r.value) else f"{r.value:.4f}"
         if "ci_low" in t.columns and not math.isnan(r.ci_low):
@@ -111,9 +163,12 @@ def _wide(comp: "Comparison") -> pd.DataFrame:
         if "p_value" in t.columns and not math.isnan(r.p_value):
             s += f" (p={r.p_value:.3g})"
         return s
+
     shown = t.assign(cell=[cell(r) for r in t.itertuples(index=False)])
     wide = shown.pivot(index=["layer_a", "layer_b"], columns="measure", values="cell")
-    order = pd.MultiIndex.from_tuples([(a, b) for a in comp.layers_a for b in comp.layers_b], names=["layer_a", "layer_b"])
+    order = pd.MultiIndex.from_tuples(
+        [(a, b) for a in comp.layers_a for b in comp.layers_b], names=["layer_a", "layer_b"]
+    )
     return wide.reindex(index=order, columns=comp.measures).reset_index()
 
 
@@ -127,34 +182,57 @@ gap:.2em 1em}dt{font-weight:600}img{max-width:100%}.note{color:#666;font-size:.9
 """
 
 
-def render(comp: "Comparison") -> str:
+def render(comp: ComparisonView) -> str:
     """The HTML page as a string (see the module docstring)."""
     esc = html.escape
-    info = [("Model A", comp.model_a), ("Model B", comp.model_b), ("Inputs", f"{comp.inputs} (n = {comp.n_inputs})"),
-            ("Layers of A", ", ".join(comp.layers_a)), ("Layers of B", ", ".join(comp.layers_b)),
-            ("Feature preparation", comp.prepare), ("Measures", ", ".join(comp.measures))]
+    info = [
+        ("Model A", comp.model_a),
+        ("Model B", comp.model_b),
+        ("Inputs", f"{comp.inputs} (n = {comp.n_inputs})"),
+        ("Layers of A", ", ".join(comp.layers_a)),
+        ("Layers of B", ", ".join(comp.layers_b)),
+        ("Feature preparation", comp.prepare),
+        ("Measures", ", ".join(comp.measures)),
+    ]
     if comp.params:
         info.append(("Parameters", ", ".join(f"{k}={v}" for k, v in comp.params.items())))
     if comp.attack:
         info.append(("Attack", comp.attack))
     if comp.timings:
         info.append(("Time", ", ".join(f"{k} {v:.1f} s" for k, v in comp.timings.items())))
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>reprsim: {esc(comp.model_a)} vs "
-             f"{esc(comp.model_b)}</title><style>{_STYLE}</style></head><body>",
-             f"<h1>{esc(comp.model_a)} vs {esc(comp.model_b)}</h1>",
-             "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>" for k, v in info) + "</dl>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>reprsim: {esc(comp.model_a)} vs "
+        f"{esc(comp.model_b)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{esc(comp.model_a)} vs {esc(comp.model_b)}</h1>",
+        "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>" for k, v in info) + "</dl>",
+    ]
     if comp.transfer is not None and not comp.transfer.empty:
         tr = comp.transfer
-        parts.append("<h2>Adversarial transfer</h2><p class='note'>Examples crafted on the source (white-box) and "
-                     "applied to the victim. <code>whitebox_asr</code>: the source fooled by its own examples (the "
-                     "baseline); <code>transfer_asr</code>: the victim fooled; <code>transfer_asr_conditional</code>: "
-                     "among inputs both classify correctly. 95% Wilson intervals.</p>")
+        parts.append(
+            "<h2>Adversarial transfer</h2><p class='note'>Examples crafted on the source (white-box) and "
+            "applied to the victim. <code>whitebox_asr</code>: the source fooled by its own examples (the "
+            "baseline); <code>transfer_asr</code>: the victim fooled; <code>transfer_asr_conditional</code>: "
+            "among inputs both classify correctly. 95% Wilson intervals.</p>"
+        )
         parts.append(_table(tr))
     title = "Measures" if len(comp.layers_a) * len(comp.layers_b) == 1 else "Layer × layer heatmaps"
-    parts.append(f"<h2>{title}</h2><p class='note'>Rows: layers of A; columns: layers of B. Distances (lower = more "
-                 "similar) use a reversed colour scale.</p>")
-    parts.append(f"<img alt='similarity heatmaps' src='data:image/png;base64,{_png(figure(comp, comp.measures))}'>")
-    parts.append("<h2>Measure table</h2><div class='scroll'>" + _table(_wide(comp)) + "</div>")
+    parts.append(
+        f"<h2>{title}</h2><p class='note'>Rows: layers of A; columns: layers of B. Distances (lower = more "
+        "similar) use a reversed colour scale.</p>"
+    )
+    if comp.layer_measures:
+        parts.append(
+            f"<img alt='similarity heatmaps' src='data:image/png;base64,{_png(figure(comp, comp.layer_measures))}'>"
+        )
+    parts.append("<h2>Measure table</h2><div class='scroll'>" + _table(wide_frame(comp)) + "</div>")
+    if comp.behavioural:
+        parts.append(
+            "<h2>Behavioural similarity</h2><p class='note'>How alike the two models' outputs are on the "
+            "inputs (layer <code>output</code>): agreement and Cohen's κ of the predictions, error consistency "
+            "and CAPA κp of their mistakes (percentile bootstrap interval over inputs), JS divergence of the "
+            "output distributions (nats; lower = more alike).</p>"
+        )
+        parts.append(_table(behaviour_frame(comp)))
     if comp.warnings:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(w)}</li>" for w in comp.warnings[:200]) + "</ul>")
         if len(comp.warnings) > 200:

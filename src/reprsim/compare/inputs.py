@@ -74,8 +74,9 @@ def parse_source(spec: str) -> tuple[str, dict[str, Any]]:
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise ReprsimError(f"data source {spec!r}: option {item!r} is not key=value; write e.g. "
-                               f"'{name}:root=/data,n=500'.")
+            raise ReprsimError(
+                f"data source {spec!r}: option {item!r} is not key=value; write e.g. '{name}:root=/data,n=500'."
+            )
         options[key.strip()] = _value(value.strip())
     return name.strip(), options
 
@@ -85,8 +86,9 @@ def _labels(labels: Any, n: int) -> np.ndarray | None:
         return None
     arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if arr.shape != (n,) or arr.dtype.kind not in "iu":
-        raise ReprsimError(f"labels must be integer class ids of shape ({n},) (one per input); got "
-                           f"{arr.dtype} {arr.shape}.")
+        raise ReprsimError(
+            f"labels must be integer class ids of shape ({n},) (one per input); got {arr.dtype} {arr.shape}."
+        )
     if n and arr.min() < 0:
         raise ReprsimError(f"labels must be class ids >= 0; got {int(arr.min())}.")
     return arr.astype(np.int64)
@@ -130,8 +132,10 @@ def _load_file(path: Path) -> tuple[Any, Any]:
                 return obj, None
             if isinstance(obj, dict) and isinstance(obj.get("inputs"), torch.Tensor):
                 return obj["inputs"], obj.get("labels")
-            raise ReprsimError(f"{path} holds a {type(obj).__name__}; save a tensor of inputs, or a dict with "
-                               "'inputs' (and 'labels') tensors.")
+            raise ReprsimError(
+                f"{path} holds a {type(obj).__name__}; save a tensor of inputs, or a dict with "
+                "'inputs' (and 'labels') tensors."
+            )
     except ReprsimError:
         raise
     except Exception as exc:  # a corrupt file: one line
@@ -159,8 +163,11 @@ def resolve_inputs(inputs: Any, labels: Any = None) -> Probe:
         raise ReprsimError("inputs is empty; pass at least a few inputs.")
     if isinstance(inputs, Dataset):
         data, src_labels = _from_dataset(inputs, "inputs")
-        desc = f"{inputs.meta.get('source', 'dataset')} ({data.shape[0]} inputs)" if isinstance(inputs.meta, dict) \
+        desc = (
+            f"{inputs.meta.get('source', 'dataset')} ({data.shape[0]} inputs)"
+            if isinstance(inputs.meta, dict)
             else f"dataset ({data.shape[0]} inputs)"
+        )
     elif isinstance(inputs, (str, Path)):
         path = Path(str(inputs)).expanduser()
         if path.is_file():
@@ -177,9 +184,11 @@ def resolve_inputs(inputs: Any, labels: Any = None) -> Probe:
         data = _array(inputs, "inputs")
         desc = f"{data.shape[0]} inputs of shape {tuple(data.shape[1:])}"
     else:
-        raise ReprsimError(f"inputs: got a {type(inputs).__name__}; pass an array/tensor (N, ...), a list of texts, "
-                           "a reprsim data source name (e.g. 'fashion_mnist', 'cifar10:root=DIR') or a "
-                           ".npy/.npz/.pt/.txt file.")
+        raise ReprsimError(
+            f"inputs: got a {type(inputs).__name__}; pass an array/tensor (N, ...), a list of texts, "
+            "a reprsim data source name (e.g. 'fashion_mnist', 'cifar10:root=DIR') or a "
+            ".npy/.npz/.pt/.txt file."
+        )
     use = labels if labels is not None else src_labels
     return Probe(data, None, _labels(use, int(data.shape[0])), desc)
 
@@ -191,8 +200,10 @@ def _load_source(spec: str) -> tuple[torch.Tensor, Any, str]:
 
     name, options = parse_source(spec)
     if name not in SOURCES:
-        raise ReprsimError(f"inputs {spec!r}: no such file, and {name!r} is not a data source; sources: "
-                           f"{', '.join(sorted(SOURCES))} (options as NAME:key=value,...).")
+        raise ReprsimError(
+            f"inputs {spec!r}: no such file, and {name!r} is not a data source; sources: "
+            f"{', '.join(sorted(SOURCES))} (options as NAME:key=value,...)."
+        )
     split = options.pop("split", "test")
     n = options.pop("n", None)
     generates = "n" in inspect.signature(SOURCES[name].loader).parameters  # e.g. noise, colorshapes

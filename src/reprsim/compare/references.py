@@ -88,14 +88,23 @@ def _kind_of(module: nn.Module) -> str:
 
 
 def _what_models_are() -> str:
-    return ("a model is an nn.Module, a Hugging Face directory (config.json; a diffusers UNet2DModel folder too), "
-            "a PEFT adapter folder "
-            "(adapter_config.json), RUN_DIR:UNIT_ID:a|b (a model of a reprsim sweep), a checkpoint written by "
-            "reprsim.train (.safetensors), a TorchScript file, or MODULE:CALLABLE (a factory)")
+    return (
+        "a model is an nn.Module, a Hugging Face directory (config.json; a diffusers UNet2DModel folder too), "
+        "a PEFT adapter folder "
+        "(adapter_config.json), RUN_DIR:UNIT_ID:a|b (a model of a reprsim sweep), a checkpoint written by "
+        "reprsim.train (.safetensors), a TorchScript file, or MODULE:CALLABLE (a factory)"
+    )
 
 
-def load_model(ref: Any, weights: str | Path | None = None, *, which: str = "A", dtype: torch.dtype | None = None,
-               base: str | Path | None = None, cache_dir: str | Path | None = None) -> ModelRef:
+def load_model(
+    ref: Any,
+    weights: str | Path | None = None,
+    *,
+    which: str = "A",
+    dtype: torch.dtype | None = None,
+    base: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> ModelRef:
     """Load one model reference (see the module docstring and :mod:`reprsim.compare.sources`: PEFT
     adapter folders and ``RUN_DIR:UNIT_ID:a|b`` models of a sweep).
 
@@ -117,8 +126,9 @@ def load_model(ref: Any, weights: str | Path | None = None, *, which: str = "A",
         module = ref
         if weights is not None:
             if is_scripted(module):
-                raise ReprsimError(f"model {which}: weights= cannot be loaded into a TorchScript module; "
-                                   "it carries its own weights.")
+                raise ReprsimError(
+                    f"model {which}: weights= cannot be loaded into a TorchScript module; it carries its own weights."
+                )
             load_weights(module, weights, which=which)
         scripted = is_scripted(module)
         label = type(module).__name__ + (" (TorchScript)" if scripted else "")
@@ -138,13 +148,16 @@ def load_model(ref: Any, weights: str | Path | None = None, *, which: str = "A",
             return sources.load_adapter(path, base, which, dtype)
         return sources.load_sweep_model(text, which, cache_dir)
     if base is not None:
-        raise ReprsimError(f"model {which}: base= is for PEFT adapter folders (adapter_config.json); {text} is not one.")
+        raise ReprsimError(
+            f"model {which}: base= is for PEFT adapter folders (adapter_config.json); {text} is not one."
+        )
     if path.exists():
         return _load_path(path, weights, which, dtype)
     if _FACTORY.match(text):
         return _load_factory(text, weights, which)
-    raise ReprsimError(f"model {which}: {text!r} is neither an existing file or folder nor MODULE:CALLABLE; "
-                       f"{_what_models_are()}.")
+    raise ReprsimError(
+        f"model {which}: {text!r} is neither an existing file or folder nor MODULE:CALLABLE; {_what_models_are()}."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +167,10 @@ def _load_path(path: Path, weights: Any, which: str, dtype: torch.dtype | None =
     if path.is_dir():
         if (path / "config.json").is_file():
             if weights is not None:
-                raise ReprsimError(f"model {which}: weights= is for MODULE:CALLABLE factories; the Hugging Face "
-                                   f"folder {path} carries its own weights.")
+                raise ReprsimError(
+                    f"model {which}: weights= is for MODULE:CALLABLE factories; the Hugging Face "
+                    f"folder {path} carries its own weights."
+                )
             from reprsim.compare import diffusion
 
             if diffusion.is_diffusers_folder(path):
@@ -164,11 +179,14 @@ def _load_path(path: Path, weights: Any, which: str, dtype: torch.dtype | None =
         for name in ("model.safetensors", "last.safetensors"):
             if (path / name).is_file():
                 return _load_path(path / name, weights, which)
-        raise ReprsimError(f"model {which}: the folder {path} is not a model (no config.json of a Hugging Face model "
-                           "and no model.safetensors / last.safetensors of a reprsim checkpoint).")
+        raise ReprsimError(
+            f"model {which}: the folder {path} is not a model (no config.json of a Hugging Face model "
+            "and no model.safetensors / last.safetensors of a reprsim checkpoint)."
+        )
     if weights is not None:
-        raise ReprsimError(f"model {which}: weights= is for MODULE:CALLABLE factories; {path} is a model file "
-                           "with its own weights.")
+        raise ReprsimError(
+            f"model {which}: weights= is for MODULE:CALLABLE factories; {path} is a model file with its own weights."
+        )
     if path.suffix == ".safetensors":
         return _load_checkpoint(path, which)
     if _is_torchscript(path):
@@ -180,9 +198,11 @@ def _load_path(path: Path, weights: Any, which: str, dtype: torch.dtype | None =
             raise ReprsimError(f"model {which}: cannot load the TorchScript file {path}: {exc}") from exc
         return ModelRef(module.eval(), f"TorchScript {path.name}", "any", None, True, str(path))
     if path.suffix in _SCRIPT_SUFFIXES or path.suffix == ".bin":
-        raise ReprsimError(f"model {which}: {path} is not a TorchScript file; if it holds a state dict, pass the "
-                           f"architecture as MODULE:CALLABLE and this file as its weights (weights_{which.lower()}=..., "
-                           f"--weights-{which.lower()}).")
+        raise ReprsimError(
+            f"model {which}: {path} is not a TorchScript file; if it holds a state dict, pass the "
+            f"architecture as MODULE:CALLABLE and this file as its weights (weights_{which.lower()}=..., "
+            f"--weights-{which.lower()})."
+        )
     raise ReprsimError(f"model {which}: {path} is not a model; {_what_models_are()}.")
 
 
@@ -199,16 +219,19 @@ def _load_hf(path: Path, which: str, dtype: torch.dtype | None = None) -> ModelR
     try:
         import transformers  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ReprsimError(f"model {which}: {path} is a Hugging Face model; install the 'transformers' extra: "
-                           "pip install 'reprsim[hf]'.") from exc
+        raise ReprsimError(
+            f"model {which}: {path} is a Hugging Face model; install the 'transformers' extra: "
+            "pip install 'reprsim[hf]'."
+        ) from exc
     from reprsim.models.adapters import detect_hf_task, load_hf_model
 
     task = detect_hf_task(path)
     try:
         module = load_hf_model(path, task=task, **({"dtype": dtype} if dtype is not None else {}))
     except (OSError, ValueError, KeyError) as exc:
-        raise ReprsimError(f"model {which}: cannot load the Hugging Face model in {path} as {task}: "
-                           f"{str(exc).splitlines()[0]}") from exc
+        raise ReprsimError(
+            f"model {which}: cannot load the Hugging Face model in {path} as {task}: {str(exc).splitlines()[0]}"
+        ) from exc
     arch = type(module.hf).__name__
     tokenizer = _load_tokenizer(path) if task not in ("image-classification", "image-base") else None
     return ModelRef(module.eval(), f"{arch} ({path.name})", _kind_of(module), tokenizer, False, str(path))
@@ -237,9 +260,11 @@ def _load_checkpoint(path: Path, which: str) -> ModelRef:
 
     state, meta = read_state_dict(path, what=f"model {which}")
     if meta is None:
-        raise ReprsimError(f"model {which}: {path} holds bare weights without an architecture; pass the architecture "
-                           f"as MODULE:CALLABLE and this file as its weights (weights_{which.lower()}=..., "
-                           f"--weights-{which.lower()}).")
+        raise ReprsimError(
+            f"model {which}: {path} holds bare weights without an architecture; pass the architecture "
+            f"as MODULE:CALLABLE and this file as its weights (weights_{which.lower()}=..., "
+            f"--weights-{which.lower()})."
+        )
     fingerprint = str(meta.get("fingerprint", ""))
     spec = meta.get("model")
     if isinstance(spec, dict) and "name" in spec:
@@ -251,9 +276,11 @@ def _load_checkpoint(path: Path, which: str) -> ModelRef:
     except (ValueError, TypeError) as exc:
         raise ReprsimError(f"model {which}: cannot rebuild the {name} of {path}: {exc}") from exc
     if fingerprint and model_fingerprint(module) != fingerprint:
-        raise ReprsimError(f"model {which}: the architecture rebuilt for {path} ({name}) does not match the checkpoint's "
-                           f"fingerprint {fingerprint}; pass the architecture as MODULE:CALLABLE with this file as "
-                           "its weights.")
+        raise ReprsimError(
+            f"model {which}: the architecture rebuilt for {path} ({name}) does not match the checkpoint's "
+            f"fingerprint {fingerprint}; pass the architecture as MODULE:CALLABLE with this file as "
+            "its weights."
+        )
     _load_state(module, state, str(path), which)
     epochs = meta.get("epoch")
     label = f"{type(module).__name__} ({path.parent.name}/{path.name}" + (f", {epochs} epochs)" if epochs else ")")
@@ -267,6 +294,7 @@ def _infer_zoo(cls: str, state: dict[str, torch.Tensor], path: Path, which: str)
     against the checkpoint's fingerprint); ViT and GPT are not (their head counts do not show
     in the shapes), so they need a factory.
     """
+
     def shape(key: str) -> tuple[int, ...]:
         return tuple(state[key].shape)
 
@@ -278,9 +306,14 @@ def _infer_zoo(cls: str, state: dict[str, torch.Tensor], path: Path, which: str)
             depth = {2: 18, 3: 34}.get(len({k.split(".")[1] for k in state if k.startswith("layer1.")}))
             if depth is None:
                 raise KeyError("layer1")
-            return "resnet", {"input_shape": (conv[1], 32, 32), "num_classes": shape("head.weight")[0],
-                              "depth": depth, "width": conv[0] / 64, "stem": "cifar" if conv[2] == 3 else "imagenet",
-                              "normalization": "default" if norm else None}
+            return "resnet", {
+                "input_shape": (conv[1], 32, 32),
+                "num_classes": shape("head.weight")[0],
+                "depth": depth,
+                "width": conv[0] / 64,
+                "stem": "cifar" if conv[2] == 3 else "imagenet",
+                "normalization": "default" if norm else None,
+            }
         if cls == "CNN":
             blocks = sorted({int(k.split(".")[0][5:]) for k in state if re.match(r"block\d+\.", k)})
             convs = [[k for k in state if k.startswith(f"block{b}.") and state[k].dim() == 4] for b in blocks]
@@ -288,31 +321,50 @@ def _infer_zoo(cls: str, state: dict[str, torch.Tensor], path: Path, which: str)
             first = sorted(convs[0], key=lambda k: int(k.split(".")[1]))[0]
             side = 2 ** max(5, len(blocks))
             last_conv = max(int(k.split(".")[1]) for k in convs[0])
-            bn_after = min(int(k.split(".")[1]) for k in state
-                           if k.startswith("block1.") and k.endswith("running_mean") and int(k.split(".")[1]) > last_conv)
-            return "cnn", {"input_shape": (state[first].shape[1], side, side), "num_classes": shape("head.weight")[0],
-                           "channels": tuple(c_out), "convs_per_block": len(convs[0]),
-                           "penultimate_width": shape("penultimate.0.weight")[0],
-                           "pool_before_norm": bn_after == last_conv + 2,  # conv, pool, BN, ReLU
-                           "normalization": "default" if norm else None}
+            bn_after = min(
+                int(k.split(".")[1])
+                for k in state
+                if k.startswith("block1.") and k.endswith("running_mean") and int(k.split(".")[1]) > last_conv
+            )
+            return "cnn", {
+                "input_shape": (state[first].shape[1], side, side),
+                "num_classes": shape("head.weight")[0],
+                "channels": tuple(c_out),
+                "convs_per_block": len(convs[0]),
+                "penultimate_width": shape("penultimate.0.weight")[0],
+                "pool_before_norm": bn_after == last_conv + 2,  # conv, pool, BN, ReLU
+                "normalization": "default" if norm else None,
+            }
         if cls == "MLP":
-            hidden = [shape(f"hidden.{i}.0.weight")[0] for i in range(len({k.split(".")[1] for k in state
-                                                                           if k.startswith("hidden.")}))]
+            hidden = [
+                shape(f"hidden.{i}.0.weight")[0]
+                for i in range(len({k.split(".")[1] for k in state if k.startswith("hidden.")}))
+            ]
             hidden.append(shape("penultimate.0.weight")[0])
             d_in = shape("hidden.0.0.weight")[1] if len(hidden) > 1 else shape("penultimate.0.weight")[1]
             if channels:
                 s = math.isqrt(d_in // channels)
-                input_shape: tuple[int, ...] = (channels, s, s) if s * s * channels == d_in else (channels, d_in // channels, 1)
+                input_shape: tuple[int, ...] = (
+                    (channels, s, s) if s * s * channels == d_in else (channels, d_in // channels, 1)
+                )
             else:
                 input_shape = (d_in,)
-            return "mlp", {"input_shape": input_shape, "num_classes": shape("head.weight")[0], "hidden": tuple(hidden),
-                           "normalization": "default" if norm else None}
+            return "mlp", {
+                "input_shape": input_shape,
+                "num_classes": shape("head.weight")[0],
+                "hidden": tuple(hidden),
+                "normalization": "default" if norm else None,
+            }
     except (KeyError, IndexError, ValueError) as exc:
-        raise ReprsimError(f"model {which}: cannot work out the {cls} architecture of {path} from its tensors "
-                           f"({exc}); pass it as MODULE:CALLABLE with this file as its weights.") from exc
-    raise ReprsimError(f"model {which}: {path} is a reprsim checkpoint of a {cls or 'model'} whose architecture it does not "
-                       "record; pass the architecture as MODULE:CALLABLE (e.g. a function returning "
-                       "reprsim.models.build(...)) with this file as its weights.")
+        raise ReprsimError(
+            f"model {which}: cannot work out the {cls} architecture of {path} from its tensors "
+            f"({exc}); pass it as MODULE:CALLABLE with this file as its weights."
+        ) from exc
+    raise ReprsimError(
+        f"model {which}: {path} is a reprsim checkpoint of a {cls or 'model'} whose architecture it does not "
+        "record; pass the architecture as MODULE:CALLABLE (e.g. a function returning "
+        "reprsim.models.build(...)) with this file as its weights."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,8 +380,10 @@ def _load_factory(text: str, weights: Any, which: str) -> ModelRef:
     try:
         mod = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ReprsimError(f"model {which}: cannot import {module_name!r} for {text!r} ({exc}); the current folder "
-                           f"({cwd}) is importable, check the spelling or PYTHONPATH.") from exc
+        raise ReprsimError(
+            f"model {which}: cannot import {module_name!r} for {text!r} ({exc}); the current folder "
+            f"({cwd}) is importable, check the spelling or PYTHONPATH."
+        ) from exc
     except (Exception, SystemExit) as exc:  # the module's own code failed (or exited) while importing
         raise ReprsimError(f"model {which}: importing {module_name!r} for {text!r} failed: {_raised(exc)}") from None
     finally:
@@ -345,8 +399,9 @@ def _load_factory(text: str, weights: Any, which: str) -> ModelRef:
     try:
         model = obj()
     except (Exception, SystemExit) as exc:  # its own code: report it in one line, never exit silently
-        raise ReprsimError(f"model {which}: {text}() failed: {_raised(exc)}; it must build and return an "
-                           "nn.Module") from None
+        raise ReprsimError(
+            f"model {which}: {text}() failed: {_raised(exc)}; it must build and return an nn.Module"
+        ) from None
     if not isinstance(model, nn.Module):
         raise ReprsimError(f"model {which}: {text}() returned a {type(model).__name__}, not a torch.nn.Module.")
     label = text
@@ -378,9 +433,11 @@ def load_weights(model: nn.Module, weights: str | Path, *, which: str = "A") -> 
         from reprsim.training.checkpoint import model_fingerprint
 
         if model_fingerprint(model) != meta["fingerprint"]:
-            raise ReprsimError(f"model {which}: {path} was written for a different architecture "
-                               f"({meta['fingerprint']}) than the factory builds ({model_fingerprint(model)}); "
-                               "check the factory's options (widths, classes, depth).")
+            raise ReprsimError(
+                f"model {which}: {path} was written for a different architecture "
+                f"({meta['fingerprint']}) than the factory builds ({model_fingerprint(model)}); "
+                "check the factory's options (widths, classes, depth)."
+            )
     _load_state(model, state, str(path), which)
 
 

@@ -26,7 +26,9 @@ class Comparison:
         table: tidy DataFrame, one row per (layer_a, layer_b, measure) with ``value``, plus
             ``p_value`` (with ``n_permutations``) and ``ci_low`` / ``ci_high`` (with ``n_boot``) and,
             when a GPU was named as ``device``, ``device`` (where the row was computed: a measure
-            that fails on the GPU is computed on the CPU).
+            that fails on the GPU is computed on the CPU). Behavioural measures (:attr:`behavioural`) have
+            one row each, on ``output`` × ``output``, with ``ci_low`` / ``ci_high`` for error consistency
+            and CAPA (a bootstrap over inputs) and no ``p_value``.
         transfer: with ``attack=``: tidy DataFrame, one row per (direction, quantity)
             (``whitebox_asr`` = the source fooled by its own examples, the white-box baseline;
             ``transfer_asr`` = the victim fooled by them; ``transfer_asr_conditional``; the clean
@@ -64,14 +66,37 @@ class Comparison:
     #: used by :meth:`best` and :meth:`difference`; None for a Comparison built by hand.
     engine: Any = field(default=None, repr=False, compare=False)
 
+    @property
+    def layer_measures(self) -> list[str]:
+        """The measures of representations (every layer pair), in order: :attr:`measures` without
+        the behavioural ones."""
+        from reprsim.metrics.behavioural import BEHAVIOURAL
+
+        return [m for m in self.measures if m not in BEHAVIOURAL]
+
+    @property
+    def behavioural(self) -> list[str]:
+        """The behavioural measures computed (on the layer ``output`` only), in order."""
+        return [m for m in self.measures if m not in self.layer_measures]
+
+    def _layer_measure(self, name: str, what: str) -> None:
+        if name in self.behavioural:
+            raise ValueError(
+                f"Comparison.{what}: {name!r} is a behavioural measure of the models' outputs (one value, "
+                f"on the layer 'output'), not a layer measure; use one of {', '.join(self.layer_measures)}."
+            )
+
     def _engine(self, what: str) -> Any:
         if self.engine is None:
-            raise ReprsimError(f"Comparison.{what} needs the prepared features of the comparison; this Comparison "
-                               "has none (it was built by hand or loaded from a file). Rerun compare_models.")
+            raise ReprsimError(
+                f"Comparison.{what} needs the prepared features of the comparison; this Comparison "
+                "has none (it was built by hand or loaded from a file). Rerun compare_models."
+            )
         return self.engine
 
-    def best(self, measure: str, agg: str = "max", n_permutations: int = 200, alpha: float = 0.05,
-             seed: int = 0) -> dict[str, Any]:
+    def best(
+        self, measure: str, agg: str = "max", n_permutations: int = 200, alpha: float = 0.05, seed: int = 0
+    ) -> dict[str, Any]:
         """The best layer pair of ``measure`` (``agg="max"``; or the mean over pairs) with a calibrated
         score whose null accounts for the selection among all layer pairs: the same row permutation
         of every layer of B, then the aggregate (:func:`reprsim.metrics.calibrate_layers`).
@@ -82,12 +107,29 @@ class Comparison:
 
         if measure not in self.measures:
             raise ValueError(f"measure {measure!r} was not computed; computed: {', '.join(self.measures)}.")
+        self._layer_measure(measure, "best")
         eng = self._engine("best")
-        return calibrate_layers(measure, eng.ta, eng.tb, agg=agg, n_permutations=n_permutations, alpha=alpha,
-                                seed=seed, **eng.resolved[measure])
+        return calibrate_layers(
+            measure,
+            eng.ta,
+            eng.tb,
+            agg=agg,
+            n_permutations=n_permutations,
+            alpha=alpha,
+            seed=seed,
+            **eng.resolved[measure],
+        )
 
-    def difference(self, other: "Comparison", measure: str | list[str] | None = None, n_boot: int = 1000,
-                   level: float = 0.95, seed: int = 0, ids: Any = None, other_ids: Any = None) -> pd.DataFrame:
+    def difference(
+        self,
+        other: "Comparison",
+        measure: str | list[str] | None = None,
+        n_boot: int = 1000,
+        level: float = 0.95,
+        seed: int = 0,
+        ids: Any = None,
+        other_ids: Any = None,
+    ) -> pd.DataFrame:
         """value(self) − value(other) per (layer_a, layer_b, measure) present in both, with a paired
         bootstrap interval and p-value over the shared inputs (:func:`reprsim.metrics.paired_difference`;
         rows matched by ``ids`` / ``other_ids`` when given, else by position).
@@ -97,27 +139,53 @@ class Comparison:
         from reprsim.metrics.paired import paired_difference
 
         mine, theirs = self._engine("difference"), other._engine("difference")
-        names = self.measures if measure is None else [measure] if isinstance(measure, str) else list(measure)
+        names = self.layer_measures if measure is None else [measure] if isinstance(measure, str) else list(measure)
+        for name in names:
+            self._layer_measure(name, "difference")
         rows = []
         for la in mine.ta:
             for lb in mine.tb:
                 for name in names:
                     if name not in other.measures or la not in theirs.ta or lb not in theirs.tb:
                         continue
-                    r = paired_difference(name, (mine.ta[la], mine.tb[lb]), (theirs.ta[la], theirs.tb[lb]), ids1=ids,
-                                          ids2=other_ids, n_boot=n_boot, level=level, seed=seed, **mine.resolved[name])
-                    rows.append({"layer_a": la, "layer_b": lb, "measure": name, "value": r["value1"],
-                                 "other_value": r["value2"], "difference": r["difference"], "ci_low": r["ci_low"],
-                                 "ci_high": r["ci_high"], "p_value": r["p_value"], "n": r["n"]})
+                    r = paired_difference(
+                        name,
+                        (mine.ta[la], mine.tb[lb]),
+                        (theirs.ta[la], theirs.tb[lb]),
+                        ids1=ids,
+                        ids2=other_ids,
+                        n_boot=n_boot,
+                        level=level,
+                        seed=seed,
+                        **mine.resolved[name],
+                    )
+                    rows.append(
+                        {
+                            "layer_a": la,
+                            "layer_b": lb,
+                            "measure": name,
+                            "value": r["value1"],
+                            "other_value": r["value2"],
+                            "difference": r["difference"],
+                            "ci_low": r["ci_low"],
+                            "ci_high": r["ci_high"],
+                            "p_value": r["p_value"],
+                            "n": r["n"],
+                        }
+                    )
         if not rows:
-            raise ValueError("the two comparisons share no (layer_a, layer_b, measure); compare the same layers "
-                             "and measures.")
+            raise ValueError(
+                "the two comparisons share no (layer_a, layer_b, measure); compare the same layers and measures."
+            )
         return pd.DataFrame(rows)
 
     def __repr__(self) -> str:
-        return (f"Comparison({self.model_a!r} vs {self.model_b!r}, {self.n_inputs} inputs, "
-                f"{len(self.layers_a)}×{len(self.layers_b)} layers, {len(self.measures)} measures"
-                + (", with attack transfer" if self.transfer is not None else "") + ")")
+        return (
+            f"Comparison({self.model_a!r} vs {self.model_b!r}, {self.n_inputs} inputs, "
+            f"{len(self.layers_a)}×{len(self.layers_b)} layers, {len(self.measures)} measures"
+            + (", with attack transfer" if self.transfer is not None else "")
+            + ")"
+        )
 
     def matrix(self, measure: str, column: str = "value") -> pd.DataFrame:
         """The layer × layer table of one measure: rows = layers of A (index ``layer_a``), columns
@@ -141,8 +209,16 @@ class Comparison:
         rows = []
         for r in self.transfer.itertuples(index=False):
             suffix = "a_to_b" if r.direction == "A→B" else "b_to_a"
-            rows.append({"layer_a": "output", "layer_b": "output", "measure": f"{r.quantity}_{suffix}",
-                         "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high})
+            rows.append(
+                {
+                    "layer_a": "output",
+                    "layer_b": "output",
+                    "measure": f"{r.quantity}_{suffix}",
+                    "value": r.value,
+                    "ci_low": r.ci_low,
+                    "ci_high": r.ci_high,
+                }
+            )
         extra = pd.DataFrame(rows)
         for col in frame.columns:
             if col not in extra.columns:
@@ -165,11 +241,27 @@ class Comparison:
         With a single layer pair, a bar chart of every measure instead."""
         from reprsim.compare.html import figure
 
-        names = self.measures if measure is None else [measure] if isinstance(measure, str) else list(measure)
+        names = self.layer_measures if measure is None else [measure] if isinstance(measure, str) else list(measure)
         for name in names:
             if name not in self.measures:
                 raise ValueError(f"measure {name!r} was not computed; computed: {', '.join(self.measures)}.")
+            self._layer_measure(name, "plot")
         return figure(self, names, max_cols=max_cols)
+
+    def to_markdown(self) -> str:
+        """The comparison as Markdown: the models and inputs, the measure table (one row per layer
+        pair, one column per measure) and, when computed, the behavioural rows with their intervals."""
+        from reprsim.compare.html import behaviour_frame, markdown_table, wide_frame
+
+        parts = [
+            f"# {self.model_a} vs {self.model_b}",
+            f"Inputs: {self.inputs} (n = {self.n_inputs}); preparation: {self.prepare}.",
+            "## Measure table",
+            markdown_table(wide_frame(self)),
+        ]
+        if self.behavioural:
+            parts += ["## Behavioural similarity (layer 'output')", markdown_table(behaviour_frame(self))]
+        return "\n\n".join(parts) + "\n"
 
     def to_html(self, path: str | Path) -> Path:
         """Write a self-contained page (figures embedded, no network needed): the models, inputs,
@@ -201,8 +293,9 @@ class Comparison:
             if not self.features:
                 raise ReprsimError("save(features=True): this Comparison holds no features.")
             for side, label in (("a", self.model_a), ("b", self.model_b)):
-                paths[f"features_{side}"] = save_feature_set(self.features[side], root / f"features_{side}.safetensors",
-                                                             model=label, inputs=self.inputs)
+                paths[f"features_{side}"] = save_feature_set(
+                    self.features[side], root / f"features_{side}.safetensors", model=label, inputs=self.inputs
+                )
         from reprsim.results import csv_text
         from reprsim.storage import atomic_write_bytes
 

@@ -27,8 +27,16 @@ from torch import Tensor, nn
 from reprsim.compare.references import ModelRef, _kind_of
 from reprsim.errors import ReprsimError
 
-__all__ = ["DTYPES", "apply_dtype", "apply_input_size", "is_adapter", "is_sweep_ref", "load_adapter",
-           "load_sweep_model", "resolve_dtype"]
+__all__ = [
+    "DTYPES",
+    "apply_dtype",
+    "apply_input_size",
+    "is_adapter",
+    "is_sweep_ref",
+    "load_adapter",
+    "load_sweep_model",
+    "resolve_dtype",
+]
 
 #: The compute dtypes a model may be run in.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -54,17 +62,22 @@ def resolve_dtype(dtype: Any, device: str | torch.device | None) -> torch.dtype 
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}.")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "bfloat16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"dtype='bfloat16': the GPU {torch.cuda.get_device_name(dev)} cannot run bfloat16; use "
-                         "dtype='float16' or 'float32'.")
+        raise ValueError(
+            f"dtype='bfloat16': the GPU {torch.cuda.get_device_name(dev)} cannot run bfloat16; use "
+            "dtype='float16' or 'float32'."
+        )
     return DTYPES[name]
 
 
 def _cast_in(dtype: torch.dtype) -> Any:
     def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple, dict]:
         cast = tuple(a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
-        kw = {k: v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() and k != "attention_mask" else v
-              for k, v in kwargs.items()}
+        kw = {
+            k: v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() and k != "attention_mask" else v
+            for k, v in kwargs.items()
+        }
         return cast, kw
+
     return hook
 
 
@@ -78,8 +91,10 @@ def apply_dtype(ref: ModelRef, dtype: torch.dtype | None, which: str, owned: boo
     if dtype is None:
         return
     if ref.scripted:
-        raise ReprsimError(f"model {which} ({ref.label}) is TorchScript; dtype= cannot be changed on it (save it in "
-                           "the dtype you want).")
+        raise ReprsimError(
+            f"model {which} ({ref.label}) is TorchScript; dtype= cannot be changed on it (save it in "
+            "the dtype you want)."
+        )
     if not owned:
         import copy
 
@@ -100,10 +115,17 @@ def apply_input_size(ref: ModelRef, size: Any, which: str) -> None:
     from reprsim.models.adapters import HFVisionModel
 
     if not isinstance(ref.module, HFVisionModel):
-        raise ReprsimError(f"input_size is for Hugging Face vision models; model {which} ({ref.label}) is a "
-                           f"{type(ref.module).__name__}. Resize the inputs themselves instead.")
-    hw = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size) if isinstance(
-        size, (list, tuple)) else None
+        raise ReprsimError(
+            f"input_size is for Hugging Face vision models; model {which} ({ref.label}) is a "
+            f"{type(ref.module).__name__}. Resize the inputs themselves instead."
+        )
+    hw = (
+        (size, size)
+        if isinstance(size, int) and not isinstance(size, bool)
+        else tuple(size)
+        if isinstance(size, (list, tuple))
+        else None
+    )
     if hw is None or len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
         raise ValueError(f"input_size must be a positive int or (height, width); got {size!r}.")
     ref.module.resize_to = (int(hw[0]), int(hw[1]))
@@ -119,8 +141,7 @@ def is_adapter(path: Path) -> bool:
     return path.is_dir() and (path / "adapter_config.json").is_file()
 
 
-def load_adapter(path: Path, base: str | Path | None, which: str,
-                 dtype: torch.dtype | None = None) -> ModelRef:  # fmt: skip
+def load_adapter(path: Path, base: str | Path | None, which: str, dtype: torch.dtype | None = None) -> ModelRef:
     """The adapter's base model (a local Hugging Face folder) with the adapter merged in.
 
     Raises:
@@ -136,12 +157,16 @@ def load_adapter(path: Path, base: str | Path | None, which: str,
     named = config.get("base_model_name_or_path")
     base_path = Path(str(base if base is not None else named or "")).expanduser()
     if base is None and not named:
-        raise ReprsimError(f"model {which}: the adapter {path} names no base model; pass base=PATH (--base-"
-                           f"{which.lower()}) with the base model's local folder.")
+        raise ReprsimError(
+            f"model {which}: the adapter {path} names no base model; pass base=PATH (--base-"
+            f"{which.lower()}) with the base model's local folder."
+        )
     if not (base_path / "config.json").is_file():
         said = f"base={str(base)!r}" if base is not None else f"its adapter_config.json names {named!r}"
-        raise ReprsimError(f"model {which}: the base of adapter {path} is not a local Hugging Face folder ({said}); "
-                           f"pass base=PATH (--base-{which.lower()}) with the folder the adapter was trained on.")
+        raise ReprsimError(
+            f"model {which}: the base of adapter {path} is not a local Hugging Face folder ({said}); "
+            f"pass base=PATH (--base-{which.lower()}) with the folder the adapter was trained on."
+        )
     try:
         from peft import PeftModel
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -153,8 +178,10 @@ def load_adapter(path: Path, base: str | Path | None, which: str,
     try:
         merged = PeftModel.from_pretrained(hf, str(path)).merge_and_unload()
     except (ValueError, RuntimeError, KeyError) as exc:
-        raise ReprsimError(f"model {which}: the adapter {path} does not fit its base {base_path}: "
-                           f"{str(exc).strip().splitlines()[0][:300]}") from exc
+        raise ReprsimError(
+            f"model {which}: the adapter {path} does not fit its base {base_path}: "
+            f"{str(exc).strip().splitlines()[0][:300]}"
+        ) from exc
     ref.module.hf = merged
     ref.module.eval()
     ref.label = f"{ref.label} + adapter {path.name}"
@@ -180,7 +207,7 @@ def load_sweep_model(text: str, which: str, cache_dir: str | Path | None = None)
     """
     from reprsim import storage
     from reprsim.experiments.grid import expand
-    from reprsim.experiments.kinds import kind_of
+    from reprsim.experiments.composition import composition_of
     from reprsim.experiments.overrides import load_config
     from reprsim.experiments.runner import default_cache_dir
 
@@ -191,8 +218,9 @@ def load_sweep_model(text: str, which: str, cache_dir: str | Path | None = None)
     units = {u.unit_id: u for u in expand(config)}
     if unit_id not in units:
         some = ", ".join(list(units)[:5])
-        raise ReprsimError(f"model {which}: the run {run} has no unit {unit_id!r}; its units include {some} "
-                           f"(see {run / 'units'}).")
+        raise ReprsimError(
+            f"model {which}: the run {run} has no unit {unit_id!r}; its units include {some} (see {run / 'units'})."
+        )
     status_file = run / "units" / unit_id / "status.json"
     try:
         status = json.loads(status_file.read_text(encoding="utf-8"))
@@ -200,21 +228,27 @@ def load_sweep_model(text: str, which: str, cache_dir: str | Path | None = None)
         status = {}
     key = (status.get("artifacts") or {}).get(f"model_{side}")
     if not key:
-        raise ReprsimError(f"model {which}: unit {unit_id} of {run} records no trained model {side} "
-                           f"(status {status.get('status', 'missing')!r}); finish the sweep first (reprsim run).")
+        raise ReprsimError(
+            f"model {which}: unit {unit_id} of {run} records no trained model {side} "
+            f"(status {status.get('status', 'missing')!r}); finish the sweep first (reprsim run)."
+        )
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     unit = units[unit_id]
-    kind = kind_of(unit)
+    kind = composition_of(unit)
     stored = storage.read_verified_state_dict(cache / "models" / f"{key}.rsv")
     if stored is None:
-        raise ReprsimError(f"model {which}: the weights of {unit_id}:{side} ({key}) are not in the cache {cache}; pass "
-                           "the sweep's cache folder as cache_dir= (--cache-dir).")
+        raise ReprsimError(
+            f"model {which}: the weights of {unit_id}:{side} ({key}) are not in the cache {cache}; pass "
+            "the sweep's cache folder as cache_dir= (--cache-dir)."
+        )
     pair = kind.pair(config, unit, cache)
     model = kind.build(config, unit, pair, side)
     try:
         model.load_state_dict(stored[0])
     except RuntimeError as exc:
-        raise ReprsimError(f"model {which}: the cached weights {key} do not fit the model the run's config builds "
-                           f"for {unit_id}:{side}: {str(exc).splitlines()[0]}") from exc
+        raise ReprsimError(
+            f"model {which}: the cached weights {key} do not fit the model the run's config builds "
+            f"for {unit_id}:{side}: {str(exc).splitlines()[0]}"
+        ) from exc
     label = f"{unit.model.name} ({run.name}:{unit_id}:{side})"
     return ModelRef(model.eval(), label, _kind_of(model), None, False, text)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+
 def _core_attr(name: str) -> Any:
     try:
         from numpy._core import multiarray  # numpy >= 2
@@ -32,8 +33,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             import _codecs
 
             return _codecs.encode
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data pickle "
-                                     "(only numpy arrays are allowed)")
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name} from a data pickle (only numpy arrays are allowed)"
+        )
 
 
 def sha256_file(path: str | Path) -> str:

@@ -20,8 +20,16 @@ def run(args: argparse.Namespace) -> int:
 
     sources = list_sources()
     available_text = set(list_domains(available_only=True))
-    domains = [{"name": d.name, "description": d.description, "available": d.name in available_text,
-                "source": d.source, "licence": d.licence} for d in DOMAINS.values()]
+    domains = [
+        {
+            "name": d.name,
+            "description": d.description,
+            "available": d.name in available_text,
+            "source": d.source,
+            "licence": d.licence,
+        }
+        for d in DOMAINS.values()
+    ]
     if args.json:
         print(json.dumps({"sources": sources, "text_domains": domains}, indent=2))
         return 0

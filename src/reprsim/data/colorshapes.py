@@ -28,9 +28,15 @@ VERSION = 1
 CHUNK = 1024
 SHAPES = ["circle", "square", "triangle", "diamond", "pentagon", "hexagon", "star", "cross"]
 COLORS = {
-    "red": (0.90, 0.10, 0.10), "green": (0.10, 0.75, 0.15), "blue": (0.15, 0.30, 0.95),
-    "yellow": (0.95, 0.90, 0.10), "magenta": (0.90, 0.15, 0.85), "cyan": (0.10, 0.85, 0.90),
-    "orange": (1.00, 0.55, 0.00), "purple": (0.50, 0.15, 0.70), "white": (0.95, 0.95, 0.95),
+    "red": (0.90, 0.10, 0.10),
+    "green": (0.10, 0.75, 0.15),
+    "blue": (0.15, 0.30, 0.95),
+    "yellow": (0.95, 0.90, 0.10),
+    "magenta": (0.90, 0.15, 0.85),
+    "cyan": (0.10, 0.85, 0.90),
+    "orange": (1.00, 0.55, 0.00),
+    "purple": (0.50, 0.15, 0.70),
+    "white": (0.95, 0.95, 0.95),
     "brown": (0.55, 0.30, 0.10),
 }
 COLOR_NAMES = list(COLORS)
@@ -76,9 +82,12 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return ((np.abs(u) <= 0.36) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= 0.36) & (np.abs(u) <= 1.0))
     from matplotlib.path import Path as MplPath
 
-    verts = {"triangle": _polygon(3) * np.array([1.1, 1.1]) + np.array([0.0, 0.15]),
-             "pentagon": _polygon(5), "hexagon": _polygon(6, rotation=0.0),
-             "star": _polygon(5, inner=0.5)}[shape]
+    verts = {
+        "triangle": _polygon(3) * np.array([1.1, 1.1]) + np.array([0.0, 0.15]),
+        "pentagon": _polygon(5),
+        "hexagon": _polygon(6, rotation=0.0),
+        "star": _polygon(5, inner=0.5),
+    }[shape]
     pts = np.stack([u.ravel(), v.ravel()], axis=1)
     return MplPath(verts).contains_points(pts).reshape(u.shape)
 
@@ -135,9 +144,15 @@ def _ids(values: Sequence | None, names: list[str], what: str) -> np.ndarray:
     return np.array(sorted(set(out)), dtype=np.int64)
 
 
-def generate(n: int, seed: int = 0, split: str = "train", image_size: int = 28,
-             shapes: Sequence | None = None, digits: Sequence | None = None,
-             colors: Sequence | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def generate(
+    n: int,
+    seed: int = 0,
+    split: str = "train",
+    image_size: int = 28,
+    shapes: Sequence | None = None,
+    digits: Sequence | None = None,
+    colors: Sequence | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Generate ``n`` images without touching the disk cache.
 
     Returns
@@ -175,8 +190,8 @@ def generate(n: int, seed: int = 0, split: str = "train", image_size: int = 28,
         fill = np.clip(palette[color] + rng.uniform(-0.06, 0.06, (m, 3)).astype(np.float32), 0, 1)
         stop = min(start + m, int(n))
         k = stop - start
-        rows = (dy[:k, None, None] + ar[None, :, None])
-        cols = (dx[:k, None, None] + ar[None, None, :])
+        rows = dy[:k, None, None] + ar[None, :, None]
+        cols = dx[:k, None, None] + ar[None, None, :]
         ms = shape_bank[(shape[:k] * n_scales + scale[:k])[:, None, None], rows, cols][:, None]
         mg = glyph_bank[(digit[:k] * n_scales + scale[:k])[:, None, None], rows, cols][:, None]
         bg = background[:k, :, None, None]
@@ -198,8 +213,15 @@ def label_columns(attrs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     ``shape_digit = 10·shape + digit`` and ``label = 100·shape + 10·digit + color``.
     """
     s, d, c = attrs["shape"], attrs["digit"], attrs["color"]
-    return {"label": s * 100 + d * 10 + c, "shape": s.copy(), "digit": d.copy(), "color": c.copy(),
-            "shape_digit": s * 10 + d, "shape_color": s * 10 + c, "digit_color": d * 10 + c}
+    return {
+        "label": s * 100 + d * 10 + c,
+        "shape": s.copy(),
+        "digit": d.copy(),
+        "color": c.copy(),
+        "shape_digit": s * 10 + d,
+        "shape_color": s * 10 + c,
+        "digit_color": d * 10 + c,
+    }
 
 
 def _class_names() -> dict[str, list[str]]:
@@ -223,8 +245,11 @@ def default_cache_dir() -> Path:
     ``$REPRSIM_CACHE`` is not set, with a DeprecationWarning.
     """
     if not os.environ.get("REPRSIM_CACHE") and os.environ.get("REPRSIM_CACHE_DIR"):
-        warnings.warn("REPRSIM_CACHE_DIR is deprecated; set REPRSIM_CACHE (the cache of the whole sweep) instead.",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "REPRSIM_CACHE_DIR is deprecated; set REPRSIM_CACHE (the cache of the whole sweep) instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return Path(os.environ["REPRSIM_CACHE_DIR"]) / CACHE_SUBDIR
     return storage.default_cache_dir() / CACHE_SUBDIR
 
@@ -236,10 +261,17 @@ def _read_entry(path: Path) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def load_colorshapes(split: str = "train", n: int | None = None, seed: int = 0, image_size: int = 28,
-                     shapes: Sequence | None = None, digits: Sequence | None = None,
-                     colors: Sequence | None = None, cache: bool = True,
-                     cache_dir: str | Path | None = None) -> Dataset:
+def load_colorshapes(
+    split: str = "train",
+    n: int | None = None,
+    seed: int = 0,
+    image_size: int = 28,
+    shapes: Sequence | None = None,
+    digits: Sequence | None = None,
+    colors: Sequence | None = None,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
     """The colorshapes source: generated (or read from the disk cache) and returned as a Dataset.
 
     ``shapes`` / ``digits`` / ``colors`` restrict the attribute values drawn (names or ids), e.g. to
@@ -259,8 +291,18 @@ def load_colorshapes(split: str = "train", n: int | None = None, seed: int = 0, 
     ``shape_color``, ``digit_color``.
     """
     n = DEFAULT_N.get(split, 10_000) if n is None else int(n)
-    key_src = repr((VERSION, split, int(seed), n, int(image_size), shapes and sorted(map(str, shapes)),
-                    digits and sorted(map(str, digits)), colors and sorted(map(str, colors))))
+    key_src = repr(
+        (
+            VERSION,
+            split,
+            int(seed),
+            n,
+            int(image_size),
+            shapes and sorted(map(str, shapes)),
+            digits and sorted(map(str, digits)),
+            colors and sorted(map(str, colors)),
+        )
+    )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     folder = Path(cache_dir) / CACHE_SUBDIR if cache_dir is not None else default_cache_dir()
     # ".npz.rsv": npz bytes inside a checksummed reprsim.storage entry (not a plain .npz file)
@@ -278,9 +320,17 @@ def load_colorshapes(split: str = "train", n: int | None = None, seed: int = 0, 
     attrs = {k: arrays[k] for k in ("shape", "digit", "color")}
     cols = label_columns(attrs)
     names = _class_names()
-    meta = {"name": "colorshapes", "split": split, "n": n, "seed": int(seed), "image_size": int(image_size),
-            "num_classes": {k: len(v) for k, v in names.items()}, "class_names": names,
-            "source": f"generated by reprsim.data.colorshapes v{VERSION}", "licence": "MIT (generated)",
-            "cache_path": str(path) if cache else None,
-            "restricted": {"shapes": shapes, "digits": digits, "colors": colors}}
+    meta = {
+        "name": "colorshapes",
+        "split": split,
+        "n": n,
+        "seed": int(seed),
+        "image_size": int(image_size),
+        "num_classes": {k: len(v) for k, v in names.items()},
+        "class_names": names,
+        "source": f"generated by reprsim.data.colorshapes v{VERSION}",
+        "licence": "MIT (generated)",
+        "cache_path": str(path) if cache else None,
+        "restricted": {"shapes": shapes, "digits": digits, "colors": colors},
+    }
     return Dataset(images.astype(np.float32) / np.float32(255.0), cols, meta)

@@ -82,9 +82,16 @@ class CorpusSpec:
         if self.path is not None:
             p = Path(self.path)
             files = sorted(p.rglob("*")) if p.is_dir() else [p]
-            out |= {"path": str(p.resolve()), "field": list(self.field), "split": self.split,
-                    "files": [[str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size,
-                               f.stat().st_mtime_ns] for f in files if f.is_file()]}  # fmt: skip
+            out |= {
+                "path": str(p.resolve()),
+                "field": list(self.field),
+                "split": self.split,
+                "files": [
+                    [str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns]
+                    for f in files
+                    if f.is_file()
+                ],
+            }
         return out
 
 
@@ -94,12 +101,17 @@ def parse_corpus(entry: Any, where: str = "sources.text.options.domains") -> Cor
 
     if isinstance(entry, str):
         if entry not in list_domains():
-            hint = (f"; for a file write {{name: {Path(entry).stem}, path: {entry}}}"
-                    if "/" in entry or entry.endswith((".txt", ".jsonl")) else "")
+            hint = (
+                f"; for a file write {{name: {Path(entry).stem}, path: {entry}}}"
+                if "/" in entry or entry.endswith((".txt", ".jsonl"))
+                else ""
+            )
             raise ValueError(f"{where}: unknown domain(s) {[entry]}; available: {list_domains()}{hint}")
         return CorpusSpec(entry)
     if not isinstance(entry, Mapping):
-        raise ValueError(f"{where}: each entry is a domain name or a mapping {{name, path, field, split}}, got {entry!r}")
+        raise ValueError(
+            f"{where}: each entry is a domain name or a mapping {{name, path, field, split}}, got {entry!r}"
+        )
     unknown = sorted(set(entry) - set(_CORPUS_KEYS))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} in {dict(entry)}; valid: {list(_CORPUS_KEYS)}")
@@ -110,11 +122,15 @@ def parse_corpus(entry: Any, where: str = "sources.text.options.domains") -> Cor
         return parse_corpus(name, where)
     p = Path(str(path)).expanduser()
     if not p.exists():
-        raise ValueError(f"{where}: corpus {name!r}: {p} does not exist; give a .txt or .jsonl file or a folder "
-                         "written by datasets' save_to_disk")
+        raise ValueError(
+            f"{where}: corpus {name!r}: {p} does not exist; give a .txt or .jsonl file or a folder "
+            "written by datasets' save_to_disk"
+        )
     if not p.is_dir() and not p.is_file():  # a FIFO or a device would block or never end
-        raise ValueError(f"{where}: corpus {name!r}: {p} is not a regular file or a folder (a FIFO, socket or "
-                         "device); copy the text into a .txt or .jsonl file")
+        raise ValueError(
+            f"{where}: corpus {name!r}: {p} is not a regular file or a folder (a FIFO, socket or "
+            "device); copy the text into a .txt or .jsonl file"
+        )
     field = entry.get("field", "text")
     fields = (field,) if isinstance(field, str) else tuple(field) if isinstance(field, (list, tuple)) else ()
     if not fields or not all(isinstance(f, str) and f for f in fields):
@@ -129,13 +145,20 @@ def parse_corpus(entry: Any, where: str = "sources.text.options.domains") -> Cor
 def _join_fields(row: Mapping[str, Any], spec: CorpusSpec, where: str) -> str:
     missing = [f for f in spec.field if f not in row]
     if missing:
-        raise ReprsimError(f"corpus {spec.name!r} ({spec.path}): {where} has no field(s) {missing}; its fields are "
-                           f"{sorted(row)}; set field: to one of them")
-    not_text = [f"{f} ({'null' if row[f] is None else type(row[f]).__name__})" for f in spec.field
-                if not isinstance(row[f], str)]
+        raise ReprsimError(
+            f"corpus {spec.name!r} ({spec.path}): {where} has no field(s) {missing}; its fields are "
+            f"{sorted(row)}; set field: to one of them"
+        )
+    not_text = [
+        f"{f} ({'null' if row[f] is None else type(row[f]).__name__})"
+        for f in spec.field
+        if not isinstance(row[f], str)
+    ]
     if not_text:  # str(None) / str([1, 2]) would silently become training text
-        raise ReprsimError(f"corpus {spec.name!r} ({spec.path}): {where}: field(s) {', '.join(not_text)} are not "
-                           "text; every text field must be a JSON string (fix or drop that line)")
+        raise ReprsimError(
+            f"corpus {spec.name!r} ({spec.path}): {where}: field(s) {', '.join(not_text)} are not "
+            "text; every text field must be a JSON string (fix or drop that line)"
+        )
     return "\n".join(row[f] for f in spec.field)
 
 
@@ -148,19 +171,24 @@ def _jsonl_rows(spec: CorpusSpec) -> Iterator[str]:
             except StopIteration:
                 return
             except UnicodeDecodeError as exc:
-                raise ReprsimError(f"corpus {spec.name!r}: {spec.path} is not UTF-8 text (byte {exc.start} of a "
-                                   "line cannot be decoded); a .jsonl file holds one JSON object per line, in UTF-8"
-                                   ) from None
+                raise ReprsimError(
+                    f"corpus {spec.name!r}: {spec.path} is not UTF-8 text (byte {exc.start} of a "
+                    "line cannot be decoded); a .jsonl file holds one JSON object per line, in UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
-                raise ReprsimError(f"corpus {spec.name!r}: {spec.path} line {i} is not JSON ({exc}); a .jsonl file "
-                                   "holds one JSON object per line") from None
+                raise ReprsimError(
+                    f"corpus {spec.name!r}: {spec.path} line {i} is not JSON ({exc}); a .jsonl file "
+                    "holds one JSON object per line"
+                ) from None
             if not isinstance(row, dict):
-                raise ReprsimError(f"corpus {spec.name!r}: {spec.path} line {i} is a {type(row).__name__}, not a "
-                                   "JSON object with a text field")
+                raise ReprsimError(
+                    f"corpus {spec.name!r}: {spec.path} line {i} is a {type(row).__name__}, not a "
+                    "JSON object with a text field"
+                )
             yield _join_fields(row, spec, f"line {i}")
 
 
@@ -172,8 +200,9 @@ def _datasets_rows(spec: CorpusSpec) -> Iterator[str]:
     try:
         ds = datasets.load_from_disk(spec.path)
     except (FileNotFoundError, ValueError) as exc:
-        raise ReprsimError(f"corpus {spec.name!r}: {spec.path} is not a folder written by datasets' save_to_disk "
-                           f"({exc})") from None
+        raise ReprsimError(
+            f"corpus {spec.name!r}: {spec.path} is not a folder written by datasets' save_to_disk ({exc})"
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         split = spec.split or ("train" if "train" in ds else None)
         if split not in ds:
@@ -181,8 +210,10 @@ def _datasets_rows(spec: CorpusSpec) -> Iterator[str]:
         ds = ds[split]
     missing = [f for f in spec.field if f not in ds.column_names]
     if missing:
-        raise ReprsimError(f"corpus {spec.name!r} ({spec.path}): no column(s) {missing}; its columns are "
-                           f"{ds.column_names}; set field: to one of them")
+        raise ReprsimError(
+            f"corpus {spec.name!r} ({spec.path}): no column(s) {missing}; its columns are "
+            f"{ds.column_names}; set field: to one of them"
+        )
     for batch in ds.select_columns(list(spec.field)).iter(batch_size=1000):
         for i in range(len(batch[spec.field[0]])):
             yield "\n".join(str(batch[f][i]) for f in spec.field)
@@ -233,8 +264,7 @@ def _byte_spans(docs: Sequence[bytes], max_bytes: int | None) -> tuple[int, list
     return total, spans
 
 
-def corpus_split_texts(spec: CorpusSpec, max_bytes: int | None,
-                       val_fraction: float) -> tuple[list[str], list[str]]:  # fmt: skip
+def corpus_split_texts(spec: CorpusSpec, max_bytes: int | None, val_fraction: float) -> tuple[list[str], list[str]]:
     """``(train documents, validation documents)``: the byte stream's last ``val_fraction`` is validation.
 
     A document cut by the boundary (or by ``max_bytes``) is split there (a broken UTF-8 character at a
@@ -248,7 +278,7 @@ def corpus_split_texts(spec: CorpusSpec, max_bytes: int | None,
         for side, (lo, hi) in enumerate(((0, cut), (cut, total))):
             a, b = max(start, lo), min(end, hi)
             if b > a:
-                parts[side].append(doc[a - start:b - start].decode("utf-8", errors="ignore"))
+                parts[side].append(doc[a - start : b - start].decode("utf-8", errors="ignore"))
     return parts
 
 
@@ -328,8 +358,15 @@ class PretrainedTokenizer(TextTokenizer):
         return _stream(ids, self.separator, self.vocab_size)
 
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
-                    "tokenizer.model", "added_tokens.json")  # fmt: skip
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+)
 
 
 @lru_cache(maxsize=8)
@@ -339,16 +376,20 @@ def load_hf_tokenizer(path: str) -> PretrainedTokenizer:
     Raises ValueError naming the folder and the loader's complaint when it does not load."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise ValueError(f"tokenizer.path: {folder} is not a folder; give the folder that holds tokenizer.json "
-                         "(or vocab.json + merges.txt), e.g. what AutoTokenizer.save_pretrained writes")
+        raise ValueError(
+            f"tokenizer.path: {folder} is not a folder; give the folder that holds tokenizer.json "
+            "(or vocab.json + merges.txt), e.g. what AutoTokenizer.save_pretrained writes"
+        )
     try:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # any loader error: one line naming the folder
-        raise ValueError(f"tokenizer.path: the tokenizer in {folder} does not load ({type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); it needs tokenizer.json "
-                         "or vocab.json + merges.txt (what save_pretrained writes)") from exc
+        raise ValueError(
+            f"tokenizer.path: the tokenizer in {folder} does not load ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); it needs tokenizer.json "
+            "or vocab.json + merges.txt (what save_pretrained writes)"
+        ) from exc
     digest = hashlib.sha256()
     for name in _TOKENIZER_FILES:
         if (folder / name).is_file():
@@ -359,23 +400,30 @@ def load_hf_tokenizer(path: str) -> PretrainedTokenizer:
 def train_bpe(texts: Sequence[str], vocab_size: int, special_tokens: Sequence[str] = ("<|endoftext|>",)) -> Any:
     """A byte-level BPE ``tokenizers.Tokenizer`` trained offline on ``texts`` (GPT-2 style; deterministic)."""
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 257 + len(special_tokens):
-        raise ValueError(f"BPE vocab_size must be an int >= {257 + len(special_tokens)} (256 bytes + special "
-                         f"tokens + merges), got {vocab_size!r}")
+        raise ValueError(
+            f"BPE vocab_size must be an int >= {257 + len(special_tokens)} (256 bytes + special "
+            f"tokens + merges), got {vocab_size!r}"
+        )
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(list(texts), trainer=trainer)
     return tok
 
 
 # ---- token streams --------------------------------------------------------------------------
 @lru_cache(maxsize=64)
-def corpus_tokens(spec: CorpusSpec, max_bytes: int | None, val_fraction: float,
-                  tokenizer: TextTokenizer | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def corpus_tokens(
+    spec: CorpusSpec, max_bytes: int | None, val_fraction: float, tokenizer: TextTokenizer | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(train, validation)`` 1-D token arrays of one corpus (see the module docstring)."""
     tokenizer = tokenizer or ByteTokenizer()
     if isinstance(tokenizer, ByteTokenizer):
@@ -389,8 +437,9 @@ def corpus_tokens(spec: CorpusSpec, max_bytes: int | None, val_fraction: float,
     return tokenizer.encode_documents(train_docs), tokenizer.encode_documents(val_docs)
 
 
-def corpus_problem(spec: CorpusSpec, max_bytes: int | None, val_fraction: float, tokenizer: TextTokenizer | None,
-                   block_size: int) -> str | None:  # fmt: skip
+def corpus_problem(
+    spec: CorpusSpec, max_bytes: int | None, val_fraction: float, tokenizer: TextTokenizer | None, block_size: int
+) -> str | None:
     """One line when the corpus cannot be read or has no more than ``block_size`` training or validation tokens."""
     try:
         train, val = corpus_tokens(spec, max_bytes, val_fraction, tokenizer)
@@ -398,6 +447,8 @@ def corpus_problem(spec: CorpusSpec, max_bytes: int | None, val_fraction: float,
         return str(exc)
     if len(val) <= block_size or len(train) <= block_size:
         unit = "bytes" if tokenizer is None or isinstance(tokenizer, ByteTokenizer) else "tokens"
-        return (f"text domain {spec.name!r}: {len(train)} training / {len(val)} validation {unit}, not more than "
-                f"train.block_size={block_size}; raise max_bytes or val_fraction, or lower block_size")
+        return (
+            f"text domain {spec.name!r}: {len(train)} training / {len(val)} validation {unit}, not more than "
+            f"train.block_size={block_size}; raise max_bytes or val_fraction, or lower block_size"
+        )
     return None

@@ -44,8 +44,7 @@ class Dataset:
     def subset(self, indices: np.ndarray) -> "Dataset":
         """A new Dataset holding rows ``indices`` (inputs and every label column)."""
         idx = np.asarray(indices, dtype=np.int64)
-        return Dataset(self.inputs[idx], {k: v[idx] for k, v in self.labels.items()},
-                       {**self.meta, "n": len(idx)})
+        return Dataset(self.inputs[idx], {k: v[idx] for k, v in self.labels.items()}, {**self.meta, "n": len(idx)})
 
 
 def to_nchw_float(images: np.ndarray, *, channels_last: bool | None = None) -> np.ndarray:
@@ -80,8 +79,9 @@ def to_nchw_float(images: np.ndarray, *, channels_last: bool | None = None) -> n
     return out
 
 
-def subsample(ds: Dataset, *, n: int | None = None, per_class: int | None = None, seed: int = 0,
-              column: str = "label") -> Dataset:
+def subsample(
+    ds: Dataset, *, n: int | None = None, per_class: int | None = None, seed: int = 0, column: str = "label"
+) -> Dataset:
     """Seeded subsample: ``per_class`` examples of each class of ``column``, then ``n`` overall.
 
     Returns the Dataset restricted to the chosen rows, in their original order.
@@ -98,8 +98,10 @@ def subsample(ds: Dataset, *, n: int | None = None, per_class: int | None = None
         for c in np.unique(labels):
             members = np.flatnonzero(labels == c)
             if len(members) < per_class:
-                raise ValueError(f"class {int(c)} of {ds.meta.get('name', 'dataset')} has only "
-                                 f"{len(members)} examples, fewer than per_class={per_class}")
+                raise ValueError(
+                    f"class {int(c)} of {ds.meta.get('name', 'dataset')} has only "
+                    f"{len(members)} examples, fewer than per_class={per_class}"
+                )
             parts.append(rng.choice(members, size=int(per_class), replace=False))
         idx = np.sort(np.concatenate(parts))
     if n is not None:
@@ -111,8 +113,9 @@ def subsample(ds: Dataset, *, n: int | None = None, per_class: int | None = None
     return out
 
 
-def class_meta(labels: dict[str, np.ndarray], names: dict[str, list[str]] | None = None,
-               num_classes: dict[str, int] | None = None) -> dict:
+def class_meta(
+    labels: dict[str, np.ndarray], names: dict[str, list[str]] | None = None, num_classes: dict[str, int] | None = None
+) -> dict:
     """``num_classes`` and ``class_names`` meta entries for label columns (names default to ids)."""
     names = dict(names or {})
     counts = dict(num_classes or {})

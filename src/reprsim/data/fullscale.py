@@ -31,10 +31,20 @@ def _decode_keys(obj: dict) -> dict:
 
 #: the published CIFAR archives and the folders they extract to
 CIFAR_LAYOUT = {
-    10: {"archive": "cifar-10-python.tar.gz", "folder": "cifar-10-batches-py",
-         "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta"},
-    100: {"archive": "cifar-100-python.tar.gz", "folder": "cifar-100-python",
-          "train": ["train"], "test": ["test"], "meta": "meta"},
+    10: {
+        "archive": "cifar-10-python.tar.gz",
+        "folder": "cifar-10-batches-py",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "meta": "batches.meta",
+    },
+    100: {
+        "archive": "cifar-100-python.tar.gz",
+        "folder": "cifar-100-python",
+        "train": ["train"],
+        "test": ["test"],
+        "meta": "meta",
+    },
 }
 
 
@@ -56,7 +66,8 @@ class _CifarFiles:
         else:
             raise FileNotFoundError(
                 f"{self.name}: {root} holds neither the extracted {layout['folder']} folder nor the "
-                f"{layout['archive']} archive: point root= at one of them (the CIFAR python version)")
+                f"{layout['archive']} archive: point root= at one of them (the CIFAR python version)"
+            )
         self.location = self.archive or self.folder
 
     def read(self, names: list[str], optional: list[str] = ()) -> dict[str, dict]:
@@ -72,8 +83,10 @@ class _CifarFiles:
         missing = [n for n in names if n not in raw]
         if missing:
             where = f"the archive {self.archive}" if self.archive else str(self.folder)
-            raise FileNotFoundError(f"{self.name}: {where} has no {', '.join(missing)} (expected the CIFAR python "
-                                    f"version: {self.layout['folder']}/{{{', '.join(self.layout['train'] + self.layout['test'])}}})")
+            raise FileNotFoundError(
+                f"{self.name}: {where} has no {', '.join(missing)} (expected the CIFAR python "
+                f"version: {self.layout['folder']}/{{{', '.join(self.layout['train'] + self.layout['test'])}}})"
+            )
         return {n: _decode_keys(load_numpy_pickle(data, encoding="bytes")) for n, data in raw.items()}
 
     def _read_archive(self, wanted: set[str]) -> dict[str, bytes]:
@@ -89,8 +102,10 @@ class _CifarFiles:
                         if handle is not None:
                             out[base] = handle.read()
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise ReprsimError(f"{self.name}: cannot read the archive {self.archive} ({exc}); it should be "
-                               f"{self.layout['archive']} as published (or point root= at the extracted folder)") from None
+            raise ReprsimError(
+                f"{self.name}: cannot read the archive {self.archive} ({exc}); it should be "
+                f"{self.layout['archive']} as published (or point root= at the extracted folder)"
+            ) from None
         return out
 
 
@@ -108,8 +123,10 @@ def load_cifar(split: str = "train", root: str | Path | None = None, num_classes
         raise ValueError(f"num_classes must be 10 or 100 (CIFAR-10 / CIFAR-100), got {num_classes!r}")
     name = f"cifar{num_classes}"
     layout = CIFAR_LAYOUT[num_classes]
-    files = _CifarFiles(_need_root(root, name, f"the {layout['archive']} archive or the extracted {layout['folder']} "
-                                               "folder"), num_classes)  # fmt: skip
+    files = _CifarFiles(
+        _need_root(root, name, f"the {layout['archive']} archive or the extracted {layout['folder']} folder"),
+        num_classes,
+    )
     contents = files.read(layout[split], optional=[layout["meta"]])
     parts = [contents[f] for f in layout[split]]
     meta_p = contents.get(layout["meta"], {})
@@ -125,21 +142,29 @@ def load_cifar(split: str = "train", root: str | Path | None = None, num_classes
             if meta_p.get("label_names"):
                 names["label"] = decoded(meta_p["label_names"])
         else:
-            cols = {"label": np.concatenate([np.asarray(p["fine_labels"], dtype=np.int64) for p in parts]),
-                    "coarse": np.concatenate([np.asarray(p["coarse_labels"], dtype=np.int64) for p in parts])}
+            cols = {
+                "label": np.concatenate([np.asarray(p["fine_labels"], dtype=np.int64) for p in parts]),
+                "coarse": np.concatenate([np.asarray(p["coarse_labels"], dtype=np.int64) for p in parts]),
+            }
             for column, key in (("label", "fine_label_names"), ("coarse", "coarse_label_names")):
                 if meta_p.get(key):
                     names[column] = decoded(meta_p[key])
     except KeyError as exc:
-        raise ValueError(f"{files.location}: a CIFAR-{num_classes} batch has no {exc} entry; is this the CIFAR python "
-                         "version?") from None
+        raise ValueError(
+            f"{files.location}: a CIFAR-{num_classes} batch has no {exc} entry; is this the CIFAR python version?"
+        ) from None
     if data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{files.location}: CIFAR data must be (n, 3072) bytes, got {data.shape}")
     inputs = data.reshape(-1, 3, 32, 32).astype(np.float32) / np.float32(255.0)
     counts = {"label": num_classes, **({"coarse": 20} if num_classes == 100 else {})}
-    meta = {"name": name, "split": split, "n": len(inputs), "source": str(files.location),
-            "licence": "see https://www.cs.toronto.edu/~kriz/cifar.html (A. Krizhevsky)",
-            **class_meta(cols, names, counts)}
+    meta = {
+        "name": name,
+        "split": split,
+        "n": len(inputs),
+        "source": str(files.location),
+        "licence": "see https://www.cs.toronto.edu/~kriz/cifar.html (A. Krizhevsky)",
+        **class_meta(cols, names, counts),
+    }
     return Dataset(inputs, cols, meta)
 
 
@@ -156,38 +181,56 @@ def load_svhn(split: str = "train", root: str | Path | None = None) -> Dataset:
     """
     if split not in SVHN_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    base = _need_root(root, "svhn", f"a folder holding {SVHN_FILES['train']} and {SVHN_FILES['test']} "
-                                    "(http://ufldl.stanford.edu/housenumbers/, format 2)")  # fmt: skip
+    base = _need_root(
+        root,
+        "svhn",
+        f"a folder holding {SVHN_FILES['train']} and {SVHN_FILES['test']} "
+        "(http://ufldl.stanford.edu/housenumbers/, format 2)",
+    )
     path = base if base.is_file() else base / SVHN_FILES[split]
     if base.is_file() and base.name != SVHN_FILES[split] and base.name in SVHN_FILES.values():
-        raise ValueError(f"svhn: root {base} is the file of the other split, not {SVHN_FILES[split]}: point root= at "
-                         "the folder holding both files")
+        raise ValueError(
+            f"svhn: root {base} is the file of the other split, not {SVHN_FILES[split]}: point root= at "
+            "the folder holding both files"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"svhn: {base} has no {SVHN_FILES[split]} (the {split} split of SVHN format 2, "
-                                "cropped 32×32 digits): point root= at the folder holding it")
+        raise FileNotFoundError(
+            f"svhn: {base} has no {SVHN_FILES[split]} (the {split} split of SVHN format 2, "
+            "cropped 32×32 digits): point root= at the folder holding it"
+        )
     from scipy.io import loadmat
     from scipy.io.matlab import MatReadError
 
     try:
         mat = loadmat(path, variable_names=["X", "y"])
     except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as exc:
-        raise ValueError(f"svhn: cannot read {path} as a MATLAB file ({exc}); it should be {SVHN_FILES[split]} "
-                         "as published") from None
+        raise ValueError(
+            f"svhn: cannot read {path} as a MATLAB file ({exc}); it should be {SVHN_FILES[split]} as published"
+        ) from None
     if "X" not in mat or "y" not in mat:
-        raise ValueError(f"svhn: {path} has no X and y arrays (found {sorted(k for k in mat if not k.startswith('__'))})")
+        raise ValueError(
+            f"svhn: {path} has no X and y arrays (found {sorted(k for k in mat if not k.startswith('__'))})"
+        )
     x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1)
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
-        raise ValueError(f"svhn: {path} must hold X of shape (32, 32, 3, N) and y of shape (N, 1), "
-                         f"got X {x.shape} and y {np.asarray(mat['y']).shape}")
+        raise ValueError(
+            f"svhn: {path} must hold X of shape (32, 32, 3, N) and y of shape (N, 1), "
+            f"got X {x.shape} and y {np.asarray(mat['y']).shape}"
+        )
     labels = y.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() > 10):
         raise ValueError(f"svhn: {path} has labels outside 1–10 (found {labels.min()}..{labels.max()})")
     labels[labels == 10] = 0  # the published files write the digit 0 as 10
     inputs = np.ascontiguousarray(x.transpose(3, 2, 0, 1), dtype=np.float32) / np.float32(255.0)
     cols = {"label": labels}
-    meta = {"name": "svhn", "split": split, "n": len(inputs), "source": str(path),
-            "licence": "SVHN, non-commercial use (Netzer et al. 2011)",
-            **class_meta(cols, {"label": [str(d) for d in range(10)]}, {"label": 10})}
+    meta = {
+        "name": "svhn",
+        "split": split,
+        "n": len(inputs),
+        "source": str(path),
+        "licence": "SVHN, non-commercial use (Netzer et al. 2011)",
+        **class_meta(cols, {"label": [str(d) for d in range(10)]}, {"label": 10}),
+    }
     return Dataset(inputs, cols, meta)
 
 
@@ -213,8 +256,10 @@ def _stack_images(paths: list[Path], image_size: int | tuple[int, int] | None, m
         if size is None:
             size = arr.shape[:2]
         elif arr.shape[:2] != tuple(size):
-            raise ValueError(f"{p} is {arr.shape[1]}×{arr.shape[0]} but earlier images are "
-                             f"{size[1]}×{size[0]}: pass image_size= to resize them all")
+            raise ValueError(
+                f"{p} is {arr.shape[1]}×{arr.shape[0]} but earlier images are "
+                f"{size[1]}×{size[0]}: pass image_size= to resize them all"
+            )
         arrays.append(arr)
     return to_nchw_float(np.stack(arrays), channels_last=True)
 
@@ -259,14 +304,20 @@ def load_tinyimagenet(split: str = "train", root: str | Path | None = None, imag
             w, _, text = line.partition("\t")
             words[w] = text
     cols = {"label": np.array(labels, dtype=np.int64)}
-    meta = {"name": "tinyimagenet", "split": split, "n": len(paths), "source": str(root),
-            "licence": "ImageNet terms of access (non-commercial research)",
-            **class_meta(cols, {"label": [words.get(w, w) for w in wnids]}, {"label": len(wnids)})}
+    meta = {
+        "name": "tinyimagenet",
+        "split": split,
+        "n": len(paths),
+        "source": str(root),
+        "licence": "ImageNet terms of access (non-commercial research)",
+        **class_meta(cols, {"label": [words.get(w, w) for w in wnids]}, {"label": len(wnids)}),
+    }
     return Dataset(_stack_images(paths, image_size, "RGB"), cols, meta)
 
 
-def load_image_folder(split: str = "train", root: str | Path | None = None, image_size: int | None = None,
-                      grey: bool = False) -> Dataset:
+def load_image_folder(
+    split: str = "train", root: str | Path | None = None, image_size: int | None = None, grey: bool = False
+) -> Dataset:
     """Any folder with one sub-folder per class (``root/<class>/*.png``); if ``root/<split>`` exists
     it is used. Classes are the sorted sub-folder names.
 
@@ -285,13 +336,24 @@ def load_image_folder(split: str = "train", root: str | Path | None = None, imag
     if not paths:
         raise ValueError(f"no image files ({sorted(IMAGE_SUFFIXES)}) under {base}")
     cols = {"label": np.array(labels, dtype=np.int64)}
-    meta = {"name": "image_folder", "split": split, "n": len(paths), "source": str(base), "licence": "user data",
-            **class_meta(cols, {"label": classes}, {"label": len(classes)})}
+    meta = {
+        "name": "image_folder",
+        "split": split,
+        "n": len(paths),
+        "source": str(base),
+        "licence": "user data",
+        **class_meta(cols, {"label": classes}, {"label": len(classes)}),
+    }
     return Dataset(_stack_images(paths, image_size, "L" if grey else "RGB"), cols, meta)
 
 
-def load_numpy(split: str = "train", inputs: np.ndarray | None = None, labels: Any = None,
-               path: str | Path | None = None, root: str | Path | None = None) -> Dataset:
+def load_numpy(
+    split: str = "train",
+    inputs: np.ndarray | None = None,
+    labels: Any = None,
+    path: str | Path | None = None,
+    root: str | Path | None = None,
+) -> Dataset:
     """Arrays given directly (``inputs=``, ``labels=`` array or dict of columns) or read from an
     ``.npz`` (``path=``; keys ``inputs``/``x`` and ``labels``/``y``; ``{split}_`` prefixed keys
     such as ``train_x`` win). Images (3-D/4-D) become float32 (n, C, H, W) in [0, 1]; 2-D inputs are
@@ -303,26 +365,30 @@ def load_numpy(split: str = "train", inputs: np.ndarray | None = None, labels: A
         if path is None:
             raise ValueError("numpy source: pass inputs= and labels= arrays, or path= to an .npz file")
         with np.load(Path(path).expanduser(), allow_pickle=False) as z:
+
             def pick(*keys: str) -> np.ndarray:
                 for k in [f"{split}_{key}" for key in keys] + list(keys):
                     if k in z:
                         return z[k]
                 raise KeyError(f"{path} has none of the keys {keys} (found {list(z)})")
+
             inputs, labels = pick("inputs", "x", "images"), pick("labels", "y")
         src = str(path)
     arr = np.asarray(inputs)
     if labels is None:
         raise ValueError("numpy source: labels= is required (an int array of shape (n,) or a dict of columns)")
-    cols = {k: np.asarray(v).astype(np.int64) for k, v in labels.items()} if isinstance(labels, dict) \
+    cols = (
+        {k: np.asarray(v).astype(np.int64) for k, v in labels.items()}
+        if isinstance(labels, dict)
         else {"label": np.asarray(labels).astype(np.int64)}
+    )
     if "label" not in cols:
         raise ValueError(f"label columns must include 'label', got {sorted(cols)}")
     if arr.ndim == 2:
         data = np.ascontiguousarray(arr, dtype=np.float32)
     else:
         data = to_nchw_float(arr)
-    meta = {"name": "numpy", "split": split, "n": len(data), "source": src, "licence": "user data",
-            **class_meta(cols)}
+    meta = {"name": "numpy", "split": split, "n": len(data), "source": src, "licence": "user data", **class_meta(cols)}
     return Dataset(data, cols, meta)
 
 
@@ -344,9 +410,20 @@ def load_torch(split: str = "train", dataset: Any = None, batch_size: int = 256)
     if not xs:
         raise ValueError("torch source: the dataset is empty")
     arr = np.concatenate(xs)
-    data = to_nchw_float(arr, channels_last=False) if arr.ndim == 4 else to_nchw_float(arr) if arr.ndim == 3 \
+    data = (
+        to_nchw_float(arr, channels_last=False)
+        if arr.ndim == 4
+        else to_nchw_float(arr)
+        if arr.ndim == 3
         else np.ascontiguousarray(arr, dtype=np.float32)
+    )
     cols = {"label": np.concatenate(ys).astype(np.int64).reshape(-1)}
-    meta = {"name": "torch", "split": split, "n": len(data), "source": type(dataset).__name__,
-            "licence": "user data", **class_meta(cols)}
+    meta = {
+        "name": "torch",
+        "split": split,
+        "n": len(data),
+        "source": type(dataset).__name__,
+        "licence": "user data",
+        **class_meta(cols),
+    }
     return Dataset(data, cols, meta)

@@ -24,8 +24,9 @@ OOD_PROBES: dict[str, list[str]] = {
 DEFAULT_PROBES = ["mnist", "colorshapes", "noise"]
 
 
-def load_noise(split: str = "train", n: int = 1000, shape: Sequence[int] = (3, 28, 28), kind: str = "uniform",
-               seed: int = 0) -> Dataset:
+def load_noise(
+    split: str = "train", n: int = 1000, shape: Sequence[int] = (3, 28, 28), kind: str = "uniform", seed: int = 0
+) -> Dataset:
     """Noise images: ``uniform`` in [0, 1] or ``gaussian`` (mean 0.5, sd 0.2, clipped to [0, 1]).
 
     Returns a Dataset of float32 (n, *shape) with a constant ``label`` column of zeros (one class).
@@ -41,6 +42,14 @@ def load_noise(split: str = "train", n: int = 1000, shape: Sequence[int] = (3, 2
     else:
         x = np.clip(rng.normal(0.5, 0.2, size), 0.0, 1.0).astype(np.float32)
     cols = {"label": np.zeros(int(n), dtype=np.int64)}
-    meta = {"name": "noise", "split": split, "n": int(n), "kind": kind, "num_classes": {"label": 1},
-            "class_names": {"label": [kind]}, "source": "generated", "licence": "MIT (generated)"}
+    meta = {
+        "name": "noise",
+        "split": split,
+        "n": int(n),
+        "kind": kind,
+        "num_classes": {"label": 1},
+        "class_names": {"label": [kind]},
+        "source": "generated",
+        "licence": "MIT (generated)",
+    }
     return Dataset(x, cols, meta)

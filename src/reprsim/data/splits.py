@@ -28,10 +28,21 @@ import numpy as np
 from reprsim.data.split_types import Split
 
 __all__ = [
-    "Split", "OverlapRoundingWarning", "data_overlap_split", "task_overlap_split", "combined_split",
-    "factorial_split", "fixed_probe_classes", "classes_too_small_to_halve", "TASK_IMAGES",
-    "attribute_task_split", "colorshapes_task_levels", "colorshapes_level_pairs", "chunk_split",
-    "corpus_split", "probe_subsets",
+    "Split",
+    "OverlapRoundingWarning",
+    "data_overlap_split",
+    "task_overlap_split",
+    "combined_split",
+    "factorial_split",
+    "fixed_probe_classes",
+    "classes_too_small_to_halve",
+    "TASK_IMAGES",
+    "attribute_task_split",
+    "colorshapes_task_levels",
+    "colorshapes_level_pairs",
+    "chunk_split",
+    "corpus_split",
+    "probe_subsets",
 ]
 
 MODES = ("constrained", "unconstrained")
@@ -65,15 +76,19 @@ def _check_mode(mode: str) -> str:
 def _check_labels(labels: object) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.ndim != 1:
-        raise ValueError(f"labels must be a 1-D array of integer class ids, got shape {arr.shape}; "
-                         "for several label columns use attribute_task_split")
+        raise ValueError(
+            f"labels must be a 1-D array of integer class ids, got shape {arr.shape}; "
+            "for several label columns use attribute_task_split"
+        )
     if arr.size == 0:
         raise ValueError("labels is empty: a split needs at least one labelled example")
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             return arr.astype(np.int64)
-        raise ValueError(f"labels must be integer class ids, got dtype {arr.dtype}; "
-                         "map class names to ids first (e.g. np.unique(names, return_inverse=True)[1])")
+        raise ValueError(
+            f"labels must be integer class ids, got dtype {arr.dtype}; "
+            "map class names to ids first (e.g. np.unique(names, return_inverse=True)[1])"
+        )
     return arr.astype(np.int64)
 
 
@@ -85,9 +100,12 @@ def _check_seed(seed: int) -> int:
 
 def _warn_rounding(kind: str, requested: float, realised: float) -> None:
     if abs(requested - realised) > ROUNDING_TOLERANCE:
-        warnings.warn(f"{kind} overlap: requested {requested:.4f}, realised {realised:.4f} because "
-                      "counts are integers; Split.realised_* holds the exact value",
-                      OverlapRoundingWarning, stacklevel=3)
+        warnings.warn(
+            f"{kind} overlap: requested {requested:.4f}, realised {realised:.4f} because "
+            "counts are integers; Split.realised_* holds the exact value",
+            OverlapRoundingWarning,
+            stacklevel=3,
+        )
 
 
 def _per_model_count(n: int, fraction: float, mode: str) -> int:
@@ -108,28 +126,35 @@ def _sorted(parts: list[np.ndarray]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- class-based splits
-def _data_overlap_indices(labels: np.ndarray, classes: np.ndarray, fraction: float, mode: str,
-                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _data_overlap_indices(
+    labels: np.ndarray, classes: np.ndarray, fraction: float, mode: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a_parts, b_parts, s_parts = [], [], []
     for c in classes:
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
         n_per = _per_model_count(len(idx), fraction, mode)
         if n_per == 0:
-            need = "at least 2 examples per class" if mode == "constrained" else \
-                "at least 2 examples per class (or 1 with fraction > 0.5)"
-            raise ValueError(f"class {int(c)} has {len(idx)} example(s); a data-overlap split needs "
-                             f"{need}: drop the class or add examples")
+            need = (
+                "at least 2 examples per class"
+                if mode == "constrained"
+                else "at least 2 examples per class (or 1 with fraction > 0.5)"
+            )
+            raise ValueError(
+                f"class {int(c)} has {len(idx)} example(s); a data-overlap split needs "
+                f"{need}: drop the class or add examples"
+            )
         k = round(fraction * n_per)
         shared = idx[:k]
         a_parts += [shared, idx[k:n_per]]
-        b_parts += [shared, idx[n_per:2 * n_per - k]]
+        b_parts += [shared, idx[n_per : 2 * n_per - k]]
         s_parts.append(shared)
     return _sorted(a_parts), _sorted(b_parts), _sorted(s_parts)
 
 
-def data_overlap_split(labels: Sequence[int] | np.ndarray, fraction: float, mode: str = "constrained",
-                       seed: int = 0) -> Split:
+def data_overlap_split(
+    labels: Sequence[int] | np.ndarray, fraction: float, mode: str = "constrained", seed: int = 0
+) -> Split:
     """Dataset overlap: both sets see every class; a fraction of the examples is identical.
 
     Per class c (n_c examples, shuffled with ``seed``): N_c examples per set — constrained:
@@ -150,23 +175,38 @@ def data_overlap_split(labels: Sequence[int] | np.ndarray, fraction: float, mode
     realised = len(shared) / len(a)
     _warn_rounding("data", fraction, realised)
     cls = [int(c) for c in classes]
-    return Split("data", a, b, shared, list(cls), list(cls), realised, 1.0, seed,
-                 requested_data_fraction=fraction, requested_task_fraction=None, mode=mode,
-                 n_total=len(labels))
+    return Split(
+        "data",
+        a,
+        b,
+        shared,
+        list(cls),
+        list(cls),
+        realised,
+        1.0,
+        seed,
+        requested_data_fraction=fraction,
+        requested_task_fraction=None,
+        mode=mode,
+        n_total=len(labels),
+    )
 
 
-def _choose_classes(classes: np.ndarray, fraction: float, mode: str, rng: np.random.Generator,
-                    what: str = "classes") -> tuple[list[int], list[int], list[int], int]:
+def _choose_classes(
+    classes: np.ndarray, fraction: float, mode: str, rng: np.random.Generator, what: str = "classes"
+) -> tuple[list[int], list[int], list[int], int]:
     n_classes = len(classes)
     per_model = _per_model_count(n_classes, fraction, mode)
     if per_model == 0:
-        raise ValueError(f"only {n_classes} {what}: a task-overlap split needs at least 2 "
-                         f"(each model gets ⌊n/2⌋ in constrained mode); use a source with more {what}")
+        raise ValueError(
+            f"only {n_classes} {what}: a task-overlap split needs at least 2 "
+            f"(each model gets ⌊n/2⌋ in constrained mode); use a source with more {what}"
+        )
     k = round(fraction * per_model)
     order = [int(c) for c in rng.permutation(classes)]
     common = order[:k]
     a_only = order[k:per_model]
-    b_only = order[per_model:2 * per_model - k]
+    b_only = order[per_model : 2 * per_model - k]
     return common, a_only, b_only, per_model
 
 
@@ -177,8 +217,14 @@ def classes_too_small_to_halve(labels: Sequence[int] | np.ndarray) -> dict[int, 
     return {int(c): int(n) for c, n in zip(classes, counts) if n < 2}
 
 
-def task_overlap_split(labels: Sequence[int] | np.ndarray, fraction: float, mode: str = "constrained",
-                       seed: int = 0, *, images: str = "shared") -> Split:
+def task_overlap_split(
+    labels: Sequence[int] | np.ndarray,
+    fraction: float,
+    mode: str = "constrained",
+    seed: int = 0,
+    *,
+    images: str = "shared",
+) -> Split:
     """Task overlap: each set gets K classes; ``round(f·K)`` are common.
 
     Constrained: ``K = ⌊C/2⌋`` (C classes in ``labels``); unconstrained: the largest K with
@@ -216,9 +262,21 @@ def task_overlap_split(labels: Sequence[int] | np.ndarray, fraction: float, mode
     shared = np.flatnonzero(np.isin(labels, common)).astype(np.int64)
     realised_task = len(common) / per_model
     _warn_rounding("task", fraction, realised_task)
-    return Split("task", a, b, shared, common + a_only, common + b_only, len(shared) / len(a),
-                 realised_task, seed, requested_data_fraction=None, requested_task_fraction=fraction,
-                 mode=mode, n_total=len(labels))
+    return Split(
+        "task",
+        a,
+        b,
+        shared,
+        common + a_only,
+        common + b_only,
+        len(shared) / len(a),
+        realised_task,
+        seed,
+        requested_data_fraction=None,
+        requested_task_fraction=fraction,
+        mode=mode,
+        n_total=len(labels),
+    )
 
 
 def _disjoint_task_split(labels: np.ndarray, fraction: float, mode: str, seed: int) -> Split:
@@ -226,15 +284,22 @@ def _disjoint_task_split(labels: np.ndarray, fraction: float, mode: str, seed: i
     indices of :func:`combined_split` at ``data_fraction=0``, recorded as a task split."""
     small = classes_too_small_to_halve(labels)
     if small:
-        raise ValueError(f"images='disjoint' needs at least 2 examples in every class (one half per model); "
-                         f"class(es) {small} (class: examples) have fewer: use images='shared', add examples "
-                         "or drop those classes")  # fmt: skip
+        raise ValueError(
+            f"images='disjoint' needs at least 2 examples in every class (one half per model); "
+            f"class(es) {small} (class: examples) have fewer: use images='shared', add examples "
+            "or drop those classes"
+        )
     pure = combined_split(labels, 0.0, fraction, mode=mode, seed=seed)
     return replace(pure, kind="task", requested_data_fraction=0.0, info={"images": "disjoint"})
 
 
-def combined_split(labels: Sequence[int] | np.ndarray, data_fraction: float, task_fraction: float,
-                   mode: str = "constrained", seed: int = 0) -> Split:
+def combined_split(
+    labels: Sequence[int] | np.ndarray,
+    data_fraction: float,
+    task_fraction: float,
+    mode: str = "constrained",
+    seed: int = 0,
+) -> Split:
     """Task overlap whose common classes also carry a data overlap (the 2-D data × task grid).
 
     Classes are chosen as in :func:`task_overlap_split`. Each common class is split as in
@@ -253,8 +318,7 @@ def combined_split(labels: Sequence[int] | np.ndarray, data_fraction: float, tas
     mode, seed = _check_mode(mode), _check_seed(seed)
     rng = np.random.default_rng(seed)
     common, a_only, b_only, per_model = _choose_classes(np.unique(labels), task_fraction, mode, rng)
-    a_c, b_c, shared = _data_overlap_indices(labels, np.array(common, dtype=np.int64), data_fraction,
-                                             mode, rng)
+    a_c, b_c, shared = _data_overlap_indices(labels, np.array(common, dtype=np.int64), data_fraction, mode, rng)
     a_parts, b_parts = [a_c], [b_c]
     for own, parts in ((a_only, a_parts), (b_only, b_parts)):
         for c in own:
@@ -262,8 +326,10 @@ def combined_split(labels: Sequence[int] | np.ndarray, data_fraction: float, tas
             rng.shuffle(idx)
             take = len(idx) // 2 if mode == "constrained" else len(idx)
             if take == 0:
-                raise ValueError(f"class {c} has {len(idx)} example(s); combined splits need at least 2 "
-                                 "per class in constrained mode: drop the class or add examples")
+                raise ValueError(
+                    f"class {c} has {len(idx)} example(s); combined splits need at least 2 "
+                    "per class in constrained mode: drop the class or add examples"
+                )
             parts.append(idx[:take])
     a, b = _sorted(a_parts), _sorted(b_parts)
     realised_task = len(common) / per_model
@@ -272,14 +338,31 @@ def combined_split(labels: Sequence[int] | np.ndarray, data_fraction: float, tas
     if common:
         n_common_a = len(a_c)
         _warn_rounding("data (within common classes)", data_fraction, len(shared) / n_common_a)
-    return Split("combined", a, b, shared, common + a_only, common + b_only, realised_data,
-                 realised_task, seed, requested_data_fraction=data_fraction,
-                 requested_task_fraction=task_fraction, mode=mode, n_total=len(labels))
+    return Split(
+        "combined",
+        a,
+        b,
+        shared,
+        common + a_only,
+        common + b_only,
+        realised_data,
+        realised_task,
+        seed,
+        requested_data_fraction=data_fraction,
+        requested_task_fraction=task_fraction,
+        mode=mode,
+        n_total=len(labels),
+    )
 
 
 # ---------------------------------------------------------------------------- attribute tasks
-def attribute_task_split(attributes: Mapping[str, Sequence[int] | np.ndarray], task_a: Sequence[str],
-                         task_b: Sequence[str], n: int | None = None, seed: int = 0) -> Split:
+def attribute_task_split(
+    attributes: Mapping[str, Sequence[int] | np.ndarray],
+    task_a: Sequence[str],
+    task_b: Sequence[str],
+    n: int | None = None,
+    seed: int = 0,
+) -> Split:
     """Task-only overlap on multi-attribute data: same inputs, tasks sharing a subset of attributes.
 
     Model A's label is the combination of the attribute columns ``task_a`` (e.g. ``("shape",
@@ -296,8 +379,10 @@ def attribute_task_split(attributes: Mapping[str, Sequence[int] | np.ndarray], t
     (0, 0.5, 1 for the paper's three ColorShapeDigit levels).
     """
     if not isinstance(attributes, Mapping) or not attributes:
-        raise TypeError("attributes must be a non-empty mapping column name -> integer array "
-                        "(e.g. dataset.labels of the colorshapes source)")
+        raise TypeError(
+            "attributes must be a non-empty mapping column name -> integer array "
+            "(e.g. dataset.labels of the colorshapes source)"
+        )
     seed = _check_seed(seed)
     task_a, task_b = tuple(task_a), tuple(task_b)
     for name, task in (("task_a", task_a), ("task_b", task_b)):
@@ -311,8 +396,7 @@ def attribute_task_split(attributes: Mapping[str, Sequence[int] | np.ndarray], t
     cols = {k: _check_labels(attributes[k]) for k in set(task_a) | set(task_b)}
     sizes = {len(v) for v in cols.values()}
     if len(sizes) != 1:
-        raise ValueError(f"attribute columns have different lengths {sorted(sizes)}; they must label "
-                         "the same examples")
+        raise ValueError(f"attribute columns have different lengths {sorted(sizes)}; they must label the same examples")
     n_total = sizes.pop()
     if n is None:
         idx = np.arange(n_total, dtype=np.int64)
@@ -327,13 +411,35 @@ def attribute_task_split(attributes: Mapping[str, Sequence[int] | np.ndarray], t
 
     shared_attrs = len(set(task_a) & set(task_b))
     realised_task = shared_attrs / max(len(task_a), len(task_b))
-    return Split("attribute", idx, idx.copy(), idx.copy(), classes_of(task_a), classes_of(task_b), 1.0,
-                 realised_task, seed, requested_data_fraction=1.0, requested_task_fraction=realised_task,
-                 mode=None, a_attributes=task_a, b_attributes=task_b, n_total=n_total)
+    return Split(
+        "attribute",
+        idx,
+        idx.copy(),
+        idx.copy(),
+        classes_of(task_a),
+        classes_of(task_b),
+        1.0,
+        realised_task,
+        seed,
+        requested_data_fraction=1.0,
+        requested_task_fraction=realised_task,
+        mode=None,
+        a_attributes=task_a,
+        b_attributes=task_b,
+        n_total=n_total,
+    )
 
 
-def factorial_split(attributes: Mapping[str, Sequence[int] | np.ndarray], task: str, other_task: str, *,
-                    shared_images: bool, same_task: bool, n: int, seed: int = 0) -> Split:
+def factorial_split(
+    attributes: Mapping[str, Sequence[int] | np.ndarray],
+    task: str,
+    other_task: str,
+    *,
+    shared_images: bool,
+    same_task: bool,
+    n: int,
+    seed: int = 0,
+) -> Split:
     """One cell of the 2 × 2 factorial design on identical-input attribute tasks.
 
     Model A trains on ``n`` seeded images (set I1) to predict attribute ``task``. Model B trains on
@@ -359,23 +465,39 @@ def factorial_split(attributes: Mapping[str, Sequence[int] | np.ndarray], task: 
     cols = {k: _check_labels(attributes[k]) for k in (task, other_task)}
     n_total = len(cols[task])
     if not 1 <= int(n) <= n_total // 2:
-        raise ValueError(f"n must be in [1, {n_total // 2}] so that two disjoint image sets of n exist "
-                         f"among {n_total} examples, got {n}")
+        raise ValueError(
+            f"n must be in [1, {n_total // 2}] so that two disjoint image sets of n exist "
+            f"among {n_total} examples, got {n}"
+        )
     perm = np.random.default_rng(seed).permutation(n_total)
-    first, second = np.sort(perm[:n]).astype(np.int64), np.sort(perm[n:2 * n]).astype(np.int64)
+    first, second = np.sort(perm[:n]).astype(np.int64), np.sort(perm[n : 2 * n]).astype(np.int64)
     b_idx = first.copy() if shared_images else second
     b_task = task if same_task else other_task
     assert len(first) == len(b_idx) == n  # equal training-set sizes in every cell
     classes = {k: [(int(v),) for v in np.unique(cols[k])] for k in (task, other_task)}
     shared = first.copy() if shared_images else np.zeros(0, dtype=np.int64)
-    return Split("attribute", first, b_idx, shared, classes[task], classes[b_task], float(shared_images),
-                 float(same_task), seed, requested_data_fraction=float(shared_images),
-                 requested_task_fraction=float(same_task), mode="constrained", a_attributes=(task,),
-                 b_attributes=(b_task,), n_total=n_total)  # fmt: skip
+    return Split(
+        "attribute",
+        first,
+        b_idx,
+        shared,
+        classes[task],
+        classes[b_task],
+        float(shared_images),
+        float(same_task),
+        seed,
+        requested_data_fraction=float(shared_images),
+        requested_task_fraction=float(same_task),
+        mode="constrained",
+        a_attributes=(task,),
+        b_attributes=(b_task,),
+        n_total=n_total,
+    )
 
 
-def fixed_probe_classes(classes: Sequence[int] | np.ndarray, fractions: Sequence[float], mode: str = "constrained",
-                        seed: int = 0) -> dict[str, list[int]]:
+def fixed_probe_classes(
+    classes: Sequence[int] | np.ndarray, fractions: Sequence[float], mode: str = "constrained", seed: int = 0
+) -> dict[str, list[int]]:
     """Classes whose role is the same at every fraction of a task-overlap sweep (one seed).
 
     :func:`task_overlap_split` draws its class order from ``seed`` alone, so the splits of one seed
@@ -387,18 +509,22 @@ def fixed_probe_classes(classes: Sequence[int] | np.ndarray, fractions: Sequence
     classes = np.unique(_check_labels(classes))
     common_sets, one_sets = [], []
     for fraction in fractions:
-        common, a_only, b_only, _ = _choose_classes(classes, _check_fraction(fraction), _check_mode(mode),
-                                                    np.random.default_rng(_check_seed(seed)))  # fmt: skip
+        common, a_only, b_only, _ = _choose_classes(
+            classes, _check_fraction(fraction), _check_mode(mode), np.random.default_rng(_check_seed(seed))
+        )
         if fraction > 0:
             common_sets.append(set(common))
         if fraction < 1:
             one_sets.append(set(a_only) | set(b_only))
-    return {"common_fixed": sorted(set.intersection(*common_sets)) if common_sets else [],
-            "ood_one_fixed": sorted(set.intersection(*one_sets)) if one_sets else []}  # fmt: skip
+    return {
+        "common_fixed": sorted(set.intersection(*common_sets)) if common_sets else [],
+        "ood_one_fixed": sorted(set.intersection(*one_sets)) if one_sets else [],
+    }
 
 
-def colorshapes_task_levels(attributes: Sequence[str] = ("shape", "digit", "color")
-                            ) -> dict[float, list[tuple[tuple[str, ...], tuple[str, ...]]]]:
+def colorshapes_task_levels(
+    attributes: Sequence[str] = ("shape", "digit", "color"),
+) -> dict[float, list[tuple[tuple[str, ...], tuple[str, ...]]]]:
     """The paper's three ColorShapeDigit partitions as (task_a, task_b) attribute tuples.
 
     ``attributes`` names the three attribute columns (x, y, z); the default is the paper's.
@@ -423,8 +549,7 @@ def colorshapes_level_pairs() -> list[tuple[float, tuple[str, ...], tuple[str, .
 
 
 # ---------------------------------------------------------------------------- text splits
-def chunk_split(n_tokens: int, fraction: float, n_chunks: int = 80, seed: int = 0,
-                block_size: int = 1) -> Split:
+def chunk_split(n_tokens: int, fraction: float, n_chunks: int = 80, seed: int = 0, block_size: int = 1) -> Split:
     """Text data overlap: the token stream cut into chunks, half of them per model.
 
     Chunk length ``L = max(block_size, n_tokens // n_chunks)``; each model gets ``n_chunks // 2``
@@ -440,24 +565,36 @@ def chunk_split(n_tokens: int, fraction: float, n_chunks: int = 80, seed: int = 
     if int(n_chunks) < 2:
         raise ValueError(f"n_chunks must be >= 2 (half go to each model), got {n_chunks}")
     if int(n_tokens) < int(n_chunks) or int(n_tokens) <= 0:
-        raise ValueError(f"n_tokens={n_tokens} is smaller than n_chunks={n_chunks}: use fewer chunks "
-                         "or more text")
+        raise ValueError(f"n_tokens={n_tokens} is smaller than n_chunks={n_chunks}: use fewer chunks or more text")
     chunk_len = max(int(block_size), int(n_tokens) // int(n_chunks))
     available = int(n_tokens) // chunk_len
     per_model = int(n_chunks) // 2
     k = round(fraction * per_model)
     if 2 * per_model - k > available:
-        raise ValueError(f"only {available} chunks of {chunk_len} tokens fit in {n_tokens} tokens but "
-                         f"{2 * per_model - k} are needed; lower block_size or n_chunks")
+        raise ValueError(
+            f"only {available} chunks of {chunk_len} tokens fit in {n_tokens} tokens but "
+            f"{2 * per_model - k} are needed; lower block_size or n_chunks"
+        )
     order = np.random.default_rng(seed).permutation(available).astype(np.int64)
     shared = order[:k]
     a = np.sort(np.concatenate([shared, order[k:per_model]]))
-    b = np.sort(np.concatenate([shared, order[per_model:2 * per_model - k]]))
+    b = np.sort(np.concatenate([shared, order[per_model : 2 * per_model - k]]))
     realised = k / per_model
     _warn_rounding("chunk", fraction, realised)
-    return Split("chunk", a, b, np.sort(shared), [], [], realised, 1.0, seed,
-                 requested_data_fraction=fraction, n_total=available,
-                 info={"chunk_len": chunk_len, "n_tokens": int(n_tokens), "n_chunks": int(n_chunks)})
+    return Split(
+        "chunk",
+        a,
+        b,
+        np.sort(shared),
+        [],
+        [],
+        realised,
+        1.0,
+        seed,
+        requested_data_fraction=fraction,
+        n_total=available,
+        info={"chunk_len": chunk_len, "n_tokens": int(n_tokens), "n_chunks": int(n_chunks)},
+    )
 
 
 def chunk_bounds(split: Split, model: str) -> np.ndarray:
@@ -489,17 +626,30 @@ def corpus_split(domains: Sequence[str] | int, fraction: float, per_model: int =
     needed = 2 * per_model - k
     if per_model < 1 or needed > len(names):
         largest = max(0.0, (2 * per_model - len(names)) / per_model) if per_model else 0.0
-        raise ValueError(f"{len(names)} domains are too few for {per_model} per model at fraction "
-                         f"{fraction} (needs {needed}); use more domains, fewer per model, or a "
-                         f"fraction of at least {largest:.3f}")
+        raise ValueError(
+            f"{len(names)} domains are too few for {per_model} per model at fraction "
+            f"{fraction} (needs {needed}); use more domains, fewer per model, or a "
+            f"fraction of at least {largest:.3f}"
+        )
     order = [int(i) for i in np.random.default_rng(seed).permutation(len(names))]
     common, a_only, b_only = order[:k], order[k:per_model], order[per_model:needed]
     a_cls, b_cls = common + a_only, common + b_only
     realised = k / per_model
     _warn_rounding("corpus", fraction, realised)
-    return Split("corpus", np.sort(np.array(a_cls, dtype=np.int64)), np.sort(np.array(b_cls, dtype=np.int64)),
-                 np.sort(np.array(common, dtype=np.int64)), a_cls, b_cls, realised, realised, seed,
-                 requested_task_fraction=fraction, n_total=len(names), info={"domains": names})
+    return Split(
+        "corpus",
+        np.sort(np.array(a_cls, dtype=np.int64)),
+        np.sort(np.array(b_cls, dtype=np.int64)),
+        np.sort(np.array(common, dtype=np.int64)),
+        a_cls,
+        b_cls,
+        realised,
+        realised,
+        seed,
+        requested_task_fraction=fraction,
+        n_total=len(names),
+        info={"domains": names},
+    )
 
 
 # ---------------------------------------------------------------------------- probe subsets
@@ -513,8 +663,10 @@ def probe_subsets(split: Split, test_labels: Sequence[int] | np.ndarray) -> dict
     arrays where a subset is empty (e.g. ``common`` at task overlap 0).
     """
     if split.kind == "attribute":
-        raise ValueError("attribute splits use the same classes' inputs for both models; probe them on "
-                         "the whole test set (or on another source for out-of-distribution)")
+        raise ValueError(
+            "attribute splits use the same classes' inputs for both models; probe them on "
+            "the whole test set (or on another source for out-of-distribution)"
+        )
     if split.kind == "chunk":
         raise ValueError("chunk splits have no classes; probe on held-out text instead")
     labels = _check_labels(test_labels)

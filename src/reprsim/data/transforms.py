@@ -35,8 +35,9 @@ def match_shape(inputs: np.ndarray, shape: Sequence[int] = (3, 32, 32)) -> np.nd
         elif c_in == 3 and c_out == 1:
             x = np.tensordot(x, np.array([0.299, 0.587, 0.114], dtype=np.float32), axes=([1], [0]))[:, None]
         else:
-            raise ValueError(f"cannot convert {c_in} channels to {c_out}: only grey↔RGB (1↔3) and "
-                             "grey→any are supported")
+            raise ValueError(
+                f"cannot convert {c_in} channels to {c_out}: only grey↔RGB (1↔3) and grey→any are supported"
+            )
     if x.shape[2:] != (h_out, w_out):
         t = torch.from_numpy(np.ascontiguousarray(x))
         x = F.interpolate(t, size=(h_out, w_out), mode="bilinear", align_corners=False).numpy()

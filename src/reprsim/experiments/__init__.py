@@ -6,4 +6,13 @@ from reprsim.experiments.grid import Unit, expand
 from reprsim.experiments.runner import plan, run_experiment
 from reprsim.results import load_results
 
-__all__ = ["ExperimentConfig", "Unit", "expand", "load_config", "load_results", "parse_config", "plan", "run_experiment"]
+__all__ = [
+    "ExperimentConfig",
+    "Unit",
+    "expand",
+    "load_config",
+    "load_results",
+    "parse_config",
+    "plan",
+    "run_experiment",
+]

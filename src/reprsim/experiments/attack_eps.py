@@ -45,8 +45,9 @@ def eps_grid(eps_max: float, points: int = GRID_POINTS) -> np.ndarray:
     return eps_max * np.arange(1, points + 1) / points
 
 
-def smallest_eps(success: Callable[[float], float], grid: np.ndarray,
-                 target: float) -> tuple[float | None, list[tuple[float, float]]]:  # fmt: skip
+def smallest_eps(
+    success: Callable[[float], float], grid: np.ndarray, target: float
+) -> tuple[float | None, list[tuple[float, float]]]:
     """The smallest ``grid`` value whose ``success(ε) >= target``, by bisection (success assumed to grow with ε).
 
     Evaluates the largest ε first; returns ``(None, evaluations)`` when even it misses the target.
@@ -73,8 +74,14 @@ def smallest_eps(success: Callable[[float], float], grid: np.ndarray,
 
 
 def _auto_spec(config: ExperimentConfig) -> tuple[int, Any] | None:
-    return next(((j, c) for j, c in enumerate(config.consequences)
-                 if c.kind == "attack_transfer" and getattr(c, "eps", None) == "auto"), None)  # fmt: skip
+    return next(
+        (
+            (j, c)
+            for j, c in enumerate(config.consequences)
+            if c.kind == "attack_transfer" and getattr(c, "eps", None) == "auto"
+        ),
+        None,
+    )
 
 
 def _group(unit: Unit) -> str:
@@ -88,35 +95,45 @@ def _reference_order(config: ExperimentConfig, units: list[Unit]) -> list[Unit]:
     return sorted(first, key=lambda u: (frac(u.task_fraction), frac(u.data_fraction), u.align, u.init != "independent"))
 
 
-def _choose(config: ExperimentConfig, spec: Any, units: list[Unit], cache_dir: Path,
-            progress: bool) -> dict[str, Any] | str:  # fmt: skip
+def _choose(
+    config: ExperimentConfig, spec: Any, units: list[Unit], cache_dir: Path, progress: bool
+) -> dict[str, Any] | str:
     """The record of one design's ε, or the problem line when no ε up to the cap reaches the target."""
     from reprsim.devices import resolve_device
     from reprsim.experiments.driver import trained_model
-    from reprsim.experiments.kinds import kind_of
+    from reprsim.experiments.composition import composition_of
 
     device = resolve_device(config.execution.device)
     where = f"overlap.designs.{units[0].design} (source {units[0].source.name!r}, model {units[0].model.name!r})"
     for unit in _reference_order(config, units):
-        kind = kind_of(unit)
+        kind = composition_of(unit)
         pair = kind.pair(config, unit, cache_dir)
         if len(pair.attack_set()[1]) == 0:
             continue
         a = trained_model(kind, config, unit, pair, "a", cache_dir, device, progress)
-        eps, tried = smallest_eps(lambda e: kind.whitebox_asr(spec, unit, pair, a, e), eps_grid(spec.eps_max),
-                                  spec.target_whitebox)  # fmt: skip
+        eps, tried = smallest_eps(
+            lambda e: kind.whitebox_asr(spec, unit, pair, a, e), eps_grid(spec.eps_max), spec.target_whitebox
+        )
         if eps is None:
             best = max(tried, key=lambda t: t[1])
-            return (f"{where}: eps: auto cannot reach white-box success {spec.target_whitebox:g}: the best reached "
-                    f"with ε up to eps_max {spec.eps_max:g} is {best[1]:.3f} (at ε = {best[0]:.4g}, model A of unit "
-                    f"{unit.unit_id}); raise eps_max or lower target_whitebox")  # fmt: skip
-        return {"eps": eps, "whitebox_asr": dict(tried)[eps], "reference_unit": unit.unit_id,
-                "evaluations": [list(t) for t in tried], "spec": spec.model_dump(mode="json")}  # fmt: skip
+            return (
+                f"{where}: eps: auto cannot reach white-box success {spec.target_whitebox:g}: the best reached "
+                f"with ε up to eps_max {spec.eps_max:g} is {best[1]:.3f} (at ε = {best[0]:.4g}, model A of unit "
+                f"{unit.unit_id}); raise eps_max or lower target_whitebox"
+            )
+        return {
+            "eps": eps,
+            "whitebox_asr": dict(tried)[eps],
+            "reference_unit": unit.unit_id,
+            "evaluations": [list(t) for t in tried],
+            "spec": spec.model_dump(mode="json"),
+        }
     return f"{where}: eps: auto needs a unit with an attack set (a label space both models share); none has one"
 
 
-def resolve_attack_eps(config: ExperimentConfig, units: list[Unit], cache_dir: Path, stored: dict[str, Any],
-                       progress: bool = False) -> dict[str, dict[str, Any]]:  # fmt: skip
+def resolve_attack_eps(
+    config: ExperimentConfig, units: list[Unit], cache_dir: Path, stored: dict[str, Any], progress: bool = False
+) -> dict[str, dict[str, Any]]:
     """Each design group's ε record (``{"overlap.designs.i|source|model": {"eps": ..., ...}}``) for the
     ``eps: auto`` stage of ``config``, reusing the ``stored`` records that match the reference unit
     and the stage's settings; ``{}`` when no stage uses ``eps: auto``.
@@ -141,8 +158,11 @@ def resolve_attack_eps(config: ExperimentConfig, units: list[Unit], cache_dir: P
     try:
         for name, members in groups.items():
             old = stored.get(name)
-            if (old is not None and old.get("spec") == spec.model_dump(mode="json")
-                    and old.get("reference_unit") in {u.unit_id for u in members}):  # fmt: skip
+            if (
+                old is not None
+                and old.get("spec") == spec.model_dump(mode="json")
+                and old.get("reference_unit") in {u.unit_id for u in members}
+            ):
                 records[name] = old
                 continue
             chosen = _choose(config, spec, members, cache_dir, progress)
@@ -153,8 +173,9 @@ def resolve_attack_eps(config: ExperimentConfig, units: list[Unit], cache_dir: P
     finally:
         torch.set_num_threads(previous)
     if problems:
-        raise ConfigError(f"consequences.{j}: {len(problems)} problem(s) before any attack ran:\n  "
-                          + "\n  ".join(problems))  # fmt: skip
+        raise ConfigError(
+            f"consequences.{j}: {len(problems)} problem(s) before any attack ran:\n  " + "\n  ".join(problems)
+        )
     return records
 
 

@@ -13,11 +13,12 @@ from reprsim.experiments.overrides import add_overrides_argument
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "config", help="show or validate a sweep config",
+        "config",
+        help="show or validate a sweep config",
         description="show: print the resolved config (every default filled in, overrides applied); "
         "validate: check it as `reprsim run` does before any training (data, splits, models, layers, "
         "measure parameters) and count its units.",
-    )  # fmt: skip
+    )
     parser.add_argument("action", choices=["show", "validate"])
     parser.add_argument("config", type=Path)
     add_overrides_argument(parser)

@@ -9,7 +9,7 @@ wrong types and impossible combinations are rejected with the key path and a hin
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     ValidationError,
@@ -28,6 +29,9 @@ from pydantic import (
 
 from reprsim.analysis.spec import AnalysisSpec
 from reprsim.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used: reprsim.attacks brings torch
+    from reprsim.attacks.jailbreak_options import JailbreakOptions
 
 OverlapKind = Literal["data", "task", "combined", "attribute", "factorial"]
 
@@ -58,7 +62,7 @@ class ModelSpec(_Strict):
     """A model of :func:`reprsim.models.build` and its keyword options, or a local Hugging Face model.
 
     ``hf: /path/to/model`` names a ``save_pretrained`` folder: a causal LM is fine-tuned by the
-    ``llm`` kind (see :mod:`reprsim.llm.spec`; ``dtype`` is the weights' dtype and ``lora`` the LoRA
+    ``llm`` kind (see :mod:`reprsim.models.hf_spec`; ``dtype`` is the weights' dtype and ``lora`` the LoRA
     options, ``false``: full fine-tuning), an image classifier or vision encoder by the ``image``
     kind, with a new head for the task (``input_size``: the side images are resized to; default the
     model config's ``image_size``). ``name`` defaults to the folder's name (``demo`` for the
@@ -80,7 +84,7 @@ class ModelSpec(_Strict):
     @classmethod
     def _hf_name(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("hf") is not None and not data.get("name"):
-            from reprsim.llm.spec import hf_short_name
+            from reprsim.models.hf_spec import hf_short_name
 
             data = {**data, "name": hf_short_name(str(data["hf"]))}
         return data
@@ -93,8 +97,10 @@ class ModelSpec(_Strict):
             if self.lora is not None or self.dtype != "auto":
                 raise ValueError(f"dtype and lora apply to Hugging Face models (hf: ...) only, not to {self.name!r}")
             if self.input_size is not None:
-                raise ValueError(f"input_size applies to Hugging Face image models (hf: ...) only; zoo model "
-                                 f"{self.name!r} is built for the data's size")
+                raise ValueError(
+                    f"input_size applies to Hugging Face image models (hf: ...) only; zoo model "
+                    f"{self.name!r} is built for the data's size"
+                )
         elif self.checkpoint is not None:
             raise ValueError(f"checkpoint applies to zoo models; hf: {self.hf} starts from its own weights")
         # whether hf: names a model folder is checked by the kind's preflight (image or llm), not here, so that a
@@ -116,8 +122,10 @@ class ModelSpec(_Strict):
 def _strict_fraction(value: Any) -> Any:
     # Strict numbers: YAML `"0.5"` (a string) or `true` (a boolean) is a mistake, never coerced.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"fraction {value!r} must be a number such as 0.5 (written without quotes), "  # noqa: TRY004 - pydantic reports ValueError
-                         f"not a {type(value).__name__}")
+        raise ValueError(
+            f"fraction {value!r} must be a number such as 0.5 (written without quotes), "  # noqa: TRY004 - pydantic reports ValueError
+            f"not a {type(value).__name__}"
+        )
     return value
 
 
@@ -138,14 +146,17 @@ Fractions = Annotated[list[Fraction], Field(min_length=1), AfterValidator(_check
 
 class _DesignBase(_Strict):
     sources: list[str] | None = Field(
-        None, description="names of the sources this design runs on (default: every source of the config)")
+        None, description="names of the sources this design runs on (default: every source of the config)"
+    )
     models: list[str] | None = Field(
-        None, description="names of the models this design trains (default: every model of the config)")
+        None, description="names of the models this design trains (default: every model of the config)"
+    )
 
     def applies_to(self, source: str, model: str | None = None) -> bool:
         """Whether this design runs on ``source`` (and, when given, trains ``model``)."""
-        return ((self.sources is None or source in self.sources)
-                and (model is None or self.models is None or model in self.models))  # fmt: skip
+        return (self.sources is None or source in self.sources) and (
+            model is None or self.models is None or model in self.models
+        )
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
@@ -158,8 +169,10 @@ class _DesignBase(_Strict):
         if isinstance(data, dict) and data.get("kind") != "data":
             stray = [key for key in DATA_ARMS if key in data]
             if stray:
-                raise ValueError(f"{stray} apply to data-overlap designs (kind: data) only, not to kind "
-                                 f"{data.get('kind')!r}; move them to a kind: data design or drop them")
+                raise ValueError(
+                    f"{stray} apply to data-overlap designs (kind: data) only, not to kind "
+                    f"{data.get('kind')!r}; move them to a kind: data design or drop them"
+                )
         return data
 
 
@@ -176,8 +189,10 @@ DATA_ARMS: dict[str, Any] = {"align": 0.0, "init": "independent"}
 
 def _strict_dose(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"align dose {value!r} must be a number such as 2.0 (written without quotes), "  # noqa: TRY004 - pydantic reports ValueError
-                         f"not a {type(value).__name__}")
+        raise ValueError(
+            f"align dose {value!r} must be a number such as 2.0 (written without quotes), "  # noqa: TRY004 - pydantic reports ValueError
+            f"not a {type(value).__name__}"
+        )
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"align dose {value} must be a finite number >= 0 (0 = no alignment loss)")
     return float(value)
@@ -204,10 +219,12 @@ class DataDesign(_DesignBase):
 
     kind: Literal["data"]
     fractions: Fractions
-    align: Annotated[list[Annotated[float, BeforeValidator(_strict_dose)]], Field(min_length=1),
-                     AfterValidator(_unique)] = Field(default_factory=lambda: [0.0])  # fmt: skip
-    init: Annotated[list[Literal["independent", "shared"]], Field(min_length=1),
-                    AfterValidator(_unique)] = Field(default_factory=lambda: ["independent"])  # fmt: skip
+    align: Annotated[
+        list[Annotated[float, BeforeValidator(_strict_dose)]], Field(min_length=1), AfterValidator(_unique)
+    ] = Field(default_factory=lambda: [0.0])
+    init: Annotated[list[Literal["independent", "shared"]], Field(min_length=1), AfterValidator(_unique)] = Field(
+        default_factory=lambda: ["independent"]
+    )
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
@@ -273,8 +290,9 @@ class FactorialDesign(_DesignBase):
     other_task: str = "color"
 
 
-Design = Annotated[DataDesign | TaskDesign | CombinedDesign | AttributeDesign | FactorialDesign,
-                   Field(discriminator="kind")]
+Design = Annotated[
+    DataDesign | TaskDesign | CombinedDesign | AttributeDesign | FactorialDesign, Field(discriminator="kind")
+]
 
 
 class OverlapSpec(_Strict):
@@ -306,17 +324,69 @@ class MeasureSpec(_Strict):
     names: list[str] | Literal["all", "paper"] = "paper"
     params: dict[str, Any] = Field(default_factory=lambda: {"k": 10})
     prepare: PrepareSpec = Field(default_factory=PrepareSpec)
-    permutations: StrictInt = Field(0, ge=0, le=100_000,  # metrics._validate.MAX_RESAMPLES
-                                    description="permutation-test size per pair (0 = off)")
-    calibrate: StrictInt = Field(0, ge=0, le=100_000, description="row permutations K for calibrated scores "
-                                 "(metrics.calibrate; adds null_mean, tau, calibrated; 0 = off)")
+    permutations: StrictInt = Field(
+        0,
+        ge=0,
+        le=100_000,  # metrics._validate.MAX_RESAMPLES
+        description="permutation-test size per pair (0 = off)",
+    )
+    calibrate: StrictInt = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="row permutations K for calibrated scores "
+        "(metrics.calibrate; adds null_mean, tau, calibrated; 0 = off)",
+    )
+    calibrate_names: list[str] | None = Field(
+        None, description="the measures to calibrate (default: every computed one); the others' rows get NaN"
+    )
+    behavioural: list[str] | Literal["all", "none"] = Field(
+        "none",
+        description="behavioural measures on the layer 'output' of classifier pairs "
+        "(reprsim.experiments.behaviour): all, none or a list",
+    )
+
+    @field_validator("calibrate_names")
+    @classmethod
+    def _calibrate_names(cls, v: list[str] | None) -> list[str] | None:
+        from reprsim import metrics
+
+        unknown = [name for name in v or [] if name not in metrics.MEASURES]
+        if unknown:
+            raise ValueError(f"unknown measure(s) {unknown} in calibrate_names; valid: {sorted(metrics.MEASURES)}")
+        return v
+
+    @field_validator("behavioural")
+    @classmethod
+    def _behavioural(cls, v: list[str] | str) -> list[str] | str:
+        from reprsim.metrics.behavioural import BEHAVIOURAL
+
+        unknown = [name for name in v if name not in BEHAVIOURAL] if isinstance(v, list) else []
+        if unknown:
+            raise ValueError(f"unknown behavioural measure(s) {unknown}; valid: {list(BEHAVIOURAL)}")
+        return v
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
-        if not data.get("calibrate"):  # configs without calibration dump as before
-            data.pop("calibrate", None)
+        # options left at their defaults are not dumped, so run folders of older configs still resume
+        for key, off in (("calibrate", 0), ("calibrate_names", None), ("behavioural", "none")):
+            if data.get(key, off) in (off, []) and key in data:
+                data.pop(key)
         return data
+
+    def resolved_behavioural(self) -> list[str]:
+        """The behavioural measures to compute on the layer ``output`` ([] when off)."""
+        from reprsim.metrics.behavioural import BEHAVIOURAL
+
+        if self.behavioural == "none":
+            return []
+        return list(BEHAVIOURAL) if self.behavioural == "all" else list(self.behavioural)
+
+    def calibrated_names(self) -> list[str]:
+        """The computed measures that get calibrated columns (all of them unless ``calibrate_names``)."""
+        names = self.resolved_names()
+        return names if self.calibrate_names is None else [n for n in names if n in self.calibrate_names]
 
     def resolved_names(self) -> list[str]:
         from reprsim import metrics
@@ -328,16 +398,34 @@ class MeasureSpec(_Strict):
         return list(self.names)
 
 
+class AttackParams(_Strict):
+    """The values an ``attack_transfer`` stage's ``params`` may give (which keys apply depends on the attack)."""
+
+    decay: Annotated[float, Field(ge=0.0)] | None = None
+    step_size: Annotated[float, Field(gt=0.0)] | None = None
+    norm: Literal["linf", "l2"] | None = None
+    random_start: StrictBool | None = None
+    targeted: StrictBool | None = None
+    normalization: tuple[list[float] | float, list[float] | float] | None = None  # (mean, std)
+    clip: tuple[float, float] | None = None
+    batch_size: Annotated[StrictInt, Field(ge=1)] | None = None
+    label_map: list[StrictInt] | dict[StrictInt, StrictInt] | None = None
+    loss_fn: Any = None  # a callable: from Python only
+
+
 class AttackTransferSpec(_Strict):
-    """Adversarial transfer stage (:func:`reprsim.attacks.transfer.attack_transfer_stage`)."""
+    """Adversarial transfer stage (:func:`reprsim.attacks.transfer.attack_transfer_stage`); ``params`` go to the
+    attack (their values typed by :class:`AttackParams`, their keys checked against the attack)."""
 
     kind: Literal["attack_transfer"] = "attack_transfer"
     attack: Literal["mi_fgsm", "fgsm", "pgd"] = "mi_fgsm"
     eps_data: StrictFloat = Field(1 / 255, ge=0.0, le=1.0, description="ε (pixel scale) for data-overlap pairs")
     eps_task: StrictFloat = Field(2 / 255, ge=0.0, le=1.0, description="ε for task/combined/attribute pairs")
     eps: Literal["auto"] | None = Field(
-        None, description="auto: one ε per design, the smallest on a grid up to eps_max at which the source "
-                          "model's white-box success reaches target_whitebox (reprsim.experiments.attack_eps)")
+        None,
+        description="auto: one ε per design, the smallest on a grid up to eps_max at which the source "
+        "model's white-box success reaches target_whitebox (reprsim.experiments.attack_eps)",
+    )
     target_whitebox: StrictFloat = Field(0.5, gt=0.0, le=1.0, description="eps: auto — white-box success to reach")
     eps_max: StrictFloat = Field(0.3, gt=0.0, le=1.0, description="eps: auto — the largest ε tried")
     steps: StrictInt = Field(3, ge=1)
@@ -348,11 +436,14 @@ class AttackTransferSpec(_Strict):
     def _eps_options(self) -> AttackTransferSpec:
         given = self.model_fields_set
         if self.eps is None and given & {"target_whitebox", "eps_max"}:
-            raise ValueError(f"{sorted(given & {'target_whitebox', 'eps_max'})} apply with eps: auto only; "
-                             "add eps: auto or drop them")
+            raise ValueError(
+                f"{sorted(given & {'target_whitebox', 'eps_max'})} apply with eps: auto only; "
+                "add eps: auto or drop them"
+            )
         if self.eps == "auto" and given & {"eps_data", "eps_task"}:
-            raise ValueError(f"eps: auto chooses ε itself; drop {sorted(given & {'eps_data', 'eps_task'})} "
-                             "or drop eps: auto")
+            raise ValueError(
+                f"eps: auto chooses ε itself; drop {sorted(given & {'eps_data', 'eps_task'})} or drop eps: auto"
+            )
         import inspect
 
         from reprsim.attacks.adversarial import ATTACKS
@@ -362,8 +453,16 @@ class AttackTransferSpec(_Strict):
         taken |= {"batch_size", "label_map"}
         unknown = sorted(set(self.params) - taken)
         if unknown:
-            raise ValueError(f"params: {unknown} is not an option of the {self.attack} attack or of the stage; "
-                             f"valid: {sorted(taken)} (eps, steps, n and seed are keys of the stage itself)")
+            raise ValueError(
+                f"params: {unknown} is not an option of the {self.attack} attack or of the stage; "
+                f"valid: {sorted(taken)} (eps, steps, n and seed are keys of the stage itself)"
+            )
+        try:
+            AttackParams.model_validate(self.params)
+        except ValidationError as exc:
+            raise ValueError(
+                "; ".join(f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            ) from None
         return self
 
     @model_serializer(mode="wrap")
@@ -376,10 +475,30 @@ class AttackTransferSpec(_Strict):
 
 
 class JailbreakTransferSpec(_Strict):
-    """Jailbreak transfer stage (:func:`reprsim.attacks.jailbreak.jailbreak_transfer_stage`)."""
+    """Jailbreak transfer stage (:func:`reprsim.attacks.jailbreak_transfer.jailbreak_transfer`).
+
+    ``params`` are the options as written (older key names included, so the resolved config and
+    run folders stay as they were); they are checked when the config loads and :attr:`options`
+    holds them typed (:class:`~reprsim.attacks.jailbreak_options.JailbreakOptions`, current names).
+    """
 
     kind: Literal["jailbreak_transfer"] = "jailbreak_transfer"
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _typed_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from reprsim.attacks.jailbreak_options import parse_options
+
+        parse_options(v, where="")  # ValueError naming each bad option; logs a note for older key names
+        return v
+
+    @property
+    def options(self) -> JailbreakOptions:
+        """The typed options (:class:`~reprsim.attacks.jailbreak_options.JailbreakOptions`), format defaults unset."""
+        from reprsim.attacks.jailbreak_options import parse_options
+
+        return parse_options(self.params, warn=False)
 
 
 class ExecutionSpec(_Strict):
@@ -388,8 +507,11 @@ class ExecutionSpec(_Strict):
     threads_per_unit: StrictInt = Field(1, ge=1, description="torch threads inside each unit")
     address: str | None = Field(None, description="Ray cluster address (e.g. 'auto'); None starts a local instance")
     gpus_per_unit: StrictFloat = Field(0.0, ge=0.0)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-                        description="where units train and run: auto (CUDA when available), cpu, cuda or cuda:N")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="where units train and run: auto (CUDA when available), cpu, cuda or cuda:N",
+    )
 
 
 class ExperimentConfig(_Strict):
@@ -406,7 +528,8 @@ class ExperimentConfig(_Strict):
     layers: list[str] = Field(default_factory=lambda: ["penultimate"], min_length=1)
     measures: MeasureSpec = Field(default_factory=MeasureSpec)
     consequences: list[Annotated[AttackTransferSpec | JailbreakTransferSpec, Field(discriminator="kind")]] = Field(
-        default_factory=list)  # discriminated: a bad key is reported for its own stage only
+        default_factory=list
+    )  # discriminated: a bad key is reported for its own stage only
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
@@ -419,7 +542,7 @@ class ExperimentConfig(_Strict):
             if isinstance(item, str):
                 item = {"kind": item}
             elif isinstance(item, dict) and len(item) == 1 and "kind" not in item:
-                (kind, params), = item.items()
+                ((kind, params),) = item.items()
                 item = {"kind": kind, **(params or {})}
             if isinstance(item, dict) and item.get("kind") == "jailbreak_transfer":
                 # the stage's options may be written inline, next to kind
@@ -475,8 +598,11 @@ def _check_path_names(config: ExperimentConfig) -> None:
     named += [(f"probes.{i}.name", p.name) for i, p in enumerate(config.probes)]
     bad = [f"{where}: {name!r} ({problem})" for where, name in named if (problem := path_name_problem(name))]
     if bad:
-        raise ConfigError("invalid config: names become parts of folder names; " + "; ".join(bad)
-                          + "; use letters, digits, '-', '_' and '.'")
+        raise ConfigError(
+            "invalid config: names become parts of folder names; "
+            + "; ".join(bad)
+            + "; use letters, digits, '-', '_' and '.'"
+        )
 
 
 def dump_config(config: ExperimentConfig) -> str:
@@ -499,8 +625,9 @@ def _check_against_registries(config: ExperimentConfig) -> None:
     accepted = {param for name in names for param in metrics.MEASURES[name].params}
     stray = sorted(set(config.measures.params) - accepted)
     if stray:
-        raise ConfigError(f"measures.params: {stray} is taken by none of the selected measures; "
-                          f"they accept {sorted(accepted)}")
+        raise ConfigError(
+            f"measures.params: {stray} is taken by none of the selected measures; they accept {sorted(accepted)}"
+        )
     # each value's range (k >= 1, keep in (0, 1], ...), against the in-distribution probe size: every probe
     # set has at most probe_size rows (larger bounds are checked again per probe set)
     for name in names:

@@ -1,9 +1,10 @@
 """The one unit driver: every sweep unit, of every kind, runs these stages in this order.
 
 split → train A → train B → probe sets → features (cached by content) → measures →
-consequences → rows. What differs between model families comes from the unit's *kind*
-(:mod:`reprsim.experiments.kinds`), looked up from its data source; nothing here depends on
-which kind it is.
+consequences → rows. What differs comes from the unit's *world* (by data source,
+:mod:`reprsim.experiments.worlds`) and *family* (by model entry, :mod:`reprsim.experiments.families`),
+composed by :func:`reprsim.experiments.composition.composition_of`; nothing here depends on which
+world or family it is.
 
 :func:`execute_unit` is what every executor runs; it never raises: a failing unit (NaN loss, out
 of memory, ...) comes back as ``status: failed`` with its error, and the sweep goes on. Trained
@@ -26,11 +27,12 @@ import numpy as np
 import torch
 
 from reprsim.devices import resolve_device
+from reprsim.experiments.composition import Composition, composition_of
 from reprsim.experiments.grid import Unit, content_hash
-from reprsim.experiments.kinds import kind_of
-from reprsim.experiments.kinds.base import Kind, Pair, Probe, Trained
+from reprsim.experiments.behaviour import behaviour_stage_rows
 from reprsim.experiments.similarity import probe_rows
 from reprsim.experiments.weights import cached_features, cached_model
+from reprsim.experiments.worlds import ProbeSet, Trained, TrainingPair
 
 if TYPE_CHECKING:
     from reprsim.experiments.config import ExperimentConfig
@@ -53,11 +55,21 @@ def timed_stage(timings: dict, name: str, bar: Any = None):
         bar.update(1)
 
 
-def trained_model(kind: Kind, config: ExperimentConfig, unit: Unit, pair: Pair, side: str, cache_dir: Path,
-                  device: torch.device, progress: bool, partner: Trained | None = None) -> Trained:  # fmt: skip
+def trained_model(
+    kind: Composition,
+    config: ExperimentConfig,
+    unit: Unit,
+    pair: TrainingPair,
+    side: str,
+    cache_dir: Path,
+    device: torch.device,
+    progress: bool,
+    partner: Trained | None = None,
+) -> Trained:
     """Model ``side`` of the unit, trained or loaded from the content-keyed model cache, on ``device``.
 
-    ``partner``: the trained model of the side :meth:`Kind.partner` names, handed to ``kind.fit``."""
+    ``kind``: the unit's world × family (its name prefixes the key); ``partner``: the trained model of
+    the side the family's ``partner`` names, handed to its ``fit``."""
     key = f"{kind.name}-{content_hash(kind.weights_key(config, unit, pair, side))}"
     extra = {} if partner is None else {"partner": partner}
 
@@ -68,7 +80,7 @@ def trained_model(kind: Kind, config: ExperimentConfig, unit: Unit, pair: Pair, 
     return Trained(model.to(device).eval(), info, key)
 
 
-def probe_key(probe: Probe) -> str:
+def probe_key(probe: ProbeSet) -> str:
     """A content hash of everything a probe feeds the models (inputs and extra inputs)."""
     from reprsim.features import inputs_hash
 
@@ -78,27 +90,43 @@ def probe_key(probe: Probe) -> str:
     return digest.hexdigest()[:32]
 
 
-def probe_features(kind: Kind, config: ExperimentConfig, trained: Trained, probe: Probe,
-                   cache_dir: Path) -> dict[str, np.ndarray]:  # fmt: skip
+def probe_features(
+    kind: Composition, config: ExperimentConfig, trained: Trained, probe: ProbeSet, cache_dir: Path
+) -> dict[str, np.ndarray]:
     """``{layer: (n, d)}`` of one model on one probe set, cached by (model key, probe content, layers)."""
     if len(probe) == 0:
         return {}
-    key = content_hash({"model": trained.key, "probe": probe_key(probe), "layers": list(config.layers),
-                        "kind": kind.name, "pool": kind.feature_pool}, 40)  # fmt: skip
+    key = content_hash(
+        {
+            "model": trained.key,
+            "probe": probe_key(probe),
+            "layers": list(config.layers),
+            "kind": kind.name,
+            "pool": kind.feature_pool,
+        },
+        40,
+    )
     return cached_features(key, list(config.layers), cache_dir, lambda: kind.features(config, trained.model, probe))
 
 
-def run_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: dict, progress: bool = False,
-             artifacts: dict | None = None, unit_dir: Path | None = None) -> list[dict]:  # fmt: skip
+def run_unit(
+    config: ExperimentConfig,
+    unit: Unit,
+    cache_dir: Path,
+    timings: dict,
+    progress: bool = False,
+    artifacts: dict | None = None,
+    unit_dir: Path | None = None,
+) -> list[dict]:
     """Run one unit's stages; return one row per (probe set, layer pair, measure).
 
     ``timings`` receives each stage's wall time; ``artifacts`` (if given) the two models' cache
     keys (``model_a``, ``model_b``) so a result can be traced to its weights; ``unit_dir`` (if
-    given) receives the kind's per-unit files (:meth:`Kind.save_artifacts`).
+    given) receives the family's per-unit files (``save_artifacts``).
     """
     from tqdm.auto import tqdm
 
-    kind = kind_of(unit)
+    kind = composition_of(unit)
     seeds = unit.seeds()
     device = resolve_device(config.execution.device)
     n_stages = 6 + len(config.consequences)
@@ -109,20 +137,39 @@ def run_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: dic
     for side in SIDES:
         with timed_stage(timings, f"train_{side}", bar):
             other = kind.partner(unit, side)
-            trained[side] = trained_model(kind, config, unit, pair, side, cache_dir, device, progress,
-                                          partner=trained[other] if other is not None else None)  # fmt: skip
+            trained[side] = trained_model(
+                kind,
+                config,
+                unit,
+                pair,
+                side,
+                cache_dir,
+                device,
+                progress,
+                partner=trained[other] if other is not None else None,
+            )
     with timed_stage(timings, "probes", bar):
         probes = kind.probes(config, unit, pair)
     with timed_stage(timings, "features", bar):
-        feats = {(p.name, side): probe_features(kind, config, trained[side], p, cache_dir)
-                 for p in probes for side in SIDES}  # fmt: skip
+        feats = {
+            (p.name, side): probe_features(kind, config, trained[side], p, cache_dir) for p in probes for side in SIDES
+        }
     with timed_stage(timings, "measures", bar):
         rows = [
             {"n_probe_classes": probe.n_classes} | row
             for probe in probes
-            for row in probe_rows(config.measures, probe.name, probe.role, len(probe), feats[probe.name, "a"],
-                                  feats[probe.name, "b"], config.layers, seeds["probe"])  # fmt: skip
+            for row in probe_rows(
+                config.measures,
+                probe.name,
+                probe.role,
+                len(probe),
+                feats[probe.name, "a"],
+                feats[probe.name, "b"],
+                config.layers,
+                seeds["probe"],
+            )
         ]
+        rows += behaviour_stage_rows(config.measures, kind, pair, trained, probes, seeds["probe"])
     consequences: dict[str, Any] = {}
     for spec in config.consequences:
         with timed_stage(timings, spec.kind, bar):
@@ -130,11 +177,15 @@ def run_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: dic
     if unit_dir is not None:
         kind.save_artifacts(config, unit, pair, trained["a"], trained["b"], unit_dir)
     bar.close()
-    common = unit.describe() | {
-        "status": "ok",
-        "realised_data_fraction": float(pair.realised_data_fraction),
-        "realised_task_fraction": float(pair.realised_task_fraction),
-    } | kind.pair_columns(pair, trained["a"], trained["b"])  # fmt: skip
+    common = (
+        unit.describe()
+        | {
+            "status": "ok",
+            "realised_data_fraction": float(pair.realised_data_fraction),
+            "realised_task_fraction": float(pair.realised_task_fraction),
+        }
+        | kind.pair_columns(pair, trained["a"], trained["b"])
+    )
     row_keys = set(rows[0]) if rows else set()
     clash = sorted(set(common) & set(consequences) | (set(common) | set(consequences)) & row_keys)
     if clash:  # a stage must never overwrite another stage's column (e.g. n_probe)
@@ -144,8 +195,15 @@ def run_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, timings: dic
     return [common | consequences | row for row in rows]
 
 
-def execute_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, *, log_path: Path | None = None,
-                 progress: bool = False, stage_queue: Any = None) -> dict:  # fmt: skip
+def execute_unit(
+    config: ExperimentConfig,
+    unit: Unit,
+    cache_dir: Path,
+    *,
+    log_path: Path | None = None,
+    progress: bool = False,
+    stage_queue: Any = None,
+) -> dict:
     """Run one unit; return ``{"rows": [...] | None, "status": {...}}`` (never raises).
 
     Stages are logged to ``log_path`` and, when ``stage_queue`` (a multiprocessing queue) is given,
@@ -166,13 +224,22 @@ def execute_unit(config: ExperimentConfig, unit: Unit, cache_dir: Path, *, log_p
         unit_dir = log_path.parent if log_path is not None else None
         rows = run_unit(config, unit, Path(cache_dir), timings, progress, artifacts, unit_dir)
         timings["total"] = round(time.perf_counter() - t0, 3)
-        return {"rows": rows, "status": {"status": "ok", "timings": timings, "n_rows": len(rows),
-                                         "artifacts": artifacts}}  # fmt: skip
+        return {
+            "rows": rows,
+            "status": {"status": "ok", "timings": timings, "n_rows": len(rows), "artifacts": artifacts},
+        }
     except Exception as exc:  # recorded, not raised: the sweep continues with the other units
         log.exception("unit %s failed", unit.unit_id)
         timings["total"] = round(time.perf_counter() - t0, 3)
-        return {"rows": None, "status": {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                                         "traceback": traceback.format_exc(), "timings": timings}}  # fmt: skip
+        return {
+            "rows": None,
+            "status": {
+                "status": "failed",
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+                "timings": timings,
+            },
+        }
     finally:
         torch.set_num_threads(previous_threads)
         for handler in handlers:

@@ -39,8 +39,14 @@ class UnitTask:
     stage_queue: Any = None  # a multiprocessing queue receiving the unit's stage records
 
     def __call__(self) -> dict:
-        return execute_unit(self.config, self.unit, self.cache_dir, log_path=self.log_path, progress=self.progress,
-                            stage_queue=self.stage_queue)  # fmt: skip
+        return execute_unit(
+            self.config,
+            self.unit,
+            self.cache_dir,
+            log_path=self.log_path,
+            progress=self.progress,
+            stage_queue=self.stage_queue,
+        )
 
 
 def _run_task(task: UnitTask) -> dict:
@@ -52,7 +58,9 @@ StageCallback = Callable[[str, str], None]
 
 class Executor(ABC):
     @abstractmethod
-    def submit_all(self, tasks: list[UnitTask], on_stage: StageCallback | None = None) -> Iterator[tuple[UnitTask, dict]]:
+    def submit_all(
+        self, tasks: list[UnitTask], on_stage: StageCallback | None = None
+    ) -> Iterator[tuple[UnitTask, dict]]:
         """Run the tasks; yield ``(task, outcome)`` as each finishes (any order)."""
 
 
@@ -62,7 +70,9 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int = 1):
         self.workers = workers
 
-    def submit_all(self, tasks: list[UnitTask], on_stage: StageCallback | None = None) -> Iterator[tuple[UnitTask, dict]]:
+    def submit_all(
+        self, tasks: list[UnitTask], on_stage: StageCallback | None = None
+    ) -> Iterator[tuple[UnitTask, dict]]:
         if self.workers <= 1 or len(tasks) <= 1:  # in this process: the unit shows its own stage bar
             for task in tasks:
                 yield task, task()
@@ -99,8 +109,13 @@ def _drain_stages(queue: Any, on_stage: StageCallback | None) -> None:
 class RayExecutor(Executor):
     """Each unit a Ray task with ``num_cpus=threads_per_unit`` and ``num_gpus=gpus_per_unit``."""
 
-    def __init__(self, address: str | None = None, threads_per_unit: int = 1, gpus_per_unit: float = 0.0,
-                 num_cpus: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        address: str | None = None,
+        threads_per_unit: int = 1,
+        gpus_per_unit: float = 0.0,
+        num_cpus: int | None = None,
+    ):
         try:
             import ray
         except ImportError:
@@ -113,7 +128,9 @@ class RayExecutor(Executor):
             ray.init(**init_kwargs)
         self._remote = ray.remote(num_cpus=threads_per_unit, num_gpus=gpus_per_unit, max_retries=0)(_run_task)
 
-    def submit_all(self, tasks: list[UnitTask], on_stage: StageCallback | None = None) -> Iterator[tuple[UnitTask, dict]]:
+    def submit_all(
+        self, tasks: list[UnitTask], on_stage: StageCallback | None = None
+    ) -> Iterator[tuple[UnitTask, dict]]:
         ray = self._ray  # stages are not streamed back from a cluster: each unit's log has them
         pending = {self._remote.remote(task): task for task in tasks}
         try:

@@ -7,8 +7,6 @@ settings are *not* part of it: changing them reuses the trained checkpoints and 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from itertools import product
 from typing import Any
@@ -16,15 +14,10 @@ from typing import Any
 import numpy as np
 
 from reprsim.experiments.config import ExperimentConfig, ModelSpec, SourceSpec
+from reprsim.hashing import content_hash  # re-exported: it lived here first
 
 # Component streams of a unit's master seed (order is part of the contract: appending is safe).
 SEED_COMPONENTS = ("split", "init_a", "init_b", "order_a", "order_b", "probe", "attack")
-
-
-def content_hash(obj: Any, length: int = 16) -> str:
-    """A stable hex digest of a JSON-serialisable object (keys sorted)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
 
 
 @dataclass(frozen=True)
@@ -55,17 +48,21 @@ class Unit:
         # likewise the data-overlap arms: only an alignment dose or a shared initialisation adds a key
         arms = {"align": self.align} if self.align > 0 else {}
         arms |= {"init": self.init} if self.init != "independent" else {}
-        return images | arms | {
-            "source": self.source.model_dump(mode="json"),
-            "model": self.model.model_dump(mode="json"),
-            "overlap_kind": self.overlap_kind,
-            "data_fraction": self.data_fraction,
-            "task_fraction": self.task_fraction,
-            "seed": self.seed,
-            "mode": self.mode,
-            "train": self.train,
-            "attributes": list(self.attributes),
-        }
+        return (
+            images
+            | arms
+            | {
+                "source": self.source.model_dump(mode="json"),
+                "model": self.model.model_dump(mode="json"),
+                "overlap_kind": self.overlap_kind,
+                "data_fraction": self.data_fraction,
+                "task_fraction": self.task_fraction,
+                "seed": self.seed,
+                "mode": self.mode,
+                "train": self.train,
+                "attributes": list(self.attributes),
+            }
+        )
 
     @property
     def unit_id(self) -> str:
@@ -108,7 +105,9 @@ def expand(config: ExperimentConfig) -> list[Unit]:
             for index, design in enumerate(config.overlap.designs):
                 if not design.applies_to(source.name, model.name):
                     continue
-                for (data_f, task_f, attributes), (align, init) in product(_design_points(design), _design_arms(design)):
+                for (data_f, task_f, attributes), (align, init) in product(
+                    _design_points(design), _design_arms(design)
+                ):
                     for seed in config.seeds:
                         units.append(
                             Unit(
@@ -134,16 +133,16 @@ def expand(config: ExperimentConfig) -> list[Unit]:
 
 
 def _task_images(design, source: SourceSpec, model: ModelSpec) -> str | None:
-    """A task design's ``images`` where the unit's kind splits images by class (None elsewhere)."""
+    """A task design's ``images`` where the unit's world splits images by class (None elsewhere)."""
     if design.kind != "task":
         return None
-    from reprsim.experiments.kinds import get_kind, kind_name_of
+    from reprsim.experiments.worlds import get_world, world_name_of
 
     try:
-        kind = get_kind(kind_name_of(source.name, model))
+        world = get_world(world_name_of(source.name))
     except ValueError:  # an unknown source: the preflight reports it
         return None
-    return design.images if kind.task_images else None
+    return design.images if world.task_images else None
 
 
 def _design_arms(design) -> list[tuple[float, str]]:

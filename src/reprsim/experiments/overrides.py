@@ -33,8 +33,10 @@ from reprsim.experiments.config import ExperimentConfig, parse_config
 
 __all__ = ["OverridesParser", "add_overrides_argument", "apply_overrides", "split_override"]
 
-_OVERRIDE_HELP = ("config overrides: dotted keys with YAML values, e.g. seeds=[0,1,2] train.epochs=5 "
-                  "overlap.designs.0.fractions=[0,0.5,1] measures.names=[cka,cknna]")
+_OVERRIDE_HELP = (
+    "config overrides: dotted keys with YAML values, e.g. seeds=[0,1,2] train.epochs=5 "
+    "overlap.designs.0.fractions=[0,0.5,1] measures.names=[cka,cknna]"
+)
 
 
 # ---- parsing one override ---------------------------------------------------------------------
@@ -47,8 +49,10 @@ def split_override(override: str) -> tuple[str, list[str]]:
     key = override.split("=", 1)[0].strip()
     parts = [p for p in split_key(key)] if key else []
     if not parts or any(p == "" for p in parts):
-        raise ConfigError(f"override {override!r}: the key before '=' must be a dotted path such as "
-                          "train.epochs or overlap.designs.0.fractions")
+        raise ConfigError(
+            f"override {override!r}: the key before '=' must be a dotted path such as "
+            "train.epochs or overlap.designs.0.fractions"
+        )
     return key, parts
 
 
@@ -108,8 +112,9 @@ def _pick_models(models: list[type[BaseModel]], node: Any) -> list[type[BaseMode
 def _unknown_key(override: str, part: str, where: str, valid: Sequence[str]) -> ConfigError:
     close = difflib.get_close_matches(part, list(valid), n=1, cutoff=0.5)
     hint = f"; did you mean {where + '.' if where else ''}{close[0]}?" if close else ""
-    return ConfigError(f"override {override!r}: unknown key {part!r} in {where or 'the config'}{hint} "
-                       f"(valid keys: {', '.join(valid)})")
+    return ConfigError(
+        f"override {override!r}: unknown key {part!r} in {where or 'the config'}{hint} (valid keys: {', '.join(valid)})"
+    )
 
 
 def check_key(override: str, parts: list[str], data: Any) -> None:
@@ -128,12 +133,16 @@ def check_key(override: str, parts: list[str], data: Any) -> None:
             try:
                 index = int(part)
             except ValueError:
-                raise ConfigError(f"override {override!r}: {where} is a list; address an item by its index "
-                                  f"({where}.0) or set the whole list ({where}=[...])") from None
+                raise ConfigError(
+                    f"override {override!r}: {where} is a list; address an item by its index "
+                    f"({where}.0) or set the whole list ({where}=[...])"
+                ) from None
             if not 0 <= index < len(items):
                 have = f"indices 0..{len(items) - 1}" if items else "no items"
-                raise ConfigError(f"override {override!r}: {where} has {len(items)} item(s) ({have}); there is "
-                                  f"no item {part}: set the whole list instead ({where}=[...])")
+                raise ConfigError(
+                    f"override {override!r}: {where} has {len(items)} item(s) ({have}); there is "
+                    f"no item {part}: set the whole list instead ({where}=[...])"
+                )
             node, annotation = items[index], found
         elif what == "models":
             models = _pick_models(found, node)
@@ -147,8 +156,9 @@ def check_key(override: str, parts: list[str], data: Any) -> None:
             annotation = found
         else:
             shown = f"a {type(node).__name__} value" if node is not None else "a plain value"
-            raise ConfigError(f"override {override!r}: {where} is {shown} and has no key {part!r}; "
-                              f"set it directly ({where}=VALUE)")
+            raise ConfigError(
+                f"override {override!r}: {where} is {shown} and has no key {part!r}; set it directly ({where}=VALUE)"
+            )
         walked.append(part)
 
 
@@ -167,10 +177,10 @@ def _normalised(data: Any) -> tuple[Any, bool]:
 def _check_train(config: ExperimentConfig, overrides: Sequence[str]) -> None:
     """Validate the ``train`` section with the recipe of the sources' kind (it is a free mapping in
     the schema); only called when an override touched it."""
-    from reprsim.experiments.kinds import kind_name_of
+    from reprsim.experiments.worlds import world_name_of
 
     try:
-        kind = kind_name_of(config.sources[0].name)
+        kind = world_name_of(config.sources[0].name)
     except ValueError:
         return  # an unknown source is the preflight's to report
     if kind == "chat":
@@ -221,8 +231,10 @@ def apply_overrides(data: dict[str, Any] | ExperimentConfig, overrides: Sequence
         try:
             tree.merge_with_dotlist([override])
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {override!r}: the value is not valid YAML ({_one_line(exc)}); "
-                              "quote it if it is text, e.g. name='my run'") from None
+            raise ConfigError(
+                f"override {override!r}: the value is not valid YAML ({_one_line(exc)}); "
+                "quote it if it is text, e.g. name='my run'"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - OmegaConf raises many types
             raise ConfigError(f"override {override!r}: {_one_line(exc)}") from None
         if parts[0] == "train":

@@ -78,16 +78,18 @@ class PairData(RealisedFractions):
     def fixed_classes(self) -> dict[str, list[int]]:
         """:func:`reprsim.data.splits.fixed_probe_classes` of this unit's design and split seed."""
         fractions = self.design_fractions or (self.split.requested_task_fraction,)
-        return splits.fixed_probe_classes(self.train.labels[self.label], fractions, mode=self.split.mode or "constrained",
-                                          seed=self.split.seed)  # fmt: skip
+        return splits.fixed_probe_classes(
+            self.train.labels[self.label], fractions, mode=self.split.mode or "constrained", seed=self.split.seed
+        )
 
     def attack_classes(self) -> int:
         """Size k of the fixed attack label space of a class split: the classes shared at the smallest
         fraction of the design with at least two shared classes (ids 0..k−1 in both models wherever
         all of them are shared); 0 when no fraction shares two classes."""
         for fraction in sorted(f for f in (self.design_fractions or (self.split.requested_task_fraction,)) if f > 0):
-            shared = splits.fixed_probe_classes(self.train.labels[self.label], [fraction],
-                                                mode=self.split.mode or "constrained", seed=self.split.seed)  # fmt: skip
+            shared = splits.fixed_probe_classes(
+                self.train.labels[self.label], [fraction], mode=self.split.mode or "constrained", seed=self.split.seed
+            )
             if len(shared["common_fixed"]) >= 2:
                 return len(shared["common_fixed"])
         return 0
@@ -126,13 +128,22 @@ def _split_for(unit: Unit, train, seed: int) -> splits.Split:
     if kind == "data":
         return splits.data_overlap_split(labels, unit.data_fraction, mode=mode, seed=seed)
     if kind == "task":
-        return splits.task_overlap_split(labels, unit.task_fraction, mode=mode, seed=seed, images=unit.images or "shared")
+        return splits.task_overlap_split(
+            labels, unit.task_fraction, mode=mode, seed=seed, images=unit.images or "shared"
+        )
     if kind == "combined":
         return splits.combined_split(labels, unit.data_fraction, unit.task_fraction, mode=mode, seed=seed)
     if kind == "factorial":
         (task,), (other,) = unit.attributes
-        return splits.factorial_split(train.labels, task, other, shared_images=unit.data_fraction == 1.0,
-                                      same_task=unit.task_fraction == 1.0, n=len(labels) // 2, seed=seed)  # fmt: skip
+        return splits.factorial_split(
+            train.labels,
+            task,
+            other,
+            shared_images=unit.data_fraction == 1.0,
+            same_task=unit.task_fraction == 1.0,
+            n=len(labels) // 2,
+            seed=seed,
+        )
     if kind == "attribute":
         task_a, task_b = unit.attributes
         # Constrained mode: like the other kinds, each model trains on half the examples, so set
@@ -142,8 +153,9 @@ def _split_for(unit: Unit, train, seed: int) -> splits.Split:
     raise ValueError(f"unknown overlap kind {kind!r}")
 
 
-def make_pair_data(unit: Unit, train, test, seed: int, cache_dir: Path | None,
-                   design_fractions: tuple[float, ...] = ()) -> PairData:
+def make_pair_data(
+    unit: Unit, train, test, seed: int, cache_dir: Path | None, design_fractions: tuple[float, ...] = ()
+) -> PairData:
     """The unit's split (cached as ``cache_dir/splits/<hash>.rsv``) wrapped in a :class:`PairData`."""
     if cache_dir is None:
         split = _split_for(unit, train, seed)

@@ -1,10 +1,11 @@
 """One preflight for ``reprsim config validate``, ``run --dry-run`` and ``run``: every problem, before any training.
 
-It checks what the config schema cannot: that each source's kind can build the requested overlap
-designs, train the requested models and run the requested consequence stages, and then asks each
-kind (:meth:`~reprsim.experiments.kinds.base.Kind.check`) to load its data, build its splits and
-models and check layers and measure parameters; finally that the run and cache folders are
-writable. Problems are collected, not raised one by one, so a user fixes them in one pass.
+It checks what the config schema cannot: that each model entry's family can train on each
+source's world (:func:`reprsim.experiments.composition.compose`), that the pair can build the
+requested overlap designs and run the requested consequence stages, and then asks each world ×
+family (:meth:`~reprsim.experiments.composition.Composition.check`) to load its data, build its
+splits and models and check layers and measure parameters; finally that the run and cache folders
+are writable. Problems are collected, not raised one by one, so a user fixes them in one pass.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reprsim.errors import ConfigError
-from reprsim.experiments.kinds import get_kind, kind_name_of
+from reprsim.experiments.composition import Composition, compose, composition_of
+from reprsim.experiments.worlds import get_world, world_name_of
 
 if TYPE_CHECKING:
     from reprsim.experiments.config import ExperimentConfig
@@ -30,48 +32,57 @@ def _design_problems(config: ExperimentConfig, source: str, kind) -> list[str]: 
     for i, design in enumerate(config.overlap.designs):
         unknown = sorted(set(design.sources or ()) - known)
         if unknown:
-            problems.append(f"overlap.designs.{i}.sources: {unknown} are not sources of this config; "
-                            f"its sources: {sorted(known)}")  # fmt: skip
+            problems.append(
+                f"overlap.designs.{i}.sources: {unknown} are not sources of this config; its sources: {sorted(known)}"
+            )
         models = {m.name for m in config.models}
         unknown_models = sorted(set(design.models or ()) - models)
         if unknown_models:
-            problems.append(f"overlap.designs.{i}.models: {unknown_models} are not models of this config; "
-                            f"its models: {sorted(models)}")  # fmt: skip
+            problems.append(
+                f"overlap.designs.{i}.models: {unknown_models} are not models of this config; "
+                f"its models: {sorted(models)}"
+            )
         if design.sources is not None and source not in design.sources:
             continue
         if design.kind not in kind.overlap_kinds:
-            problems.append(f"overlap.designs.{i}.kind: the {kind.name} kind (source {source!r}) builds "
-                            f"{list(kind.overlap_kinds)}, not {design.kind!r}")  # fmt: skip
+            problems.append(
+                f"overlap.designs.{i}.kind: the {kind.name} kind (source {source!r}) builds "
+                f"{list(kind.overlap_kinds)}, not {design.kind!r}"
+            )
         elif design.kind == "data":
             used = {"align": any(a > 0 for a in design.align), "init": "shared" in design.init}
-            missing = [arm for arm, on in used.items() if on and arm not in kind.design_arms]
+            missing = [arm for arm, on in used.items() if on and arm not in kind.family.design_arms]
             if missing:
-                problems.append(f"overlap.designs.{i}: {missing} cannot be trained by the {kind.name} kind (source "
-                                f"{source!r}; it trains {list(kind.design_arms) or 'neither align nor init: shared'}); "
-                                "drop them from this design or restrict its sources")  # fmt: skip
+                problems.append(
+                    f"overlap.designs.{i}: {missing} cannot be trained by the {kind.name} kind (source "
+                    f"{source!r}; it trains {list(kind.family.design_arms) or 'neither align nor init: shared'}); "
+                    "drop them from this design or restrict its sources"
+                )
     for i, spec in enumerate(config.consequences):
         if spec.kind not in kind.consequences:
             applies = list(kind.consequences) or "none"
-            problems.append(f"consequences.{i}: {spec.kind} does not apply to the {kind.name} kind (source "
-                            f"{source!r}); its consequence stages: {applies}")  # fmt: skip
+            problems.append(
+                f"consequences.{i}: {spec.kind} does not apply to the {kind.name} kind (source "
+                f"{source!r}); its consequence stages: {applies}"
+            )
     return problems
 
 
-def _model_problems(config: ExperimentConfig, i: int, spec, source: str, kind) -> list[str]:  # noqa: ANN001
-    from reprsim.experiments.kinds import model_kind_of
-    from reprsim.llm.spec import hf_path_problem
+def _composition(i: int, spec, source: str) -> tuple[Composition | None, list[str]]:  # noqa: ANN001
+    """The world × family of model entry ``i`` on ``source``, or None with the problem lines."""
+    from reprsim.experiments.families import FAMILIES, get_family
+    from reprsim.models.hf_spec import hf_path_problem
     from reprsim.models.zoo import usable_models
 
-    if spec.hf is not None and hf_path_problem(spec.hf):
-        return []  # a folder that is not there: the kind's check says so (not that its kind is wrong)
     try:
-        found = model_kind_of(spec)
+        return compose(source, spec), []
     except ValueError as exc:
-        return [f"models.{i}.name: {exc}"]
-    if found not in kind.model_kinds:
-        return [f"models.{i}.name: {spec.name!r} cannot be trained by the {kind.name} kind (source {source!r}); "
-                f"usable models: {usable_models(kind.model_kinds)}"]  # fmt: skip
-    return []
+        if spec.hf is not None and (problem := hf_path_problem(spec.hf)):
+            return None, [f"models.{spec.name}: {problem}"]  # not there: not that its family is wrong
+        world = world_name_of(source)
+        families = [get_family(name) for name in FAMILIES]
+        takes = sorted({kind for f in families if world in f.kinds for kind in f.model_kinds})
+        return None, [f"models.{i}.name: {exc}; usable models: {usable_models(takes)}"]
 
 
 def _recipe_problems(units: list[Unit]) -> dict[str, str]:
@@ -85,11 +96,11 @@ def _recipe_problems(units: list[Unit]) -> dict[str, str]:
             continue
         seen.add(key)
         try:
-            kind = get_kind(kind_name_of(unit.source.name, unit.model))
+            world = get_world(world_name_of(unit.source.name))
         except ValueError:
             continue  # an unknown source: reported with the designs
         try:
-            kind.recipe(unit)
+            world.recipe(unit)
         except (TypeError, ValueError) as exc:
             where = f"models.{unit.model.name}.train" if unit.model.train else "train"
             error = " ".join(str(exc).split())
@@ -107,15 +118,17 @@ def _align_layer_problems(config: ExperimentConfig, units: list[Unit]) -> list[s
         if unit.align <= 0 or group in seen:
             continue
         seen.add(group)
-        kind = get_kind(kind_name_of(unit.source.name, unit.model))
         try:
+            kind = composition_of(unit)
             model = kind.build(config, unit, kind.pair(config, unit, None), "b")
         except Exception:  # noqa: BLE001 - a split or model that does not build: the kind's check says why
             continue
         problem = layer_problem(model)
         if problem:
-            problems.append(f"overlap.designs.{unit.design}.align: model {unit.model.name!r} has no penultimate "
-                            f"layer to align ({problem}); drop align from this design or use another model")  # fmt: skip
+            problems.append(
+                f"overlap.designs.{unit.design}.align: model {unit.model.name!r} has no penultimate "
+                f"layer to align ({problem}); drop align from this design or use another model"
+            )
     return problems
 
 
@@ -128,27 +141,33 @@ def _writable(folder: Path, what: str) -> list[str]:
     return [f"{what} {folder} is not writable (nearest existing folder: {probe}); choose another one"]
 
 
-def preflight_problems(config: ExperimentConfig, units: list[Unit], *, out_dir: Path | None = None,
-                       cache_dir: Path | None = None) -> list[str]:  # fmt: skip
+def preflight_problems(
+    config: ExperimentConfig, units: list[Unit], *, out_dir: Path | None = None, cache_dir: Path | None = None
+) -> list[str]:
     """Every problem that would make ``units`` of ``config`` fail, one line each (empty: all fine)."""
     problems: list[str] = []
     for source in dict.fromkeys(s.name for s in config.sources):
+        try:
+            world_name_of(source)
+        except ValueError as exc:
+            problems.append(f"sources: {exc}")
+            continue
         for i, model in enumerate(config.models):
-            try:
-                kind = get_kind(kind_name_of(source, model))
-            except ValueError as exc:
-                problems.append(f"sources: {exc}")
-                break
-            problems += _design_problems(config, source, kind) + _model_problems(config, i, model, source, kind)
+            kind, lines = _composition(i, model, source)
+            problems += lines if kind is None else _design_problems(config, source, kind)
     recipes = _recipe_problems(units)
-    if not problems:  # a kind's own checks assume its designs and models are ones it knows
-        by_kind: dict[str, list[Unit]] = {}
+    if not problems:  # a world × family's own checks assume its designs and models are ones it knows
+        groups: dict[tuple[str, str], list[Unit]] = {}
         for unit in units:
-            by_kind.setdefault(kind_name_of(unit.source.name, unit.model), []).append(unit)
-        for name, kind_units in by_kind.items():
-            # a kind that meets a bad recipe while checking reports the same error again: say it once
-            problems += [p for p in get_kind(name).check(config, kind_units)
-                         if not any(error in " ".join(p.split()) for error in recipes.values())]  # fmt: skip
+            kind = composition_of(unit)
+            groups.setdefault((kind.world.name, kind.family.name), []).append(unit)
+        for group in groups.values():
+            # a check that meets a bad recipe reports the same error again: say it once
+            problems += [
+                p
+                for p in composition_of(group[0]).check(config, group)
+                if not any(error in " ".join(p.split()) for error in recipes.values())
+            ]
         problems += _align_layer_problems(config, units)
     problems += list(recipes)
     for folder, what in ((out_dir, "the run folder (--out)"), (cache_dir, "the cache folder (--cache-dir)")):
@@ -157,8 +176,9 @@ def preflight_problems(config: ExperimentConfig, units: list[Unit], *, out_dir: 
     return list(dict.fromkeys(problems))
 
 
-def preflight(config: ExperimentConfig, units: list[Unit], *, out_dir: Path | None = None,
-              cache_dir: Path | None = None) -> None:  # fmt: skip
+def preflight(
+    config: ExperimentConfig, units: list[Unit], *, out_dir: Path | None = None, cache_dir: Path | None = None
+) -> None:
     """Raise :class:`ConfigError` listing every problem (one per line) when there is any."""
     problems = preflight_problems(config, units, out_dir=out_dir, cache_dir=cache_dir)
     if problems:

@@ -96,10 +96,15 @@ def run_experiment(
         executor = executor or make_executor(config.execution)
 
         tasks = [
-            UnitTask(config, unit, cache, log_path=store.unit_dir(unit.unit_id) / "log.txt",
-                     progress=progress and config.execution.workers == 1)
+            UnitTask(
+                config,
+                unit,
+                cache,
+                log_path=store.unit_dir(unit.unit_id) / "log.txt",
+                progress=progress and config.execution.workers == 1,
+            )
             for unit in todo
-        ]  # fmt: skip
+        ]
         ran = []
         bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="sweep", unit="pair", disable=not progress)
         # With worker processes, a second line shows the stage of every running unit.

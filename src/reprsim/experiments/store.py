@@ -27,7 +27,11 @@ from reprsim import results
 from reprsim.errors import ReprsimError
 
 
-from reprsim.storage import RUN_LOCK_FILE, atomic_write_bytes, atomic_write_json  # re-exported: they live in reprsim.storage
+from reprsim.storage import (
+    RUN_LOCK_FILE,
+    atomic_write_bytes,
+    atomic_write_json,
+)  # re-exported: they live in reprsim.storage
 
 
 def atomic_write_frame(path: Path, frame: pd.DataFrame) -> None:
@@ -93,7 +97,9 @@ class RunStore:
             if recorded != config_yaml:
                 differences = _config_differences(recorded, config_yaml)
                 if differences:
-                    shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
+                    shown = ", ".join(differences[:5]) + (
+                        f" and {len(differences) - 5} more" if len(differences) > 5 else ""
+                    )
                     raise ReprsimError(
                         f"{self.root} holds a run of a different config (it differs in {shown}); a run folder "
                         "is never overwritten: choose a new --out folder (or rerun with the exact config to resume)"
@@ -111,7 +117,9 @@ class RunStore:
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
-            raise ReprsimError(f"cannot write to output folder {self.root}: {exc.strerror}; choose a writable --out") from None
+            raise ReprsimError(
+                f"cannot write to output folder {self.root}: {exc.strerror}; choose a writable --out"
+            ) from None
         atomic_write_bytes(config_path, config_yaml.encode())
 
     def unit_dir(self, unit_id: str) -> Path:
@@ -154,9 +162,13 @@ def git_commit() -> str | None:
     """The commit of the reprsim checkout, when it is a git work tree."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=True,
-        )  # fmt: skip
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -37,8 +37,15 @@ def _load_full_state(model: nn.Module, state: dict[str, Any]) -> None:
     model.load_state_dict(state)
 
 
-def cached_model(model: nn.Module, key: str, cache_dir: Path, fit: Fit, *, state_of: StateOf = _full_state,
-                 load_state: LoadState = _load_full_state) -> tuple[nn.Module, dict]:  # fmt: skip
+def cached_model(
+    model: nn.Module,
+    key: str,
+    cache_dir: Path,
+    fit: Fit,
+    *,
+    state_of: StateOf = _full_state,
+    load_state: LoadState = _load_full_state,
+) -> tuple[nn.Module, dict]:
     """``model`` with the weights cached under ``key``, or trained by ``fit`` and then cached.
 
     ``fit(model, checkpoint_dir)`` trains the freshly built model (resuming from its checkpoints
@@ -61,8 +68,9 @@ def cached_model(model: nn.Module, key: str, cache_dir: Path, fit: Fit, *, state
     return model.eval(), info
 
 
-def cached_features(key: str, layers: list[str], cache_dir: Path,
-                    compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:  # fmt: skip
+def cached_features(
+    key: str, layers: list[str], cache_dir: Path, compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """``{layer: (n, d)}`` cached as ``features/<key>.rsv``, or computed by ``compute()`` and cached."""
     path = Path(cache_dir) / "features" / f"{key}.rsv"
 
@@ -86,5 +94,9 @@ def cached_split(key: str, cache_dir: Path, compute: Callable[[], Any]) -> Any:
         data = storage.read_verified(p)
         return None if data is None else Split.from_bytes(data, str(p))
 
-    return storage.cached(Path(cache_dir) / "splits" / f"{key}.rsv", compute, read=read,
-                          write=lambda p, split: storage.write_verified(p, split.to_bytes()))  # fmt: skip
+    return storage.cached(
+        Path(cache_dir) / "splits" / f"{key}.rsv",
+        compute,
+        read=read,
+        write=lambda p, split: storage.write_verified(p, split.to_bytes()),
+    )

@@ -43,8 +43,10 @@ class _BoundedSafeLoader(yaml.SafeLoader):
         # a document with more nodes than the limit is refused before it is composed in full
         self._composed += 1
         if self._composed > MAX_EXPANDED_NODES:
-            raise ConfigError(f"{self.source_name}: the YAML document has more than {MAX_EXPANDED_NODES:,} values; "
-                              "a config is far smaller: is this the right file?")
+            raise ConfigError(
+                f"{self.source_name}: the YAML document has more than {MAX_EXPANDED_NODES:,} values; "
+                "a config is far smaller: is this the right file?"
+            )
         return super().compose_node(parent, index)
 
     def get_single_data(self) -> Any:
@@ -89,14 +91,18 @@ def _check_expansion(root: yaml.Node, source: str) -> int:
         if key in size:
             continue
         if key in on_path:
-            raise ConfigError(f"{source}: a YAML alias refers to a node that contains it (a recursive "
-                              "document); write the values out instead")
+            raise ConfigError(
+                f"{source}: a YAML alias refers to a node that contains it (a recursive "
+                "document); write the values out instead"
+            )
         on_path.add(key)
         stack.append((node, True))
         for child in _children(node):
             if id(child) in on_path:
-                raise ConfigError(f"{source}: a YAML alias refers to a node that contains it (a recursive "
-                                  "document); write the values out instead")
+                raise ConfigError(
+                    f"{source}: a YAML alias refers to a node that contains it (a recursive "
+                    "document); write the values out instead"
+                )
             if id(child) not in size:
                 stack.append((child, False))
     return size[id(root)]
@@ -109,8 +115,9 @@ def load_yaml_text(text: str, source: str = "<config>") -> Any:
     line naming ``source`` when the text is too large, expands too far or is not valid YAML.
     """
     if len(text.encode("utf-8", errors="surrogatepass")) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{source} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a few KiB: "
-                          "is this the right file?")
+        raise ConfigError(
+            f"{source} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a few KiB: is this the right file?"
+        )
     loader = _BoundedSafeLoader(text)
     loader.source_name = source
     try:
@@ -134,8 +141,10 @@ def load_yaml_file(path: str | Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path} is {size / 1024:.0f} KiB, larger than the {MAX_CONFIG_BYTES // 1024} KiB "
-                          "a config may have: is this the right file?")
+        raise ConfigError(
+            f"{path} is {size / 1024:.0f} KiB, larger than the {MAX_CONFIG_BYTES // 1024} KiB "
+            "a config may have: is this the right file?"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

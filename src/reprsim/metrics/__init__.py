@@ -4,7 +4,9 @@
 of shape (n_samples, n_features) (numpy or torch); ``MEASURES`` is the registry and
 ``PAPER_MEASURES`` the paper's eight. ``prepare`` is the paper's feature preparation,
 ``permutation_test`` / ``bootstrap_ci`` give significance and confidence intervals,
-``compare_layers`` a layer × layer table, ``StreamingCKA`` linear CKA over batches of rows.
+``compare_layers`` a layer × layer table, ``SimilarityEngine`` the one layer-table engine
+(every measure on every layer pair, each layer's work done once; the sweep and ``compare_models``
+use it), ``StreamingCKA`` linear CKA over batches of rows.
 ``calibrate`` / ``calibrate_layers`` give calibrated scores against a permutation null (the layer
 aggregate with its own null), ``behavioural`` compares output distributions (agreement, κ, error
 consistency, CAPA, JS), ``paired_difference`` tests value₁ − value₂ on shared inputs, and
@@ -19,6 +21,7 @@ failures (``LinAlgError``, overflow, a NaN result) become ValueError naming the 
 from reprsim.metrics.behavioural import BEHAVIOURAL, behavioural
 from reprsim.metrics.calibrate import calibrate, calibrate_layers
 from reprsim.metrics.cards import describe
+from reprsim.metrics.engine import SimilarityEngine
 from reprsim.metrics.knn import nearest_neighbors
 from reprsim.metrics.paired import paired_difference
 from reprsim.metrics.prepare import PrepareInfo, PrepareWarning, prepare
@@ -33,6 +36,7 @@ __all__ = [
     "Measure",
     "PrepareInfo",
     "PrepareWarning",
+    "SimilarityEngine",
     "StreamingCKA",
     "behavioural",
     "bootstrap_ci",

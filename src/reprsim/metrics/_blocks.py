@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from reprsim.metrics._pair import Pair, Side, _sum64
+from reprsim.metrics._pair import SidePair, Side, _sum64
 
 # Bytes one (b, b) tile may take; a handful of tiles are alive at once.
 TILE_BYTES = 64 * 2**20
@@ -197,7 +197,7 @@ class _RBFAccumulator:
         return hxy, hxx, hyy
 
 
-def run_pass(pair: Pair, knn_k: int | None = None, rbf_sigmas: list[tuple[float, float]] | None = None) -> None:
+def run_pass(pair: SidePair, knn_k: int | None = None, rbf_sigmas: list[tuple[float, float]] | None = None) -> None:
     """Fill ``pair.x.knn``/``pair.y.knn`` (for ``knn_k``) and ``pair.rbf[(σx, σy)]`` in one pass.
 
     ``pair.rbf[(σx, σy)]`` becomes ``(hsic_xy, hsic_xx, hsic_yy)``: biased HSIC values tr(KHLH),
@@ -256,7 +256,7 @@ def run_pass(pair: Pair, knn_k: int | None = None, rbf_sigmas: list[tuple[float,
         pair.rbf[s] = acc.hsic(n)
 
 
-def neighbours(pair: Pair, side: Side, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def neighbours(pair: SidePair, side: Side, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first k neighbours of every row of ``side``: (indices (n, k) long, inner products (n, k) f64).
 
     Lists for a smaller k are prefixes of the cached list for the largest k computed so far.

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 SAFE_LOG2 = 20
-_LOW, _HIGH = 2.0 ** -SAFE_LOG2, 2.0 ** SAFE_LOG2
+_LOW, _HIGH = 2.0**-SAFE_LOG2, 2.0**SAFE_LOG2
 
 
 def max_abs(t: torch.Tensor) -> float:
@@ -46,7 +46,7 @@ def scale_pow2(t: torch.Tensor, e: int | torch.Tensor) -> torch.Tensor:
         if e == 0:
             return t
         h = e // 2
-        return t * (2.0 ** h) * (2.0 ** (e - h))
+        return t * (2.0**h) * (2.0 ** (e - h))
     e_np = e.detach().cpu().numpy().astype(np.int64)
     h = e_np // 2
     f1 = torch.from_numpy(np.ldexp(1.0, h)).to(dtype=t.dtype, device=t.device)

@@ -1,9 +1,9 @@
 """Cached per-representation and per-pair quantities shared between measures.
 
 A :class:`Side` holds one validated feature matrix and lazily computes what several measures need
-(centred copy, squared row norms, d×d covariance, neighbour lists). A :class:`Pair` joins two
+(centred copy, squared row norms, d×d covariance, neighbour lists). A :class:`SidePair` joins two
 sides and caches cross terms (XᵀY on centred features, RBF kernel sums). ``compute_all`` builds
-one Pair, so every Gram product and neighbour search runs once; ``compare_layers`` reuses each
+one SidePair, so every Gram product and neighbour search runs once; ``compare_layers`` reuses each
 layer's Side across all layer pairs; ``permutation_test`` derives permuted Pairs that relabel the
 cached Y-side quantities instead of recomputing them.
 
@@ -134,7 +134,7 @@ class Side:
 
 
 @dataclass
-class Pair:
+class SidePair:
     """Two sides with the same n rows, plus cross caches."""
 
     x: Side
@@ -172,15 +172,15 @@ class Pair:
         _, inverse, counts = torch.unique(self.groups, return_inverse=True, return_counts=True)
         return counts[inverse].to(torch.float64)
 
-    def permuted(self, perm: torch.Tensor) -> "Pair":
+    def permuted(self, perm: torch.Tensor) -> "SidePair":
         """The pair (X, Y[perm]): X-side caches shared, Y-side caches relabelled, cross caches dropped."""
         inv = torch.empty_like(perm)
         inv[perm] = torch.arange(perm.numel(), device=perm.device)
-        return Pair(self.x, self.y.permuted(perm, inv), self.groups)
+        return SidePair(self.x, self.y.permuted(perm, inv), self.groups)
 
 
-def make_pair(X: torch.Tensor, Y: torch.Tensor, groups: np.ndarray | torch.Tensor | None = None) -> Pair:
-    """Build a Pair from already validated tensors; ``groups`` (n,) marks rows that are copies of one
+def make_pair(X: torch.Tensor, Y: torch.Tensor, groups: np.ndarray | torch.Tensor | None = None) -> SidePair:
+    """Build a SidePair from already validated tensors; ``groups`` (n,) marks rows that are copies of one
     original sample (bootstrap), which are then never each other's neighbours."""
     g = None if groups is None else torch.as_tensor(groups, dtype=torch.long, device=X.device)
-    return Pair(Side(X, g), Side(Y, g), g)
+    return SidePair(Side(X, g), Side(Y, g), g)

@@ -45,8 +45,7 @@ def as_features(X: Any, name: str = "X") -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(arr))
     else:
         raise TypeError(
-            f"{name} must be a numpy array or torch tensor of shape (n_samples, n_features); "
-            f"got {type(X).__name__}."
+            f"{name} must be a numpy array or torch tensor of shape (n_samples, n_features); got {type(X).__name__}."
         )
     if t.is_complex():
         raise TypeError(f"{name} has complex dtype {t.dtype}; similarity measures need real features.")
@@ -91,9 +90,7 @@ def check_paired_features(X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor]:
             f"X.shape={tuple(Xt.shape)} and Y.shape={tuple(Yt.shape)}. Extract both on the same probe set."
         )
     if Xt.device != Yt.device:
-        raise ValueError(
-            f"X is on {Xt.device} and Y on {Yt.device}; move both to the same device first."
-        )
+        raise ValueError(f"X is on {Xt.device} and Y on {Yt.device}; move both to the same device first.")
     if Xt.dtype != Yt.dtype:
         Xt, Yt = Xt.to(torch.float64), Yt.to(torch.float64)
     return Xt, Yt
@@ -110,8 +107,9 @@ def check_int(value: Any, name: str, low: int, high: int | None = None, why: str
     return v
 
 
-def check_float(value: Any, name: str, low: float | None = None, high: float | None = None,
-                low_open: bool = True) -> float:
+def check_float(
+    value: Any, name: str, low: float | None = None, high: float | None = None, low_open: bool = True
+) -> float:
     """Return ``value`` as a float after checking it is finite and inside (low, high]."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__}).")
@@ -156,8 +154,10 @@ def degenerate_problem(x: Any, y: Any) -> str | None:
             which.append(name)
     if not which:
         return None
-    return (f"undefined: all {x.F.shape[0]} rows of {' and '.join(which)} are the same point (a constant "
-            "representation has no geometry to compare; check the layer or the inputs)")
+    return (
+        f"undefined: all {x.F.shape[0]} rows of {' and '.join(which)} are the same point (a constant "
+        "representation has no geometry to compare; check the layer or the inputs)"
+    )
 
 
 #: The most bootstrap resamples / permutations any option accepts (``--bootstrap``, ``--permutations``,
@@ -181,8 +181,10 @@ def check_resamples(value: Any, option: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{option} must be an integer; got {value!r}.")
     if not 0 <= int(value) <= MAX_RESAMPLES:
-        raise ValueError(f"{option} must be between 0 and {MAX_RESAMPLES:,}; got {int(value):,} (each resample "
-                         "recomputes everything, and 10⁵ already resolves p = 1e-5).")
+        raise ValueError(
+            f"{option} must be between 0 and {MAX_RESAMPLES:,}; got {int(value):,} (each resample "
+            "recomputes everything, and 10⁵ already resolves p = 1e-5)."
+        )
     return int(value)
 
 

@@ -27,12 +27,23 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["BEHAVIOURAL", "NEEDS_LABELS", "behavioural", "check_output_layer", "check_probs"]
+__all__ = [
+    "BEHAVIOURAL",
+    "NEEDS_LABELS",
+    "OUTPUT_LAYER",
+    "behavioural",
+    "check_bootstrap",
+    "check_output_layer",
+    "check_probs",
+]
 
 BEHAVIOURAL = ("agreement", "cohen_kappa", "error_consistency", "capa", "js_divergence")
 """The behavioural measures, in the order the tables show them."""
 
 NEEDS_LABELS = ("error_consistency", "capa")
+
+#: The layer name behavioural rows carry (``layer_a`` = ``layer_b``): the models' outputs.
+OUTPUT_LAYER = "output"
 
 #: A row of an output distribution may differ from 1 by this much (float32 softmax rounding).
 SUM_TOL = 1e-3
@@ -41,9 +52,11 @@ SUM_TOL = 1e-3
 def check_output_layer(layer: str, name: str = "behavioural measures") -> None:
     """Raise ValueError unless ``layer`` is ``"output"``: behavioural measures compare the models'
     output distributions, not an internal layer."""
-    if layer != "output":
-        raise ValueError(f"{name} compare the models' output distributions and are computed on the layer "
-                         f"'output' only; got layer {layer!r}. Ask for them with layer 'output'.")
+    if layer != OUTPUT_LAYER:
+        raise ValueError(
+            f"{name} compare the models' output distributions and are computed on the layer "
+            f"'{OUTPUT_LAYER}' only; got layer {layer!r}. Ask for them with layer '{OUTPUT_LAYER}'."
+        )
 
 
 def check_probs(P: Any, which: str) -> np.ndarray:
@@ -51,20 +64,34 @@ def check_probs(P: Any, which: str) -> np.ndarray:
     not 2-D, fewer than 2 classes, NaN/inf, a negative entry, or a row that does not sum to 1."""
     a = np.asarray(P.detach().cpu() if hasattr(P, "detach") else P, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] < 2:
-        raise ValueError(f"{which} must be a (n_inputs, n_classes) array of output probabilities with n ≥ 1 and "
-                         f"≥ 2 classes; got shape {a.shape}.")
+        raise ValueError(
+            f"{which} must be a (n_inputs, n_classes) array of output probabilities with n ≥ 1 and "
+            f"≥ 2 classes; got shape {a.shape}."
+        )
     if not np.isfinite(a).all():
         raise ValueError(f"{which} contains NaN or inf; pass finite output probabilities.")
     if (a < 0).any():
         r, c = np.argwhere(a < 0)[0]
-        raise ValueError(f"{which} has a negative entry ({a[r, c]:.3g} at row {r}, class {c}); output "
-                         "distributions must be probabilities (apply a softmax to logits).")
+        raise ValueError(
+            f"{which} has a negative entry ({a[r, c]:.3g} at row {r}, class {c}); output "
+            "distributions must be probabilities (apply a softmax to logits)."
+        )
     sums = a.sum(1)
     bad = np.flatnonzero(np.abs(sums - 1.0) > SUM_TOL)
     if bad.size:
-        raise ValueError(f"{which} row {bad[0]} sums to {sums[bad[0]]:.6g}, not 1 ({bad.size} such rows); output "
-                         "distributions must sum to 1 (apply a softmax to logits).")
+        raise ValueError(
+            f"{which} row {bad[0]} sums to {sums[bad[0]]:.6g}, not 1 ({bad.size} such rows); output "
+            "distributions must sum to 1 (apply a softmax to logits)."
+        )
     return a
+
+
+def check_bootstrap(n_boot: Any, level: Any) -> None:
+    """Raise ValueError unless ``n_boot`` is 0 (no interval) or an integer >= 2 and ``level`` is in (0, 1)."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0 or n_boot == 1:
+        raise ValueError(f"n_boot must be 0 (no interval) or an integer >= 2; got {n_boot!r}.")
+    if not isinstance(level, (int, float, np.floating)) or not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1); got {level!r}.")
 
 
 def _labels(labels: Any, n: int, C: int) -> np.ndarray:
@@ -81,8 +108,10 @@ def _labels(labels: Any, n: int, C: int) -> np.ndarray:
 
 def _kappa(po: float, pe: float, what: str) -> float:
     if not pe < 1:
-        raise ValueError(f"{what} is undefined: the expected agreement is 1 (e.g. both models always right, or "
-                         "both predicting one class), so κ = 0/0. Use more varied inputs.")
+        raise ValueError(
+            f"{what} is undefined: the expected agreement is 1 (e.g. both models always right, or "
+            "both predicting one class), so κ = 0/0. Use more varied inputs."
+        )
     return (po - pe) / (1.0 - pe)
 
 
@@ -99,6 +128,7 @@ def _per_input(name: str, pa: np.ndarray, pb: np.ndarray, y: np.ndarray | None) 
             fa = np.bincount(aa[i], minlength=C) / i.size
             fb = np.bincount(ab[i], minlength=C) / i.size
             return _kappa(float((aa[i] == ab[i]).mean()), float(fa @ fb), "cohen_kappa")
+
         return kappa
     if name == "error_consistency":
         ca, cb = pa.argmax(1) == y, pb.argmax(1) == y
@@ -106,6 +136,7 @@ def _per_input(name: str, pa: np.ndarray, pb: np.ndarray, y: np.ndarray | None) 
         def ec(i: np.ndarray) -> float:
             a, b = float(ca[i].mean()), float(cb[i].mean())
             return _kappa(float((ca[i] == cb[i]).mean()), a * b + (1 - a) * (1 - b), "error_consistency")
+
         return ec
     if name == "capa":
         r = np.arange(pa.shape[0])
@@ -114,6 +145,7 @@ def _per_input(name: str, pa: np.ndarray, pb: np.ndarray, y: np.ndarray | None) 
         def capa(i: np.ndarray) -> float:
             a, b = float(ta[i].mean()), float(tb[i].mean())
             return _kappa(float(obs[i].mean()), a * b + (1 - a) * (1 - b) / (C - 1), "capa")
+
         return capa
     m = 0.5 * (pa + pb)
     with np.errstate(divide="ignore", invalid="ignore"):  # 0·log 0 = 0
@@ -123,8 +155,16 @@ def _per_input(name: str, pa: np.ndarray, pb: np.ndarray, y: np.ndarray | None) 
     return lambda i: float(js[i].mean())
 
 
-def behavioural(name: str, probs_a: Any, probs_b: Any, labels: Any = None, *, n_boot: int = 1000,
-                level: float = 0.95, seed: int | np.random.Generator = 0) -> dict[str, Any]:
+def behavioural(
+    name: str,
+    probs_a: Any,
+    probs_b: Any,
+    labels: Any = None,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int | np.random.Generator = 0,
+) -> dict[str, Any]:
     """One behavioural similarity between two models' output distributions on the same inputs.
 
     Parameters
@@ -146,18 +186,17 @@ def behavioural(name: str, probs_a: Any, probs_b: Any, labels: Any = None, *, n_
         raise ValueError(f"unknown behavioural measure {name!r}; valid ones are: {', '.join(BEHAVIOURAL)}.")
     pa, pb = check_probs(probs_a, "probs_a"), check_probs(probs_b, "probs_b")
     if pa.shape != pb.shape:
-        raise ValueError(f"probs_a and probs_b must have the same shape (the same inputs and label space); got "
-                         f"{pa.shape} and {pb.shape}.")
+        raise ValueError(
+            f"probs_a and probs_b must have the same shape (the same inputs and label space); got "
+            f"{pa.shape} and {pb.shape}."
+        )
     n, C = pa.shape
     y = None
     if labels is not None:
         y = _labels(labels, n, C)
     elif name in NEEDS_LABELS:
         raise ValueError(f"{name} needs labels=(n,) true class ids: it compares which inputs each model gets right.")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0 or n_boot == 1:
-        raise ValueError(f"n_boot must be 0 (no interval) or an integer >= 2; got {n_boot!r}.")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1); got {level}.")
+    check_bootstrap(n_boot, level)
     stat = _per_input(name, pa, pb, y)
     value = stat(np.arange(n))
     lo = hi = math.nan

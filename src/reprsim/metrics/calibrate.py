@@ -16,11 +16,16 @@ Algorithm 2 (:func:`calibrate_layers`): the same permutation is applied to every
 aggregate (max or mean over all layer pairs) is recomputed on each, so the null of a best-layer
 value accounts for the selection among L × L pairs.
 
-The work is done by the one layer-table engine (:class:`reprsim.compare.similarity.SimilarityEngine`):
+The work is done by the one layer-table engine (:class:`reprsim.metrics.engine.SimilarityEngine`):
 one set of permutations serves every measure and layer pair; kNN measures relabel the cached
 neighbour lists (no new neighbour search), linear CKA / CCA / Procrustes reuse Y's covariance and
 eigen-decomposition, rbf_cka its centred kernel (permuting Y's rows permutes L's rows and columns),
-rsa its RDM ranks (n ≤ max_rows), linear_regression X's factorised ridge systems.
+rsa its RDM ranks, linear_regression X's per-fold ridge maps.
+
+rsa above ``max_rows`` (a seeded row subsample S) has its own null: π permutes Y's rows within S
+(:func:`reprsim.metrics.other.rsa_null_permutation`: the relative order of π on S), the exact
+permutation null of the statistic rsa computes, RSA(X[S], Y[S]); its null values are
+rsa(X, Y[π̃]), not rsa(X, Y[π]), which would compare X[S] with another subset of Y's rows each time.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from reprsim.metrics._pair import Pair
+from reprsim.metrics._pair import SidePair
+from reprsim.metrics.engine import SimilarityEngine
 from reprsim.metrics._validate import as_features, check_float, check_int, check_paired_features
 from reprsim.metrics.registry import MEASURES, PAPER_MEASURES, get_measure, run_measures
 
@@ -135,7 +141,7 @@ def engine_ceilings(engine: Any) -> dict[tuple[str, str], float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. rsa's subsample note: the engine reports it once
         for la, side in engine.sa.items():
-            vals = run_measures(Pair(side, side), engine.names, engine.resolved, on_error="nan")
+            vals = run_measures(SidePair(side, side), engine.names, engine.resolved, on_error="nan")
             out.update({(la, name): v for name, v in vals.items()})
     return out
 
@@ -173,8 +179,6 @@ def calibrate(measures: str | Sequence[str] | None, X: Any, Y: Any, n_permutatio
     ``{measure: record}``, each record as :func:`calibration_record` (``value``, ``null_mean``, ``tau``,
     ``p_value``, ``calibrated``, ``max``, ``orientation``, …).
     """
-    from reprsim.compare.similarity import SimilarityEngine
-
     if on_error not in ("raise", "nan"):
         raise ValueError(f"on_error must be 'raise' or 'nan'; got {on_error!r}.")
     names = _names(measures)
@@ -194,16 +198,29 @@ def calibrate(measures: str | Sequence[str] | None, X: Any, Y: Any, n_permutatio
 
 
 def calibrate_engine(engine: Any, n_permutations: int = 200, alpha: float = 0.05, seed: int = 0,
-                     permutations: Any = None) -> dict[tuple[str, str, str], dict[str, Any]]:
+                     permutations: Any = None, best: str | None = None) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Algorithm 1 for every (layer_a, layer_b, measure) of a
-    :class:`~reprsim.compare.similarity.SimilarityEngine`, one set of permutations of B's rows for all;
-    each pair's ``max`` is m(A[layer_a], A[layer_a]). Returns ``{key: record}`` (:func:`calibration_record`)."""
+    :class:`~reprsim.metrics.engine.SimilarityEngine`, one set of permutations of B's rows for all;
+    each pair's ``max`` is m(A[layer_a], A[layer_a]). Returns ``{key: record}`` (:func:`calibration_record`).
+
+    ``best`` = "max" or "mean" adds, from the same null, one record per measure under the key
+    ("best", "best", measure): Algorithm 2 of :func:`aggregate_record` over every layer pair (NaN fields
+    when the measure is undefined on every pair)."""
     a = _alpha(alpha)
     perms = draw_permutations(engine.n, n_permutations, seed, permutations)
     null = engine_null(engine, perms)
     top = engine_ceilings(engine)
-    return {key: calibration_record(v, null[key], top[(key[0], key[2])], MEASURES[key[2]].kind, a)
-            for key, v in engine.values.items()}
+    out = {key: calibration_record(v, null[key], top[(key[0], key[2])], MEASURES[key[2]].kind, a)
+           for key, v in engine.values.items()}
+    if best is not None:
+        for name in engine.names:
+            try:
+                out[("best", "best", name)] = _aggregate(engine, name, best, null, top, a)
+            except ValueError as exc:  # undefined on every layer pair
+                warnings.warn(str(exc), stacklevel=2)
+                out[("best", "best", name)] = calibration_record(math.nan, np.array([]), math.nan,
+                                                                 MEASURES[name].kind, a)
+    return out
 
 
 CALIBRATED_COLUMNS = ("null_mean", "tau", "calibrated")
@@ -239,18 +256,25 @@ def aggregate_record(engine: Any, measure: str, agg: str, perms: np.ndarray, alp
     in similarity orientation) is reported as ``layer_a`` / ``layer_b``."""
     if agg not in AGGREGATES:
         raise ValueError(f"agg must be one of {AGGREGATES}; got {agg!r}.")
-    kind = MEASURES[measure].kind
-    sign = -1.0 if kind == "distance" else 1.0
     if not engine.values:
         engine.compute()
+    return _aggregate(engine, measure, agg, engine_null(engine, perms), engine_ceilings(engine), alpha)
+
+
+def _aggregate(engine: Any, measure: str, agg: str, null: Mapping[tuple[str, str, str], np.ndarray],
+               ceilings: Mapping[tuple[str, str], float], alpha: float) -> dict[str, Any]:
+    """:func:`aggregate_record` from an engine's null (:func:`engine_null`) and :func:`engine_ceilings`."""
+    if agg not in AGGREGATES:
+        raise ValueError(f"agg must be one of {AGGREGATES}; got {agg!r}.")
+    kind = MEASURES[measure].kind
+    sign = -1.0 if kind == "distance" else 1.0
     keys = [k for k in engine.values if k[2] == measure]
     obs = np.array([engine.values[k] for k in keys])
     if np.isnan(obs).all():
         raise ValueError(f"{measure} is undefined on every layer pair; nothing to aggregate "
                          f"({'; '.join(engine.warnings[:2])}).")
-    null = engine_null(engine, perms)
     N = sign * np.stack([null[k] for k in keys], 1)  # (K, pairs)
-    tops = sign * np.array([v for (la, m), v in engine_ceilings(engine).items() if m == measure])
+    tops = sign * np.array([v for (la, m), v in ceilings.items() if m == measure])
 
     def reduce(v: np.ndarray, axis: int | None = None) -> Any:
         with warnings.catch_warnings():
@@ -280,8 +304,6 @@ def calibrate_layers(measure: str, X_layers: Any, Y_layers: Any, agg: str = "max
     dict: the fields of :func:`calibration_record` for the aggregate, plus ``measure``, ``agg``,
     ``n_pairs`` and, for "max", the best pair's ``layer_a`` / ``layer_b``.
     """
-    from reprsim.compare.similarity import SimilarityEngine
-
     get_measure(measure)
     if agg not in AGGREGATES:
         raise ValueError(f"agg must be one of {AGGREGATES}; got {agg!r}.")

@@ -36,11 +36,21 @@ def describe(names: list[str] | None = None) -> list[dict[str, Any]]:
         if name not in MEASURES:
             raise ValueError(f"unknown measure {name!r}; valid measures are: {', '.join(MEASURES)}.")
         m = MEASURES[name]
-        out.append({"name": name, "kind": m.kind, "value_range": list(m.value_range), "bounded": m.bounded,
-                    "symmetric": m.symmetric, "invariant_to": list(m.invariances),
-                    "not_invariant_to": [t for t in INVARIANCES if t not in m.invariances],
-                    "params": {p: spec.default for p, spec in m.params.items()}, "reference": m.reference,
-                    "summary": m.summary, "caveat": CAVEATS.get(name)})
+        out.append(
+            {
+                "name": name,
+                "kind": m.kind,
+                "value_range": list(m.value_range),
+                "bounded": m.bounded,
+                "symmetric": m.symmetric,
+                "invariant_to": list(m.invariances),
+                "not_invariant_to": [t for t in INVARIANCES if t not in m.invariances],
+                "params": {p: spec.default for p, spec in m.params.items()},
+                "reference": m.reference,
+                "summary": m.summary,
+                "caveat": CAVEATS.get(name),
+            }
+        )
     return out
 
 
@@ -50,12 +60,14 @@ def format_cards(cards: list[dict[str, Any]]) -> str:
     for c in cards:
         lo, hi = c["value_range"]
         params = ", ".join(f"{k}={v!r}" for k, v in c["params"].items()) or "none"
-        lines += [f"{c['name']}  ({c['kind']}, range [{lo:g}, {hi:g}], "
-                  f"{'bounded' if c['bounded'] else 'unbounded'}, {'symmetric' if c['symmetric'] else 'not symmetric'})",
-                  f"  {c['summary']}",
-                  f"  invariant to:     {', '.join(c['invariant_to']) or 'none of the listed transforms'}",
-                  f"  not invariant to: {', '.join(c['not_invariant_to']) or '-'}",
-                  f"  parameters: {params}; reference: {c['reference']}"]
+        lines += [
+            f"{c['name']}  ({c['kind']}, range [{lo:g}, {hi:g}], "
+            f"{'bounded' if c['bounded'] else 'unbounded'}, {'symmetric' if c['symmetric'] else 'not symmetric'})",
+            f"  {c['summary']}",
+            f"  invariant to:     {', '.join(c['invariant_to']) or 'none of the listed transforms'}",
+            f"  not invariant to: {', '.join(c['not_invariant_to']) or '-'}",
+            f"  parameters: {params}; reference: {c['reference']}",
+        ]
         if c["caveat"]:
             lines.append(f"  note: {c['caveat']}")
         lines.append("")
@@ -64,9 +76,12 @@ def format_cards(cards: list[dict[str, Any]]) -> str:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``reprsim measures``."""
-    parser = subparsers.add_parser("measures", help="print the measure cards (invariances, kind, range, symmetry)",
-                                   description="Print each similarity measure's card: what it is invariant to "
-                                               "(verified by the test suite), similarity or distance, range, symmetry.")
+    parser = subparsers.add_parser(
+        "measures",
+        help="print the measure cards (invariances, kind, range, symmetry)",
+        description="Print each similarity measure's card: what it is invariant to "
+        "(verified by the test suite), similarity or distance, range, symmetry.",
+    )
     parser.add_argument("names", nargs="*", metavar="NAME", help="measures to show (default: all)")
     parser.add_argument("--format", choices=["text", "json"], default="text")
     parser.set_defaults(func=run)
@@ -76,5 +91,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Print the cards; returns 0."""
     cards = describe(list(args.names) or None)
-    print(json.dumps(cards, indent=2) if args.format == "json" else format_cards(cards), end="" if args.format == "text" else "\n")
+    print(
+        json.dumps(cards, indent=2) if args.format == "json" else format_cards(cards),
+        end="" if args.format == "text" else "\n",
+    )
     return 0

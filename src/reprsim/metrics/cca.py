@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from reprsim.metrics._pair import Pair, Side
+from reprsim.metrics._pair import SidePair, Side
 
 RANK_RTOL = 1e-10
 
@@ -33,7 +33,7 @@ def _whitener(side: Side, r: int) -> torch.Tensor:
     return V[:, :r] / torch.sqrt(w[:r])
 
 
-def _cca(pair: Pair, rx: int, ry: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _cca(pair: SidePair, rx: int, ry: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Canonical correlations (descending, length min(rx, ry)) and the singular vectors (U, V)."""
     Wx, Wy = _whitener(pair.x, rx), _whitener(pair.y, ry)
     M = Wx.T @ pair.cross64 @ Wy
@@ -52,7 +52,7 @@ def _keep(side: Side, rank: int, keep: float, dim: int | None, which: str) -> in
     return int(torch.searchsorted(frac, torch.tensor(keep, dtype=frac.dtype) - 1e-12)) + 1
 
 
-def svcca(pair: Pair, dim: int | None = None, keep: float = 0.99) -> float:
+def svcca(pair: SidePair, dim: int | None = None, keep: float = 0.99) -> float:
     """SVCCA (Raghu et al. 2017): project each centred representation on its top singular directions
     (the fewest explaining ``keep`` = 99% of the variance, or exactly ``dim``), then return the mean
     canonical correlation between the two projections.
@@ -67,7 +67,7 @@ def svcca(pair: Pair, dim: int | None = None, keep: float = 0.99) -> float:
     return float(s.mean())
 
 
-def mean_cca(pair: Pair) -> float:
+def mean_cca(pair: SidePair) -> float:
     """Mean of all min(rank X, rank Y) canonical correlations of the full centred representations.
 
     Range [0, 1]; 1 = one span contains the other. Invariant to invertible linear maps and
@@ -77,7 +77,7 @@ def mean_cca(pair: Pair) -> float:
     return float(s.mean())
 
 
-def pwcca(pair: Pair) -> float:
+def pwcca(pair: SidePair) -> float:
     """Projection-weighted CCA (Morcos et al. 2018): Σ_i α_i ρ_i / Σ_i α_i, with ρ_i the canonical
     correlations and α_i = Σ_j |⟨h_i, x̃_j⟩| the total absolute projection of the features (columns)
     of the lower-rank representation (X on ties) onto its i-th canonical variate h_i.

@@ -1,6 +1,6 @@
 """Centred kernel alignment: linear CKA (biased and unbiased HSIC) and RBF CKA.
 
-All functions here take a :class:`~reprsim.metrics._pair.Pair` of already validated features and
+All functions here take a :class:`~reprsim.metrics._pair.SidePair` of already validated features and
 return a Python float; the public entry point is :func:`reprsim.metrics.compute`.
 
 Numerics. Features are centred (column means taken in float64) *before* any product: HSIC is
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from reprsim.metrics._blocks import run_pass
-from reprsim.metrics._pair import Pair, Side, _sum64
+from reprsim.metrics._pair import SidePair, Side, _sum64
 
 # Above this many rows the median-distance heuristic uses a seeded subsample of this many rows.
 MEDIAN_MAX_ROWS = 2000
@@ -51,7 +51,7 @@ def _ratio(hxy: float, hxx: float, hyy: float, what: str) -> float:
     return float(hxy / (math.sqrt(hxx) * math.sqrt(hyy)))  # the product over- or underflows
 
 
-def _hsic_biased_pair(pair: Pair) -> tuple[float, float, float]:
+def _hsic_biased_pair(pair: SidePair) -> tuple[float, float, float]:
     """tr(KHLH), tr(KHKH), tr(LHLH) for linear kernels (no 1/(n−1)² factor; it cancels)."""
     x, y = pair.x, pair.y
     if _use_features(pair.n, x.d, y.d):
@@ -61,7 +61,7 @@ def _hsic_biased_pair(pair: Pair) -> tuple[float, float, float]:
     return float(_sum64(K * L)), float(_sum64(K * K)), float(_sum64(L * L))
 
 
-def linear_cka(pair: Pair) -> float:
+def linear_cka(pair: SidePair) -> float:
     """Linear CKA with the biased HSIC estimator (Kornblith et al. 2019).
 
     CKA(X, Y) = ‖X̃ᵀỸ‖²_F / (‖X̃ᵀX̃‖_F ‖ỸᵀỸ‖_F) on column-centred X̃, Ỹ, which equals
@@ -122,7 +122,7 @@ def hsic_unbiased_gram(K: torch.Tensor, L: torch.Tensor, exclude: torch.Tensor |
     return float(h)
 
 
-def unbiased_cka(pair: Pair) -> float:
+def unbiased_cka(pair: SidePair) -> float:
     """Linear CKA with the unbiased HSIC estimator of Song et al. (2012) — the paper's definition.
 
     CKA_u = HSIC_u(K, L)/√(HSIC_u(K, K)·HSIC_u(L, L)), K = XXᵀ, L = YYᵀ, HSIC_u as in
@@ -161,7 +161,7 @@ def median_distance(side: Side) -> float:
     return side.median_dist
 
 
-def bandwidths(pair: Pair, sigma: float | str) -> tuple[float, float]:
+def bandwidths(pair: SidePair, sigma: float | str) -> tuple[float, float]:
     """(σx, σy) in the units of the pair's (possibly power-of-two rescaled) features.
 
     ``"median"``: each side's median pairwise distance. A number is in the units of the input
@@ -192,7 +192,7 @@ def bandwidths(pair: Pair, sigma: float | str) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def rbf_cka(pair: Pair, sigma: float | str = "median") -> float:
+def rbf_cka(pair: SidePair, sigma: float | str = "median") -> float:
     """CKA with Gaussian kernels K_ij = exp(−‖x_i − x_j‖²/(2σ²)) and the biased HSIC (Kornblith 2019).
 
     ``sigma="median"``: σ is the median pairwise Euclidean distance of each representation

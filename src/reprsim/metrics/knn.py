@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from reprsim.metrics._blocks import neighbours
-from reprsim.metrics._pair import Pair, Side
+from reprsim.metrics._pair import SidePair, Side
 from reprsim.metrics._validate import as_features, check_int
 
 
@@ -38,12 +38,12 @@ def nearest_neighbors(X: object, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     t = as_features(X, "X")
     k = check_int(k, "k", 1, t.shape[0] - 1, why="k must be smaller than the number of samples.")
     side = Side(t)
-    idx, vals = neighbours(Pair(side, side), side, k)
+    idx, vals = neighbours(SidePair(side, side), side, k)
     # inner products of the (possibly power-of-two rescaled) features, back in the input's units
     return idx.cpu().numpy(), np.ldexp(vals.cpu().numpy(), -2 * side.scale_exp)
 
 
-def _lists(pair: Pair, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _lists(pair: SidePair, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return neighbours(pair, pair.x, k)[0], neighbours(pair, pair.y, k)[0]
 
 
@@ -52,13 +52,13 @@ def _matches(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a[:, :, None] == b[:, None, :]
 
 
-def mutual_knn_scores(pair: Pair, k: int) -> np.ndarray:
+def mutual_knn_scores(pair: SidePair, k: int) -> np.ndarray:
     """Per-sample |kNN_X(i) ∩ kNN_Y(i)| / k, shape (n,)."""
     a, b = _lists(pair, k)
     return (_matches(a, b).sum((1, 2)).to(torch.float64) / k).cpu().numpy()
 
 
-def mutual_knn(pair: Pair, k: int = 10) -> float:
+def mutual_knn(pair: SidePair, k: int = 10) -> float:
     """Mutual kNN alignment (Huh et al. 2024): mean over i of |kNN_X(i) ∩ kNN_Y(i)| / k.
 
     Range [0, 1]; 1 = every sample has the same k neighbours in both representations; expectation
@@ -69,7 +69,7 @@ def mutual_knn(pair: Pair, k: int = 10) -> float:
     return float(mutual_knn_scores(pair, k).mean())
 
 
-def jaccard_knn(pair: Pair, k: int = 10) -> float:
+def jaccard_knn(pair: SidePair, k: int = 10) -> float:
     """Mean Jaccard index |A ∩ B| / |A ∪ B| of the two k-neighbour sets (ReSi benchmark).
 
     Range [0, 1]; 1 = identical neighbour sets; ≈ k/(2(n−1)) under independence. Cost as mutual_knn.
@@ -79,7 +79,7 @@ def jaccard_knn(pair: Pair, k: int = 10) -> float:
     return float((c / (2 * k - c)).mean())
 
 
-def cycle_knn(pair: Pair, k: int = 10) -> float:
+def cycle_knn(pair: SidePair, k: int = 10) -> float:
     """Cycle kNN (the paper's): fraction of samples i that are among the X-neighbours of at least one
     of i's Y-neighbours.
 
@@ -127,7 +127,7 @@ def levenshtein(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return prev[:, k]
 
 
-def lcs_knn(pair: Pair, k: int = 10) -> float:
+def lcs_knn(pair: SidePair, k: int = 10) -> float:
     """Mean length of the longest common subsequence of the two *ordered* neighbour lists, divided by k.
 
     Range [0, 1]; 1 = identical ordered lists. (The paper's CSVs hold the unnormalised value, i.e.
@@ -137,7 +137,7 @@ def lcs_knn(pair: Pair, k: int = 10) -> float:
     return float(lcs_lengths(a.cpu().numpy(), b.cpu().numpy()).mean() / k)
 
 
-def edit_distance_knn(pair: Pair, k: int = 10) -> float:
+def edit_distance_knn(pair: SidePair, k: int = 10) -> float:
     """1 − mean Levenshtein distance between the ordered neighbour lists / k (the paper's definition).
 
     Range [0, 1]; 1 = identical ordered lists, 0 = no position can be matched. Cost as lcs_knn.
@@ -155,7 +155,7 @@ def _gather_inner(F: torch.Tensor, idx: torch.Tensor, rows: int = 4096) -> torch
     return out
 
 
-def second_order_cosine(pair: Pair, k: int = 10) -> float:
+def second_order_cosine(pair: SidePair, k: int = 10) -> float:
     """Second-order cosine similarity (Hamilton et al. 2016; ReSi benchmark).
 
     For each i, take U(i) = kNN_X(i) ∪ kNN_Y(i), the vectors s_X = (⟨x_i, x_j⟩)_{j∈U(i)} and
@@ -195,7 +195,7 @@ def _hsic_u_sparse(A: sp.csr_matrix, B: sp.csr_matrix, n: int) -> float:
     return (t1 + A.sum() * B.sum() / ((n - 1) * (n - 2)) - 2.0 * float(colA @ rowB) / (n - 2)) / (n * (n - 3))
 
 
-def cknna(pair: Pair, k: int = 10) -> float:
+def cknna(pair: SidePair, k: int = 10) -> float:
     """CKNNA (Huh et al. 2024): CKA restricted to mutual-neighbour pairs, with the unbiased HSIC.
 
     With K = XXᵀ, L = YYᵀ (raw inner products, as in the paper — not centred), M_K[i, j] = 1 if

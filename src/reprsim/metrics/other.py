@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
 
-from reprsim.metrics._pair import Pair
+from reprsim.metrics._pair import Side, SidePair
 
 
-def procrustes(pair: Pair) -> float:
+def procrustes(pair: SidePair) -> float:
     """Orthogonal Procrustes similarity (Williams et al. 2021, angular shape metric's cosine).
 
     With X̂ = X̃/‖X̃‖_F, Ŷ = Ỹ/‖Ỹ‖_F (centred, unit Frobenius norm):
@@ -27,7 +28,7 @@ def procrustes(pair: Pair) -> float:
     return float(torch.linalg.svdvals(pair.cross_c).sum() / math.sqrt(tx * ty))
 
 
-def procrustes_distance(pair: Pair) -> float:
+def procrustes_distance(pair: SidePair) -> float:
     """Angular Procrustes shape distance θ = arccos(procrustes similarity) (Williams et al. 2021), a metric.
 
     Range [0, π/2]; 0 = equal up to rotation, scaling and translation. Near 0 it is computed from
@@ -41,7 +42,7 @@ def procrustes_distance(pair: Pair) -> float:
 _NEAR_ONE = 1e-4  # below 1 − this, arccos(s) loses no more than ~1e-14 to the rounding of s
 
 
-def procrustes_distance_from(pair: Pair, similarity: float) -> float:
+def procrustes_distance_from(pair: SidePair, similarity: float) -> float:
     """θ = arccos(``similarity``) for the procrustes ``similarity`` of ``pair``, exact near θ = 0.
 
     arccos amplifies the rounding ε of a similarity near 1 into √(2ε) (1.5e-8 for ε = 1e-16). There
@@ -99,7 +100,33 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def rsa(pair: Pair, max_rows: int = 3000, seed: int = 0) -> float:
+def rsa_rows(n: int, max_rows: int, seed: int) -> torch.Tensor | None:
+    """rsa's seeded row subsample S (sorted, ``max_rows`` of ``n``), or None when n ≤ max_rows (all rows)."""
+    if n <= max_rows:
+        return None
+    return torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False)))
+
+
+def rsa_null_permutation(perm: Any, max_rows: int = 3000, seed: int = 0) -> np.ndarray:
+    """The row permutation rsa's permutation null applies for the row permutation ``perm`` (n,).
+
+    n ≤ max_rows: ``perm`` itself. Above, rsa only sees the rows S of its subsample, and its null
+    permutes Y's rows within S: π̃ maps S[i] to S[σ_i], σ = the ranks of perm[S] among themselves
+    (uniform over the permutations of S when ``perm`` is uniform), and fixes the other rows. So
+    rsa(X, Y[π̃]) = RSA(X[S], Y[S][σ]), the exact permutation null of the subsampled statistic, and
+    every permutation reuses Y[S]'s RDM ranks instead of ranking another subset of Y's rows.
+    """
+    perm = np.asarray(perm)
+    rows = rsa_rows(perm.size, max_rows, seed)
+    if rows is None:
+        return perm
+    S = rows.numpy()
+    out = np.arange(perm.size)
+    out[S] = S[np.argsort(np.argsort(perm[S]))]
+    return out
+
+
+def rsa(pair: SidePair, max_rows: int = 3000, seed: int = 0) -> float:
     """Representational similarity analysis (Kriegeskorte et al. 2008): Spearman correlation between the
     upper triangles (i < j) of the two correlation-distance RDMs, D_ij = 1 − Pearson(f_i, f_j).
 
@@ -112,11 +139,12 @@ def rsa(pair: Pair, max_rows: int = 3000, seed: int = 0) -> float:
     m = min(n, max_rows).
     """
     n = pair.n
-    rows = torch.arange(n)
-    if n > max_rows:
+    rows = rsa_rows(n, max_rows, seed)
+    if rows is None:
+        rows = torch.arange(n)
+    else:
         warnings.warn(f"rsa: n={n} > max_rows={max_rows}; using a random subsample of {max_rows} rows "
                       f"(seed={seed}). Raise max_rows for the exact value (O(n²) memory).", stacklevel=3)
-        rows = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False)))
     rows = rows.to(pair.x.F.device)
     const = _constant_rows(pair.x.F[rows]) | _constant_rows(pair.y.F[rows])
     if bool(const.any()):
@@ -149,42 +177,69 @@ def rsa(pair: Pair, max_rows: int = 3000, seed: int = 0) -> float:
     return float(rx @ ry / den)
 
 
-def linear_regression(pair: Pair, alpha: float = 1e-3, n_folds: int = 5, seed: int = 0) -> float:
+class RidgeFolds:
+    """The X side of :func:`linear_regression`, fitted once and reused for any Y with the same rows.
+
+    Holds the seeded folds, each fold's rows X_f and, from the fold's ridge system A = G̃_train + λI,
+    its test-row map H_f = (X_f − x̄_train) A⁻¹, so R² against another Y (another layer, or Y with
+    its rows permuted) costs the cross products X_fᵀY_f and one product H_f C̃_train per fold (no solve). ``error`` is the
+    reason R² is undefined for this X (constant on a training fold), else None.
+    """
+
+    def __init__(self, x: Side, alpha: float = 1e-3, n_folds: int = 5, seed: int = 0) -> None:
+        n = x.n
+        X = x.centred.to(torch.float64)
+        folds = np.array_split(np.random.default_rng(seed).permutation(n), n_folds)
+        self.parts = [torch.as_tensor(f, device=X.device) for f in folds]
+        self.Xf = [X[idx] for idx in self.parts]
+        sums = [Xf.sum(0) for Xf in self.Xf]
+        grams = [Xf.T @ Xf for Xf in self.Xf]
+        S_x, G = sum(sums), sum(grams)
+        d1 = X.shape[1]
+        eye = torch.eye(d1, dtype=X.dtype, device=X.device)
+        self.folds: list[tuple[torch.Tensor, int, torch.Tensor, Any]] = []
+        self.error: str | None = None
+        for Xf, sx, Gf in zip(self.Xf, sums, grams):
+            m = n - Xf.shape[0]
+            mx = (S_x - sx) / m
+            Gt = (G - Gf) - m * torch.outer(mx, mx)
+            lam = alpha * float(torch.trace(Gt)) / d1
+            if not lam > 0:
+                self.error = "linear_regression: X is constant on a training fold; R² is undefined."
+                return
+            lu = torch.linalg.lu_factor(Gt + lam * eye)
+            H = torch.linalg.lu_solve(*lu, (Xf - mx).T).T  # A symmetric: (X_f − x̄) A⁻¹ = (A⁻¹ (X_f − x̄)ᵀ)ᵀ
+            self.folds.append((m, mx, H.contiguous()))
+
+    def r2(self, y: Side) -> float:
+        """Cross-validated ridge R² of predicting ``y`` (same rows as X) from X."""
+        if self.error:
+            raise ValueError(self.error)
+        Y = y.centred.to(torch.float64)
+        Ys = [Y[idx] for idx in self.parts]
+        S_y = sum(Yf.sum(0) for Yf in Ys)
+        Cs = [Xf.T @ Yf for Xf, Yf in zip(self.Xf, Ys)]
+        C = sum(Cs)
+        sse = sst = 0.0
+        for (m, mx, H), Yf, Cf in zip(self.folds, Ys, Cs):
+            my = (S_y - Yf.sum(0)) / m
+            Ct = (C - Cf) - m * torch.outer(mx, my)  # centred training cross product X̃ᵀỸ
+            Yc = (Yf - my).reshape(-1)
+            resid = Yc - (H @ Ct).reshape(-1)
+            sse += float(resid @ resid)
+            sst += float(Yc @ Yc)
+        if not sst > 0:
+            raise ValueError("linear_regression: Y is constant, so R² is undefined.")
+        return 1.0 - sse / sst
+
+
+def linear_regression(pair: SidePair, alpha: float = 1e-3, n_folds: int = 5, seed: int = 0) -> float:
     """Cross-validated ridge R² of predicting Y from X (ReSi's linear regression measure).
 
     Rows are split into ``n_folds`` seeded folds; on each training part the ridge map
     W = (X̃ᵀX̃ + λI)⁻¹X̃ᵀỸ is fitted with λ = alpha · tr(X̃ᵀX̃)/d1 (relative, so scale invariant), and
     R² = 1 − Σ_folds ‖Y_test − Ŷ_test‖² / Σ_folds ‖Y_test − ȳ_train‖². Not symmetric.
     Range (−∞, 1]; 1 = Y is an exact linear function of X, ≤ 0 = no better than the mean.
-    Cost O(n·d1·(d1 + d2) + n_folds·d1³), float64.
+    Cost O(n·d1·(d1 + d2) + n_folds·d1³), float64. :class:`RidgeFolds` keeps X's part for reuse.
     """
-    n = pair.n
-    X = pair.x.centred.to(torch.float64)
-    Y = pair.y.centred.to(torch.float64)
-    folds = np.array_split(np.random.default_rng(seed).permutation(n), n_folds)
-    parts = []
-    for f in folds:
-        idx = torch.as_tensor(f, device=X.device)
-        Xf, Yf = X[idx], Y[idx]
-        parts.append((idx, Xf.sum(0), Yf.sum(0), Xf.T @ Xf, Xf.T @ Yf))
-    S_x = sum(p[1] for p in parts)
-    S_y = sum(p[2] for p in parts)
-    G = sum(p[3] for p in parts)
-    C = sum(p[4] for p in parts)
-    d1 = X.shape[1]
-    sse = sst = 0.0
-    for idx, sx, sy, Gf, Cf in parts:
-        m = n - idx.numel()
-        mx, my = (S_x - sx) / m, (S_y - sy) / m
-        Gt = (G - Gf) - m * torch.outer(mx, mx)
-        Ct = (C - Cf) - m * torch.outer(mx, my)
-        lam = alpha * float(torch.trace(Gt)) / d1
-        if not lam > 0:
-            raise ValueError("linear_regression: X is constant on a training fold; R² is undefined.")
-        W = torch.linalg.solve(Gt + lam * torch.eye(d1, dtype=Gt.dtype, device=Gt.device), Ct)
-        resid = (Y[idx] - my) - (X[idx] - mx) @ W
-        sse += float((resid ** 2).sum())
-        sst += float(((Y[idx] - my) ** 2).sum())
-    if not sst > 0:
-        raise ValueError("linear_regression: Y is constant, so R² is undefined.")
-    return 1.0 - sse / sst
+    return RidgeFolds(pair.x, alpha, n_folds, seed).r2(pair.y)

@@ -29,8 +29,10 @@ def _ids(ids: Any, n: int, which: str) -> np.ndarray:
         raise ValueError(f"{which} must be a 1-D sequence of one sample id per row ({n} rows); got shape {a.shape}.")
     uniq, counts = np.unique(a, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"{which} contains the duplicate sample id {uniq[counts > 1][0].item()!r}; each row must be "
-                         "one distinct input.")
+        raise ValueError(
+            f"{which} contains the duplicate sample id {uniq[counts > 1][0].item()!r}; each row must be "
+            "one distinct input."
+        )
     return a
 
 
@@ -41,8 +43,10 @@ def align_ids(ids1: Any, ids2: Any, n1: int, n2: int) -> tuple[np.ndarray, np.nd
     Raises ValueError naming a duplicate id, or an id present in one pair but not the other."""
     if ids1 is None and ids2 is None:
         if n1 != n2:
-            raise ValueError(f"the two pairs have {n1} and {n2} rows; pass ids1= and ids2= (one sample id per row) "
-                             "to align them, or give both the same inputs in the same order.")
+            raise ValueError(
+                f"the two pairs have {n1} and {n2} rows; pass ids1= and ids2= (one sample id per row) "
+                "to align them, or give both the same inputs in the same order."
+            )
         return np.arange(n1), np.arange(n2)
     if ids1 is None or ids2 is None:
         raise ValueError("pass both ids1= and ids2= (one sample id per row of each pair), or neither.")
@@ -50,18 +54,31 @@ def align_ids(ids1: Any, ids2: Any, n1: int, n2: int) -> tuple[np.ndarray, np.nd
     pos2 = {v: i for i, v in enumerate(b.tolist())}
     missing = [v for v in a.tolist() if v not in pos2]
     if missing:
-        raise ValueError(f"sample id {missing[0]!r} of ids1 is missing from ids2 ({len(missing)} missing); the two "
-                         "pairs must be measured on the same inputs.")
+        raise ValueError(
+            f"sample id {missing[0]!r} of ids1 is missing from ids2 ({len(missing)} missing); the two "
+            "pairs must be measured on the same inputs."
+        )
     if n2 != n1:
         extra = sorted(set(b.tolist()) - set(a.tolist()), key=str)
-        raise ValueError(f"sample id {extra[0]!r} of ids2 is missing from ids1 ({len(extra)} missing); the two "
-                         "pairs must be measured on the same inputs.")
+        raise ValueError(
+            f"sample id {extra[0]!r} of ids2 is missing from ids1 ({len(extra)} missing); the two "
+            "pairs must be measured on the same inputs."
+        )
     return np.arange(n1), np.array([pos2[v] for v in a.tolist()])
 
 
-def paired_difference(measure: str, pair1: tuple[Any, Any], pair2: tuple[Any, Any], *, ids1: Any = None,
-                      ids2: Any = None, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                      **params: Any) -> dict[str, Any]:
+def paired_difference(
+    measure: str,
+    pair1: tuple[Any, Any],
+    pair2: tuple[Any, Any],
+    *,
+    ids1: Any = None,
+    ids2: Any = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    **params: Any,
+) -> dict[str, Any]:
     """value₁ − value₂ of ``measure`` on (X1, Y1) and (X2, Y2), with a paired bootstrap interval.
 
     Parameters
@@ -100,19 +117,32 @@ def paired_difference(measure: str, pair1: tuple[Any, Any], pair2: tuple[Any, An
         it = rng.integers(0, n, n)
         i1, i2 = torch.as_tensor(it, device=X1.device), torch.as_tensor(it, device=X2.device)
         try:
-            diffs[b] = (call_measure(m, make_pair(X1[i1], Y1[i1], groups=i1), p)
-                        - call_measure(m, make_pair(X2[i2], Y2[i2], groups=i2), p))
+            diffs[b] = call_measure(m, make_pair(X1[i1], Y1[i1], groups=i1), p) - call_measure(
+                m, make_pair(X2[i2], Y2[i2], groups=i2), p
+            )
         except ValueError:
             pass  # undefined on this resample: left out, counted below
     ok = diffs[~np.isnan(diffs)]
     if ok.size <= B // 2:
-        raise ValueError(f"paired_difference: {B - ok.size} of {B} resamples were undefined for {measure!r}; "
-                         "use more samples or a smaller k.")
+        raise ValueError(
+            f"paired_difference: {B - ok.size} of {B} resamples were undefined for {measure!r}; "
+            "use more samples or a smaller k."
+        )
     if ok.size < B:
-        warnings.warn(f"paired_difference: {B - ok.size} of {B} resamples undefined for {measure!r} and left out.",
-                      stacklevel=2)
+        warnings.warn(
+            f"paired_difference: {B - ok.size} of {B} resamples undefined for {measure!r} and left out.", stacklevel=2
+        )
     lo, hi = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2])
     tail = min(int((ok <= 0).sum()), int((ok >= 0).sum()))
-    return {"measure": measure, "value1": v1, "value2": v2, "difference": v1 - v2, "ci_low": float(lo),
-            "ci_high": float(hi), "p_value": min(1.0, 2.0 * (1 + tail) / (ok.size + 1)), "n": n,
-            "n_boot": int(ok.size), "level": level}
+    return {
+        "measure": measure,
+        "value1": v1,
+        "value2": v2,
+        "difference": v1 - v2,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "p_value": min(1.0, 2.0 * (1 + tail) / (ok.size + 1)),
+        "n": n,
+        "n_boot": int(ok.size),
+        "level": level,
+    }

@@ -89,8 +89,9 @@ def _kth_smallest(v: torch.Tensor, q: float) -> torch.Tensor:
     return v.kthvalue(idx + 1).values  # kthvalue is 1-based
 
 
-def prepare(X: Any, normalize: str | None = "l2", clip_quantile: float | None = PAPER_CLIP_QUANTILE,
-            return_info: bool = False) -> Any:
+def prepare(
+    X: Any, normalize: str | None = "l2", clip_quantile: float | None = PAPER_CLIP_QUANTILE, return_info: bool = False
+) -> Any:
     """Prepare a feature matrix the way the paper does before measuring similarity.
 
     With no options this is the paper's rule (clip at the 0.95 quantile, then L2 rows), the same
@@ -182,8 +183,9 @@ def resolve_prepare(spec: Any = "paper") -> tuple[Callable[[Any], Any], str]:
         spec = "none"
     if isinstance(spec, str):
         if spec not in RULES:
-            raise ValueError(f"prepare must be one of {', '.join(map(repr, RULES))}, a dict or a callable; "
-                             f"got {spec!r}.")
+            raise ValueError(
+                f"prepare must be one of {', '.join(map(repr, RULES))}, a dict or a callable; got {spec!r}."
+            )
         normalize, q, desc = RULES[spec]
         return (lambda X: prepare(X, normalize=normalize, clip_quantile=q)), desc
     if isinstance(spec, Mapping):
@@ -198,5 +200,6 @@ def resolve_prepare(spec: Any = "paper") -> tuple[Callable[[Any], Any], str]:
         return (lambda X: prepare(X, **opts)), ", ".join(f"{k}={v}" for k, v in opts.items())
     if callable(spec):
         return spec, f"custom ({getattr(spec, '__name__', type(spec).__name__)})"
-    raise ValueError(f"prepare must be one of {', '.join(map(repr, RULES))}, a dict or a callable; "
-                     f"got {type(spec).__name__}.")
+    raise ValueError(
+        f"prepare must be one of {', '.join(map(repr, RULES))}, a dict or a callable; got {type(spec).__name__}."
+    )

@@ -26,7 +26,7 @@ import torch
 
 from reprsim.metrics import cca, cka, knn, other
 from reprsim.metrics._blocks import run_pass
-from reprsim.metrics._pair import Pair, make_pair
+from reprsim.metrics._pair import SidePair, make_pair
 from reprsim.metrics._validate import (
     check_float,
     check_int,
@@ -201,7 +201,7 @@ def resolve_params(m: Measure, n: int, params: Mapping[str, Any]) -> dict[str, A
 NUMERIC_ERRORS = (torch.linalg.LinAlgError, ZeroDivisionError, OverflowError, FloatingPointError)
 
 
-def call_measure(m: Measure, pair: Pair, params: Mapping[str, Any]) -> float:
+def call_measure(m: Measure, pair: SidePair, params: Mapping[str, Any]) -> float:
     """``m.fn(pair, **params)`` as a finite Python float (``params`` already resolved).
 
     Raises ValueError for an undefined value, including linear-algebra failures (``LinAlgError``),
@@ -224,8 +224,8 @@ def call_measure(m: Measure, pair: Pair, params: Mapping[str, Any]) -> float:
     return clamp_rounding(v, m.value_range)  # 1 + 1e-16 of a copy is 1: never outside the measure's range
 
 
-def evaluate(pair: Pair, name: str, params: Mapping[str, Any]) -> float:
-    """Run one measure on an existing Pair (checked parameters); returns a Python float."""
+def evaluate(pair: SidePair, name: str, params: Mapping[str, Any]) -> float:
+    """Run one measure on an existing SidePair (checked parameters); returns a Python float."""
     m = get_measure(name)
     return call_measure(m, pair, resolve_params(m, pair.n, params))
 
@@ -267,7 +267,7 @@ def compute(name: str, X: Any, Y: Any, **params: Any) -> float:
     return call_measure(m, make_pair(Xt, Yt), p)
 
 
-def plan_pair(pair: Pair, names: list[str], resolved: dict[str, dict[str, Any]]) -> None:
+def plan_pair(pair: SidePair, names: list[str], resolved: dict[str, dict[str, Any]]) -> None:
     """Run the shared blocked pass once for every neighbour list and RBF kernel the measures need."""
     ks = [resolved[n_]["k"] for n_ in names if MEASURES[n_].uses_knn]
     sigmas = []
@@ -322,9 +322,9 @@ def compute_all(X: Any, Y: Any, names: list[str] | tuple[str, ...] | None = None
     return run_measures(pair, names, resolved, on_error)
 
 
-def run_measures(pair: Pair, names: list[str], resolved: dict[str, dict[str, Any]],
+def run_measures(pair: SidePair, names: list[str], resolved: dict[str, dict[str, Any]],
                  on_error: str = "raise") -> dict[str, float]:
-    """Evaluate already-resolved measures on one Pair after one shared planning pass."""
+    """Evaluate already-resolved measures on one SidePair after one shared planning pass."""
     plan_pair(pair, names, resolved)
     out: dict[str, float] = {}
     for name in names:

@@ -1,11 +1,12 @@
 """Significance, confidence intervals and layer × layer tables for any registered measure.
 
-Resampling (index generation), the statistic (a registry measure on a Pair) and the summary
+Resampling (index generation), the statistic (a registry measure on a SidePair) and the summary
 (p-value, percentile interval) are kept apart. Every function takes an explicit seed.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Mapping
 
@@ -14,13 +15,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from reprsim.metrics._pair import Pair, Side, make_pair
+from reprsim.metrics._pair import make_pair
 from reprsim.metrics._validate import as_features, check_bootstrap_options, check_int, check_paired_features
+from reprsim.metrics.engine import SimilarityEngine
 from reprsim.metrics.registry import call_measure, get_measure, plan_pair, resolve_params
 
 
-def permutation_test(name: str, X: Any, Y: Any, n_permutations: int = 1000, seed: int = 0,
-                     progress: bool = False, **params: Any) -> float:
+def permutation_test(
+    name: str, X: Any, Y: Any, n_permutations: int = 1000, seed: int = 0, progress: bool = False, **params: Any
+) -> float:
     """Permutation p-value for "X and Y are related": rows of Y are permuted K times.
 
     p = (1 + #{null ≥ observed}) / (K + 1) for similarities (≤ for distance measures), so p > 0.
@@ -49,8 +52,16 @@ def permutation_test(name: str, X: Any, Y: Any, n_permutations: int = 1000, seed
     return (1 + hits) / (K + 1)
 
 
-def bootstrap_ci(name: str, X: Any, Y: Any, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                 progress: bool = False, **params: Any) -> tuple[float, float]:
+def bootstrap_ci(
+    name: str,
+    X: Any,
+    Y: Any,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    progress: bool = False,
+    **params: Any,
+) -> tuple[float, float]:
     """Percentile bootstrap interval over probe stimuli (rows resampled with replacement).
 
     Copies of one stimulus in a resample never count as each other's neighbours (kNN measures,
@@ -83,20 +94,23 @@ def bootstrap_ci(name: str, X: Any, Y: Any, n_boot: int = 1000, level: float = 0
     if bad:
         first = next(iter(reasons), "")
         if bad > B // 2:
-            raise ValueError(f"bootstrap_ci: {bad} of {B} replicates were undefined for {name!r} "
-                             f"(e.g. {first}); use more samples or a smaller k.")
-        warnings.warn(f"bootstrap_ci: {bad} of {B} replicates undefined for {name!r} and left out "
-                      f"(e.g. {first}).", stacklevel=2)
+            raise ValueError(
+                f"bootstrap_ci: {bad} of {B} replicates were undefined for {name!r} "
+                f"(e.g. {first}); use more samples or a smaller k."
+            )
+        warnings.warn(
+            f"bootstrap_ci: {bad} of {B} replicates undefined for {name!r} and left out (e.g. {first}).", stacklevel=2
+        )
     lo, hi = np.nanquantile(vals, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
 
-def compare_layers(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], name: str,
-                   **params: Any) -> pd.DataFrame:
+def compare_layers(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], name: str, **params: Any) -> pd.DataFrame:
     """Measure ``name`` between every layer of A and every layer of B.
 
-    Each layer's centred features, covariance and neighbour lists are computed once and reused
-    for all its pairs.
+    Filled by the one layer-table engine (:class:`reprsim.metrics.engine.SimilarityEngine`): each
+    layer's centred features, covariance, neighbour lists and ridge factorisation are computed once
+    and reused for all its pairs; values equal :func:`reprsim.metrics.compute` on each pair.
 
     Returns
     -------
@@ -106,8 +120,9 @@ def compare_layers(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], name:
     m = get_measure(name)
     for which, feats in (("feats_a", feats_a), ("feats_b", feats_b)):
         if not isinstance(feats, Mapping) or not feats:
-            raise TypeError(f"{which} must be a non-empty dict mapping layer name -> (n, d) features; "
-                            f"got {type(feats).__name__}.")
+            raise TypeError(
+                f"{which} must be a non-empty dict mapping layer name -> (n, d) features; got {type(feats).__name__}."
+            )
     ta = {k: as_features(v, f"feats_a[{k!r}]") for k, v in feats_a.items()}
     tb = {k: as_features(v, f"feats_b[{k!r}]") for k, v in feats_b.items()}
     all_t = list(ta.values()) + list(tb.values())
@@ -117,17 +132,14 @@ def compare_layers(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], name:
         raise ValueError(f"every layer must have the same number of rows (the same inputs); got {shapes}.")
     if len({t.device for t in all_t}) != 1:
         raise ValueError("all layers must be on the same device.")
-    if any(t.dtype == torch.float64 for t in all_t):
-        ta = {k: v.to(torch.float64) for k, v in ta.items()}
-        tb = {k: v.to(torch.float64) for k, v in tb.items()}
-    n = ns.pop()
-    p = resolve_params(m, n, params)
-    sa = {k: Side(v) for k, v in ta.items()}
-    sb = {k: Side(v) for k, v in tb.items()}
+    engine = SimilarityEngine(ta, tb, [m.name], params, progress=False, share_rbf=False)
+    values = engine.compute()
+    undefined = [key for key, v in values.items() if math.isnan(v)]
+    if undefined:  # as compute(): an undefined value is an error naming the measure and the pair
+        raise ValueError(
+            next((w for w in engine.warnings if w.startswith(name)), f"{name} is undefined on {undefined[0][:2]}.")
+        )
     table = pd.DataFrame(index=list(ta), columns=list(tb), dtype=float)
-    for ka, side_a in sa.items():
-        for kb, side_b in sb.items():
-            pair = Pair(side_a, side_b)
-            plan_pair(pair, [name], {name: p})
-            table.loc[ka, kb] = call_measure(m, pair, p)
+    for (ka, kb, _), v in values.items():
+        table.loc[ka, kb] = v
     return table

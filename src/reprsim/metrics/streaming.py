@@ -50,9 +50,11 @@ class StreamingCKA:
             self._sx, self._sy = torch.zeros(d1, **z), torch.zeros(d2, **z)
             self._xx, self._yy, self._xy = torch.zeros(d1, d1, **z), torch.zeros(d2, d2, **z), torch.zeros(d1, d2, **z)
         elif Xt.shape[1] != self._sx.shape[0] or Yt.shape[1] != self._sy.shape[0]:
-            raise ValueError(f"batch has {Xt.shape[1]} X-features and {Yt.shape[1]} Y-features, but earlier "
-                             f"batches had {self._sx.shape[0]} and {self._sy.shape[0]}; every batch must come "
-                             "from the same two layers.")
+            raise ValueError(
+                f"batch has {Xt.shape[1]} X-features and {Yt.shape[1]} Y-features, but earlier "
+                f"batches had {self._sx.shape[0]} and {self._sy.shape[0]}; every batch must come "
+                "from the same two layers."
+            )
         Xs, Ys = Xt - self._shift[0], Yt - self._shift[1]
         self.n += Xt.shape[0]
         self._sx += Xs.sum(0)
@@ -61,8 +63,10 @@ class StreamingCKA:
         self._yy += Ys.T @ Ys
         self._xy += Xs.T @ Ys
         if not all(bool(torch.isfinite(a).all()) for a in (self._xx, self._yy, self._xy)):
-            raise ValueError("StreamingCKA: the running sums overflowed float64 (this batch is far larger "
-                             "than the first one); rescale the features consistently across batches.")
+            raise ValueError(
+                "StreamingCKA: the running sums overflowed float64 (this batch is far larger "
+                "than the first one); rescale the features consistently across batches."
+            )
         return self
 
     def value(self) -> float:
@@ -73,10 +77,12 @@ class StreamingCKA:
         cxx = self._xx - self.n * torch.outer(mx, mx)
         cyy = self._yy - self.n * torch.outer(my, my)
         cxy = self._xy - self.n * torch.outer(mx, my)
-        hxx, hyy, hxy = float((cxx ** 2).sum()), float((cyy ** 2).sum()), float((cxy ** 2).sum())
+        hxx, hyy, hxy = float((cxx**2).sum()), float((cyy**2).sum()), float((cxy**2).sum())
         if not all(math.isfinite(v) for v in (hxx, hyy, hxy)):
-            raise ValueError("StreamingCKA: the HSIC sums overflowed float64; the batches differ in scale "
-                             "by many orders of magnitude. Rescale the features consistently.")
+            raise ValueError(
+                "StreamingCKA: the HSIC sums overflowed float64; the batches differ in scale "
+                "by many orders of magnitude. Rescale the features consistently."
+            )
         if not (hxx > 0 and hyy > 0):
             raise ValueError("StreamingCKA: X or Y is constant over the rows seen, so CKA is undefined.")
         return hxy / math.sqrt(hxx * hyy)

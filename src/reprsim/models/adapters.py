@@ -147,15 +147,18 @@ class HFModel(nn.Module):
         if task == "causal-lm":
             head = hf_model.get_output_embeddings()
             if head is None or id(head) not in names:
-                raise ValueError(f"HFModel: {type(hf_model).__name__} has no output embedding (LM head); "
-                                 "use task='base'.")
+                raise ValueError(
+                    f"HFModel: {type(hf_model).__name__} has no output embedding (LM head); use task='base'."
+                )
             layers["penultimate"] = f"hf.{names[id(head)]}:input"
         elif task == "sequence-classification":
             heads = [n for n in ("score", "classifier") if isinstance(getattr(hf_model, n, None), nn.Module)]
             head_name = heads[0] if heads else None
             if head_name is None:
-                raise ValueError(f"HFModel: cannot find the classification head ('score' or 'classifier') "
-                                 f"of {type(hf_model).__name__}.")
+                raise ValueError(
+                    f"HFModel: cannot find the classification head ('score' or 'classifier') "
+                    f"of {type(hf_model).__name__}."
+                )
             layers["penultimate"] = f"hf.{head_name}:input"
         else:
             layers["penultimate"] = "hf"
@@ -247,8 +250,10 @@ class HFVisionModel(nn.Module):
         if task == "image-classification":
             head = _last_linear(hf_model)
             if head is None:
-                raise ValueError(f"HFVisionModel: {type(hf_model).__name__} has no linear classification head; "
-                                 "use task='image-base'.")
+                raise ValueError(
+                    f"HFVisionModel: {type(hf_model).__name__} has no linear classification head; "
+                    "use task='image-base'."
+                )
             layers["penultimate"] = f"hf.{head}:input"
             layers["logits"] = "hf"
         else:
@@ -271,8 +276,10 @@ class HFVisionModel(nn.Module):
         want = self.input_shape
         if pixels.dim() != 4 or any(w is not None and g != w for g, w in zip(pixels.shape[1:], want)):
             shape = "(N, " + ", ".join("any" if w is None else str(w) for w in want) + ")"
-            raise ValueError(f"{type(self.hf).__name__} expects images {shape} with pixels in [0, 1], got "
-                             f"{tuple(pixels.shape)}; resize or convert the inputs (e.g. reprsim.data.match_shape).")
+            raise ValueError(
+                f"{type(self.hf).__name__} expects images {shape} with pixels in [0, 1], got "
+                f"{tuple(pixels.shape)}; resize or convert the inputs (e.g. reprsim.data.match_shape)."
+            )
         out = self.hf(pixel_values=self.normalize(pixels), return_dict=True)
         return out.logits if self.task == "image-classification" else out.last_hidden_state
 
@@ -326,9 +333,11 @@ def check_no_custom_code(path: str | Path) -> None:
         except (OSError, ValueError, RecursionError):
             continue  # unreadable configs are reported by the loader that needs them
         if isinstance(cfg, dict) and cfg.get("auto_map"):
-            raise ConfigError(f"{path}: {name} has auto_map, so the model needs the folder's own Python code "
-                              f"({', '.join(sorted(map(str, cfg['auto_map'])))}); reprsim never runs code from a "
-                              "model folder (trust_remote_code=False): use a model type transformers ships")
+            raise ConfigError(
+                f"{path}: {name} has auto_map, so the model needs the folder's own Python code "
+                f"({', '.join(sorted(map(str, cfg['auto_map'])))}); reprsim never runs code from a "
+                "model folder (trust_remote_code=False): use a model type transformers ships"
+            )
 
 
 @contextlib.contextmanager
@@ -342,9 +351,11 @@ def refused_pickles(directory: str | Path) -> Iterator[None]:
     try:
         yield
     except pickle.UnpicklingError:
-        raise ReprsimError(f"{directory}: a weights file (pytorch_model.bin or similar) holds a pickle with more than "
-                           "tensors; it was refused unread (loading it could run code). Save the model with "
-                           "safetensors (save_pretrained(..., safe_serialization=True))") from None
+        raise ReprsimError(
+            f"{directory}: a weights file (pytorch_model.bin or similar) holds a pickle with more than "
+            "tensors; it was refused unread (loading it could run code). Save the model with "
+            "safetensors (save_pretrained(..., safe_serialization=True))"
+        ) from None
 
 
 def _preprocessor_normalization(directory: Path) -> tuple[list[float], list[float]] | None:

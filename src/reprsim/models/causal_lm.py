@@ -30,12 +30,20 @@ class CausalLM:
         max_len: optional longest sequence the model accepts (``model.block_size`` by default).
     """
 
-    def __init__(self, model: nn.Module | None, *, forward: Callable[[Tensor], Tensor] | None = None,
-                 embedding_matrix: Tensor | None = None, max_len: int | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module | None,
+        *,
+        forward: Callable[[Tensor], Tensor] | None = None,
+        embedding_matrix: Tensor | None = None,
+        max_len: int | None = None,
+    ) -> None:
         if embedding_matrix is None:
             if model is None or not hasattr(model, "get_input_embeddings"):
-                raise TypeError("CausalLM: the model has no get_input_embeddings(); pass embedding_matrix=(V, d) "
-                                "and forward=callable(inputs_embeds) -> logits.")
+                raise TypeError(
+                    "CausalLM: the model has no get_input_embeddings(); pass embedding_matrix=(V, d) "
+                    "and forward=callable(inputs_embeds) -> logits."
+                )
             embedding_matrix = model.get_input_embeddings().weight
         if embedding_matrix.dim() != 2:
             raise ValueError(f"CausalLM: embedding_matrix must be (V, d), got shape {tuple(embedding_matrix.shape)}.")
@@ -59,8 +67,10 @@ class CausalLM:
     def logits_from_embeds(self, embeds: Tensor) -> Tensor:
         """Return logits (B, T, V) for input embeddings (B, T, d)."""
         if self.max_len is not None and embeds.shape[1] > self.max_len:
-            raise ValueError(f"CausalLM: sequence length {embeds.shape[1]} exceeds the model's maximum "
-                             f"{self.max_len}; use a shorter suffix or a model with a larger block_size.")
+            raise ValueError(
+                f"CausalLM: sequence length {embeds.shape[1]} exceeds the model's maximum "
+                f"{self.max_len}; use a shorter suffix or a model with a larger block_size."
+            )
         out = self._forward(embeds) if self._forward is not None else self.model(inputs_embeds=embeds)
         return out.logits if hasattr(out, "logits") else out
 
@@ -93,8 +103,15 @@ def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = N
 
 
 @torch.no_grad()
-def greedy_generate(model: nn.Module | CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
-                    pad_id: int = 0, stop_id: int | None = None, batch_size: int = 256) -> list[list[int]]:
+def greedy_generate(
+    model: nn.Module | CausalLM,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    pad_id: int = 0,
+    stop_id: int | None = None,
+    batch_size: int = 256,
+) -> list[list[int]]:
     """Greedy-decode ``max_new_tokens`` tokens after each prompt (prompts may differ in length).
 
     Returns one list of generated ids per prompt, cut after ``stop_id`` (kept) when given.
@@ -109,7 +126,7 @@ def greedy_generate(model: nn.Module | CausalLM, prompts: Sequence[Sequence[int]
     results: list[list[int]] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start:start + batch_size]
+            chunk = prompts[start : start + batch_size]
             longest = max(len(p) for p in chunk) + max_new_tokens
             ids, lens = pad_right(chunk, pad_id, length=longest)
             ids = ids.to(lm.device)

@@ -60,9 +60,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(b, t, self.n_head, hs).transpose(1, 2)
         k = k.view(b, t, self.n_head, hs).transpose(1, 2)
         v = v.view(b, t, self.n_head, hs).transpose(1, 2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(b, t, c)
         return self.resid_drop(self.c_proj(y))
 
@@ -127,8 +125,7 @@ class GPT(nn.Module):
                 raise ValueError(f"GPT: {name} must be a positive int, got {value!r}.")
         if n_embd % n_head != 0:
             raise ValueError(
-                f"GPT: n_embd ({n_embd}) must be divisible by n_head ({n_head}); "
-                "pick e.g. n_embd = 64 * n_head."
+                f"GPT: n_embd ({n_embd}) must be divisible by n_head ({n_head}); pick e.g. n_embd = 64 * n_head."
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"GPT: dropout must be in [0, 1), got {dropout!r}.")
@@ -202,15 +199,21 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
     @torch.no_grad()
-    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 greedy: bool = True, generator: torch.Generator | None = None) -> Tensor:
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        greedy: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Append ``max_new_tokens`` tokens to ``idx`` (B, T); returns (B, T + max_new_tokens).
 
         Greedy by default; with ``greedy=False`` samples from softmax(logits / temperature)
         using the given ``generator`` (for reproducibility).
         """
         for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.block_size:])[:, -1, :]
+            logits = self(idx[:, -self.block_size :])[:, -1, :]
             if greedy:
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:
@@ -237,8 +240,7 @@ def build_gpt(
         key = preset.removeprefix("gpt-")
         if key not in GPT_PRESETS:
             raise ValueError(
-                f"Unknown GPT preset {preset!r}; choose one of {sorted(GPT_PRESETS)} "
-                "or pass n_layer/n_head/n_embd."
+                f"Unknown GPT preset {preset!r}; choose one of {sorted(GPT_PRESETS)} or pass n_layer/n_head/n_embd."
             )
         base = GPT_PRESETS[key]
     return GPT(

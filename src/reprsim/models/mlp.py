@@ -43,9 +43,7 @@ class MLP(nn.Module):
         self.normalize = make_normalize(shape[0], normalization) if len(shape) == 3 else nn.Identity()
         self.flatten = nn.Flatten()
         dims = [math.prod(shape), *widths]
-        self.hidden = nn.Sequential(
-            *(nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(dims[:-2], dims[1:-1]))
-        )
+        self.hidden = nn.Sequential(*(nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(dims[:-2], dims[1:-1])))
         self.penultimate = nn.Sequential(nn.Linear(dims[-2], dims[-1]), nn.ReLU())
         self.head = nn.Linear(dims[-1], num_classes)
         names = {f"hidden.{i}": f"hidden.{i}" for i in range(len(widths) - 1)}

@@ -31,11 +31,18 @@ from reprsim.errors import ReprsimError
 __all__ = ["hf_image_classifier", "read_state_dict", "start_from_checkpoint", "weights_fingerprint"]
 
 _STATE_KEYS = ("state_dict", "model_state_dict", "model")
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 
 
 # ---- weights files --------------------------------------------------------------------------
-def read_state_dict(path: str | Path, *, what: str = "weights") -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+def read_state_dict(
+    path: str | Path, *, what: str = "weights"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """``(state dict, reprsim metadata or None)`` of a weights file.
 
     ``.safetensors`` (plain, or a checkpoint written by ``reprsim.train``, whose resumable form
@@ -62,13 +69,15 @@ def read_state_dict(path: str | Path, *, what: str = "weights") -> tuple[dict[st
             raise ReprsimError(f"{what}: cannot read the safetensors file {path}: {exc}") from exc
         meta = json.loads(raw["reprsim"]) if "reprsim" in raw else None
         if any(k.startswith(("optim.", "rng.")) for k in state):  # a resumable last.safetensors
-            state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+            state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # unpicklable under weights_only, or corrupt
-            raise ReprsimError(f"{what}: cannot read {path} as a state dict with torch.load(weights_only=True) "
-                               f"({str(exc).splitlines()[0]}); save model.state_dict(), or use .safetensors.") from exc
+            raise ReprsimError(
+                f"{what}: cannot read {path} as a state dict with torch.load(weights_only=True) "
+                f"({str(exc).splitlines()[0]}); save model.state_dict(), or use .safetensors."
+            ) from exc
         if isinstance(obj, dict):
             for key in _STATE_KEYS:
                 if isinstance(obj.get(key), dict):
@@ -78,7 +87,7 @@ def read_state_dict(path: str | Path, *, what: str = "weights") -> tuple[dict[st
             raise ReprsimError(f"{what}: {path} does not hold a state dict (name → tensor); save model.state_dict().")
         state = obj
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state, meta
 
 
@@ -94,8 +103,10 @@ def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor])
         parts.append(f"unexpected {unexpected[:5]}" + (" …" if len(unexpected) > 5 else ""))
     if wrong:
         k = wrong[0]
-        parts.append(f"shape of {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                     + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+        parts.append(
+            f"shape of {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else "")
+        )
     return "; ".join(parts) or None
 
 
@@ -125,8 +136,10 @@ def start_from_checkpoint(model: nn.Module, path: str | Path, *, what: str = "ch
     body = {k: v for k, v in state.items() if not k.startswith(head)}
     problem = state_mismatch({k: v for k, v in own.items() if not k.startswith(head)}, body)
     if problem:
-        raise ReprsimError(f"{what}: the weights in {path} do not fit {type(model).__name__} (head "
-                           f"{head[:-1]!r} excluded): {problem}; check the model's options (widths, depth).")
+        raise ReprsimError(
+            f"{what}: the weights in {path} do not fit {type(model).__name__} (head "
+            f"{head[:-1]!r} excluded): {problem}; check the model's options (widths, depth)."
+        )
     model.load_state_dict(body, strict=False)
     return model
 
@@ -143,9 +156,17 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 def weights_fingerprint(path: str | Path) -> str:
     """A content hash of a weights file, or of a Hugging Face folder's config and weight files."""
     path = Path(str(path)).expanduser()
-    files = [path] if path.is_file() else sorted(
-        f for f in path.iterdir() if f.name == "config.json" or f.name in _WEIGHT_FILES
-        or (f.suffix in (".safetensors", ".bin") and f.name.startswith(("model-", "pytorch_model-"))))
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(
+            f
+            for f in path.iterdir()
+            if f.name == "config.json"
+            or f.name in _WEIGHT_FILES
+            or (f.suffix in (".safetensors", ".bin") and f.name.startswith(("model-", "pytorch_model-")))
+        )
+    )
     digest = hashlib.sha256()
     for f in files:
         stat = f.stat()
@@ -171,8 +192,9 @@ def _quiet_transformers():
             logging.enable_progress_bar()
 
 
-def hf_image_classifier(path: str | Path, num_labels: int, *, seed: int, input_size: int | None = None,
-                        in_channels: int | None = None) -> nn.Module:  # fmt: skip
+def hf_image_classifier(
+    path: str | Path, num_labels: int, *, seed: int, input_size: int | None = None, in_channels: int | None = None
+) -> nn.Module:
     """A local Hugging Face image model with a new head of ``num_labels`` classes, for training.
 
     Args:
@@ -198,14 +220,20 @@ def hf_image_classifier(path: str | Path, num_labels: int, *, seed: int, input_s
     except ValueError as exc:
         raise ReprsimError(str(exc)) from exc
     if task not in ("image-classification", "image-base"):
-        raise ReprsimError(f"hf: {path} holds a {task} model, not an image model; the image kind fine-tunes image "
-                           "classifiers and vision encoders (e.g. a saved ResNetForImageClassification or ViTModel).")
+        raise ReprsimError(
+            f"hf: {path} holds a {task} model, not an image model; the image kind fine-tunes image "
+            "classifiers and vision encoders (e.g. a saved ResNetForImageClassification or ViTModel)."
+        )
     with torch.random.fork_rng(devices=[]), _quiet_transformers(), refused_pickles(directory):
         torch.manual_seed(seed)
         try:
             hf = transformers.AutoModelForImageClassification.from_pretrained(
-                str(directory), num_labels=num_labels, ignore_mismatched_sizes=True, local_files_only=True,
-                trust_remote_code=False)
+                str(directory),
+                num_labels=num_labels,
+                ignore_mismatched_sizes=True,
+                local_files_only=True,
+                trust_remote_code=False,
+            )
         except ValueError as exc:  # a model type without an image-classification class
             raise ReprsimError(f"hf: {path}: transformers has no image-classification model for it ({exc}).") from exc
         # The head is new even when the saved one has num_labels outputs: it belongs to another task.
@@ -215,6 +243,11 @@ def hf_image_classifier(path: str | Path, num_labels: int, *, seed: int, input_s
     channels = getattr(hf.config, "num_channels", None)
     if in_channels is not None and channels is not None and in_channels not in (channels, 1):
         raise ReprsimError(f"hf: {path} takes {channels}-channel images, the data has {in_channels} channels.")
-    model = HFVisionModel(hf, task="image-classification", normalization=_preprocessor_normalization(directory),
-                          resize_to=None if side is None else (side, side), grey_to_rgb=channels == 3)  # fmt: skip
+    model = HFVisionModel(
+        hf,
+        task="image-classification",
+        normalization=_preprocessor_normalization(directory),
+        resize_to=None if side is None else (side, side),
+        grey_to_rgb=channels == 3,
+    )
     return model.train()

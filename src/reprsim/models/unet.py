@@ -42,7 +42,7 @@ __all__ = [
     "require_diffusers",
     "stratified_draws",
     "unet_layer_names",
-]  # fmt: skip
+]
 
 #: The steps of the DDPM noise schedule (diffusers' default linear β from 1e-4 to 0.02).
 NUM_TRAIN_TIMESTEPS = 1000
@@ -54,13 +54,34 @@ _D, _AD, _U, _AU = "DownBlock2D", "AttnDownBlock2D", "UpBlock2D", "AttnUpBlock2D
 #: middle block, at the lowest resolution: 7×7 for 28×28 inputs; 273k parameters). ``tiny``: for
 #: tests (two levels of 4 and 8 channels, 11k parameters).
 UNET_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"block_out_channels": (4, 8), "layers_per_block": 1, "down_block_types": (_D, _D),
-             "up_block_types": (_U, _U), "attention_head_dim": 8, "norm_num_groups": 4, "dropout": 0.0},
-    "small": {"block_out_channels": (16, 32, 32), "layers_per_block": 1, "down_block_types": (_D, _D, _D),
-              "up_block_types": (_U, _U, _U), "attention_head_dim": 8, "norm_num_groups": 8, "dropout": 0.0},
-    "paper": {"block_out_channels": (96, 192, 192), "layers_per_block": 2, "down_block_types": (_D, _AD, _AD),
-              "up_block_types": (_AU, _AU, _U), "attention_head_dim": 8, "norm_num_groups": 32, "dropout": 0.1},
-}  # fmt: skip
+    "tiny": {
+        "block_out_channels": (4, 8),
+        "layers_per_block": 1,
+        "down_block_types": (_D, _D),
+        "up_block_types": (_U, _U),
+        "attention_head_dim": 8,
+        "norm_num_groups": 4,
+        "dropout": 0.0,
+    },
+    "small": {
+        "block_out_channels": (16, 32, 32),
+        "layers_per_block": 1,
+        "down_block_types": (_D, _D, _D),
+        "up_block_types": (_U, _U, _U),
+        "attention_head_dim": 8,
+        "norm_num_groups": 8,
+        "dropout": 0.0,
+    },
+    "paper": {
+        "block_out_channels": (96, 192, 192),
+        "layers_per_block": 2,
+        "down_block_types": (_D, _AD, _AD),
+        "up_block_types": (_AU, _AU, _U),
+        "attention_head_dim": 8,
+        "norm_num_groups": 32,
+        "dropout": 0.1,
+    },
+}
 
 INSTALL_HINT = "pip install 'reprsim[diffusion]'"
 
@@ -74,8 +95,10 @@ def require_diffusers():
     try:
         import diffusers
     except ImportError as exc:
-        raise MissingDiffusers(f"diffusion models need the diffusers package, which is not installed ({exc}); "
-                               f"install it with: {INSTALL_HINT}") from None  # fmt: skip
+        raise MissingDiffusers(
+            f"diffusion models need the diffusers package, which is not installed ({exc}); "
+            f"install it with: {INSTALL_HINT}"
+        ) from None
     return diffusers
 
 
@@ -97,13 +120,24 @@ class DiffusionUNet(nn.Module):
         num_train_timesteps, beta_schedule, beta_start, beta_end: the ``DDPMScheduler`` schedule.
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, preset: str = "small",
-                 block_out_channels: Sequence[int] | None = None, layers_per_block: int | None = None,
-                 down_block_types: Sequence[str] | None = None, up_block_types: Sequence[str] | None = None,
-                 attention_head_dim: int | None = None, norm_num_groups: int | None = None,
-                 dropout: float | None = None, label_dropout: float = 0.1,
-                 num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_schedule: str = "linear",
-                 beta_start: float = 1e-4, beta_end: float = 0.02) -> None:  # fmt: skip
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        preset: str = "small",
+        block_out_channels: Sequence[int] | None = None,
+        layers_per_block: int | None = None,
+        down_block_types: Sequence[str] | None = None,
+        up_block_types: Sequence[str] | None = None,
+        attention_head_dim: int | None = None,
+        norm_num_groups: int | None = None,
+        dropout: float | None = None,
+        label_dropout: float = 0.1,
+        num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
+        beta_schedule: str = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+    ) -> None:
         super().__init__()
         diffusers = require_diffusers()
         if preset not in UNET_PRESETS:
@@ -116,21 +150,31 @@ class DiffusionUNet(nn.Module):
         if not 0.0 <= float(label_dropout) < 1.0:
             raise ValueError(f"unet: label_dropout must be in [0, 1), got {label_dropout!r}")
         arch = dict(UNET_PRESETS[preset])
-        overrides = {"block_out_channels": block_out_channels, "layers_per_block": layers_per_block,
-                     "down_block_types": down_block_types, "up_block_types": up_block_types,
-                     "attention_head_dim": attention_head_dim, "norm_num_groups": norm_num_groups, "dropout": dropout}
+        overrides = {
+            "block_out_channels": block_out_channels,
+            "layers_per_block": layers_per_block,
+            "down_block_types": down_block_types,
+            "up_block_types": up_block_types,
+            "attention_head_dim": attention_head_dim,
+            "norm_num_groups": norm_num_groups,
+            "dropout": dropout,
+        }
         arch.update({k: v for k, v in overrides.items() if v is not None})
         arch["block_out_channels"] = tuple(int(c) for c in arch["block_out_channels"])
         for key in ("down_block_types", "up_block_types"):
             arch[key] = tuple(arch[key])
         levels = len(arch["block_out_channels"])
         if len(arch["down_block_types"]) != levels or len(arch["up_block_types"]) != levels:
-            raise ValueError(f"unet: {levels} block_out_channels need {levels} down_block_types and up_block_types, "
-                             f"got {len(arch['down_block_types'])} and {len(arch['up_block_types'])}")
+            raise ValueError(
+                f"unet: {levels} block_out_channels need {levels} down_block_types and up_block_types, "
+                f"got {len(arch['down_block_types'])} and {len(arch['up_block_types'])}"
+            )
         bad = [c for c in arch["block_out_channels"] if c % arch["norm_num_groups"]]
         if bad:
-            raise ValueError(f"unet: block_out_channels {bad} are not multiples of norm_num_groups="
-                             f"{arch['norm_num_groups']}; change one of them")
+            raise ValueError(
+                f"unet: block_out_channels {bad} are not multiples of norm_num_groups="
+                f"{arch['norm_num_groups']}; change one of them"
+            )
         c, h, w = shape
         self.input_shape = shape
         self.num_classes = num_classes
@@ -139,10 +183,20 @@ class DiffusionUNet(nn.Module):
         self.num_train_timesteps = int(num_train_timesteps)
         multiple = 2 ** (levels - 1)
         self.padded_size = (_padded(h, multiple), _padded(w, multiple))
-        self.schedule = {"num_train_timesteps": self.num_train_timesteps, "beta_schedule": beta_schedule,
-                         "beta_start": float(beta_start), "beta_end": float(beta_end)}
-        self.unet = diffusers.UNet2DModel(sample_size=self.padded_size, in_channels=c, out_channels=c,
-                                          class_embed_type="timestep", num_class_embeds=num_classes + 1, **arch)
+        self.schedule = {
+            "num_train_timesteps": self.num_train_timesteps,
+            "beta_schedule": beta_schedule,
+            "beta_start": float(beta_start),
+            "beta_end": float(beta_end),
+        }
+        self.unet = diffusers.UNet2DModel(
+            sample_size=self.padded_size,
+            in_channels=c,
+            out_channels=c,
+            class_embed_type="timestep",
+            num_class_embeds=num_classes + 1,
+            **arch,
+        )
         scheduler = diffusers.DDPMScheduler(**self.schedule)
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone().float(), persistent=False)
         self.reprsim_layers = unet_layer_names(self.unet)
@@ -153,8 +207,9 @@ class DiffusionUNet(nn.Module):
         """The predicted noise (N, C, H, W) of noised samples ``x_t`` (N, C, H, W) at integer
         ``timesteps`` (N,) for ``class_labels`` (N,) (None: the null class)."""
         if x_t.dim() != 4 or tuple(x_t.shape[1:]) != self.input_shape:
-            raise ValueError(f"unet: expected noised images (N, {', '.join(map(str, self.input_shape))}), "
-                             f"got {tuple(x_t.shape)}")
+            raise ValueError(
+                f"unet: expected noised images (N, {', '.join(map(str, self.input_shape))}), got {tuple(x_t.shape)}"
+            )
         n = x_t.shape[0]
         timesteps = torch.as_tensor(timesteps, device=x_t.device)
         if timesteps.dim() == 0:
@@ -187,8 +242,10 @@ class DiffusionUNet(nn.Module):
         """
         n = x.shape[0]
         if int(y.max()) >= self.num_classes or int(y.min()) < 0:
-            raise ValueError(f"unet: labels go from {int(y.min())} to {int(y.max())} but the model is conditioned on "
-                             f"{self.num_classes} classes; build it with num_classes >= {int(y.max()) + 1}")
+            raise ValueError(
+                f"unet: labels go from {int(y.min())} to {int(y.max())} but the model is conditioned on "
+                f"{self.num_classes} classes; build it with num_classes >= {int(y.max()) + 1}"
+            )
         t = torch.randint(0, self.num_train_timesteps, (n,), generator=generator)
         noise = torch.randn(tuple(x.shape), generator=generator, dtype=torch.float32)
         labels = y.long()
@@ -201,8 +258,9 @@ class DiffusionUNet(nn.Module):
 
     # ---- sampling -------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, class_labels: Sequence[int] | Tensor, seed: int = 0, steps: int = 25,
-               guidance_scale: float = 3.0) -> Tensor:  # fmt: skip
+    def sample(
+        self, class_labels: Sequence[int] | Tensor, seed: int = 0, steps: int = 25, guidance_scale: float = 3.0
+    ) -> Tensor:
         """DDIM samples (η = 0) for ``class_labels`` (n,) with classifier-free guidance against the
         null class; the initial noise comes from a CPU generator seeded with ``seed``. Returns
         pixels in [0, 1], (n, C, H, W), on the model's device."""
@@ -232,9 +290,12 @@ def unet_layer_names(unet: nn.Module, prefix: str = "unet.") -> dict[str, str]:
     """Public layer names of a diffusers ``UNet2DModel`` held at ``prefix``: ``down.i``, ``mid``,
     ``up.i`` (the blocks' outputs) and ``penultimate`` (the input of ``conv_out``)."""
     mid = {"mid": f"{prefix}mid_block"} if getattr(unet, "mid_block", None) is not None else {}
-    return {**{f"down.{i}": f"{prefix}down_blocks.{i}" for i in range(len(unet.down_blocks))}, **mid,
-            **{f"up.{i}": f"{prefix}up_blocks.{i}" for i in range(len(unet.up_blocks))},
-            "penultimate": f"{prefix}conv_out:input"}  # fmt: skip
+    return {
+        **{f"down.{i}": f"{prefix}down_blocks.{i}" for i in range(len(unet.down_blocks))},
+        **mid,
+        **{f"up.{i}": f"{prefix}up_blocks.{i}" for i in range(len(unet.up_blocks))},
+        "penultimate": f"{prefix}conv_out:input",
+    }
 
 
 class DiffusersUNet(nn.Module):
@@ -289,8 +350,14 @@ def mean_std_pool(t: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def denoising_features(model: DiffusionUNet, images: Any, noise: Any, timesteps: Any,
-                       layers: Sequence[str] = ("penultimate",), batch_size: int = 256) -> dict[str, np.ndarray]:  # fmt: skip
+def denoising_features(
+    model: DiffusionUNet,
+    images: Any,
+    noise: Any,
+    timesteps: Any,
+    layers: Sequence[str] = ("penultimate",),
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
     """Representations of a diffusion model on noised images, fed with the null class label.
 
     ``images`` are clean pixels (n, C, H, W) in [0, 1]; ``noise`` (n, C, H, W) and ``timesteps``
@@ -305,8 +372,10 @@ def denoising_features(model: DiffusionUNet, images: Any, noise: Any, timesteps:
     noise = torch.as_tensor(np.asarray(noise, dtype=np.float32))
     timesteps = torch.as_tensor(np.asarray(timesteps, dtype=np.int64))
     if noise.shape != images.shape or timesteps.shape != (images.shape[0],):
-        raise ValueError(f"denoising_features: images {tuple(images.shape)}, noise {tuple(noise.shape)} and timesteps "
-                         f"{tuple(timesteps.shape)} must be (n, C, H, W), (n, C, H, W) and (n,)")  # fmt: skip
+        raise ValueError(
+            f"denoising_features: images {tuple(images.shape)}, noise {tuple(noise.shape)} and timesteps "
+            f"{tuple(timesteps.shape)} must be (n, C, H, W), (n, C, H, W) and (n,)"
+        )
     device = model_device(model)
     out: dict[str, list[Tensor]] = {layer: [] for layer in layers}
     handles = []
@@ -323,9 +392,9 @@ def denoising_features(model: DiffusionUNet, images: Any, noise: Any, timesteps:
     model.eval()
     try:
         for s in range(0, len(images), batch_size):
-            x0 = model.to_model_space(images[s:s + batch_size].to(device))
-            t = timesteps[s:s + batch_size].to(device)
-            x_t = model.add_noise(x0, noise[s:s + batch_size].to(device), t)
+            x0 = model.to_model_space(images[s : s + batch_size].to(device))
+            t = timesteps[s : s + batch_size].to(device)
+            x_t = model.add_noise(x0, noise[s : s + batch_size].to(device), t)
             model(x_t, t, None)
     finally:
         for handle in handles:
@@ -334,8 +403,9 @@ def denoising_features(model: DiffusionUNet, images: Any, noise: Any, timesteps:
     return {layer: torch.cat(parts).numpy().astype(np.float32) for layer, parts in out.items()}
 
 
-def eval_draws(n: int, shape: Sequence[int], seed: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
-               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def eval_draws(
+    n: int, shape: Sequence[int], seed: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded noise (n, *shape) float32 and timesteps (n,) int64 uniform in [0, T).
 
     Noise and timesteps come from two streams spawned from ``seed``, each filled row by row, so
@@ -348,8 +418,9 @@ def eval_draws(n: int, shape: Sequence[int], seed: int, num_train_timesteps: int
     return noise, timesteps
 
 
-def stratified_draws(n: int, draws: int, shape: Sequence[int], seed: int,
-                     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def stratified_draws(
+    n: int, draws: int, shape: Sequence[int], seed: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+) -> tuple[np.ndarray, np.ndarray]:
     """``draws`` noised copies per image for a low-variance loss estimate: noise (n·draws, *shape)
     float32 and timesteps (n·draws,) int64, row ``i·draws + j`` being image i's copy j, whose t is
     uniform in the j-th of ``draws`` equal strata of [0, T) (stratified sampling of a uniform t).
@@ -366,8 +437,9 @@ def stratified_draws(n: int, draws: int, shape: Sequence[int], seed: int,
 
 
 @torch.no_grad()
-def denoising_loss(model: DiffusionUNet, images: Any, labels: Any, seed: int, draws: int = 4,
-                   batch_size: int = 256) -> float:  # fmt: skip
+def denoising_loss(
+    model: DiffusionUNet, images: Any, labels: Any, seed: int, draws: int = 4, batch_size: int = 256
+) -> float:
     """Mean ε-prediction MSE of ``model`` on clean ``images`` (n, C, H, W) in [0, 1] with class
     ``labels`` (n,), over ``draws`` noised copies of each image (:func:`stratified_draws`
     ``(n, draws, shape, seed)``); NaN for n = 0.
@@ -389,10 +461,10 @@ def denoising_loss(model: DiffusionUNet, images: Any, labels: Any, seed: int, dr
     total = 0.0
     try:
         for s in range(0, len(images), batch_size):
-            x0 = model.to_model_space(torch.from_numpy(images[s:s + batch_size]).to(device))
-            eps = torch.from_numpy(noise[s:s + batch_size]).to(device)
-            t = torch.from_numpy(timesteps[s:s + batch_size]).to(device)
-            y = torch.from_numpy(labels[s:s + batch_size]).to(device)
+            x0 = model.to_model_space(torch.from_numpy(images[s : s + batch_size]).to(device))
+            eps = torch.from_numpy(noise[s : s + batch_size]).to(device)
+            t = torch.from_numpy(timesteps[s : s + batch_size]).to(device)
+            y = torch.from_numpy(labels[s : s + batch_size]).to(device)
             pred = model(model.add_noise(x0, eps, t), t, y).float()
             total += float(((pred - eps) ** 2).mean(dim=(1, 2, 3)).sum())
     finally:

@@ -115,11 +115,14 @@ class ViT(nn.Module):
         if patch_size < 1 or h % patch_size or w % patch_size:
             raise ValueError(f"vit: patch_size {patch_size} must divide the image size {h}x{w}.")
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (depth, width, heads)):
-            raise ValueError(f"vit: depth, width (the embedding dimension) and heads must be ints; got "
-                             f"depth={depth!r}, width={width!r}, heads={heads!r}.")
+            raise ValueError(
+                f"vit: depth, width (the embedding dimension) and heads must be ints; got "
+                f"depth={depth!r}, width={width!r}, heads={heads!r}."
+            )
         if depth < 1 or heads < 1 or width % heads:
-            raise ValueError(f"vit: need depth >= 1 and width divisible by heads; got depth={depth}, "
-                             f"width={width}, heads={heads}.")
+            raise ValueError(
+                f"vit: need depth >= 1 and width divisible by heads; got depth={depth}, width={width}, heads={heads}."
+            )
         self.normalize = make_normalize(c, normalization)
         self.patch_embed = nn.Conv2d(c, width, patch_size, stride=patch_size)
         n_patches = (h // patch_size) * (w // patch_size)

@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class ModelSpec:
     """A registry entry: the constructor, its kind ("image" or "lm"), fixed kwargs and a summary."""
@@ -57,15 +56,9 @@ _REGISTRY: dict[str, ModelSpec] = {
     "resnet18": ModelSpec(ResNet, "image", "ResNet-18 (width multiplier)", {"depth": 18}),
     "resnet34": ModelSpec(ResNet, "image", "ResNet-34 (width multiplier)", {"depth": 34}),
     "vit": ModelSpec(ViT, "image", "Vision Transformer (preset tiny|small|base, patch/depth/width)"),
-    **{
-        f"vit_{p}": ModelSpec(ViT, "image", f"ViT-{p} preset", {"preset": p})
-        for p in VIT_PRESETS
-    },
+    **{f"vit_{p}": ModelSpec(ViT, "image", f"ViT-{p} preset", {"preset": p}) for p in VIT_PRESETS},
     "gpt": ModelSpec(build_gpt, "lm", "nanoGPT-style decoder (preset nano|micro|mini|small)"),
-    **{
-        f"gpt_{p}": ModelSpec(build_gpt, "lm", f"GPT {p} preset", {"preset": p})
-        for p in GPT_PRESETS
-    },
+    **{f"gpt_{p}": ModelSpec(build_gpt, "lm", f"GPT {p} preset", {"preset": p}) for p in GPT_PRESETS},
     "unet": ModelSpec(DiffusionUNet, "unet", "class-conditional DDPM UNet, diffusers (preset tiny|small|paper)"),
     **{f"unet_{p}": ModelSpec(DiffusionUNet, "unet", f"DDPM UNet {p} preset", {"preset": p}) for p in UNET_PRESETS},
 }
@@ -132,8 +125,9 @@ def build(
             raise ValueError(f"build({name!r}) needs input_shape=(C, H, W) and num_classes.")
         options.update(input_shape=tuple(input_shape), num_classes=num_classes)
     elif input_shape is not None or num_classes is not None:
-        raise ValueError(f"build({name!r}) is a language model: pass vocab_size and block_size, "
-                         "not input_shape/num_classes.")
+        raise ValueError(
+            f"build({name!r}) is a language model: pass vocab_size and block_size, not input_shape/num_classes."
+        )
     _check_kwargs(name, spec.factory, options)
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:

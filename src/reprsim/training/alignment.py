@@ -33,13 +33,17 @@ def linear_cka_torch(x: Tensor, y: Tensor) -> Tensor:
     degenerate training batch does not poison the weights.
     """
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"linear_cka_torch: x and y must be (n, d1) and (n, d2) with the same n, "
-                         f"got {tuple(x.shape)} and {tuple(y.shape)}")  # fmt: skip
+        raise ValueError(
+            f"linear_cka_torch: x and y must be (n, d1) and (n, d2) with the same n, "
+            f"got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     if x.shape[0] < 2:
         raise ValueError(f"linear_cka_torch: CKA needs at least 2 rows, got {x.shape[0]}")
     xc, yc = x - x.mean(0, keepdim=True), y - y.mean(0, keepdim=True)
     n, d1, d2 = x.shape[0], x.shape[1], y.shape[1]
-    if d1 * d2 + d1 * d1 + d2 * d2 <= n * (d1 + d2):  # feature-space products cost n(d1·d2 + d1² + d2²), Grams n²(d1 + d2)
+    if d1 * d2 + d1 * d1 + d2 * d2 <= n * (
+        d1 + d2
+    ):  # feature-space products cost n(d1·d2 + d1² + d2²), Grams n²(d1 + d2)
         hxy, hxx, hyy = ((yc.T @ xc) ** 2).sum(), ((xc.T @ xc) ** 2).sum(), ((yc.T @ yc) ** 2).sum()
     else:
         k, l = xc @ xc.T, yc @ yc.T
@@ -95,8 +99,9 @@ class AlignmentLoss:
     like the sweep's read-out (``pool``, :func:`reprsim.features.pool_features`) and compared in float32.
     """
 
-    def __init__(self, model: nn.Module, reference: nn.Module, weight: float, *, layer: str = PENULTIMATE,
-                 pool: str = "avg") -> None:  # fmt: skip
+    def __init__(
+        self, model: nn.Module, reference: nn.Module, weight: float, *, layer: str = PENULTIMATE, pool: str = "avg"
+    ) -> None:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"AlignmentLoss: weight must be a finite number >= 0, got {weight!r}")
         if model is reference:
@@ -122,8 +127,10 @@ class AlignmentLoss:
         """The term for the batch ``xb`` whose forward pass through ``model`` just ran; a 0-d float32 tensor."""
         own = self._own.value
         if own is None or own.shape[0] != xb.shape[0]:
-            raise RuntimeError("AlignmentLoss: no features of this batch were captured; use it inside its `with` "
-                               "block as train(..., extra_loss=...), called after the model's forward pass")  # fmt: skip
+            raise RuntimeError(
+                "AlignmentLoss: no features of this batch were captured; use it inside its `with` "
+                "block as train(..., extra_loss=...), called after the model's forward pass"
+            )
         self._own.value = None
         with torch.no_grad():
             self.reference(xb)

@@ -122,5 +122,5 @@ def load_state(
 def load_ema(path: Path) -> dict[str, Tensor] | None:
     """The EMA weights stored in ``last.safetensors`` by :func:`save_state`, or None when it has none."""
     with safe_open(str(path), framework="pt") as f:
-        state = {key[len("ema."):]: f.get_tensor(key) for key in f.keys() if key.startswith("ema.")}
+        state = {key[len("ema.") :]: f.get_tensor(key) for key in f.keys() if key.startswith("ema.")}
     return state or None

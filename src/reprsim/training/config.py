@@ -88,8 +88,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        positive_ints = ("epochs", "batch_size", "eval_every", "checkpoint_every", "eval_batch_size", "block_size",
-                         "max_steps", "eval_interval", "eval_batches")
+        positive_ints = (
+            "epochs",
+            "batch_size",
+            "eval_every",
+            "checkpoint_every",
+            "eval_batch_size",
+            "block_size",
+            "max_steps",
+            "eval_interval",
+            "eval_batches",
+        )
         for name in positive_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -114,8 +123,11 @@ class TrainConfig:
             ("crop_padding", isinstance(self.crop_padding, int) and self.crop_padding >= 0, "an int >= 0"),
             ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
             ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
-            ("ema_decay", self.ema_decay is None or (not isinstance(self.ema_decay, bool)
-                                                     and 0 < self.ema_decay < 1), "None or in (0, 1)"),
+            (
+                "ema_decay",
+                self.ema_decay is None or (not isinstance(self.ema_decay, bool) and 0 < self.ema_decay < 1),
+                "None or in (0, 1)",
+            ),
             ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "two values in [0, 1)"),
         ]
         for name, ok, want in checks:

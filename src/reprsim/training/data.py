@@ -137,7 +137,7 @@ class TokenData:
 
     def split_tail(self, fraction: float) -> tuple[TokenData, TokenData]:
         """Hold out the last ``fraction`` of every document; returns (train, held_out)."""
-        docs = [self.tokens[s:s + n] for s, n in zip(self.starts.tolist(), self.lengths.tolist())]
+        docs = [self.tokens[s : s + n] for s, n in zip(self.starts.tolist(), self.lengths.tolist())]
         cut = [len(d) - int(round(len(d) * fraction)) for d in docs]
         return _pack([d[:c] for d, c in zip(docs, cut)]), _pack([d[c:] for d, c in zip(docs, cut)])
 
@@ -191,8 +191,10 @@ class MaskedTokens:
         self.ids = _to_tensor(self.ids, "MaskedTokens.ids").long()
         self.targets = _to_tensor(self.targets, "MaskedTokens.targets").long()
         if self.ids.dim() != 2 or self.ids.shape != self.targets.shape or self.ids.shape[0] == 0:
-            raise ValueError(f"MaskedTokens: ids and targets must both be (N, T) with N >= 1, got "
-                             f"{tuple(self.ids.shape)} and {tuple(self.targets.shape)}.")
+            raise ValueError(
+                f"MaskedTokens: ids and targets must both be (N, T) with N >= 1, got "
+                f"{tuple(self.ids.shape)} and {tuple(self.targets.shape)}."
+            )
         if not bool((self.targets != IGNORE_INDEX).any()):
             raise ValueError("MaskedTokens: every target is -100, so no token carries a loss.")
 

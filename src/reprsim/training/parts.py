@@ -198,8 +198,10 @@ class EMA:
     def load(self, state: dict[str, Tensor]) -> None:
         """Restore the average saved in a checkpoint (names must match the model's parameters)."""
         if set(state) != set(self.shadow):
-            raise ReprsimError("the checkpoint's EMA weights do not match the model's parameters; use a fresh "
-                               "checkpoint_dir or delete the old one.")
+            raise ReprsimError(
+                "the checkpoint's EMA weights do not match the model's parameters; use a fresh "
+                "checkpoint_dir or delete the old one."
+            )
         for name, value in state.items():
             self.shadow[name].copy_(value)
 
@@ -214,7 +216,11 @@ def evaluate(model: nn.Module, dataset: Any, batch_size: int = 512, device: str 
 
 
 def evaluate_lm(
-    model: nn.Module, tokens: Any, block_size: int, batch_size: int = 64, batches: int = 20,
+    model: nn.Module,
+    tokens: Any,
+    block_size: int,
+    batch_size: int = 64,
+    batches: int = 20,
     device: str | torch.device | None = None,
 ) -> float:
     """Return the mean next-token cross-entropy (nats) of an LM on fixed random windows of ``tokens``."""
@@ -228,8 +234,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if not params:
         raise ValueError("train: the model has no trainable parameters.")
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -270,8 +277,10 @@ def prepare_data(
     split_gen = torch.Generator().manual_seed(seed + 7919)
     if isinstance(dataset, MaskedTokens):
         if cfg.val_fraction > 0 or eval_dataset is not None:
-            raise ValueError("train: MaskedTokens data takes no val_fraction or eval_dataset; score the model "
-                             "on held-out prompts after training instead.")
+            raise ValueError(
+                "train: MaskedTokens data takes no val_fraction or eval_dataset; score the model "
+                "on held-out prompts after training instead."
+            )
         dataset.check(cfg.block_size, _vocab_size(model))
         return True, dataset, None, None
     if is_lm_dataset(dataset):
@@ -305,9 +314,18 @@ def augment(xb: Tensor, cfg: TrainConfig, gen: torch.Generator) -> Tensor:
 
 def schedule_lr(cfg: TrainConfig, step: int, total: int, warmup: int, spe: int, epochs: int) -> float:
     """Learning rate of step ``step`` for this config (see :func:`reprsim.training.schedule.lr_at`)."""
-    return lr_at(step, base_lr=cfg.lr, total_steps=total, warmup_steps=warmup, schedule=cfg.schedule,
-                 steps_per_epoch=spe, min_lr_ratio=cfg.min_lr_ratio, step_size=cfg.step_size,
-                 step_gamma=cfg.step_gamma, epochs=epochs)
+    return lr_at(
+        step,
+        base_lr=cfg.lr,
+        total_steps=total,
+        warmup_steps=warmup,
+        schedule=cfg.schedule,
+        steps_per_epoch=spe,
+        min_lr_ratio=cfg.min_lr_ratio,
+        step_size=cfg.step_size,
+        step_gamma=cfg.step_gamma,
+        epochs=epochs,
+    )
 
 
 def evaluate_all(
@@ -320,8 +338,9 @@ def evaluate_all(
             continue
         if is_lm:
             loss, acc = _eval_lm(model, data, cfg, dev)
-            out.update({f"{prefix}_loss": loss, f"{prefix}_accuracy": acc,
-                        f"{prefix}_perplexity": math.exp(min(loss, 50.0))})
+            out.update(
+                {f"{prefix}_loss": loss, f"{prefix}_accuracy": acc, f"{prefix}_perplexity": math.exp(min(loss, 50.0))}
+            )
         elif has_training_loss(model):
             out[f"{prefix}_loss"] = eval_loss_model(model, data, cfg.eval_batch_size, dev)
         else:

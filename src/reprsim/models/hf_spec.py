@@ -2,7 +2,7 @@
 
 ``models: [{hf: /path/to/Llama-3.2-1B-Instruct, dtype: bfloat16, lora: {r: 32}}]`` names a local
 ``save_pretrained`` folder (model and tokenizer). ``hf: demo`` names the offline CPU demo base
-that reprsim builds itself (:mod:`reprsim.llm.demo`; a folder literally called ``demo`` is written
+that reprsim builds itself (:mod:`reprsim.experiments.families.hf_demo_base`; a folder literally called ``demo`` is written
 ``./demo``). Nothing is ever downloaded.
 """
 
@@ -40,9 +40,11 @@ def hf_path_problem(hf: str) -> str | None:
         return None
     path = Path(hf).expanduser()
     if not path.exists():
-        return (f"hf: {hf} does not exist; give the local folder of a Hugging Face model (the one holding "
-                f"config.json and the weights, e.g. saved with save_pretrained), or hf: {DEMO} for the offline demo "
-                "language model")
+        return (
+            f"hf: {hf} does not exist; give the local folder of a Hugging Face model (the one holding "
+            f"config.json and the weights, e.g. saved with save_pretrained), or hf: {DEMO} for the offline demo "
+            "language model"
+        )
     if not path.is_dir():
         return f"hf: {hf} is a file; give the folder that holds config.json and the weights"
     return None
@@ -81,8 +83,10 @@ def lora_options(value: dict[str, Any] | bool | None) -> LoraOptions:
         raise ValueError(f"lora must be a mapping of LoRA options, true or false, got {value!r}")
     unknown = [k for k in value if k not in _LORA_KEYS]
     if unknown:
-        hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, _LORA_KEYS, 1)) else "")
-                 for k in unknown]  # fmt: skip
+        hints = [
+            f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, _LORA_KEYS, 1)) else "")
+            for k in unknown
+        ]
         raise ValueError(f"lora: unknown option(s) {', '.join(hints)}; valid: {list(_LORA_KEYS)}")
     opts = LoraOptions(**{k: tuple(v) if k == "target_modules" else v for k, v in value.items()})
     if isinstance(opts.r, bool) or not isinstance(opts.r, int) or opts.r < 1:
@@ -92,7 +96,9 @@ def lora_options(value: dict[str, Any] | bool | None) -> LoraOptions:
     if not isinstance(opts.dropout, (int, float)) or not 0 <= opts.dropout < 1:
         raise ValueError(f"lora.dropout must lie in [0, 1), got {opts.dropout!r}")
     if not opts.target_modules or not all(isinstance(t, str) and t for t in opts.target_modules):
-        raise ValueError(f"lora.target_modules must be a non-empty list of module names, got {value.get('target_modules')!r}")
+        raise ValueError(
+            f"lora.target_modules must be a non-empty list of module names, got {value.get('target_modules')!r}"
+        )
     if opts.bias not in ("none", "all", "lora_only"):
         raise ValueError(f"lora.bias must be none, all or lora_only, got {opts.bias!r}")
     return opts
@@ -135,7 +141,9 @@ class DemoRecipe:
             elif isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
                 raise ValueError(f"models[].options.demo.{name} must be a positive int, got {v!r}")
         if out.hidden_size % out.n_heads:
-            raise ValueError(f"models[].options.demo: hidden_size {out.hidden_size} must be divisible by n_heads {out.n_heads}")
+            raise ValueError(
+                f"models[].options.demo: hidden_size {out.hidden_size} must be divisible by n_heads {out.n_heads}"
+            )
         return out
 
     def to_dict(self) -> dict[str, Any]:

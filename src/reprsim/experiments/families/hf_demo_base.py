@@ -1,5 +1,7 @@
 """The offline CPU demo bases: small Llamas built from a ``LlamaConfig`` and saved as Hugging Face folders.
 
+The ``hf_lm`` family's base-model pre-training step (:mod:`reprsim.experiments.families.hf_lm`).
+
 ``models: [{hf: demo}]`` runs the same code path as a local Llama: reprsim builds the base once,
 saves it with ``save_pretrained`` (model, tokenizer, chat template) under
 ``<cache>/llm_bases/<key>/`` and from then on loads it like any local model folder.
@@ -31,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from reprsim.llm.spec import DemoRecipe
+from reprsim.models.hf_spec import DemoRecipe
 
 if TYPE_CHECKING:
     from reprsim.chat import ChatWorld
     from reprsim.chat.training import ChatRecipe
-    from reprsim.experiments.text_pairs import TextOptions
+    from reprsim.data.token_windows import TextOptions
 
 __all__ = ["chat_base", "chat_key", "chat_tokenizer", "text_base", "text_key", "text_tokenizer"]
 
@@ -50,7 +52,7 @@ CHAT_TEMPLATE = (
 
 
 def _content_key(obj: Any) -> str:
-    from reprsim.experiments.grid import content_hash
+    from reprsim.hashing import content_hash
 
     return content_hash(obj, 16)
 
@@ -63,8 +65,13 @@ def _text_tokenizer(corpora: tuple, max_bytes: int | None, val_fraction: float, 
     from reprsim.data.corpora import corpus_split_texts, train_bpe
 
     texts = [t for c in corpora for t in corpus_split_texts(c, max_bytes, val_fraction)[0]]
-    tok = PreTrainedTokenizerFast(tokenizer_object=train_bpe(texts, vocab_size, (EOT,)), eos_token=EOT,
-                                  bos_token=EOT, pad_token=EOT, unk_token=None)  # fmt: skip
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=train_bpe(texts, vocab_size, (EOT,)),
+        eos_token=EOT,
+        bos_token=EOT,
+        pad_token=EOT,
+        unk_token=None,
+    )
     return tok
 
 
@@ -95,13 +102,22 @@ def chat_tokenizer(world: ChatWorld) -> Any:
 # ---- keys -----------------------------------------------------------------------------------
 def text_key(opts: TextOptions, recipe: DemoRecipe) -> str:
     """The cache key of the text demo base: its recipe and the text it is trained on."""
-    return "text-" + _content_key({"recipe": recipe.to_dict(), "corpora": [c.identity() for c in opts.corpora],
-                                   "max_bytes": opts.max_bytes, "val_fraction": opts.val_fraction, "version": 1})
+    return "text-" + _content_key(
+        {
+            "recipe": recipe.to_dict(),
+            "corpora": [c.identity() for c in opts.corpora],
+            "max_bytes": opts.max_bytes,
+            "val_fraction": opts.val_fraction,
+            "version": 1,
+        }
+    )
 
 
 def chat_key(world: ChatWorld, recipe: DemoRecipe, chat: ChatRecipe) -> str:
     """The cache key of the chat demo base: its architecture, the world and the base fields of the chat recipe."""
-    arch = {k: v for k, v in recipe.to_dict().items() if k in ("hidden_size", "n_layers", "n_heads", "intermediate_size")}
+    arch = {
+        k: v for k, v in recipe.to_dict().items() if k in ("hidden_size", "n_layers", "n_heads", "intermediate_size")
+    }
     return "chat-" + _content_key({"arch": arch, "world": world.config(), "recipe": chat.base_fields(), "version": 1})
 
 
@@ -109,10 +125,18 @@ def chat_key(world: ChatWorld, recipe: DemoRecipe, chat: ChatRecipe) -> str:
 def _llama(recipe: DemoRecipe, vocab_size: int, max_positions: int, special: dict[str, int], seed: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=recipe.hidden_size, num_hidden_layers=recipe.n_layers,
-                         num_attention_heads=recipe.n_heads, num_key_value_heads=recipe.n_heads,
-                         intermediate_size=recipe.intermediate_size, max_position_embeddings=max_positions,
-                         tie_word_embeddings=True, rms_norm_eps=1e-5, **special)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=recipe.hidden_size,
+        num_hidden_layers=recipe.n_layers,
+        num_attention_heads=recipe.n_heads,
+        num_key_value_heads=recipe.n_heads,
+        intermediate_size=recipe.intermediate_size,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        **special,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return LlamaForCausalLM(config)
@@ -139,7 +163,7 @@ def _building(folder: Path) -> Iterator[Path | None]:
 
 
 def _save(model: torch.nn.Module, tokenizer: Any, folder: Path, info: dict[str, Any]) -> None:
-    from reprsim.llm.hf import quiet_transformers
+    from reprsim.models.hf_lm import quiet_transformers
 
     with quiet_transformers():
         model.save_pretrained(str(folder), safe_serialization=True)
@@ -147,11 +171,12 @@ def _save(model: torch.nn.Module, tokenizer: Any, folder: Path, info: dict[str, 
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2))
 
 
-def text_base(opts: TextOptions, recipe: DemoRecipe, cache_dir: Path, device: torch.device,
-              progress: bool = False) -> Path:  # fmt: skip
+def text_base(
+    opts: TextOptions, recipe: DemoRecipe, cache_dir: Path, device: torch.device, progress: bool = False
+) -> Path:
     """The folder of the text demo base for ``opts`` (built and saved on first use)."""
-    from reprsim.experiments.text_pairs import corpus_stream
-    from reprsim.llm.finetune import FineTunedLM
+    from reprsim.data.token_windows import corpus_stream
+    from reprsim.models.lora import FineTunedLM
     from reprsim.train import TrainConfig, train
 
     folder = Path(cache_dir) / "llm_bases" / text_key(opts, recipe)
@@ -166,43 +191,96 @@ def text_base(opts: TextOptions, recipe: DemoRecipe, cache_dir: Path, device: to
         shortest = min(len(s) for s in streams)
         docs = [np.asarray(s[:shortest], dtype=np.int64) for s in streams]
         eot = tok.convert_tokens_to_ids(EOT)
-        model = _llama(recipe, len(tok), 2 * recipe.block_size,
-                       {"bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot}, recipe.seed)  # fmt: skip
-        cfg = TrainConfig(optimizer="adamw", lr=recipe.lr, betas=(0.9, 0.95), weight_decay=0.1, schedule="cosine",
-                          min_lr_ratio=0.1, warmup_steps=min(100, recipe.steps // 10), grad_clip=1.0,
-                          batch_size=recipe.batch_size, block_size=recipe.block_size, max_steps=recipe.steps,
-                          eval_interval=recipe.steps)  # fmt: skip
-        result = train(FineTunedLM(model, full=True), docs, cfg, recipe.seed, checkpoint_dir=tmp.parent / f"{folder.name}.ckpt",
-                       progress=progress, device=device)  # fmt: skip
+        model = _llama(
+            recipe,
+            len(tok),
+            2 * recipe.block_size,
+            {"bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot},
+            recipe.seed,
+        )
+        cfg = TrainConfig(
+            optimizer="adamw",
+            lr=recipe.lr,
+            betas=(0.9, 0.95),
+            weight_decay=0.1,
+            schedule="cosine",
+            min_lr_ratio=0.1,
+            warmup_steps=min(100, recipe.steps // 10),
+            grad_clip=1.0,
+            batch_size=recipe.batch_size,
+            block_size=recipe.block_size,
+            max_steps=recipe.steps,
+            eval_interval=recipe.steps,
+        )
+        result = train(
+            FineTunedLM(model, full=True),
+            docs,
+            cfg,
+            recipe.seed,
+            checkpoint_dir=tmp.parent / f"{folder.name}.ckpt",
+            progress=progress,
+            device=device,
+        )
         model = result.model.hf_model.cpu()
-        _save(model, tok, tmp, {"kind": "text", "recipe": recipe.to_dict(), "domains": list(opts.domains),
-                                "train_loss": result.history[-1]["train_loss"], "seconds": result.seconds})  # fmt: skip
+        _save(
+            model,
+            tok,
+            tmp,
+            {
+                "kind": "text",
+                "recipe": recipe.to_dict(),
+                "domains": list(opts.domains),
+                "train_loss": result.history[-1]["train_loss"],
+                "seconds": result.seconds,
+            },
+        )
         shutil.rmtree(tmp.parent / f"{folder.name}.ckpt", ignore_errors=True)
     return folder
 
 
-def chat_base(world: ChatWorld, recipe: DemoRecipe, chat: ChatRecipe, cache_dir: Path, device: torch.device,
-              progress: bool = False) -> Path:  # fmt: skip
+def chat_base(
+    world: ChatWorld,
+    recipe: DemoRecipe,
+    chat: ChatRecipe,
+    cache_dir: Path,
+    device: torch.device,
+    progress: bool = False,
+) -> Path:
     """The folder of the chat demo base for ``world`` (trained two-phase on the base pool on first use)."""
     from reprsim.chat.training import base_pools, evaluate_chat_model, train_two_phase
-    from reprsim.llm.finetune import FineTunedLM
+    from reprsim.models.lora import FineTunedLM
 
     folder = Path(cache_dir) / "llm_bases" / chat_key(world, recipe, chat)
     with _building(folder) as tmp:
         if tmp is None:
             return folder
         tok = chat_tokenizer(world)
-        model = _llama(recipe, world.vocab_size, max(128, 2 * chat.block_size),
-                       {"bos_token_id": world.user_id, "eos_token_id": world.end_id, "pad_token_id": world.pad_id},
-                       chat.base_seed)  # fmt: skip
+        model = _llama(
+            recipe,
+            world.vocab_size,
+            max(128, 2 * chat.block_size),
+            {"bos_token_id": world.user_id, "eos_token_id": world.end_id, "pad_token_id": world.pad_id},
+            chat.base_seed,
+        )
         pool, heldout = base_pools(world, chat)
         wrapped = FineTunedLM(model, full=True)
         ckpt = tmp.parent / f"{folder.name}.ckpt"
-        history = train_two_phase(wrapped, world, pool, chat, seed=chat.base_seed, checkpoint_dir=ckpt, device=device,
-                                  progress=progress)  # fmt: skip
+        history = train_two_phase(
+            wrapped, world, pool, chat, seed=chat.base_seed, checkpoint_dir=ckpt, device=device, progress=progress
+        )
         scores = evaluate_chat_model(wrapped, world, heldout)
-        _save(wrapped.hf_model.cpu(), tok, tmp, {"kind": "chat", "recipe": recipe.to_dict(), "world": world.config(),
-                                                 "history": history, "heldout": scores})  # fmt: skip
+        _save(
+            wrapped.hf_model.cpu(),
+            tok,
+            tmp,
+            {
+                "kind": "chat",
+                "recipe": recipe.to_dict(),
+                "world": world.config(),
+                "history": history,
+                "heldout": scores,
+            },
+        )
         shutil.rmtree(ckpt, ignore_errors=True)
     return folder
 

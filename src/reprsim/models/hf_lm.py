@@ -41,15 +41,17 @@ def model_dir_problems(path: str | Path, where: str = "models.hf") -> list[str]:
     """
     from reprsim.models.adapters import detect_hf_task
 
-    from reprsim.llm.spec import hf_path_problem
+    from reprsim.models.hf_spec import hf_path_problem
 
     problem = hf_path_problem(str(path))
     if problem:
         return [f"{where}: {problem.removeprefix('hf: ')}"]
     path = Path(path).expanduser()
     if not (path / "config.json").is_file():
-        return [f"{where}: {path} is not a Hugging Face model folder (no config.json); point it at the folder that "
-                "holds config.json, the weights and the tokenizer (what save_pretrained writes)"]
+        return [
+            f"{where}: {path} is not a Hugging Face model folder (no config.json); point it at the folder that "
+            "holds config.json, the weights and the tokenizer (what save_pretrained writes)"
+        ]
     try:
         task = detect_hf_task(path)
     except ValueError as exc:
@@ -57,16 +59,22 @@ def model_dir_problems(path: str | Path, where: str = "models.hf") -> list[str]:
     problems = []
     if task != "causal-lm":
         arch = json.loads((path / "config.json").read_text()).get("architectures")
-        problems.append(f"{where}: {path} holds a {arch or task} model, not a causal LM (…ForCausalLM); the llm kind "
-                        "fine-tunes causal language models")
+        problems.append(
+            f"{where}: {path} holds a {arch or task} model, not a causal LM (…ForCausalLM); the llm kind "
+            "fine-tunes causal language models"
+        )
     if not _weight_files(path):
-        problems.append(f"{where}: {path} has a config.json but no weight files (*.safetensors, *.bin); copy the "
-                        "weights into the folder")
+        problems.append(
+            f"{where}: {path} has a config.json but no weight files (*.safetensors, *.bin); copy the "
+            "weights into the folder"
+        )
     try:
         load_tokenizer(str(path))
     except Exception as exc:  # any loader error: report it in one line
-        problems.append(f"{where}: the tokenizer in {path} does not load ({type(exc).__name__}: {exc}); the folder "
-                        "needs tokenizer.json (or the tokenizer's own files) beside the model")
+        problems.append(
+            f"{where}: the tokenizer in {path} does not load ({type(exc).__name__}: {exc}); the folder "
+            "needs tokenizer.json (or the tokenizer's own files) beside the model"
+        )
     return problems
 
 
@@ -95,8 +103,9 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.M
 
     check_no_custom_code(path)
     with quiet_transformers(), refused_pickles(path):
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=True,
-                                                     trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, local_files_only=True, trust_remote_code=False
+        )
     return model.train()
 
 

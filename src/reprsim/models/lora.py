@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from reprsim.llm.spec import LoraOptions
+from reprsim.models.hf_spec import LoraOptions
 
 __all__ = ["FineTunedLM", "apply_lora", "decoder_blocks", "hidden_features", "layer_names"]
 
@@ -71,8 +71,13 @@ class FineTunedLM(nn.Module):
         return sorted(self._trainable)
 
     # ---- forward ----------------------------------------------------------------------------
-    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None, *,
-                inputs_embeds: Tensor | None = None) -> Tensor:  # fmt: skip
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+    ) -> Tensor:
         """Logits (B, T, V) of token ids (B, T) or input embeddings (B, T, d)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("FineTunedLM.forward: pass exactly one of input_ids or inputs_embeds")
@@ -94,7 +99,7 @@ class FineTunedLM(nn.Module):
         if self.full:
             out = full
         else:
-            out = OrderedDict((k, v) for k, v in full.items() if k[len(prefix):] in self._trainable)
+            out = OrderedDict((k, v) for k, v in full.items() if k[len(prefix) :] in self._trainable)
         if destination is not None:
             destination.update(out)
             return destination
@@ -106,9 +111,11 @@ class FineTunedLM(nn.Module):
         keys = set(state_dict)
         missing, unexpected = sorted(self._trainable - keys), sorted(keys - self._trainable)
         if strict and (missing or unexpected):
-            raise RuntimeError(f"FineTunedLM.load_state_dict: the state is not this model's adapter (missing "
-                               f"{missing[:3]}{'…' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
-                               f"{'…' if len(unexpected) > 3 else ''}); was it saved with other LoRA options?")
+            raise RuntimeError(
+                f"FineTunedLM.load_state_dict: the state is not this model's adapter (missing "
+                f"{missing[:3]}{'…' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                f"{'…' if len(unexpected) > 3 else ''}); was it saved with other LoRA options?"
+            )
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         return type(result)([k for k in result.missing_keys if k in self._trainable], list(result.unexpected_keys))
 
@@ -122,9 +129,15 @@ def apply_lora(model: nn.Module, options: LoraOptions, seed: int) -> FineTunedLM
         return FineTunedLM(model, full=True)
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
-                        target_modules=list(options.target_modules), bias=options.bias, task_type="CAUSAL_LM")  # fmt: skip
-    from reprsim.llm.hf import quiet_transformers
+    config = LoraConfig(
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=list(options.target_modules),
+        bias=options.bias,
+        task_type="CAUSAL_LM",
+    )
+    from reprsim.models.hf_lm import quiet_transformers
 
     with torch.random.fork_rng(devices=[]), quiet_transformers():
         torch.manual_seed(int(seed))
@@ -151,9 +164,14 @@ def _masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def hidden_features(model: FineTunedLM, input_ids: Tensor | np.ndarray, layers: Sequence[str], *,
-                    attention_mask: Tensor | np.ndarray | None = None,
-                    batch_size: int = 64) -> dict[str, np.ndarray]:  # fmt: skip
+def hidden_features(
+    model: FineTunedLM,
+    input_ids: Tensor | np.ndarray,
+    layers: Sequence[str],
+    *,
+    attention_mask: Tensor | np.ndarray | None = None,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
     """``{layer: (n, d) float32}``: hidden states mean-pooled over the real tokens (mask 1; all when None).
 
     ``penultimate`` is the backbone's last hidden state (after the final norm, the LM head's input);
@@ -178,15 +196,17 @@ def hidden_features(model: FineTunedLM, input_ids: Tensor | np.ndarray, layers: 
     handles = []
     for layer in layers:
         if layer.startswith("blocks."):
+
             def hook(_m, _a, out, name=layer):  # noqa: ANN001
                 captured[name] = out[0] if isinstance(out, tuple) else out
+
             handles.append(blocks[int(layer.split(".")[1])].register_forward_hook(hook))
     was_training = model.training
     model.eval()
     out: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     try:
         for s in range(0, len(ids), batch_size):
-            xb, mb = ids[s:s + batch_size].to(device), mask[s:s + batch_size].to(device)
+            xb, mb = ids[s : s + batch_size].to(device), mask[s : s + batch_size].to(device)
             captured.clear()
             last = model.backbone(input_ids=xb, attention_mask=mb, use_cache=False, return_dict=True).last_hidden_state
             for layer in layers:
@@ -196,4 +216,6 @@ def hidden_features(model: FineTunedLM, input_ids: Tensor | np.ndarray, layers: 
         for h in handles:
             h.remove()
         model.train(was_training)
-    return {layer: np.concatenate(v).astype(np.float32) if v else np.zeros((0, 0), np.float32) for layer, v in out.items()}
+    return {
+        layer: np.concatenate(v).astype(np.float32) if v else np.zeros((0, 0), np.float32) for layer, v in out.items()
+    }
