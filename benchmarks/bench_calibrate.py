@@ -55,8 +55,10 @@ def main() -> int:
     t0 = time.perf_counter()
     recs = metrics.calibrate(names, X, Y, n_permutations=args.K, seed=0)
     cal = time.perf_counter() - t0
-    print(f"calibrate (all measures, K={args.K}): {cal:.2f} s = {cal / raw:.1f}x one compute_all (target <= 10x)",
-          flush=True)
+    print(
+        f"calibrate (all measures, K={args.K}): {cal:.2f} s = {cal / raw:.1f}x one compute_all (target <= 10x)",
+        flush=True,
+    )
 
     P = draw_permutations(args.n, args.recompute, seed=1)
     rows, peers = [], 0.0
@@ -74,15 +76,35 @@ def main() -> int:
             metrics.compute(name, X, Y[p], **kw)
         r = (time.perf_counter() - t0) / len(P)
         peers += r * args.K
-        rows.append({"measure": name, "engine_s_per_perm": e, "recompute_s_per_perm": r, "ratio": r / e,
-                     "calibrated": recs[name]["calibrated"], "p_value": recs[name]["p_value"]})
+        rows.append(
+            {
+                "measure": name,
+                "engine_s_per_perm": e,
+                "recompute_s_per_perm": r,
+                "ratio": r / e,
+                "calibrated": recs[name]["calibrated"],
+                "p_value": recs[name]["p_value"],
+            }
+        )
         print(f"{name:22s} {e:13.4f} {r:16.4f} {r / e:7.1f}  {recs[name]['calibrated']:.3f}", flush=True)
     print(f"\nrecompute each measure K={args.K} times (scaled from {args.recompute} per measure): {peers:.1f} s")
     print(f"calibrate vs recomputation: {peers / cal:.1f}x faster (target >= 20x)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"n": args.n, "d": args.d, "K": args.K, "threads": args.threads,
-                                               "raw_s": raw, "calibrate_s": cal, "recompute_s": peers,
-                                               "measures": rows}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "n": args.n,
+                    "d": args.d,
+                    "K": args.K,
+                    "threads": args.threads,
+                    "raw_s": raw,
+                    "calibrate_s": cal,
+                    "recompute_s": peers,
+                    "measures": rows,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

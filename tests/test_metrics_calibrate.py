@@ -84,6 +84,7 @@ def test_rsa_with_a_row_subsample_matches_recomputation_on_its_within_subsample_
         Y[:, 0] = np.where((Y == Y[:, :1]).all(1), Y[:, 0] + 1, Y[:, 0])
         from reprsim.metrics.other import _corr_rdm_upper
         import torch
+
         D = _corr_rdm_upper(torch.as_tensor(Y), "Y").numpy()[np.triu_indices(50, 1)]
         assert len(np.unique(D)) < len(D) / 10
     if case == "constant_row":
@@ -189,7 +190,9 @@ def test_calibrate_layers_matches_a_brute_force_loop():
         kw = _params(name, 4)
 
         def table(perm: np.ndarray) -> np.ndarray:
-            return np.array([[sign * metrics.compute(name, x, y[perm], **kw) for y in Yl.values()] for x in Xl.values()])
+            return np.array(
+                [[sign * metrics.compute(name, x, y[perm], **kw) for y in Yl.values()] for x in Xl.values()]
+            )
 
         ident = np.arange(n)
         obs_t = table(ident)
@@ -216,14 +219,17 @@ def test_the_layer_maximum_null_is_above_a_single_pairs_null():
     assert agg["null_mean"] > one["null_mean"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n_permutations": 0}, "n_permutations must be between|n_permutations must be >= 1"),
-    ({"permutations": np.zeros((3, 30), dtype=int)}, r"permutations\[0\] is not a permutation"),
-    ({"permutations": np.arange(30)}, "must be a \\(K, n\\) integer array"),
-    ({"permutations": np.tile(np.arange(29), (2, 1))}, "n = 30"),
-    ({"alpha": 1.0}, "alpha must be in \\(0, 1\\)"),
-    ({"alpha": 0.0}, "alpha must be > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_permutations": 0}, "n_permutations must be between|n_permutations must be >= 1"),
+        ({"permutations": np.zeros((3, 30), dtype=int)}, r"permutations\[0\] is not a permutation"),
+        ({"permutations": np.arange(30)}, "must be a \\(K, n\\) integer array"),
+        ({"permutations": np.tile(np.arange(29), (2, 1))}, "n = 30"),
+        ({"alpha": 1.0}, "alpha must be in \\(0, 1\\)"),
+        ({"alpha": 0.0}, "alpha must be > 0"),
+    ],
+)
 def test_bad_input_is_one_clear_error(kwargs, match):
     X, Y = _related()
     with pytest.raises(ValueError, match=match):
@@ -242,12 +248,15 @@ def test_too_few_rows_for_k_distinct_permutations():
 
 # ---- compare_models: calibrate=K, Comparison.best, Comparison.difference ------------------------
 
+
 def _models_and_inputs():
     import reprsim.models as M
 
     def cnn(seed):
-        return M.build("cnn", input_shape=(3, 16, 16), num_classes=4, channels=(8, 16, 16), penultimate_width=16,
-                       seed=seed)
+        return M.build(
+            "cnn", input_shape=(3, 16, 16), num_classes=4, channels=(8, 16, 16), penultimate_width=16, seed=seed
+        )
+
     return cnn(0), cnn(1), cnn(2), np.random.default_rng(0).random((40, 3, 16, 16), dtype=np.float32)
 
 
@@ -261,8 +270,7 @@ def test_compare_models_calibrate_columns_best_and_difference():
 
     a, b, c, x = _models_and_inputs()
     layers = ["block2", "penultimate"]
-    comp = compare_models(a, b, x, layers=layers, measures=["cka", "mutual_knn"], params={"k": 5},
-                          calibrate=15, seed=2)
+    comp = compare_models(a, b, x, layers=layers, measures=["cka", "mutual_knn"], params={"k": 5}, calibrate=15, seed=2)
     assert {"null_mean", "tau", "calibrated"} <= set(comp.table.columns)
     P = draw_permutations(len(x), 15, seed=2)
     for r in comp.table.itertuples(index=False):
@@ -276,7 +284,9 @@ def test_compare_models_calibrate_columns_best_and_difference():
     Yl = {lb: _prepared(comp, "b", lb) for lb in layers}
     want = calibrate_layers("cka", Xl, Yl, permutations=draw_permutations(len(x), 15, seed=4))
     for key in ("value", "null_mean", "tau", "p_value", "calibrated", "layer_a", "layer_b"):
-        assert best[key] == pytest.approx(want[key], abs=1e-6) if isinstance(want[key], float) else best[key] == want[key]
+        assert (
+            best[key] == pytest.approx(want[key], abs=1e-6) if isinstance(want[key], float) else best[key] == want[key]
+        )
     # paired difference against a second comparison on the same inputs
     other = compare_models(a, c, x, layers=layers, measures=["cka"])
     diff = comp.difference(other, measure="cka", n_boot=20, seed=1)
@@ -284,15 +294,24 @@ def test_compare_models_calibrate_columns_best_and_difference():
     from reprsim.metrics import paired_difference
 
     r = diff.iloc[0]
-    want = paired_difference("cka", (_prepared(comp, "a", r.layer_a), _prepared(comp, "b", r.layer_b)),
-                             (_prepared(other, "a", r.layer_a), _prepared(other, "b", r.layer_b)), n_boot=20, seed=1)
+    want = paired_difference(
+        "cka",
+        (_prepared(comp, "a", r.layer_a), _prepared(comp, "b", r.layer_b)),
+        (_prepared(other, "a", r.layer_a), _prepared(other, "b", r.layer_b)),
+        n_boot=20,
+        seed=1,
+    )
     assert r["difference"] == pytest.approx(want["difference"], abs=1e-6)
-    assert (r["ci_low"], r["ci_high"]) == (pytest.approx(want["ci_low"], abs=1e-6), pytest.approx(want["ci_high"], abs=1e-6))
+    assert (r["ci_low"], r["ci_high"]) == (
+        pytest.approx(want["ci_low"], abs=1e-6),
+        pytest.approx(want["ci_high"], abs=1e-6),
+    )
     with pytest.raises(ValueError, match="measure 'rsa' was not computed"):
         comp.best("rsa")
 
 
 # ---- sweep rows: measures.calibrate --------------------------------------------------------------
+
 
 def test_sweep_rows_gain_calibrated_columns_only_when_asked():
     from reprsim.experiments.config import MeasureSpec
@@ -311,8 +330,13 @@ def test_sweep_rows_gain_calibrated_columns_only_when_asked():
         same = {k: v for k, v in c_row.items() if k not in ("null_mean", "tau", "calibrated")}
         assert pd.Series(same).equals(pd.Series(p_row))  # NaN p_value equal to NaN
         prep = lambda f: metrics.prepare(f, normalize="l2", clip_quantile=0.95)  # noqa: E731  the sweep's default
-        want = calibrate(c_row["measure"], prep(fa[c_row["layer_a"]]), prep(fb[c_row["layer_b"]]), permutations=P,
-                         **_params(c_row["measure"], 4))[c_row["measure"]]
+        want = calibrate(
+            c_row["measure"],
+            prep(fa[c_row["layer_a"]]),
+            prep(fb[c_row["layer_b"]]),
+            permutations=P,
+            **_params(c_row["measure"], 4),
+        )[c_row["measure"]]
         for col in ("null_mean", "tau", "calibrated"):
             assert c_row[col] == pytest.approx(want[col], abs=1e-9)
     assert MeasureSpec().model_dump() == MeasureSpec(calibrate=0).model_dump()
@@ -341,15 +365,20 @@ def test_sweep_best_rows_are_the_layer_maximum_with_its_own_null():
     rows = similarity_rows(MeasureSpec(names=names, params={"k": 4}, calibrate=15), fa, fb, ["l1", "l2"], seed=2)
     pairs = [r for r in rows if r["layer_a"] != "best"]
     best = {r["measure"]: r for r in rows if r["layer_a"] == "best"}
-    assert len(pairs) == 4 * len(names) and list(best) == names and rows[-len(names):] == list(best.values())
+    assert len(pairs) == 4 * len(names) and list(best) == names and rows[-len(names) :] == list(best.values())
     prep = lambda f: metrics.prepare(f, normalize="l2", clip_quantile=0.95)  # noqa: E731  the sweep's default
     P = draw_permutations(40, 15, seed=2)
     for name, row in best.items():
         sign = -1.0 if metrics.MEASURES[name].kind == "distance" else 1.0
         assert row["layer_b"] == "best"
         assert row["value"] == max(sign * r["value"] for r in pairs if r["measure"] == name)
-        want = calibrate_layers(name, {k: prep(v) for k, v in fa.items()}, {k: prep(v) for k, v in fb.items()},
-                                permutations=P, **_params(name, 4))
+        want = calibrate_layers(
+            name,
+            {k: prep(v) for k, v in fa.items()},
+            {k: prep(v) for k, v in fb.items()},
+            permutations=P,
+            **_params(name, 4),
+        )
         for col in ("value", "p_value", "null_mean", "tau", "calibrated"):
             assert row[col] == pytest.approx(want[col], abs=1e-12), (name, col)
     one = similarity_rows(MeasureSpec(names=names, params={"k": 4}, calibrate=15), fa, fb, ["l1"], seed=2)

@@ -39,7 +39,7 @@ def _mask(G: torch.Tensor, i0: int, j0: int, groups: torch.Tensor | None) -> Non
         r = torch.arange(G.shape[0], device=G.device)
         G[r, r] = -math.inf
     if groups is not None:
-        G.masked_fill_(groups[i0:i0 + G.shape[0], None] == groups[None, j0:j0 + G.shape[1]], -math.inf)
+        G.masked_fill_(groups[i0 : i0 + G.shape[0], None] == groups[None, j0 : j0 + G.shape[1]], -math.inf)
 
 
 class _TopK:
@@ -71,7 +71,7 @@ class _TopK:
         if m < self.n:
             last = self.vals.min(1).values  # the m-th largest value of each row
             for r in (last == vals[:, k - 1]).nonzero().flatten().tolist():
-                s = (F[r:r + 1] @ F.T)
+                s = F[r : r + 1] @ F.T
                 _mask(s, r, 0, None)
                 s[0, r] = -math.inf
                 if groups is not None:
@@ -104,7 +104,7 @@ def _rbf_view(side: Side) -> tuple[torch.Tensor, torch.Tensor, bool]:
     (or in float64), so the neighbour-search tiles can be reused; else the centred ones."""
     if side.dtype == torch.float64:
         return side.F, side.sq_raw, True
-    if float((side.mean64 ** 2).sum()) <= float(side.sq_centred.mean()):
+    if float((side.mean64**2).sum()) <= float(side.sq_centred.mean()):
         return side.F, side.sq_raw, True
     return side.centred, side.sq_centred, False
 
@@ -134,13 +134,22 @@ class _RBFAccumulator:
     Otherwise the distance form :func:`_rbf_tile` is used on unmasked tiles.
     """
 
-    def __init__(self, n: int, sx: float, sy: float, sqx: torch.Tensor, sqy: torch.Tensor,
-                 mult: torch.Tensor | None, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        n: int,
+        sx: float,
+        sy: float,
+        sqx: torch.Tensor,
+        sqy: torch.Tensor,
+        mult: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> None:
         self.sx, self.sy, self.sqx, self.sqy = sx, sy, sqx, sqy
         # float32 exp(⟨f_i, f_j⟩/σ²) carries a small value-dependent bias that the centred HSIC (a small
         # difference of large sums) amplifies to ~1e-4 in rbf_cka: float32 uses the distance form.
-        self.fast = (dtype == torch.float64 and float(sqx.max()) / sx**2 <= _EXP_SAFE
-                     and float(sqy.max()) / sy**2 <= _EXP_SAFE)
+        self.fast = (
+            dtype == torch.float64 and float(sqx.max()) / sx**2 <= _EXP_SAFE and float(sqy.max()) / sy**2 <= _EXP_SAFE
+        )
         self.ax = torch.exp(-sqx / (2 * sx**2)).to(dtype)
         self.ay = torch.exp(-sqy / (2 * sy**2)).to(dtype)
         self.w = torch.ones(n, dtype=torch.float64, device=sqx.device) if mult is None else mult
@@ -220,7 +229,7 @@ def run_pass(pair: SidePair, knn_k: int | None = None, rbf_sigmas: list[tuple[fl
         accs = {s: _RBFAccumulator(n, s[0], s[1], sqx, sqy, mult, X.dtype) for s in rbf_sigmas}
     starts = list(range(0, n, b))
     for i0 in starts:
-        for j0 in starts[starts.index(i0):]:
+        for j0 in starts[starts.index(i0) :]:
             I, J = slice(i0, i0 + b), slice(j0, j0 + b)
             G = {}
             for side in (X, Y):

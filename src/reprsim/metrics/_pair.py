@@ -69,8 +69,11 @@ class Side:
     def centred(self) -> torch.Tensor:
         """Column-centred features in the working dtype, shape (n, d); the mean is taken in float64."""
         if self._centred is None:
-            self._centred = (self.F.to(torch.float64) - self.mean64).to(self.dtype) \
-                if self.dtype != torch.float64 else self.F - self.mean64
+            self._centred = (
+                (self.F.to(torch.float64) - self.mean64).to(self.dtype)
+                if self.dtype != torch.float64
+                else self.F - self.mean64
+            )
         return self._centred
 
     @property

@@ -42,8 +42,16 @@ from reprsim.metrics.engine import SimilarityEngine
 from reprsim.metrics._validate import as_features, check_float, check_int, check_paired_features
 from reprsim.metrics.registry import MEASURES, PAPER_MEASURES, get_measure, run_measures
 
-__all__ = ["CALIBRATED_COLUMNS", "aggregate_record", "calibrate", "calibrate_engine", "calibrated_columns", "calibrate_layers", "calibration_record",
-           "draw_permutations"]
+__all__ = [
+    "CALIBRATED_COLUMNS",
+    "aggregate_record",
+    "calibrate",
+    "calibrate_engine",
+    "calibrated_columns",
+    "calibrate_layers",
+    "calibration_record",
+    "draw_permutations",
+]
 
 AGGREGATES = ("max", "mean")
 
@@ -60,19 +68,26 @@ def draw_permutations(n: int, n_permutations: int, seed: int = 0, permutations: 
     if permutations is not None:
         P = np.asarray(permutations)
         if P.ndim != 2 or P.shape[1] != n or P.shape[0] < 1 or P.dtype.kind not in "iu":
-            raise ValueError(f"permutations must be a (K, n) integer array with K >= 1 and n = {n} rows; "
-                             f"got shape {P.shape} and dtype {P.dtype}.")
+            raise ValueError(
+                f"permutations must be a (K, n) integer array with K >= 1 and n = {n} rows; "
+                f"got shape {P.shape} and dtype {P.dtype}."
+            )
         bad = np.flatnonzero((np.sort(P, axis=1) != np.arange(n)).any(axis=1))
         if bad.size:
-            raise ValueError(f"permutations[{int(bad[0])}] is not a permutation of 0..{n - 1} "
-                             "(every row must contain each row index exactly once).")
+            raise ValueError(
+                f"permutations[{int(bad[0])}] is not a permutation of 0..{n - 1} "
+                "(every row must contain each row index exactly once)."
+            )
         return P.astype(np.int64, copy=False)
-    K = check_int(n_permutations, "n_permutations", 1,
-                  why="the null needs at least one permutation (200 is the usual choice).")
+    K = check_int(
+        n_permutations, "n_permutations", 1, why="the null needs at least one permutation (200 is the usual choice)."
+    )
     seed = check_int(seed, "seed", 0)
     if n < 20 and math.factorial(n) < K:
-        raise ValueError(f"n_permutations={K} distinct row permutations need more rows: n={n} rows give only "
-                         f"{math.factorial(n)}. Use fewer permutations or more samples.")
+        raise ValueError(
+            f"n_permutations={K} distinct row permutations need more rows: n={n} rows give only "
+            f"{math.factorial(n)}. Use fewer permutations or more samples."
+        )
     rng = np.random.default_rng(seed)
     seen: set[bytes] = set()
     out = []
@@ -98,10 +113,19 @@ def calibration_record(value: float, null: np.ndarray, ceiling: float, kind: str
     null = sign * np.asarray(null, dtype=np.float64)
     null = null[~np.isnan(null)]
     K = int(null.size)
-    rec: dict[str, Any] = {"value": s, "raw_value": value, "null_mean": math.nan, "null_sd": math.nan,
-                           "tau": math.nan, "p_value": math.nan, "calibrated": math.nan, "max": top,
-                           "orientation": "similarity" if sign > 0 else "negated distance (-d)",
-                           "n_permutations": K, "alpha": alpha}
+    rec: dict[str, Any] = {
+        "value": s,
+        "raw_value": value,
+        "null_mean": math.nan,
+        "null_sd": math.nan,
+        "tau": math.nan,
+        "p_value": math.nan,
+        "calibrated": math.nan,
+        "max": top,
+        "orientation": "similarity" if sign > 0 else "negated distance (-d)",
+        "n_permutations": K,
+        "alpha": alpha,
+    }
     if math.isnan(s) or K == 0:
         return rec
     # ⌈(1 − α)(K + 1)⌉ with a tolerance, so that e.g. 0.95 · 20 = 19 is not rounded up to 20
@@ -109,8 +133,13 @@ def calibration_record(value: float, null: np.ndarray, ceiling: float, kind: str
     tau = float(np.sort(np.append(null, s))[rank - 1])
     den = top - tau
     cal = math.nan if math.isnan(top) else 0.0 if not den > 0 else min(1.0, max(0.0, (s - tau) / den))
-    rec.update(null_mean=float(null.mean()), null_sd=float(null.std(ddof=1)) if K > 1 else math.nan, tau=tau,
-               p_value=(1 + int((null >= s).sum())) / (K + 1), calibrated=float(cal))
+    rec.update(
+        null_mean=float(null.mean()),
+        null_sd=float(null.std(ddof=1)) if K > 1 else math.nan,
+        tau=tau,
+        p_value=(1 + int((null >= s).sum())) / (K + 1),
+        calibrated=float(cal),
+    )
     return rec
 
 
@@ -157,9 +186,18 @@ def engine_null(engine: Any, perms: np.ndarray) -> dict[tuple[str, str, str], np
     return null
 
 
-def calibrate(measures: str | Sequence[str] | None, X: Any, Y: Any, n_permutations: int = 200, alpha: float = 0.05,
-              seed: int = 0, permutations: Any = None, *, on_error: str = "raise",
-              **params: Any) -> dict[str, dict[str, Any]]:
+def calibrate(
+    measures: str | Sequence[str] | None,
+    X: Any,
+    Y: Any,
+    n_permutations: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+    permutations: Any = None,
+    *,
+    on_error: str = "raise",
+    **params: Any,
+) -> dict[str, dict[str, Any]]:
     """Calibrated scores of several measures between X (n, d1) and Y (n, d2) (Algorithm 1).
 
     Parameters
@@ -189,16 +227,26 @@ def calibrate(measures: str | Sequence[str] | None, X: Any, Y: Any, n_permutatio
     values = engine.compute()
     undefined = [name for name in names if math.isnan(values[("X", "Y", name)])]
     if undefined and on_error == "raise":
-        raise ValueError(next((w for w in engine.warnings if w.startswith(undefined[0])),
-                              f"{undefined[0]} is undefined for these features."))
+        raise ValueError(
+            next(
+                (w for w in engine.warnings if w.startswith(undefined[0])),
+                f"{undefined[0]} is undefined for these features.",
+            )
+        )
     for msg in engine.warnings:
         warnings.warn(msg, stacklevel=2)
     records = calibrate_engine(engine, alpha=a, permutations=perms)
     return {name: records[("X", "Y", name)] for name in names}
 
 
-def calibrate_engine(engine: Any, n_permutations: int = 200, alpha: float = 0.05, seed: int = 0,
-                     permutations: Any = None, best: str | None = None) -> dict[tuple[str, str, str], dict[str, Any]]:
+def calibrate_engine(
+    engine: Any,
+    n_permutations: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+    permutations: Any = None,
+    best: str | None = None,
+) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Algorithm 1 for every (layer_a, layer_b, measure) of a
     :class:`~reprsim.metrics.engine.SimilarityEngine`, one set of permutations of B's rows for all;
     each pair's ``max`` is m(A[layer_a], A[layer_a]). Returns ``{key: record}`` (:func:`calibration_record`).
@@ -210,16 +258,19 @@ def calibrate_engine(engine: Any, n_permutations: int = 200, alpha: float = 0.05
     perms = draw_permutations(engine.n, n_permutations, seed, permutations)
     null = engine_null(engine, perms)
     top = engine_ceilings(engine)
-    out = {key: calibration_record(v, null[key], top[(key[0], key[2])], MEASURES[key[2]].kind, a)
-           for key, v in engine.values.items()}
+    out = {
+        key: calibration_record(v, null[key], top[(key[0], key[2])], MEASURES[key[2]].kind, a)
+        for key, v in engine.values.items()
+    }
     if best is not None:
         for name in engine.names:
             try:
                 out[("best", "best", name)] = _aggregate(engine, name, best, null, top, a)
             except ValueError as exc:  # undefined on every layer pair
                 warnings.warn(str(exc), stacklevel=2)
-                out[("best", "best", name)] = calibration_record(math.nan, np.array([]), math.nan,
-                                                                 MEASURES[name].kind, a)
+                out[("best", "best", name)] = calibration_record(
+                    math.nan, np.array([]), math.nan, MEASURES[name].kind, a
+                )
     return out
 
 
@@ -227,8 +278,9 @@ CALIBRATED_COLUMNS = ("null_mean", "tau", "calibrated")
 """The columns a calibration adds to a results / comparison table (similarity orientation)."""
 
 
-def calibrated_columns(engine: Any, table: Any, n_permutations: int, seed: int = 0,
-                       alpha: float = 0.05) -> dict[str, list[float]]:
+def calibrated_columns(
+    engine: Any, table: Any, n_permutations: int, seed: int = 0, alpha: float = 0.05
+) -> dict[str, list[float]]:
     """:data:`CALIBRATED_COLUMNS` for the rows of ``table`` (columns ``layer_a``, ``layer_b``,
     ``measure``) from :func:`calibrate_engine` (K = ``n_permutations`` seeded by ``seed``)."""
     recs = calibrate_engine(engine, n_permutations, alpha=alpha, seed=seed)
@@ -242,8 +294,10 @@ def _layers(layers: Any, which: str) -> dict[str, Any]:
     elif isinstance(layers, Sequence) and not isinstance(layers, str):
         out = {str(i): v for i, v in enumerate(layers)}
     else:
-        raise TypeError(f"{which} must be a dict {{layer: (n, d) features}} or a list of (n, d) arrays; "
-                        f"got {type(layers).__name__}.")
+        raise TypeError(
+            f"{which} must be a dict {{layer: (n, d) features}} or a list of (n, d) arrays; "
+            f"got {type(layers).__name__}."
+        )
     if not out:
         raise ValueError(f"{which} is empty; give at least one layer.")
     return {k: as_features(v, f"{which}[{k!r}]") for k, v in out.items()}
@@ -261,8 +315,14 @@ def aggregate_record(engine: Any, measure: str, agg: str, perms: np.ndarray, alp
     return _aggregate(engine, measure, agg, engine_null(engine, perms), engine_ceilings(engine), alpha)
 
 
-def _aggregate(engine: Any, measure: str, agg: str, null: Mapping[tuple[str, str, str], np.ndarray],
-               ceilings: Mapping[tuple[str, str], float], alpha: float) -> dict[str, Any]:
+def _aggregate(
+    engine: Any,
+    measure: str,
+    agg: str,
+    null: Mapping[tuple[str, str, str], np.ndarray],
+    ceilings: Mapping[tuple[str, str], float],
+    alpha: float,
+) -> dict[str, Any]:
     """:func:`aggregate_record` from an engine's null (:func:`engine_null`) and :func:`engine_ceilings`."""
     if agg not in AGGREGATES:
         raise ValueError(f"agg must be one of {AGGREGATES}; got {agg!r}.")
@@ -271,8 +331,9 @@ def _aggregate(engine: Any, measure: str, agg: str, null: Mapping[tuple[str, str
     keys = [k for k in engine.values if k[2] == measure]
     obs = np.array([engine.values[k] for k in keys])
     if np.isnan(obs).all():
-        raise ValueError(f"{measure} is undefined on every layer pair; nothing to aggregate "
-                         f"({'; '.join(engine.warnings[:2])}).")
+        raise ValueError(
+            f"{measure} is undefined on every layer pair; nothing to aggregate ({'; '.join(engine.warnings[:2])})."
+        )
     N = sign * np.stack([null[k] for k in keys], 1)  # (K, pairs)
     tops = sign * np.array([v for (la, m), v in ceilings.items() if m == measure])
 
@@ -283,13 +344,27 @@ def _aggregate(engine: Any, measure: str, agg: str, null: Mapping[tuple[str, str
 
     rec = calibration_record(sign * reduce(sign * obs), sign * reduce(N, 1), sign * reduce(tops), kind, alpha)
     best = keys[int(np.nanargmax(sign * obs))]
-    rec.update(measure=measure, agg=agg, n_pairs=len(keys), layer_a=best[0] if agg == "max" else None,
-               layer_b=best[1] if agg == "max" else None)
+    rec.update(
+        measure=measure,
+        agg=agg,
+        n_pairs=len(keys),
+        layer_a=best[0] if agg == "max" else None,
+        layer_b=best[1] if agg == "max" else None,
+    )
     return rec
 
 
-def calibrate_layers(measure: str, X_layers: Any, Y_layers: Any, agg: str = "max", n_permutations: int = 200,
-                     alpha: float = 0.05, seed: int = 0, permutations: Any = None, **params: Any) -> dict[str, Any]:
+def calibrate_layers(
+    measure: str,
+    X_layers: Any,
+    Y_layers: Any,
+    agg: str = "max",
+    n_permutations: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+    permutations: Any = None,
+    **params: Any,
+) -> dict[str, Any]:
     """Calibrated score of the aggregate (``agg`` = "max" or "mean") of ``measure`` over every pair
     (X layer, Y layer) (Algorithm 2: the same row permutation applied to every layer of Y).
 

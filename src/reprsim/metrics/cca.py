@@ -22,8 +22,10 @@ RANK_RTOL = 1e-10
 def _rank(side: Side, which: str) -> int:
     w, _ = side.eig
     if not w[0] > 0:
-        raise ValueError(f"{which} is constant (zero variance in every feature); canonical correlations "
-                         "are undefined. Check the features.")
+        raise ValueError(
+            f"{which} is constant (zero variance in every feature); canonical correlations "
+            "are undefined. Check the features."
+        )
     return int((w > RANK_RTOL * w[0]).sum())
 
 
@@ -44,8 +46,10 @@ def _cca(pair: SidePair, rx: int, ry: int) -> tuple[torch.Tensor, torch.Tensor, 
 def _keep(side: Side, rank: int, keep: float, dim: int | None, which: str) -> int:
     if dim is not None:
         if dim > rank:
-            raise ValueError(f"svcca: dim={dim} exceeds the numerical rank {rank} of {which}; "
-                             f"use dim <= {rank} or dim=None (keep {keep:.0%} of the variance).")
+            raise ValueError(
+                f"svcca: dim={dim} exceeds the numerical rank {rank} of {which}; "
+                f"use dim <= {rank} or dim=None (keep {keep:.0%} of the variance)."
+            )
         return dim
     w = side.eig[0][:rank]
     frac = torch.cumsum(w, 0) / w.sum()

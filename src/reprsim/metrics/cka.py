@@ -55,7 +55,7 @@ def _hsic_biased_pair(pair: SidePair) -> tuple[float, float, float]:
     """tr(KHLH), tr(KHKH), tr(LHLH) for linear kernels (no 1/(n−1)² factor; it cancels)."""
     x, y = pair.x, pair.y
     if _use_features(pair.n, x.d, y.d):
-        return (float((pair.cross_c ** 2).sum()), float((x.gram_c ** 2).sum()), float((y.gram_c ** 2).sum()))
+        return (float((pair.cross_c**2).sum()), float((x.gram_c**2).sum()), float((y.gram_c**2).sum()))
     K = x.centred @ x.centred.T
     L = y.centred @ y.centred.T
     return float(_sum64(K * L)), float(_sum64(K * K)), float(_sum64(L * L))
@@ -94,7 +94,7 @@ def _hsic_u_feature(a: Side, b: Side, cross: torch.Tensor, w: torch.Tensor | Non
     # Ã s_a: s_a is ~0 after centring, so this product is tiny and its precision immaterial
     ka = (a.centred @ sa.to(a.dtype)).to(torch.float64)
     kb = (b.centred @ sb.to(b.dtype)).to(torch.float64)
-    t1 = (cross ** 2).sum() - (wk * l).sum()
+    t1 = (cross**2).sum() - (wk * l).sum()
     ones_k = sa @ sa - wk.sum()
     ones_l = sb @ sb - wl.sum()
     t3 = (ka - wk) @ (kb - wl)
@@ -136,13 +136,18 @@ def unbiased_cka(pair: SidePair) -> float:
     x, y = pair.x, pair.y
     w = pair.multiplicity()
     if _use_features(pair.n, x.d, y.d):
-        return _ratio(_hsic_u_feature(x, y, pair.cross_c, w), _hsic_u_feature(x, x, x.gram_c, w),
-                      _hsic_u_feature(y, y, y.gram_c, w), what="unbiased_cka")
+        return _ratio(
+            _hsic_u_feature(x, y, pair.cross_c, w),
+            _hsic_u_feature(x, x, x.gram_c, w),
+            _hsic_u_feature(y, y, y.gram_c, w),
+            what="unbiased_cka",
+        )
     K = x.centred @ x.centred.T
     L = y.centred @ y.centred.T
     ex = None if pair.groups is None else pair.groups[:, None] == pair.groups[None, :]
-    return _ratio(hsic_unbiased_gram(K, L, ex), hsic_unbiased_gram(K, K, ex), hsic_unbiased_gram(L, L, ex),
-                  what="unbiased_cka")
+    return _ratio(
+        hsic_unbiased_gram(K, L, ex), hsic_unbiased_gram(K, K, ex), hsic_unbiased_gram(L, L, ex), what="unbiased_cka"
+    )
 
 
 def median_distance(side: Side) -> float:
@@ -172,8 +177,10 @@ def bandwidths(pair: SidePair, sigma: float | str) -> tuple[float, float]:
         sx, sy = median_distance(pair.x), median_distance(pair.y)
         for s, name in ((sx, "X"), (sy, "Y")):
             if not s > 0:
-                raise ValueError(f"rbf_cka: the median pairwise distance of {name} is 0 (constant rows); "
-                                 "pass an explicit sigma or check the features.")
+                raise ValueError(
+                    f"rbf_cka: the median pairwise distance of {name} is 0 (constant rows); "
+                    "pass an explicit sigma or check the features."
+                )
         return sx, sy
     out = []
     for side, name in ((pair.x, "X"), (pair.y, "Y")):

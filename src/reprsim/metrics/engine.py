@@ -15,7 +15,7 @@ pair. Per-layer work that the measure functions do not keep is shared here as we
   row permutation B's ranks are relabelled. With a subsample (n > max_rows) rsa's null permutes B's
   rows within the subsample (:func:`reprsim.metrics.other.rsa_null_permutation`), so the relabelling
   is exact there too;
-* ``linear_regression`` (predicting B from A): each A layer's
+* ``linear_regression`` (predicting B from A), under row permutations of B: each A layer's
   :class:`reprsim.metrics.other.RidgeFolds` (each fold's ridge map of its test rows); a pair costs
   the fold cross products and one product per fold (no solve).
 
@@ -78,7 +78,9 @@ def resolve_measures(measures: Any) -> list[str]:
         return list(PAPER_MEASURES)
     names = [measures] if isinstance(measures, str) else list(measures) if isinstance(measures, (list, tuple)) else None
     if not names:
-        raise ValueError(f"measures must be 'all', 'paper', a measure name or a non-empty list of names; got {measures!r}.")
+        raise ValueError(
+            f"measures must be 'all', 'paper', a measure name or a non-empty list of names; got {measures!r}."
+        )
     for name in names:
         get_measure(name)  # ValueError listing the valid names
     return list(dict.fromkeys(names))
@@ -110,8 +112,10 @@ def _finite(name: str, compute: Callable[[], float]) -> float:
     try:
         v = float(compute())
     except NUMERIC_ERRORS as exc:
-        raise ValueError(f"{name} failed numerically ({type(exc).__name__}); the features are ill-conditioned "
-                         "(extreme values or (near-)constant columns). Check the features or drop this pair.") from exc
+        raise ValueError(
+            f"{name} failed numerically ({type(exc).__name__}); the features are ill-conditioned "
+            "(extreme values or (near-)constant columns). Check the features or drop this pair."
+        ) from exc
     if not math.isfinite(v):
         raise ValueError(f"{name} is undefined for these features (the computation gave {v}).")
     return clamp_rounding(v, MEASURES[name].value_range)
@@ -150,9 +154,15 @@ class SimilarityEngine:
             False computes rbf_cka by the library's blocked pass, exactly as :func:`compute_all`.
     """
 
-    def __init__(self, feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], names: Sequence[str],
-                 params: Mapping[str, Any] | None = None, progress: bool | None = None,
-                 share_rbf: bool = True) -> None:
+    def __init__(
+        self,
+        feats_a: Mapping[str, Any],
+        feats_b: Mapping[str, Any],
+        names: Sequence[str],
+        params: Mapping[str, Any] | None = None,
+        progress: bool | None = None,
+        share_rbf: bool = True,
+    ) -> None:
         ta = {k: as_features(v, f"features of A[{k!r}]") for k, v in feats_a.items()}
         tb = {k: as_features(v, f"features of B[{k!r}]") for k, v in feats_b.items()}
         ns = {t.shape[0] for t in [*ta.values(), *tb.values()]}
@@ -167,20 +177,23 @@ class SimilarityEngine:
         ms = [get_measure(n) for n in self.names]
         unused = sorted(set(params) - {p for m in ms for p in m.params})
         if unused:
-            raise ValueError(f"parameter(s) {', '.join(unused)} are not taken by any selected measure "
-                             f"({', '.join(self.names)}); remove them or select a measure that takes them.")
-        self.resolved = {m.name: resolve_params(m, self.n, {p: v for p, v in params.items() if p in m.params})
-                         for m in ms}
+            raise ValueError(
+                f"parameter(s) {', '.join(unused)} are not taken by any selected measure "
+                f"({', '.join(self.names)}); remove them or select a measure that takes them."
+            )
+        self.resolved = {
+            m.name: resolve_params(m, self.n, {p: v for p, v in params.items() if p in m.params}) for m in ms
+        }
         self.ta, self.tb = ta, tb
         self.sa = {k: Side(v) for k, v in ta.items()}
         self.sb = {k: Side(v) for k, v in tb.items()}
         self.progress = progress
         self.warnings: list[str] = []
         n_layers = len(ta) + len(tb)
-        self.share_rbf = share_rbf and "rbf_cka" in self.names and n_layers * self.n ** 2 * 8 <= SHARED_BYTES
+        self.share_rbf = share_rbf and "rbf_cka" in self.names and n_layers * self.n**2 * 8 <= SHARED_BYTES
         m_rsa = min(self.n, self.resolved["rsa"]["max_rows"]) if "rsa" in self.names else 0
         rsa_bytes = n_layers * (m_rsa * (m_rsa - 1) // 2) * 8 * 2
-        self.share_rsa = "rsa" in self.names and (self.share_rbf * n_layers * self.n ** 2 * 8 + rsa_bytes) <= SHARED_BYTES
+        self.share_rsa = "rsa" in self.names and (self.share_rbf * n_layers * self.n**2 * 8 + rsa_bytes) <= SHARED_BYTES
         self._shared: dict[tuple[str, str], _Shared] = {}
         self._ridge: weakref.WeakKeyDictionary[Side, _other.RidgeFolds] = weakref.WeakKeyDictionary()
         self.values: dict[tuple[str, str, str], float] = {}
@@ -276,8 +289,9 @@ class SimilarityEngine:
             return _FALLBACK in (self._layer("a", la).rsa, self._layer("b", lb).rsa)
         return True
 
-    def _evaluate(self, pair: SidePair, la: str, lb: str, record: bool, perm: Any = None,
-                  shared: bool = True) -> dict[str, float]:
+    def _evaluate(
+        self, pair: SidePair, la: str, lb: str, record: bool, perm: Any = None, shared: bool = True
+    ) -> dict[str, float]:
         """Every measure on one pair. ``perm``: the row permutation of B's side (permutation test);
         ``shared=False`` for pairs whose sides are not the engine's layers (bootstrap resamples)."""
         library = [n for n in self.names if self._uses_library(n, la, lb, perm, shared)]
@@ -290,7 +304,9 @@ class SimilarityEngine:
                 if problem:
                     raise ValueError(f"{name} is {problem}")
                 if name == "rsa" and perm is not None and name in library:  # rsa's own null permutation
-                    out[name] = call_measure(MEASURES[name], SidePair(pair.x, perm["rsa_side"](lb)), self.resolved[name])
+                    out[name] = call_measure(
+                        MEASURES[name], SidePair(pair.x, perm["rsa_side"](lb)), self.resolved[name]
+                    )
                 elif name not in library:
                     arg = None
                     if perm is not None:
@@ -304,8 +320,9 @@ class SimilarityEngine:
                     self.warnings.append(f"{name} on ({la}, {lb}): {exc}")
         return out
 
-    def _own_route(self, name: str, pair: SidePair, out: dict[str, float], fused: dict[str, Any],
-                   permuted: bool) -> float:
+    def _own_route(
+        self, name: str, pair: SidePair, out: dict[str, float], fused: dict[str, Any], permuted: bool
+    ) -> float:
         """One measure on one pair, sharing work with the pair's other measures (``fused``): mean_cca
         and pwcca one decomposition, procrustes_distance procrustes' value; on a permuted pair the
         spectral measures use the eigenvalue forms of :mod:`reprsim.metrics._null`."""
@@ -329,7 +346,7 @@ class SimilarityEngine:
             return _finite(name, lambda: _null.procrustes(pair))
         if permuted and name == "svcca":
             return _finite(name, lambda: _null.svcca(pair, **self.resolved["svcca"]))
-        if name == "linear_regression":
+        if permuted and name == "linear_regression":  # observed values: the library's, exactly
             return _finite(name, lambda: self._ridge_for(pair.x).r2(pair.y))
         return call_measure(MEASURES[name], pair, self.resolved[name])
 
@@ -339,8 +356,10 @@ class SimilarityEngine:
         when a measure is undefined for a pair)."""
         pairs = [(la, lb) for la in self.sa for lb in self.sb]
         if self.share_rsa and self._rsa_rows() is not None:
-            self.warnings.append(f"rsa: n={self.n} > max_rows={self.resolved['rsa']['max_rows']}; it uses a seeded "
-                                 f"subsample of {self.resolved['rsa']['max_rows']} rows (raise max_rows for the exact value).")
+            self.warnings.append(
+                f"rsa: n={self.n} > max_rows={self.resolved['rsa']['max_rows']}; it uses a seeded "
+                f"subsample of {self.resolved['rsa']['max_rows']} rows (raise max_rows for the exact value)."
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rsa's subsample warning, once per pair: recorded above instead
             for la, lb in tqdm(pairs, desc="similarity (layer pairs)", disable=self._disabled(len(pairs))):
@@ -362,15 +381,21 @@ class SimilarityEngine:
         rng = np.random.default_rng(seed)
         hits = {key: 0 for key in self.values}
         perms = (rng.permutation(self.n) for _ in range(n_permutations))
-        for vals in tqdm(self.permuted_values(perms), total=n_permutations, desc="permutations",
-                         disable=self._disabled(n_permutations)):
+        for vals in tqdm(
+            self.permuted_values(perms),
+            total=n_permutations,
+            desc="permutations",
+            disable=self._disabled(n_permutations),
+        ):
             for key, v in vals.items():
                 obs = self.values[key]
                 if math.isnan(obs) or math.isnan(v):
                     continue
                 hits[key] += v <= obs if MEASURES[key[2]].kind == "distance" else v >= obs
-        return {key: (float("nan") if math.isnan(self.values[key]) else (1 + h) / (n_permutations + 1))
-                for key, h in hits.items()}
+        return {
+            key: (float("nan") if math.isnan(self.values[key]) else (1 + h) / (n_permutations + 1))
+            for key, h in hits.items()
+        }
 
     def permuted_values(self, perms: Iterable[Any]) -> Iterator[dict[tuple[str, str, str], float]]:
         """For each permutation ``perm`` (n,) of the rows: every measure on every pair (A[la], B[lb][perm]),
@@ -393,7 +418,9 @@ class SimilarityEngine:
                 def rsa_perm_full() -> torch.Tensor:
                     if "full" not in rsa_cache:
                         p = self.resolved["rsa"]
-                        rsa_cache["full"] = torch.as_tensor(_other.rsa_null_permutation(perm.numpy(), p["max_rows"], p["seed"]))
+                        rsa_cache["full"] = torch.as_tensor(
+                            _other.rsa_null_permutation(perm.numpy(), p["max_rows"], p["seed"])
+                        )
                     return rsa_cache["full"]
 
                 def tri() -> np.ndarray:
@@ -403,7 +430,9 @@ class SimilarityEngine:
                         if iu is None:  # int32 (m(m−1)/2 < 2³¹ while the RDM fits): half the memory traffic
                             iu = torch.triu_indices(m, m, offset=1).to(torch.int32)
                             lo = torch.arange(m, dtype=torch.int64)
-                            first = (lo * m - lo * (lo + 1) // 2 - lo - 1).to(torch.int32)  # pair (lo, hi) at first[lo] + hi
+                            first = (lo * m - lo * (lo + 1) // 2 - lo - 1).to(
+                                torch.int32
+                            )  # pair (lo, hi) at first[lo] + hi
                         sigma = perm if rows is None else torch.searchsorted(rows, rsa_perm_full()[rows])
                         sigma = sigma.to(torch.int32)
                         a, b = sigma[iu[0]], sigma[iu[1]]
@@ -434,12 +463,19 @@ class SimilarityEngine:
                         return kp["k"]
 
                     for la, sa in self.sa.items():
-                        vals = self._evaluate(SidePair(sa, sbp), la, lb, record=False, perm={"rbf": rbf_perm, "rsa": rsa_perm,
-                                                                                           "rsa_side": rsa_side})
+                        vals = self._evaluate(
+                            SidePair(sa, sbp),
+                            la,
+                            lb,
+                            record=False,
+                            perm={"rbf": rbf_perm, "rsa": rsa_perm, "rsa_side": rsa_side},
+                        )
                         out.update({(la, lb, name): v for name, v in vals.items()})
             yield out
 
-    def bootstrap_intervals(self, n_boot: int, level: float, seed: int) -> dict[tuple[str, str, str], tuple[float, float]]:
+    def bootstrap_intervals(
+        self, n_boot: int, level: float, seed: int
+    ) -> dict[tuple[str, str, str], tuple[float, float]]:
         """Percentile intervals over resampled inputs per (layer_a, layer_b, measure), as
         :func:`reprsim.metrics.bootstrap_ci`; one resample serves every pair. More than half the
         replicates undefined gives (NaN, NaN) and a warning."""
@@ -464,12 +500,16 @@ class SimilarityEngine:
             bad = int(np.isnan(v).sum())
             if bad > n_boot // 2:
                 out[key] = (float("nan"), float("nan"))
-                self.warnings.append(f"bootstrap: {bad} of {n_boot} replicates undefined for {key[2]} on "
-                                     f"({key[0]}, {key[1]}); no interval.")
+                self.warnings.append(
+                    f"bootstrap: {bad} of {n_boot} replicates undefined for {key[2]} on "
+                    f"({key[0]}, {key[1]}); no interval."
+                )
                 continue
             if bad:
-                self.warnings.append(f"bootstrap: {bad} of {n_boot} replicates undefined for {key[2]} on "
-                                     f"({key[0]}, {key[1]}) and left out.")
+                self.warnings.append(
+                    f"bootstrap: {bad} of {n_boot} replicates undefined for {key[2]} on "
+                    f"({key[0]}, {key[1]}) and left out."
+                )
             lo, hi = np.nanquantile(v, [(1 - level) / 2, (1 + level) / 2])
             out[key] = (float(lo), float(hi))
         return out

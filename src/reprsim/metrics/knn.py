@@ -103,7 +103,7 @@ def lcs_lengths(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     prev = np.zeros((n, k + 1), dtype=np.int32)
     for i in range(k):
         cur = np.zeros_like(prev)
-        eq = a[:, i:i + 1] == b
+        eq = a[:, i : i + 1] == b
         for j in range(k):
             cur[:, j + 1] = np.where(eq[:, j], prev[:, j] + 1, np.maximum(prev[:, j + 1], cur[:, j]))
         prev = cur
@@ -120,7 +120,7 @@ def levenshtein(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for i in range(k):
         cur = np.empty_like(prev)
         cur[:, 0] = i + 1
-        sub = (a[:, i:i + 1] != b).astype(np.int32)
+        sub = (a[:, i : i + 1] != b).astype(np.int32)
         for j in range(k):
             cur[:, j + 1] = np.minimum(np.minimum(prev[:, j + 1] + 1, cur[:, j] + 1), prev[:, j] + sub[:, j])
         prev = cur
@@ -177,11 +177,16 @@ def second_order_cosine(pair: SidePair, k: int = 10) -> float:
     if not bool(good.all()):
         bad = int((~good).sum())
         if bad == good.numel():
-            raise ValueError("second_order_cosine is undefined: every sample has all-zero similarities to its "
-                             "neighbours (all-zero features?).")
+            raise ValueError(
+                "second_order_cosine is undefined: every sample has all-zero similarities to its "
+                "neighbours (all-zero features?)."
+            )
         first = int((~good).nonzero()[0])
-        warnings.warn(f"second_order_cosine: left out {bad} sample(s) (first: {first}) whose similarities to "
-                      "their neighbours are all zero (all-zero rows?); their cosine is undefined.", stacklevel=3)
+        warnings.warn(
+            f"second_order_cosine: left out {bad} sample(s) (first: {first}) whose similarities to "
+            "their neighbours are all zero (all-zero rows?); their cosine is undefined.",
+            stacklevel=3,
+        )
         cos = cos[good]
     return float(cos.mean())
 
@@ -231,7 +236,9 @@ def cknna(pair: SidePair, k: int = 10) -> float:
     sll = _hsic_u_sparse(Lb, Lb, n)
     if not (skk > 0 and sll > 0):
         side = "X" if not skk > 0 else "Y"
-        raise ValueError(f"cknna is undefined: the neighbourhood self-similarity of {side} is "
-                         f"{min(skk, sll):.3g} (≤ 0); this happens for (near-)constant features. "
-                         "Check the features or use another k.")
+        raise ValueError(
+            f"cknna is undefined: the neighbourhood self-similarity of {side} is "
+            f"{min(skk, sll):.3g} (≤ 0); this happens for (near-)constant features. "
+            "Check the features or use another k."
+        )
     return float(skl / math.sqrt(skk * sll))

@@ -23,8 +23,10 @@ def procrustes(pair: SidePair) -> float:
     """
     tx, ty = float(pair.x.sq_centred.sum()), float(pair.y.sq_centred.sum())
     if not (tx > 0 and ty > 0):
-        raise ValueError(f"procrustes is undefined: {'X' if not tx > 0 else 'Y'} is constant (all rows "
-                         "identical). Check the features.")
+        raise ValueError(
+            f"procrustes is undefined: {'X' if not tx > 0 else 'Y'} is constant (all rows "
+            "identical). Check the features."
+        )
     return float(torch.linalg.svdvals(pair.cross_c).sum() / math.sqrt(tx * ty))
 
 
@@ -77,8 +79,10 @@ def _corr_rdm_upper(F: torch.Tensor, which: str) -> torch.Tensor:
     norms = torch.linalg.vector_norm(Z, dim=1, keepdim=True)
     bad = (norms[:, 0] == 0).nonzero()
     if bad.numel():
-        raise ValueError(f"rsa: row {int(bad[0])} of {which} is constant across features, so its "
-                         "correlation distance is undefined; drop constant rows.")
+        raise ValueError(
+            f"rsa: row {int(bad[0])} of {which} is constant across features, so its "
+            "correlation distance is undefined; drop constant rows."
+        )
     Z = Z / norms
     return 1.0 - Z @ Z.T
 
@@ -143,17 +147,25 @@ def rsa(pair: SidePair, max_rows: int = 3000, seed: int = 0) -> float:
     if rows is None:
         rows = torch.arange(n)
     else:
-        warnings.warn(f"rsa: n={n} > max_rows={max_rows}; using a random subsample of {max_rows} rows "
-                      f"(seed={seed}). Raise max_rows for the exact value (O(n²) memory).", stacklevel=3)
+        warnings.warn(
+            f"rsa: n={n} > max_rows={max_rows}; using a random subsample of {max_rows} rows "
+            f"(seed={seed}). Raise max_rows for the exact value (O(n²) memory).",
+            stacklevel=3,
+        )
     rows = rows.to(pair.x.F.device)
     const = _constant_rows(pair.x.F[rows]) | _constant_rows(pair.y.F[rows])
     if bool(const.any()):
         dropped = int(const.sum())
         if rows.numel() - dropped < 3:
-            raise ValueError(f"rsa is undefined: {dropped} of {rows.numel()} rows are constant across features "
-                             "in X or Y (e.g. all-zero rows); fewer than 3 rows remain.")
-        warnings.warn(f"rsa: left out {dropped} row(s) that are constant across features in X or Y (e.g. "
-                      "all-zero rows): their correlation distance is undefined.", stacklevel=3)
+            raise ValueError(
+                f"rsa is undefined: {dropped} of {rows.numel()} rows are constant across features "
+                "in X or Y (e.g. all-zero rows); fewer than 3 rows remain."
+            )
+        warnings.warn(
+            f"rsa: left out {dropped} row(s) that are constant across features in X or Y (e.g. "
+            "all-zero rows): their correlation distance is undefined.",
+            stacklevel=3,
+        )
         rows = rows[~const]
     Dx = _corr_rdm_upper(pair.x.F[rows], "X")
     Dy = _corr_rdm_upper(pair.y.F[rows], "Y")
@@ -240,6 +252,36 @@ def linear_regression(pair: SidePair, alpha: float = 1e-3, n_folds: int = 5, see
     W = (X̃ᵀX̃ + λI)⁻¹X̃ᵀỸ is fitted with λ = alpha · tr(X̃ᵀX̃)/d1 (relative, so scale invariant), and
     R² = 1 − Σ_folds ‖Y_test − Ŷ_test‖² / Σ_folds ‖Y_test − ȳ_train‖². Not symmetric.
     Range (−∞, 1]; 1 = Y is an exact linear function of X, ≤ 0 = no better than the mean.
-    Cost O(n·d1·(d1 + d2) + n_folds·d1³), float64. :class:`RidgeFolds` keeps X's part for reuse.
+    Cost O(n·d1·(d1 + d2) + n_folds·d1³), float64. :class:`RidgeFolds` keeps X's part for reuse under
+    row permutations of Y (the engine's null values; equal to this up to rounding, ~1e-15).
     """
-    return RidgeFolds(pair.x, alpha, n_folds, seed).r2(pair.y)
+    n = pair.n
+    X = pair.x.centred.to(torch.float64)
+    Y = pair.y.centred.to(torch.float64)
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), n_folds)
+    parts = []
+    for f in folds:
+        idx = torch.as_tensor(f, device=X.device)
+        Xf, Yf = X[idx], Y[idx]
+        parts.append((idx, Xf.sum(0), Yf.sum(0), Xf.T @ Xf, Xf.T @ Yf))
+    S_x = sum(p[1] for p in parts)
+    S_y = sum(p[2] for p in parts)
+    G = sum(p[3] for p in parts)
+    C = sum(p[4] for p in parts)
+    d1 = X.shape[1]
+    sse = sst = 0.0
+    for idx, sx, sy, Gf, Cf in parts:
+        m = n - idx.numel()
+        mx, my = (S_x - sx) / m, (S_y - sy) / m
+        Gt = (G - Gf) - m * torch.outer(mx, mx)
+        Ct = (C - Cf) - m * torch.outer(mx, my)
+        lam = alpha * float(torch.trace(Gt)) / d1
+        if not lam > 0:
+            raise ValueError("linear_regression: X is constant on a training fold; R² is undefined.")
+        W = torch.linalg.solve(Gt + lam * torch.eye(d1, dtype=Gt.dtype, device=Gt.device), Ct)
+        resid = (Y[idx] - my) - (X[idx] - mx) @ W
+        sse += float((resid**2).sum())
+        sst += float(((Y[idx] - my) ** 2).sum())
+    if not sst > 0:
+        raise ValueError("linear_regression: Y is constant, so R² is undefined.")
+    return 1.0 - sse / sst

@@ -37,8 +37,14 @@ from reprsim.metrics._validate import (
 
 
 def _k(v: Any, n: int) -> int:
-    return check_int(v, "k", 1, n - 1, why=f"k must be smaller than the number of samples n={n} "
-                     "(each sample needs k other samples as neighbours); use a smaller k or more samples.")
+    return check_int(
+        v,
+        "k",
+        1,
+        n - 1,
+        why=f"k must be smaller than the number of samples n={n} "
+        "(each sample needs k other samples as neighbours); use a smaller k or more samples.",
+    )
 
 
 def _sigma(v: Any, n: int) -> float | str:
@@ -126,31 +132,82 @@ _ENTRIES = [
     Measure("cycle_knn", knn.cycle_knn, _K, symmetric=False, uses_knn=True, reference="Huh et al. 2024"),
     Measure("lcs_knn", knn.lcs_knn, _K, symmetric=True, uses_knn=True, reference="Huh et al. 2024 (code)"),
     Measure("edit_distance_knn", knn.edit_distance_knn, _K, uses_knn=True, reference="Huh et al. 2024 (code)"),
-    Measure("cknna", knn.cknna, _K, value_range=(-1.0, 1.0), min_n=4, symmetric=False, uses_knn=True, reference="Huh et al. 2024"),
-    Measure("svcca", cca.svcca, {"dim": Param(None, _dim, "components kept (default: 99% variance)"),
-                                 "keep": Param(0.99, _keep, "variance fraction kept when dim is None")},
-            reference="Raghu et al. 2017"),
-    Measure("rbf_cka", cka.rbf_cka, {"sigma": Param("median", _sigma, "RBF bandwidth or 'median'")},
-            scale_invariant=False, reference="Kornblith et al. 2019"),
+    Measure(
+        "cknna",
+        knn.cknna,
+        _K,
+        value_range=(-1.0, 1.0),
+        min_n=4,
+        symmetric=False,
+        uses_knn=True,
+        reference="Huh et al. 2024",
+    ),
+    Measure(
+        "svcca",
+        cca.svcca,
+        {
+            "dim": Param(None, _dim, "components kept (default: 99% variance)"),
+            "keep": Param(0.99, _keep, "variance fraction kept when dim is None"),
+        },
+        reference="Raghu et al. 2017",
+    ),
+    Measure(
+        "rbf_cka",
+        cka.rbf_cka,
+        {"sigma": Param("median", _sigma, "RBF bandwidth or 'median'")},
+        scale_invariant=False,
+        reference="Kornblith et al. 2019",
+    ),
     Measure("pwcca", cca.pwcca, symmetric=False, reference="Morcos et al. 2018"),
     Measure("mean_cca", cca.mean_cca, reference="Hotelling 1936; Raghu et al. 2017"),
     Measure("procrustes", other.procrustes, reference="Williams et al. 2021"),
-    Measure("procrustes_distance", other.procrustes_distance, kind="distance", value_range=(0.0, 1.5707963267948966),
-            reference="Williams et al. 2021"),
-    Measure("rsa", other.rsa, {"max_rows": Param(3000, _max_rows, "row subsample above this n"),
-                               "seed": Param(0, _seed, "subsample seed")},
-            value_range=(-1.0, 1.0), min_n=3, reference="Kriegeskorte et al. 2008"),
+    Measure(
+        "procrustes_distance",
+        other.procrustes_distance,
+        kind="distance",
+        value_range=(0.0, 1.5707963267948966),
+        reference="Williams et al. 2021",
+    ),
+    Measure(
+        "rsa",
+        other.rsa,
+        {"max_rows": Param(3000, _max_rows, "row subsample above this n"), "seed": Param(0, _seed, "subsample seed")},
+        value_range=(-1.0, 1.0),
+        min_n=3,
+        reference="Kriegeskorte et al. 2008",
+    ),
     Measure("jaccard_knn", knn.jaccard_knn, _K, uses_knn=True, reference="Klabunde et al. 2023 (ReSi)"),
-    Measure("second_order_cosine", knn.second_order_cosine, _K, value_range=(-1.0, 1.0), uses_knn=True,
-            reference="Hamilton et al. 2016"),
-    Measure("linear_regression", other.linear_regression,
-            {"alpha": Param(1e-3, _alpha, "relative ridge penalty"), "n_folds": Param(5, _folds, "CV folds"),
-             "seed": Param(0, _seed, "fold seed")},
-            value_range=(-_INF, 1.0), symmetric=False, min_n=4, reference="Klabunde et al. 2023 (ReSi)"),
+    Measure(
+        "second_order_cosine",
+        knn.second_order_cosine,
+        _K,
+        value_range=(-1.0, 1.0),
+        uses_knn=True,
+        reference="Hamilton et al. 2016",
+    ),
+    Measure(
+        "linear_regression",
+        other.linear_regression,
+        {
+            "alpha": Param(1e-3, _alpha, "relative ridge penalty"),
+            "n_folds": Param(5, _folds, "CV folds"),
+            "seed": Param(0, _seed, "fold seed"),
+        },
+        value_range=(-_INF, 1.0),
+        symmetric=False,
+        min_n=4,
+        reference="Klabunde et al. 2023 (ReSi)",
+    ),
 ]
 
-INVARIANCES: tuple[str, ...] = ("orthogonal_transform", "isotropic_scaling", "translation",
-                                 "invertible_linear_transform", "feature_permutation", "sample_permutation")
+INVARIANCES: tuple[str, ...] = (
+    "orthogonal_transform",
+    "isotropic_scaling",
+    "translation",
+    "invertible_linear_transform",
+    "feature_permutation",
+    "sample_permutation",
+)
 """The transforms a measure card states invariance to (or not)."""
 
 _ORTH = ("orthogonal_transform", "isotropic_scaling", "feature_permutation", "sample_permutation")
@@ -160,12 +217,22 @@ _CENTRED = ("orthogonal_transform", "isotropic_scaling", "translation", "feature
 # rsa's correlation distance centres each row across features (no rotation or translation invariance);
 # linear_regression's folds are by row position (no sample-permutation invariance).
 _INVARIANT: dict[str, tuple[str, ...]] = {
-    "cka": _CENTRED, "unbiased_cka": _CENTRED, "mutual_knn": _ORTH, "cycle_knn": _ORTH, "lcs_knn": _ORTH,
-    "edit_distance_knn": _ORTH, "cknna": _ORTH, "svcca": _CENTRED, "rbf_cka": _CENTRED,
+    "cka": _CENTRED,
+    "unbiased_cka": _CENTRED,
+    "mutual_knn": _ORTH,
+    "cycle_knn": _ORTH,
+    "lcs_knn": _ORTH,
+    "edit_distance_knn": _ORTH,
+    "cknna": _ORTH,
+    "svcca": _CENTRED,
+    "rbf_cka": _CENTRED,
     "pwcca": ("isotropic_scaling", "translation", "feature_permutation", "sample_permutation"),
-    "mean_cca": _CENTRED[:3] + ("invertible_linear_transform",) + _CENTRED[3:], "procrustes": _CENTRED,
-    "procrustes_distance": _CENTRED, "rsa": ("isotropic_scaling", "feature_permutation", "sample_permutation"),
-    "jaccard_knn": _ORTH, "second_order_cosine": _ORTH,
+    "mean_cca": _CENTRED[:3] + ("invertible_linear_transform",) + _CENTRED[3:],
+    "procrustes": _CENTRED,
+    "procrustes_distance": _CENTRED,
+    "rsa": ("isotropic_scaling", "feature_permutation", "sample_permutation"),
+    "jaccard_knn": _ORTH,
+    "second_order_cosine": _ORTH,
     "linear_regression": ("orthogonal_transform", "isotropic_scaling", "translation", "feature_permutation"),
 }
 _ENTRIES = [replace(m, invariances=_INVARIANT[m.name]) for m in _ENTRIES]
@@ -173,8 +240,16 @@ _ENTRIES = [replace(m, invariances=_INVARIANT[m.name]) for m in _ENTRIES]
 MEASURES: Mapping[str, Measure] = MappingProxyType({m.name: m for m in _ENTRIES})
 """Registry: measure name → :class:`Measure`. ``list(MEASURES)`` gives the valid names."""
 
-PAPER_MEASURES: tuple[str, ...] = ("cka", "unbiased_cka", "mutual_knn", "cycle_knn", "lcs_knn",
-                                   "edit_distance_knn", "cknna", "svcca")
+PAPER_MEASURES: tuple[str, ...] = (
+    "cka",
+    "unbiased_cka",
+    "mutual_knn",
+    "cycle_knn",
+    "lcs_knn",
+    "edit_distance_knn",
+    "cknna",
+    "svcca",
+)
 """The paper's 8 measures, in the paper's order."""
 
 
@@ -215,12 +290,16 @@ def call_measure(m: Measure, pair: SidePair, params: Mapping[str, Any]) -> float
         v = float(m.fn(pair, **params))
     except NUMERIC_ERRORS as exc:
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
-        raise ValueError(f"{m.name} failed numerically ({type(exc).__name__.lstrip('_')}: {detail}); the features "
-                         "are ill-conditioned (extreme values or (near-)constant columns). Check the features "
-                         "or drop this pair.") from exc
+        raise ValueError(
+            f"{m.name} failed numerically ({type(exc).__name__.lstrip('_')}: {detail}); the features "
+            "are ill-conditioned (extreme values or (near-)constant columns). Check the features "
+            "or drop this pair."
+        ) from exc
     if not math.isfinite(v):
-        raise ValueError(f"{m.name} is undefined for these features (the computation gave {v}); "
-                         "check them for (near-)constant or extreme values.")
+        raise ValueError(
+            f"{m.name} is undefined for these features (the computation gave {v}); "
+            "check them for (near-)constant or extreme values."
+        )
     return clamp_rounding(v, m.value_range)  # 1 + 1e-16 of a copy is 1: never outside the measure's range
 
 
@@ -282,8 +361,9 @@ def plan_pair(pair: SidePair, names: list[str], resolved: dict[str, dict[str, An
         pass  # each measure reports its own error below
 
 
-def compute_all(X: Any, Y: Any, names: list[str] | tuple[str, ...] | None = None, *,
-                on_error: str = "raise", **params: Any) -> dict[str, float]:
+def compute_all(
+    X: Any, Y: Any, names: list[str] | tuple[str, ...] | None = None, *, on_error: str = "raise", **params: Any
+) -> dict[str, float]:
     """Compute several measures at once, sharing centred products, Gram blocks and neighbour lists.
 
     Parameters
@@ -313,8 +393,10 @@ def compute_all(X: Any, Y: Any, names: list[str] | tuple[str, ...] | None = None
     accepted = {p for m in ms for p in m.params}
     unused = sorted(set(params) - accepted)
     if unused:
-        raise ValueError(f"parameter(s) {', '.join(unused)} are not taken by any selected measure "
-                         f"({', '.join(names)}); remove them or select a measure that takes them.")
+        raise ValueError(
+            f"parameter(s) {', '.join(unused)} are not taken by any selected measure "
+            f"({', '.join(names)}); remove them or select a measure that takes them."
+        )
     Xt, Yt = check_paired_features(X, Y)
     n = Xt.shape[0]
     resolved = {m.name: resolve_params(m, n, {p: v for p, v in params.items() if p in m.params}) for m in ms}
@@ -322,8 +404,9 @@ def compute_all(X: Any, Y: Any, names: list[str] | tuple[str, ...] | None = None
     return run_measures(pair, names, resolved, on_error)
 
 
-def run_measures(pair: SidePair, names: list[str], resolved: dict[str, dict[str, Any]],
-                 on_error: str = "raise") -> dict[str, float]:
+def run_measures(
+    pair: SidePair, names: list[str], resolved: dict[str, dict[str, Any]], on_error: str = "raise"
+) -> dict[str, float]:
     """Evaluate already-resolved measures on one SidePair after one shared planning pass."""
     plan_pair(pair, names, resolved)
     out: dict[str, float] = {}

@@ -306,6 +306,37 @@ def _score_epoch(
     return cfg.early_stopping_patience is not None and best["bad"] >= cfg.early_stopping_patience
 
 
+def _show_loss(bar: Any, entry: dict[str, Any], own_loss: bool) -> None:
+    if own_loss:
+        bar.set_postfix(loss=f"{entry['train_loss']:.4f}")
+    else:
+        bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
+
+
+def _save_checkpoint(
+    directory: Path,
+    model: nn.Module,
+    optimizer: Any,
+    gen: torch.Generator,
+    dev: torch.device,
+    best: dict[str, Any],
+    ema: EMA | None,
+    meta: dict[str, Any],
+) -> None:
+    """The resumable state after an epoch: ``meta`` (config, seed, fingerprint, epoch, step, history,
+    stopped) with the early-stopping record of ``best``, the weights, optimiser, RNG and EMA."""
+    meta = {**meta, "best_score": best["score"], "best_epoch": best["epoch"], "bad": best["bad"]}
+    ckpt.save_state(
+        directory,
+        model,
+        optimizer,
+        rng_state(gen, dev),
+        best["state"],
+        meta,
+        ema=ema.shadow if ema is not None else None,
+    )
+
+
 def run_training(
     model: nn.Module,
     dataset: Any,
@@ -368,33 +399,11 @@ def run_training(
                 with ema.applied(model) if ema is not None else contextlib.nullcontext():  # score what is kept
                     stopped = _score_epoch(entry, epoch, model, is_lm, own_loss, val, ev, cfg, dev, monitor, best)
             history.append(entry)
-            if own_loss:
-                bar.set_postfix(loss=f"{entry['train_loss']:.4f}")
-            else:
-                bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
+            _show_loss(bar, entry, own_loss)
             if directory is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == n_epochs or stopped):
-                meta = {
-                    "config": cfg.to_dict(),
-                    "seed": seed,
-                    "fingerprint": fingerprint,
-                    **build_meta,
-                    "epoch": epoch + 1,
-                    "global_step": step,
-                    "history": history,
-                    "best_score": best["score"],
-                    "best_epoch": best["epoch"],
-                    "bad": best["bad"],
-                    "stopped": stopped,
-                }
-                ckpt.save_state(
-                    directory,
-                    model,
-                    optimizer,
-                    rng_state(gen, dev),
-                    best["state"],
-                    meta,
-                    ema=ema.shadow if ema is not None else None,
-                )
+                identity = {"config": cfg.to_dict(), "seed": seed, "fingerprint": fingerprint, **build_meta}
+                progress_meta = {"epoch": epoch + 1, "global_step": step, "history": history, "stopped": stopped}
+                _save_checkpoint(directory, model, optimizer, gen, dev, best, ema, identity | progress_meta)
             if callback is not None:
                 callback(entry)
     finally:
