@@ -141,6 +141,27 @@ class ModelFamily:
         return []
 
 
+class LanguageModelFamily(ModelFamily):
+    """A family of language models that its world trains (:meth:`train_language_model` of the text
+    and chat worlds: the world knows its corpus, windows and phases)."""
+
+    def fit(
+        self,
+        config: ExperimentConfig,
+        unit: Unit,
+        pair: TrainingPair,
+        side: str,
+        model: nn.Module,
+        checkpoint_dir: Path,
+        device: torch.device,
+        progress: bool,
+        world: DataWorld,
+        partner: Trained | None = None,
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """The world's training of a language model on the side's data (its held-out scores as info)."""
+        return world.train_language_model(config, unit, pair, side, model, checkpoint_dir, device, progress)
+
+
 def layer_problems(model: nn.Module, layers: list[str], model_name: str) -> list[str]:
     """One line naming the requested layers that ``model`` lacks (with the ones it has), or none."""
     from reprsim import models

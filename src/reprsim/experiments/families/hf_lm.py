@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from reprsim.errors import ReprsimError
-from reprsim.experiments.families.base import ModelFamily
+from reprsim.experiments.families.base import LanguageModelFamily
 
 if TYPE_CHECKING:
     from reprsim.experiments.config import ExperimentConfig, ModelSpec
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from reprsim.experiments.worlds.base import (
         DataWorld,
         ProbeSet,
-        Trained,
         TrainingPair,
     )
 
@@ -64,7 +63,7 @@ def _tokenizer_of(path: str) -> Any:
     return load_tokenizer(path)
 
 
-class HFCausalLM(ModelFamily):
+class HFCausalLM(LanguageModelFamily):
     name = "hf_lm"
     model_kinds = ("hf_causal_lm",)
     kinds = {"text": "llm", "chat": "llm"}
@@ -148,22 +147,6 @@ class HFCausalLM(ModelFamily):
             "init": seeds[f"init_{side}"],
             "order": seeds[f"order_{side}"],
         } | world.finetune_key(pair, side)
-
-    def fit(
-        self,
-        config: ExperimentConfig,
-        unit: Unit,
-        pair: TrainingPair,
-        side: str,
-        model: nn.Module,
-        checkpoint_dir: Path,
-        device: torch.device,
-        progress: bool,
-        world: DataWorld,
-        partner: Trained | None = None,
-    ) -> tuple[nn.Module, dict[str, Any]]:
-        """The world's fine-tuning on the side's data (its held-out scores as info)."""
-        return world.train_language_model(config, unit, pair, side, model, checkpoint_dir, device, progress)
 
     def features(
         self, config: ExperimentConfig, model: nn.Module, probe: ProbeSet, world: DataWorld

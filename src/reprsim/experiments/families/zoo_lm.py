@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from reprsim.errors import ReprsimError
-from reprsim.experiments.families.base import ModelFamily, layer_problems
+from reprsim.experiments.families.base import LanguageModelFamily, layer_problems
 
 if TYPE_CHECKING:
     from reprsim.experiments.config import ExperimentConfig
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     )
 
 
-class ZooLM(ModelFamily):
+class ZooLM(LanguageModelFamily):
     name = "zoo_lm"
     model_kinds = ("lm",)
     kinds = {"text": "text", "chat": "chat"}
@@ -94,22 +93,6 @@ class ZooLM(ModelFamily):
         return {"model": unit.model.model_dump(mode="json"), "order": unit.seeds()[f"order_{side}"]} | (
             world.scratch_key(unit, pair, side)
         )
-
-    def fit(
-        self,
-        config: ExperimentConfig,
-        unit: Unit,
-        pair: TrainingPair,
-        side: str,
-        model: nn.Module,
-        checkpoint_dir: Path,
-        device: torch.device,
-        progress: bool,
-        world: DataWorld,
-        partner: Trained | None = None,
-    ) -> tuple[nn.Module, dict[str, Any]]:
-        """The world's training of a language model on the side's data (its held-out scores as info)."""
-        return world.train_language_model(config, unit, pair, side, model, checkpoint_dir, device, progress)
 
     def features(
         self, config: ExperimentConfig, model: nn.Module, probe: ProbeSet, world: DataWorld
