@@ -37,10 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from reprsim.metrics._pair import SidePair
 from reprsim.metrics.engine import SimilarityEngine
 from reprsim.metrics._validate import as_features, check_float, check_int, check_paired_features
-from reprsim.metrics.registry import MEASURES, PAPER_MEASURES, get_measure, run_measures
+from reprsim.metrics.registry import MEASURES, PAPER_MEASURES, get_measure
 
 __all__ = [
     "CALIBRATED_COLUMNS",
@@ -165,14 +164,8 @@ def _alpha(alpha: Any) -> float:
 
 def engine_ceilings(engine: Any) -> dict[tuple[str, str], float]:
     """``{(layer_a, measure): m(A[layer_a], A[layer_a])}`` — each measure's value for identical inputs
-    (NaN where undefined), computed by the library on the engine's cached sides."""
-    out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. rsa's subsample note: the engine reports it once
-        for la, side in engine.sa.items():
-            vals = run_measures(SidePair(side, side), engine.names, engine.resolved, on_error="nan")
-            out.update({(la, name): v for name, v in vals.items()})
-    return out
+    (NaN where undefined), from :meth:`SimilarityEngine.ceilings`."""
+    return engine.ceilings()
 
 
 def engine_null(engine: Any, perms: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:

@@ -21,9 +21,15 @@ pair. Per-layer work that the measure functions do not keep is shared here as we
 
 Within a pair, ``mean_cca`` and ``pwcca`` share one SVD and ``procrustes_distance`` is the arccos of
 ``procrustes``, as the library defines it. Under a permutation of B's rows (permutation p-values,
-calibration) only the cross products change: kNN lists, kernels and RDM ranks are relabelled, and
-the spectral measures (CCA family, Procrustes) take their singular values from a symmetric
-eigenproblem (:mod:`reprsim.metrics._null`).
+calibration) only the cross products change: kNN lists are relabelled; rbf_cka and rsa become
+⟨K, PLPᵀ⟩ of the stored kernels / symmetric rank matrices, gathered in row blocks
+(:func:`reprsim.metrics._null.permuted_inner`); second_order_cosine gathers its inner products from
+each layer's Gram matrix; ridge regression's per-fold cross products also give the pair's X̃ᵀỸ, from
+which the whitened cross product is formed once for the CCA family (SVCCA's is its leading block)
+and Procrustes; the spectral measures take their singular values from a symmetric eigenproblem
+(:mod:`reprsim.metrics._null`). These null-only products and matrices are held in the features'
+precision (``null_dtype``: float32 features give null values to ~1e-6, float64 to rounding), and
+permutations run in ``workers`` threads side by side (:meth:`SimilarityEngine.permuted_values`).
 
 Values equal :func:`reprsim.metrics.compute` on the same prepared features (identical for every
 measure but a shared ``rbf_cka``, whose kernel is formed in float64 here: differences ~1e-7;
@@ -35,10 +41,13 @@ measure at once. Calibrated scores: :mod:`reprsim.metrics.calibrate`.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -48,6 +57,7 @@ from tqdm.auto import tqdm
 from reprsim.metrics import _null
 from reprsim.metrics import cca as _cca
 from reprsim.metrics import cka as _cka
+from reprsim.metrics import knn as _knn
 from reprsim.metrics import other as _other
 from reprsim.metrics._pair import Side, SidePair
 from reprsim.metrics._validate import as_features, clamp_rounding, degenerate_problem
@@ -59,6 +69,7 @@ from reprsim.metrics.registry import (
     get_measure,
     plan_pair,
     resolve_params,
+    run_measures,
 )
 
 __all__ = ["SHARED_BYTES", "SimilarityEngine", "prepare_layers", "resolve_measures"]
@@ -68,6 +79,9 @@ __all__ = ["SHARED_BYTES", "SimilarityEngine", "prepare_layers", "resolve_measur
 SHARED_BYTES = 2 * 2**30
 
 Prepare = Callable[[Any], Any]
+
+#: Most threads a permutation null runs side by side (:meth:`SimilarityEngine.permuted_values`).
+_MAX_NULL_WORKERS = 4
 
 
 def resolve_measures(measures: Any) -> list[str]:
@@ -134,12 +148,56 @@ def _full_cca(pair: SidePair) -> tuple[float, float]:
 
 
 class _Shared:
-    """The per-layer n×n quantities of rbf_cka and rsa (None when not shared, or the error text)."""
+    """The per-layer n×n quantities of rbf_cka and rsa (None when not shared, or the error text), and
+    those only permutation nulls use (built on first use): rsa's ranks as a symmetric matrix, and the
+    layer's Gram matrix FFᵀ for second_order_cosine."""
 
     def __init__(self) -> None:
         self.rbf: tuple[torch.Tensor, float] | str | None = None
         self.rsa: tuple[np.ndarray, float] | str | None = None
         self.rsa_tied = False  # the RDM has equal dissimilarities (their ranks depend on rounding)
+        self.rsa_matrix: torch.Tensor | None = None
+        self.rbf_null: torch.Tensor | None = None  # the centred kernel in the engine's null_dtype
+        self.gram: torch.Tensor | None = None
+
+
+class _Permutation:
+    """One row permutation π of B's layers and what the null needs of it, each computed on first use.
+
+    ``perm`` and ``inv`` (π⁻¹) are CPU int64 tensors. rsa above its ``max_rows`` permutes B's rows
+    within its subsample instead (π̃ = :func:`reprsim.metrics.other.rsa_null_permutation`);
+    :meth:`rsa_sigma` is the permutation of the subsample's m rows it induces, :meth:`rsa_side` B's
+    layer under π̃ (for pairs rsa computes by the library)."""
+
+    def __init__(self, engine: "SimilarityEngine", perm: Any) -> None:
+        self.engine = engine
+        self.perm = torch.as_tensor(np.asarray(perm), dtype=torch.long)
+        self.inv = torch.empty_like(self.perm)
+        self.inv[self.perm] = torch.arange(self.perm.numel())
+        self._rsa_full: torch.Tensor | None = None
+        self._sigma: torch.Tensor | None = None
+        self._rsa_sides: dict[str, Side] = {}
+
+    def rsa_full(self) -> torch.Tensor:
+        if self._rsa_full is None:
+            p = self.engine.resolved["rsa"]
+            self._rsa_full = torch.as_tensor(_other.rsa_null_permutation(self.perm.numpy(), p["max_rows"], p["seed"]))
+        return self._rsa_full
+
+    def rsa_sigma(self) -> torch.Tensor:
+        if self._sigma is None:
+            rows = self.engine._rsa_rows()
+            self._sigma = self.perm if rows is None else torch.searchsorted(rows, self.rsa_full()[rows])
+        return self._sigma
+
+    def rsa_side(self, lb: str) -> Side:
+        if lb not in self._rsa_sides:
+            pt = self.rsa_full()
+            it = torch.empty_like(pt)
+            it[pt] = torch.arange(pt.numel())
+            sb = self.engine.sb[lb]
+            self._rsa_sides[lb] = sb.permuted(pt.to(sb.F.device), it.to(sb.F.device))
+        return self._rsa_sides[lb]
 
 
 class SimilarityEngine:
@@ -192,8 +250,19 @@ class SimilarityEngine:
         n_layers = len(ta) + len(tb)
         self.share_rbf = share_rbf and "rbf_cka" in self.names and n_layers * self.n**2 * 8 <= SHARED_BYTES
         m_rsa = min(self.n, self.resolved["rsa"]["max_rows"]) if "rsa" in self.names else 0
-        rsa_bytes = n_layers * (m_rsa * (m_rsa - 1) // 2) * 8 * 2
-        self.share_rsa = "rsa" in self.names and (self.share_rbf * n_layers * self.n**2 * 8 + rsa_bytes) <= SHARED_BYTES
+        # the ranks' upper triangle, its sort's workspace and (for nulls) the symmetric rank matrix
+        rsa_bytes = n_layers * ((m_rsa * (m_rsa - 1) // 2) * 8 * 2 + m_rsa * m_rsa * 8)
+        rbf_bytes = self.share_rbf * n_layers * self.n**2 * 8
+        self.share_rsa = "rsa" in self.names and rbf_bytes + rsa_bytes <= SHARED_BYTES
+        # permutation nulls gather from n×n matrices in the features' precision: the kernels and RDM ranks
+        # of float32 features are float32-accurate anyway, and a float32 gather moves half the memory
+        self.null_dtype = next(iter(ta.values())).dtype if ta else torch.float64
+        gram_bytes = n_layers * self.n**2 * self.null_dtype.itemsize
+        if self.null_dtype != torch.float64:
+            rbf_bytes += self.share_rbf * n_layers * self.n**2 * self.null_dtype.itemsize  # the kernels' null copy
+        self.share_gram = (
+            "second_order_cosine" in self.names and rbf_bytes + self.share_rsa * rsa_bytes + gram_bytes <= SHARED_BYTES
+        )
         self._shared: dict[tuple[str, str], _Shared] = {}
         self._ridge: weakref.WeakKeyDictionary[Side, _other.RidgeFolds] = weakref.WeakKeyDictionary()
         self.values: dict[tuple[str, str, str], float] = {}
@@ -225,6 +294,31 @@ class SimilarityEngine:
         K.sub_(col[None, :]).sub_(col[:, None]).add_(col.mean())  # K symmetric: row means = column means
         return K, float((K * K).sum())
 
+    def _rsa_matrix(self, which: str, layer: str) -> torch.Tensor:
+        """The layer's centred RDM ranks as a symmetric (m, m) float64 matrix, zero diagonal."""
+        q = self._layer(which, layer)
+        if q.rsa_matrix is None:
+            r = torch.from_numpy(q.rsa[0])  # type: ignore[index]
+            m = (1 + math.isqrt(1 + 8 * r.numel())) // 2
+            iu = torch.triu_indices(m, m, offset=1)
+            R = torch.zeros(m, m, dtype=self.null_dtype)  # centred ranks: half-integers, exact in float32 for m ≤ 4096
+            R[iu[0], iu[1]] = r.to(self.null_dtype)
+            q.rsa_matrix = R + R.T
+        return q.rsa_matrix
+
+    def _rbf_null(self, q: _Shared) -> torch.Tensor:
+        if q.rbf_null is None:
+            q.rbf_null = q.rbf[0].to(self.null_dtype)  # type: ignore[index]
+        return q.rbf_null
+
+    def _gram(self, which: str, layer: str) -> torch.Tensor:
+        """The layer's Gram matrix FFᵀ (n, n) in the features' dtype (second_order_cosine's nulls)."""
+        q = self._layer(which, layer)
+        if q.gram is None:
+            F = (self.sa if which == "a" else self.sb)[layer].F
+            q.gram = F @ F.T
+        return q.gram
+
     def _rsa_rows(self) -> torch.Tensor | None:
         return _other.rsa_rows(self.n, self.resolved["rsa"]["max_rows"], self.resolved["rsa"]["seed"])
 
@@ -248,8 +342,9 @@ class SimilarityEngine:
         r -= r.mean()
         return (r, float(r @ r)), tied
 
-    def _shared_value(self, name: str, la: str, lb: str, perm_b: Any = None) -> float:
-        """rbf_cka / rsa from the shared per-layer quantities (``perm_b``: a permutation of B's rows)."""
+    def _shared_value(self, name: str, la: str, lb: str, perm: _Permutation | None = None) -> float:
+        """rbf_cka / rsa from the shared per-layer quantities (``perm``: a permutation of B's rows, which
+        permutes the rows and columns of B's kernel and RDM; their sums of squares are unchanged)."""
         x, y = self._layer("a", la), self._layer("b", lb)
         qx, qy = (x.rbf, y.rbf) if name == "rbf_cka" else (x.rsa, y.rsa)
         for q in (qx, qy):
@@ -258,22 +353,26 @@ class SimilarityEngine:
         if name == "rbf_cka":
             Kx, hxx = qx  # type: ignore[misc]
             Ky, hyy = qy  # type: ignore[misc]
-            if perm_b is not None:
-                Ky = perm_b(Ky)
-            return _cka._ratio(float(Kx.reshape(-1) @ Ky.reshape(-1)), hxx, hyy, what="rbf_cka")
+            if perm is None:
+                hxy = float(Kx.reshape(-1) @ Ky.reshape(-1))
+            else:
+                hxy = _null.permuted_inner(self._rbf_null(x), self._rbf_null(y), perm.perm)
+            return _cka._ratio(hxy, hxx, hyy, what="rbf_cka")
         rx, sx = qx  # type: ignore[misc]
         ry, sy = qy  # type: ignore[misc]
-        if perm_b is not None:  # B's centred ranks and their sum of squares under the permutation
-            ry, sy = perm_b(lb, ry, sy)
         den = math.sqrt(sx * sy)
         if not den > 0:
             raise ValueError("rsa is undefined: one RDM has all pairwise dissimilarities equal.")
-        return float(rx @ ry / den)
+        if perm is None:
+            return float(rx @ ry / den)
+        # Σ over pairs a < b = half the sum over the symmetric matrices (zero diagonals)
+        Rx, Ry = self._rsa_matrix("a", la), self._rsa_matrix("b", lb)
+        return 0.5 * _null.permuted_inner(Rx, Ry, perm.rsa_sigma()) / den
 
     def _ridge_for(self, side: Side) -> _other.RidgeFolds:
         if side not in self._ridge:
             p = self.resolved["linear_regression"]
-            self._ridge[side] = _other.RidgeFolds(side, p["alpha"], p["n_folds"], p["seed"])
+            self._ridge[side] = _other.RidgeFolds(side, p["alpha"], p["n_folds"], p["seed"], self.null_dtype)
         return self._ridge[side]
 
     def _uses_library(self, name: str, la: str, lb: str, perm: Any, shared: bool) -> bool:
@@ -290,7 +389,7 @@ class SimilarityEngine:
         return True
 
     def _evaluate(
-        self, pair: SidePair, la: str, lb: str, record: bool, perm: Any = None, shared: bool = True
+        self, pair: SidePair, la: str, lb: str, record: bool, perm: _Permutation | None = None, shared: bool = True
     ) -> dict[str, float]:
         """Every measure on one pair. ``perm``: the row permutation of B's side (permutation test);
         ``shared=False`` for pairs whose sides are not the engine's layers (bootstrap resamples)."""
@@ -299,19 +398,18 @@ class SimilarityEngine:
         out: dict[str, float] = {}
         fused: dict[str, Any] = {}
         problem = degenerate_problem(pair.x, pair.y)  # a constant side: every measure NaN, with a warning
+        if perm is not None and not problem:
+            self._share_ridge_cross(pair, fused)
         for name in self.names:
             try:
                 if problem:
                     raise ValueError(f"{name} is {problem}")
                 if name == "rsa" and perm is not None and name in library:  # rsa's own null permutation
-                    out[name] = call_measure(
-                        MEASURES[name], SidePair(pair.x, perm["rsa_side"](lb)), self.resolved[name]
-                    )
+                    out[name] = call_measure(MEASURES[name], SidePair(pair.x, perm.rsa_side(lb)), self.resolved[name])
                 elif name not in library:
-                    arg = None
-                    if perm is not None:
-                        arg = perm["rbf"] if name == "rbf_cka" else perm["rsa"]
-                    out[name] = self._shared_value(name, la, lb, arg)
+                    out[name] = self._shared_value(name, la, lb, perm)
+                elif name == "second_order_cosine" and perm is not None and self.share_gram:
+                    out[name] = self._soc_permuted(pair, la, lb, perm)
                 else:
                     out[name] = self._own_route(name, pair, out, fused, permuted=perm is not None)
             except ValueError as exc:
@@ -329,7 +427,9 @@ class SimilarityEngine:
         if name in ("mean_cca", "pwcca"):
             if "cca" not in fused:
                 try:
-                    fused["cca"] = _null.mean_and_pw_cca(pair) if permuted else _full_cca(pair)
+                    fused["cca"] = (
+                        _null.mean_and_pw_cca(pair, self._whitened(pair, fused)) if permuted else _full_cca(pair)
+                    )
                 except (ValueError, *NUMERIC_ERRORS) as exc:
                     fused["cca"] = exc
             if isinstance(fused["cca"], BaseException):
@@ -345,10 +445,44 @@ class SimilarityEngine:
         if permuted and name == "procrustes":
             return _finite(name, lambda: _null.procrustes(pair))
         if permuted and name == "svcca":
-            return _finite(name, lambda: _null.svcca(pair, **self.resolved["svcca"]))
+            return _finite(name, lambda: _null.svcca(pair, **self.resolved["svcca"], M=self._whitened(pair, fused)))
         if permuted and name == "linear_regression":  # observed values: the library's, exactly
-            return _finite(name, lambda: self._ridge_for(pair.x).r2(pair.y))
+            return _finite(name, lambda: self._ridge_for(pair.x).r2(pair.y, fused.get("ridge_folds")))
         return call_measure(MEASURES[name], pair, self.resolved[name])
+
+    def _share_ridge_cross(self, pair: SidePair, fused: dict[str, Any]) -> None:
+        """Under a permutation, ridge regression's per-fold cross products sum to the pair's float64
+        X̃ᵀỸ: form them first and hand the CCA family and Procrustes their sum (one product, not two)."""
+        if "linear_regression" not in self.names or not pair.x.n > self.resolved["linear_regression"]["n_folds"]:
+            return
+        ridge = self._ridge_for(pair.x)
+        if ridge.error is None:
+            fused["ridge_folds"] = ridge.fold_cross(pair.y)
+            pair._cross64 = sum(fused["ridge_folds"][1])
+
+    @staticmethod
+    def _whitened(pair: SidePair, fused: dict[str, Any]) -> torch.Tensor:
+        """The pair's whitened cross product (:func:`reprsim.metrics._null.whitened_cross`), once per pair."""
+        if "whitened" not in fused:
+            fused["whitened"] = _null.whitened_cross(pair)
+        return fused["whitened"]
+
+    def _soc_permuted(self, pair: SidePair, la: str, lb: str, perm: _Permutation) -> float:
+        """second_order_cosine on (A[la], B[lb][π]) with the inner products gathered from each layer's
+        Gram matrix: ⟨x_i, x_j⟩ = Gx[i, j] and ⟨y_π(i), y_π(j)⟩ = Gy[π_i, π_j] (O(nk) per permutation
+        instead of O(nkd))."""
+        Gx, Gy = self._gram("a", la), self._gram("b", lb)
+        p = perm.perm.to(Gy.device)
+        rows = torch.arange(self.n, device=Gx.device)[:, None]
+        k = self.resolved["second_order_cosine"]["k"]
+
+        def inner_x(idx: torch.Tensor) -> torch.Tensor:
+            return Gx[rows, idx].to(torch.float64)
+
+        def inner_y(idx: torch.Tensor) -> torch.Tensor:
+            return Gy[p[:, None], p[idx]].to(torch.float64)
+
+        return _finite("second_order_cosine", lambda: _knn.second_order_cosine_of(pair, k, inner_x, inner_y))
 
     # ---- the three passes --------------------------------------------------------------------
     def compute(self) -> dict[tuple[str, str, str], float]:
@@ -367,6 +501,41 @@ class SimilarityEngine:
                 for name, v in vals.items():
                     self.values[(la, lb, name)] = v
         return self.values
+
+    def ceilings(self) -> dict[tuple[str, str], float]:
+        """``{(layer_a, measure): m(A[layer_a], A[layer_a])}``, each measure's value for identical inputs
+        (NaN where undefined): rbf_cka and rsa from A's shared kernel / RDM ranks, the others by the
+        library on A's cached side (its neighbour lists and decompositions are reused)."""
+        out: dict[tuple[str, str], float] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. rsa's subsample note: compute() reports it once
+            for la, side in self.sa.items():
+                own = {n: self._self_similarity(n, la) for n in self.names if n in ("rbf_cka", "rsa")}
+                own = {n: v for n, v in own.items() if v is not None}
+                rest = [n for n in self.names if n not in own]
+                vals = run_measures(SidePair(side, side), rest, self.resolved, on_error="nan") if rest else {}
+                out.update({(la, n): own[n] if n in own else vals[n] for n in self.names})
+        return out
+
+    def _self_similarity(self, name: str, la: str) -> float | None:
+        """rbf_cka / rsa of A[la] with itself from its shared quantity (None: not shared for this layer)."""
+        if not (self.share_rbf if name == "rbf_cka" else self.share_rsa):
+            return None
+        q = self._layer("a", la)
+        shared = q.rbf if name == "rbf_cka" else q.rsa
+        if shared is None or shared is _FALLBACK:
+            return None
+        if isinstance(shared, str):
+            return float("nan")
+        try:
+            if name == "rbf_cka":
+                return _cka._ratio(shared[1], shared[1], shared[1], what="rbf_cka")
+            r, ss = shared
+            if not ss > 0:
+                return float("nan")
+            return float(r @ r / math.sqrt(ss * ss))
+        except ValueError:
+            return float("nan")
 
     def _disabled(self, total: int) -> bool | None:
         if self.progress is None:
@@ -397,81 +566,56 @@ class SimilarityEngine:
             for key, h in hits.items()
         }
 
-    def permuted_values(self, perms: Iterable[Any]) -> Iterator[dict[tuple[str, str, str], float]]:
+    def permuted_values(
+        self, perms: Iterable[Any], workers: int | None = None
+    ) -> Iterator[dict[tuple[str, str, str], float]]:
         """For each permutation ``perm`` (n,) of the rows: every measure on every pair (A[la], B[lb][perm]),
         ``{(layer_a, layer_b, measure): value}`` (NaN where undefined). The same permutation is applied to
         every layer of B; cached B-side quantities are relabelled (neighbour lists, kernels, RDM ranks).
         rsa above its ``max_rows`` uses π̃ = :func:`reprsim.metrics.other.rsa_null_permutation` (B's rows
-        permuted within its row subsample) instead of ``perm``."""
-        n = self.n
-        rows = self._rsa_rows() if "rsa" in self.names else None
-        m = n if rows is None else rows.numel()  # rsa's rows: its null permutes only these
-        iu = first = None
-        for perm in perms:
-            with warnings.catch_warnings():  # per permutation: the filter must not outlive a yield
+        permuted within its row subsample) instead of ``perm``.
+
+        ``workers`` threads evaluate permutations side by side, each with one torch thread (default: torch's
+        thread count on the CPU, 1 on an accelerator): much of a permutation's work runs on one core (numpy
+        gathers, small eigenproblems, Python), so this keeps every core busy. Values do not depend on it."""
+        perms = iter(perms)
+        if workers is None:
+            on_cpu = all(t.device.type == "cpu" for t in [*self.ta.values(), *self.tb.values()])
+            workers = min(torch.get_num_threads(), _MAX_NULL_WORKERS) if on_cpu else 1
+        first = next(perms, None)
+        if first is None:
+            return
+        yield self._permuted_one(first)  # serially first: it builds the lazy caches the threads then share
+        if workers <= 1:
+            for perm in perms:
+                yield self._permuted_one(perm)
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            while chunk := list(itertools.islice(perms, 4 * workers)):
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)  # process-wide, like the warnings filter: both restored before a yield
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        results = list(pool.map(self._permuted_one, chunk, itertools.repeat(False)))
+                finally:
+                    torch.set_num_threads(threads)
+                yield from results
+
+    def _permuted_one(self, perm: Any, quiet: bool = True) -> dict[tuple[str, str, str], float]:
+        """Every measure on every pair (A[la], B[lb][perm]). ``quiet``: silence warnings here (threads leave
+        it to their caller: the warnings filter is process-wide state)."""
+        with warnings.catch_warnings() if quiet else contextlib.nullcontext():
+            if quiet:
                 warnings.simplefilter("ignore")
-                perm = torch.as_tensor(np.asarray(perm), dtype=torch.long)
-                inv = torch.empty_like(perm)
-                inv[perm] = torch.arange(n)
-                rsa_cache: dict[str, Any] = {}
-
-                def rsa_perm_full() -> torch.Tensor:
-                    if "full" not in rsa_cache:
-                        p = self.resolved["rsa"]
-                        rsa_cache["full"] = torch.as_tensor(
-                            _other.rsa_null_permutation(perm.numpy(), p["max_rows"], p["seed"])
-                        )
-                    return rsa_cache["full"]
-
-                def tri() -> np.ndarray:
-                    """Positions in rsa's pair order of the permuted RDM's pairs (a < b, row-major over its m rows)."""
-                    nonlocal iu, first
-                    if "t" not in rsa_cache:
-                        if iu is None:  # int32 (m(m−1)/2 < 2³¹ while the RDM fits): half the memory traffic
-                            iu = torch.triu_indices(m, m, offset=1).to(torch.int32)
-                            lo = torch.arange(m, dtype=torch.int64)
-                            first = (lo * m - lo * (lo + 1) // 2 - lo - 1).to(
-                                torch.int32
-                            )  # pair (lo, hi) at first[lo] + hi
-                        sigma = perm if rows is None else torch.searchsorted(rows, rsa_perm_full()[rows])
-                        sigma = sigma.to(torch.int32)
-                        a, b = sigma[iu[0]], sigma[iu[1]]
-                        rsa_cache["t"] = (first[torch.minimum(a, b)] + torch.maximum(a, b)).numpy()
-                    return rsa_cache["t"]
-
-                def rsa_perm(lb: str, ry: np.ndarray, sy: float) -> tuple[np.ndarray, float]:
-                    return ry[tri()], sy  # the same pairs, relabelled: same mean and sum of squares
-
-                def rsa_side(lb: str) -> Side:
-                    if ("side", lb) not in rsa_cache:
-                        pt = rsa_perm_full()
-                        it = torch.empty_like(pt)
-                        it[pt] = torch.arange(n)
-                        sb = self.sb[lb]
-                        rsa_cache[("side", lb)] = sb.permuted(pt.to(sb.F.device), it.to(sb.F.device))
-                    return rsa_cache[("side", lb)]
-
-                out: dict[tuple[str, str, str], float] = {}
-                for lb, sb in self.sb.items():
-                    sbp = sb.permuted(perm.to(sb.F.device), inv.to(sb.F.device))
-                    kp: dict[str, torch.Tensor] = {}
-
-                    def rbf_perm(K: torch.Tensor) -> torch.Tensor:
-                        if "k" not in kp:
-                            p = perm.to(K.device)
-                            kp["k"] = K[p][:, p]
-                        return kp["k"]
-
-                    for la, sa in self.sa.items():
-                        vals = self._evaluate(
-                            SidePair(sa, sbp),
-                            la,
-                            lb,
-                            record=False,
-                            perm={"rbf": rbf_perm, "rsa": rsa_perm, "rsa_side": rsa_side},
-                        )
-                        out.update({(la, lb, name): v for name, v in vals.items()})
-            yield out
+            p = _Permutation(self, perm)
+            out: dict[tuple[str, str, str], float] = {}
+            for lb, sb in self.sb.items():
+                sbp = sb.permuted(p.perm.to(sb.F.device), p.inv.to(sb.F.device))
+                for la, sa in self.sa.items():
+                    vals = self._evaluate(SidePair(sa, sbp), la, lb, record=False, perm=p)
+                    out.update({(la, lb, name): v for name, v in vals.items()})
+        return out
 
     def bootstrap_intervals(
         self, n_boot: int, level: float, seed: int

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -164,11 +165,25 @@ def second_order_cosine(pair: SidePair, k: int = 10) -> float:
     (an all-zero row) have no cosine and are left out of the mean, with a warning. Range [−1, 1]; 1 =
     the same similarity profile over the joint neighbourhood. Cost as mutual_knn plus O(nk(d1 + d2)).
     """
+    return second_order_cosine_of(
+        pair, k, lambda idx: _gather_inner(pair.x.F, idx), lambda idx: _gather_inner(pair.y.F, idx)
+    )
+
+
+def second_order_cosine_of(
+    pair: SidePair,
+    k: int,
+    inner_x: Callable[[torch.Tensor], torch.Tensor],
+    inner_y: Callable[[torch.Tensor], torch.Tensor],
+) -> float:
+    """:func:`second_order_cosine` with the inner products supplied: ``inner_x(idx)`` = ⟨x_i, x_idx[i, p]⟩
+    as float64 (n, m), likewise ``inner_y`` (the engine's permutation null gathers them from each
+    layer's Gram matrix instead of recomputing them from the features)."""
     ia, va = neighbours(pair, pair.x, k)
     ib, vb = neighbours(pair, pair.y, k)
     fresh_b = ~_matches(ib, ia).any(2)  # Y-neighbours not already among the X-neighbours
-    sx = torch.cat([va, _gather_inner(pair.x.F, ib)], 1)
-    sy = torch.cat([_gather_inner(pair.y.F, ia), vb], 1)
+    sx = torch.cat([va, inner_x(ib)], 1)
+    sy = torch.cat([inner_y(ia), vb], 1)
     mask = torch.cat([torch.ones_like(fresh_b), fresh_b], 1).to(torch.float64)
     sx, sy = sx * mask, sy * mask
     nx, ny = torch.linalg.vector_norm(sx, dim=1), torch.linalg.vector_norm(sy, dim=1)
@@ -185,7 +200,7 @@ def second_order_cosine(pair: SidePair, k: int = 10) -> float:
         warnings.warn(
             f"second_order_cosine: left out {bad} sample(s) (first: {first}) whose similarities to "
             "their neighbours are all zero (all-zero rows?); their cosine is undefined.",
-            stacklevel=3,
+            stacklevel=4,
         )
         cos = cos[good]
     return float(cos.mean())

@@ -198,20 +198,26 @@ class RidgeFolds:
     reason R² is undefined for this X (constant on a training fold), else None.
     """
 
-    def __init__(self, x: Side, alpha: float = 1e-3, n_folds: int = 5, seed: int = 0) -> None:
+    def __init__(
+        self, x: Side, alpha: float = 1e-3, n_folds: int = 5, seed: int = 0, dtype: torch.dtype = torch.float64
+    ) -> None:
         n = x.n
         X = x.centred.to(torch.float64)
         folds = np.array_split(np.random.default_rng(seed).permutation(n), n_folds)
         self.parts = [torch.as_tensor(f, device=X.device) for f in folds]
-        self.Xf = [X[idx] for idx in self.parts]
-        sums = [Xf.sum(0) for Xf in self.Xf]
-        grams = [Xf.T @ Xf for Xf in self.Xf]
+        Xf64 = [X[idx] for idx in self.parts]
+        sums = [Xf.sum(0) for Xf in Xf64]
+        grams = [Xf.T @ Xf for Xf in Xf64]
+        # the per-permutation products run in ``dtype`` (the features' precision: float32 features give
+        # R² to ~1e-6 either way); the ridge systems are solved in float64
+        self.dtype = dtype
+        self.Xf = [Xf.to(dtype) for Xf in Xf64]
         S_x, G = sum(sums), sum(grams)
         d1 = X.shape[1]
         eye = torch.eye(d1, dtype=X.dtype, device=X.device)
         self.folds: list[tuple[torch.Tensor, int, torch.Tensor, Any]] = []
         self.error: str | None = None
-        for Xf, sx, Gf in zip(self.Xf, sums, grams):
+        for Xf, sx, Gf in zip(Xf64, sums, grams):
             m = n - Xf.shape[0]
             mx = (S_x - sx) / m
             Gt = (G - Gf) - m * torch.outer(mx, mx)
@@ -221,23 +227,28 @@ class RidgeFolds:
                 return
             lu = torch.linalg.lu_factor(Gt + lam * eye)
             H = torch.linalg.lu_solve(*lu, (Xf - mx).T).T  # A symmetric: (X_f − x̄) A⁻¹ = (A⁻¹ (X_f − x̄)ᵀ)ᵀ
-            self.folds.append((m, mx, H.contiguous()))
+            self.folds.append((m, mx, H.to(dtype).contiguous()))
 
-    def r2(self, y: Side) -> float:
-        """Cross-validated ridge R² of predicting ``y`` (same rows as X) from X."""
+    def fold_cross(self, y: Side) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each fold's rows of Ỹ (in ``dtype``) and cross product X̃_fᵀỸ_f (float64); their sum is X̃ᵀỸ."""
+        Y = y.centred.to(self.dtype)
+        Ys = [Y[idx] for idx in self.parts]
+        return Ys, [(Xf.T @ Yf).to(torch.float64) for Xf, Yf in zip(self.Xf, Ys)]
+
+    def r2(self, y: Side, folds: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> float:
+        """Cross-validated ridge R² of predicting ``y`` (same rows as X) from X (``folds``: its
+        :meth:`fold_cross`, when already computed)."""
         if self.error:
             raise ValueError(self.error)
-        Y = y.centred.to(torch.float64)
-        Ys = [Y[idx] for idx in self.parts]
+        Ys, Cs = folds or self.fold_cross(y)
         S_y = sum(Yf.sum(0) for Yf in Ys)
-        Cs = [Xf.T @ Yf for Xf, Yf in zip(self.Xf, Ys)]
         C = sum(Cs)
         sse = sst = 0.0
         for (m, mx, H), Yf, Cf in zip(self.folds, Ys, Cs):
             my = (S_y - Yf.sum(0)) / m
             Ct = (C - Cf) - m * torch.outer(mx, my)  # centred training cross product X̃ᵀỸ
-            Yc = (Yf - my).reshape(-1)
-            resid = Yc - (H @ Ct).reshape(-1)
+            Yc = (Yf.to(torch.float64) - my).reshape(-1)
+            resid = Yc - (H @ Ct.to(self.dtype)).reshape(-1).to(torch.float64)
             sse += float(resid @ resid)
             sst += float(Yc @ Yc)
         if not sst > 0:
