@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from reprsim.analysis.cells import GROUP_AXES
+from reprsim.analysis.paired import paired_sentence
 from reprsim.analysis.text import (
     design_label,
     fmt,
@@ -132,7 +133,7 @@ def _secondary_cell(r: pd.Series) -> str:
 
 def _secondary_sentences(summary: dict[str, Any]) -> list[str]:
     """One sentence for calibrated effects and one for error consistency vs overlap, when the summary
-    has them, over the fixed-composition probe sets."""
+    has them, over the fixed-composition probe sets, and one for the paired differences on shared inputs."""
     out = []
     for key, title, measures in (
         ("calibrated_effects", "On calibrated scores", None),
@@ -148,7 +149,8 @@ def _secondary_sentences(summary: dict[str, Any]) -> list[str]:
             continue
         family = "a Holm family of its own" if (eff["family"] == "primary").any() else "exploratory, unadjusted"
         out += [f"**{title}** ({family}): " + "; ".join(_secondary_cell(r) for _, r in eff.iterrows()) + ".", ""]
-    return out
+    paired = paired_sentence(_frame(summary.get("paired_differences")))
+    return out + ([paired, ""] if paired else [])
 
 
 def findings_markdown(summary: dict[str, Any]) -> str:

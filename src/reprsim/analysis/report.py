@@ -28,6 +28,7 @@ from reprsim.analysis.document import (
     Legend,
     Para,
     Pre,
+    Table,
     to_html,
     to_markdown,
 )
@@ -42,8 +43,9 @@ from reprsim.analysis.load import (
     prepare,
 )
 from reprsim.analysis.methods import methods_paragraphs
+from reprsim.analysis.paired import load_paired, paired_summary, paired_table_rows
 from reprsim.analysis.report_folder import remove_old_figures, report_folder
-from reprsim.analysis.summary import summarize
+from reprsim.analysis.summary import jsonable, summarize
 from reprsim.analysis.text import design_label, kind_label, measure_label
 from reprsim.errors import ReprsimError
 from reprsim.metrics._validate import check_resamples
@@ -371,7 +373,25 @@ class _Builder:
             blocks += [Heading(title, 2, anchor), Para(note, "note"), Legend()]
             for keys, g in tb.design_groups(frame):
                 blocks += [Heading(tb.kind_title(keys), 3), table(keys, g)]
-        return blocks
+        return blocks + self.paired()
+
+    def paired(self) -> list:
+        """The paired-differences section (only when the run's sweep wrote ``paired.csv``)."""
+        frame = _frame(self.s.get("paired_differences"))
+        if frame.empty:
+            return []
+        header, rows, verdicts = paired_table_rows(frame)
+        note = (
+            "Within each seed, the pair at the highest overlap vs the pair at the lowest, on the same probe inputs "
+            "(only probe sets whose inputs are identical at both fractions), at the headline layer: value₁ − value₂ "
+            "with a paired bootstrap over the inputs (paired.csv). Per design arm, probe set and measure (never "
+            "pooled): the mean difference over seeds with a t interval over the seeds' differences (the seed is the "
+            "unit), how many seeds' own bootstrap intervals exclude 0, and their median width. Exploratory "
+            "(not in the Holm primary family); an interval containing 0 is inconclusive, not evidence of no effect."
+        )
+        css = {"higher": "more", "lower": "less"}
+        table = Table(header, rows, [css.get(v, "inconclusive") for v in verdicts], left=4)
+        return [Heading("Paired differences on shared inputs", 2, "paired_differences"), Para(note, "note"), table]
 
     def details(self) -> list:
         blocks: list = [Heading("Details", 2, "details")]
@@ -543,6 +563,9 @@ def build_report(
     bar.update(1)
     bar.set_description("report: tables and figures")
     summary["problems"] = notes + checked + summary["problems"]
+    paired = paired_summary(load_paired(runs))
+    if summary["status"] == "ok" and not paired.empty:  # only runs whose sweep wrote paired.csv
+        summary["paired_differences"] = jsonable(paired)
     builder, methods = None, []
     if summary["status"] == "ok" and not missing_columns(table):
         data = prepare(table, layers)

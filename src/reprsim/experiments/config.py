@@ -318,6 +318,42 @@ class PrepareSpec(_Strict):
         return data
 
 
+class PairedSpec(_Strict):
+    """``measures.paired``: the paired stage after the sweep (:mod:`reprsim.experiments.paired`): within
+    each seed, the pair at the highest fraction vs the pair at the lowest, on the probe sets whose inputs
+    are identical at both, with a paired bootstrap over those inputs. ``paired: 0`` (the default) is off."""
+
+    n_boot: StrictInt = Field(200, ge=2, le=100_000, description="bootstrap resamples of the shared inputs")
+    level: StrictFloat = Field(0.95, gt=0.0, lt=1.0, description="level of each within-seed interval")
+    measures: list[str] | None = Field(
+        None, min_length=1, description="the measures compared (default: the analysis spec's primary measures)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _off(cls, data: Any) -> Any:
+        if isinstance(data, dict) or data is None:
+            return data
+        raise ValueError(
+            f"measures.paired must be 0 (off) or a mapping such as {{n_boot: 200, level: 0.95}}; got {data!r}"
+        )
+
+    @field_validator("measures")
+    @classmethod
+    def _measures(cls, v: list[str] | None) -> list[str] | None:
+        from reprsim import metrics
+
+        unknown = [name for name in v or [] if name not in metrics.MEASURES]
+        if unknown:
+            raise ValueError(f"unknown measure(s) {unknown} in measures.paired; valid: {sorted(metrics.MEASURES)}")
+        return v
+
+
+def _paired_off(value: Any) -> Any:
+    """``paired: 0`` / ``false`` / ``null``: the paired stage is off (None)."""
+    return None if value is None or (type(value) in (int, bool) and not value) else value
+
+
 class MeasureSpec(_Strict):
     """Which similarity measures to compute, their parameters and the feature preparation."""
 
@@ -345,6 +381,9 @@ class MeasureSpec(_Strict):
         description="behavioural measures on the layer 'output' of classifier pairs "
         "(reprsim.experiments.behaviour): all, none or a list",
     )
+    paired: Annotated[PairedSpec | None, BeforeValidator(_paired_off)] = Field(
+        None, description="paired differences highest vs lowest fraction on shared inputs (0 = off)"
+    )
 
     @field_validator("calibrate_names")
     @classmethod
@@ -370,7 +409,7 @@ class MeasureSpec(_Strict):
     def _dump(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
         # options left at their defaults are not dumped, so run folders of older configs still resume
-        for key, off in (("calibrate", 0), ("calibrate_names", None), ("behavioural", "none")):
+        for key, off in (("calibrate", 0), ("calibrate_names", None), ("behavioural", "none"), ("paired", None)):
             if data.get(key, off) in (off, []) and key in data:
                 data.pop(key)
         return data

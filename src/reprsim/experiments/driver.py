@@ -96,7 +96,13 @@ def probe_features(
     """``{layer: (n, d)}`` of one model on one probe set, cached by (model key, probe content, layers)."""
     if len(probe) == 0:
         return {}
-    key = content_hash(
+    key = feature_key(kind, config, trained, probe)
+    return cached_features(key, list(config.layers), cache_dir, lambda: kind.features(config, trained.model, probe))
+
+
+def feature_key(kind: Composition, config: ExperimentConfig, trained: Trained, probe: ProbeSet) -> str:
+    """The feature-cache key of one model on one probe set (``features/<key>.rsv``)."""
+    return content_hash(
         {
             "model": trained.key,
             "probe": probe_key(probe),
@@ -106,7 +112,6 @@ def probe_features(
         },
         40,
     )
-    return cached_features(key, list(config.layers), cache_dir, lambda: kind.features(config, trained.model, probe))
 
 
 def run_unit(
@@ -154,6 +159,7 @@ def run_unit(
         feats = {
             (p.name, side): probe_features(kind, config, trained[side], p, cache_dir) for p in probes for side in SIDES
         }
+        feature_keys = {(p.name, side): feature_key(kind, config, trained[side], p) for p in probes for side in SIDES}
     with timed_stage(timings, "measures", bar):
         rows = [
             {"n_probe_classes": probe.n_classes} | row
@@ -176,6 +182,10 @@ def run_unit(
             consequences.update(kind.consequence(spec, config, unit, pair, trained["a"], trained["b"], seeds["attack"]))
     if unit_dir is not None:
         kind.save_artifacts(config, unit, pair, trained["a"], trained["b"], unit_dir)
+        if config.measures.paired is not None:  # where the paired stage finds this unit's cached features
+            from reprsim.experiments.paired import write_feature_index
+
+            write_feature_index(unit_dir, {p.name: (probe_key(p), len(p)) for p in probes}, feature_keys)
     bar.close()
     common = (
         unit.describe()

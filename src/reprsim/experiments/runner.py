@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from reprsim import __version__
-from reprsim.experiments import attack_eps
+from reprsim.experiments import attack_eps, paired
 from reprsim.experiments.config import ExperimentConfig, dump_config
 from reprsim.experiments.executors import Executor, UnitTask, make_executor
 from reprsim.experiments.grid import Unit, expand, unit_record
@@ -126,6 +126,7 @@ def run_experiment(
         results = store.assemble([u.unit_id for u in units])
         store.write_results(results)
         statuses = {u.unit_id: store.status(u.unit_id) for u in units}
+        paired.run_paired_stage(config, [u for u in units if statuses[u.unit_id] == "ok"], Path(run_dir), cache)
         store.write_provenance(_provenance(config, units, store, started, time.perf_counter() - t0, executor))
     return RunSummary(Path(run_dir), units, statuses, ran, results)
 
