@@ -14,7 +14,8 @@ from reprsim.experiments import parse_config
 from reprsim.experiments.composition import composition_of
 from reprsim.experiments.driver import run_unit, trained_model
 from reprsim.experiments.families.classifier import ZooClassifier
-from reprsim.experiments.grid import content_hash, expand
+from reprsim.experiments.grid import expand
+from reprsim.hashing import content_hash
 from reprsim.experiments.preflight import preflight_problems
 from reprsim.features import state_hash
 from reprsim.train import TrainConfig, train

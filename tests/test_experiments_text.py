@@ -9,7 +9,8 @@ from reprsim.errors import ReprsimError
 from reprsim.experiments import load_results, parse_config, run_experiment
 from reprsim.experiments.grid import expand
 from reprsim.experiments.preflight import preflight
-from reprsim.experiments.text_pairs import domain_tokens, make_text_pair, sample_windows, text_options
+from reprsim.data.token_windows import domain_tokens, sample_windows, text_options
+from reprsim.experiments.text_pairs import make_text_pair
 
 
 def text_preflight(config, units):

@@ -22,13 +22,8 @@ from reprsim.errors import ReprsimError
 from reprsim.experiments import load_results, parse_config, run_experiment
 from reprsim.experiments.grid import expand
 from reprsim.experiments.preflight import preflight
-from reprsim.experiments.text_pairs import (
-    domain_tokens,
-    fixed_domains,
-    make_text_pair,
-    source_tokenizer,
-    text_options,
-)
+from reprsim.data.token_windows import domain_tokens, source_tokenizer, text_options
+from reprsim.experiments.text_pairs import fixed_domains, make_text_pair
 
 DOCS = [f"document {i}: " + "lorem ipsum dolor sit amet " * (5 + i) for i in range(30)]
 

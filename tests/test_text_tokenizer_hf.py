@@ -17,12 +17,8 @@ from reprsim.errors import ReprsimError  # noqa: E402
 from reprsim.experiments import load_results, parse_config, run_experiment  # noqa: E402
 from reprsim.experiments.grid import expand  # noqa: E402
 from reprsim.experiments.preflight import preflight  # noqa: E402
-from reprsim.experiments.text_pairs import (  # noqa: E402
-    corpus_stream,
-    make_text_pair,
-    source_tokenizer,
-    text_options,
-)
+from reprsim.data.token_windows import corpus_stream, source_tokenizer, text_options  # noqa: E402
+from reprsim.experiments.text_pairs import make_text_pair  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

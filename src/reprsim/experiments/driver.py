@@ -28,7 +28,8 @@ import torch
 
 from reprsim.devices import resolve_device
 from reprsim.experiments.composition import Composition, composition_of
-from reprsim.experiments.grid import Unit, content_hash
+from reprsim.experiments.grid import Unit
+from reprsim.hashing import content_hash
 from reprsim.experiments.behaviour import behaviour_stage_rows
 from reprsim.experiments.similarity import probe_rows
 from reprsim.experiments.weights import cached_features, cached_model

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from reprsim.experiments.config import ExperimentConfig, ModelSpec, SourceSpec
-from reprsim.hashing import content_hash  # re-exported: it lived here first
+from reprsim.hashing import content_hash
 
 # Component streams of a unit's master seed (order is part of the contract: appending is safe).
 SEED_COMPONENTS = ("split", "init_a", "init_b", "order_a", "order_b", "probe", "attack")

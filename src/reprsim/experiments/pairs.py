@@ -14,7 +14,8 @@ import numpy as np
 
 from reprsim.data import splits
 from reprsim.data.split_types import RealisedFractions
-from reprsim.experiments.grid import Unit, content_hash
+from reprsim.experiments.grid import Unit
+from reprsim.hashing import content_hash
 
 # Probe subsets of a class split, in the order the paper reports them.
 CLASS_PROBES = ("common", "ood_one", "ood_all")

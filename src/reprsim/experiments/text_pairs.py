@@ -41,29 +41,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprsim.data.split_types import RealisedFractions
-from reprsim.data.token_windows import (  # re-exported: the token windows lived here first
-    TextOptions,
-    corpus_stream,
-    domain_tokens,
-    sample_windows,
-    source_tokenizer,
-    text_options,
-    validation_tokens,
-)
+from reprsim.data.token_windows import TextOptions, corpus_stream, sample_windows, validation_tokens
 
-__all__ = [
-    "TextOptions",
-    "TextPair",
-    "corpus_stream",
-    "domain_tokens",
-    "fixed_domains",
-    "make_text_pair",
-    "sample_windows",
-    "source_tokenizer",
-    "text_options",
-    "text_probes",
-    "validation_tokens",
-]
+__all__ = ["TextPair", "fixed_domains", "make_text_pair", "text_probes"]
 
 if TYPE_CHECKING:
     from reprsim.data.corpora import TextTokenizer

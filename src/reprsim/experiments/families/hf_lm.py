@@ -96,7 +96,7 @@ class HFCausalLM(LanguageModelFamily):
 
             folder = demo.chat_base(chat_world, recipe, ChatRecipe.from_dict(dict(unit.train)), cache_dir, device)
         else:
-            from reprsim.experiments.text_pairs import text_options
+            from reprsim.data.token_windows import text_options
 
             folder = demo.text_base(text_options(unit.source), recipe, cache_dir, device)
         return Base(folder, {"demo": folder.name}, _tokenizer_of(str(folder)), demo.base_info(folder))
@@ -191,7 +191,7 @@ class HFCausalLM(LanguageModelFamily):
             from reprsim.experiments.families.hf_demo_base import chat_tokenizer
 
             return chat_tokenizer(ChatWorld(**unit.source.options))
-        from reprsim.experiments.text_pairs import text_options
+        from reprsim.data.token_windows import text_options
         from reprsim.experiments.families.hf_demo_base import text_tokenizer
 
         return text_tokenizer(text_options(unit.source), recipe)

@@ -49,7 +49,7 @@ class ZooLM(LanguageModelFamily):
     # ---- what both models start from ------------------------------------------------------
     def text_start(self, config: ExperimentConfig, unit: Unit, cache_dir: Path | None, opts: Any) -> tuple[Any, None]:
         """(the source's tokenizer: None for bytes, or the trained BPE / tokenizer folder; no base)."""
-        from reprsim.experiments.text_pairs import source_tokenizer
+        from reprsim.data.token_windows import source_tokenizer
 
         return (None if opts.byte_level else source_tokenizer(opts)), None
 
@@ -137,7 +137,7 @@ class ZooLM(LanguageModelFamily):
 
     def text_tokenizer_check(self, config: ExperimentConfig, unit: Unit, opts: Any) -> tuple[bool, Any, list[str]]:
         """(usable, the source's tokenizer, problems) for the text world's checks."""
-        from reprsim.experiments.text_pairs import source_tokenizer
+        from reprsim.data.token_windows import source_tokenizer
 
         try:
             return True, (None if opts.byte_level else source_tokenizer(opts)), []
@@ -147,7 +147,7 @@ class ZooLM(LanguageModelFamily):
     def domain_problem(self, opts: Any, name: str) -> str | None:
         """A built-in domain that is not installed (the text world's checks)."""
         from reprsim.data.text import list_domains
-        from reprsim.experiments.text_pairs import domain_tokens
+        from reprsim.data.token_windows import domain_tokens
 
         if opts.corpus(name).path is not None:
             return None

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from reprsim.data.split_types import RealisedFractions
-from reprsim.experiments.grid import content_hash
+from reprsim.hashing import content_hash
 from reprsim.experiments.worlds.base import DataWorld, ProbeSet, Trained
 
 if TYPE_CHECKING:

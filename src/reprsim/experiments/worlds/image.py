@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from reprsim.data.config_sets import load_probe, load_source, subsample  # re-exported
+from reprsim.data.config_sets import load_probe, load_source, subsample
 from reprsim.errors import ReprsimError
 from reprsim.experiments.pairs import PairData, make_pair_data
 from reprsim.experiments.worlds.base import DataWorld, ProbeSet, Trained

@@ -25,14 +25,8 @@ import torch
 from torch import nn
 
 from reprsim.errors import ReprsimError
-from reprsim.experiments.text_pairs import (
-    TextPair,
-    make_text_pair,
-    sample_windows,
-    text_options,
-    text_probes,
-    validation_tokens,
-)
+from reprsim.data.token_windows import sample_windows, text_options, validation_tokens
+from reprsim.experiments.text_pairs import TextPair, make_text_pair, text_probes
 from reprsim.experiments.worlds.base import DataWorld, ProbeSet, Trained, train_config
 
 if TYPE_CHECKING:
@@ -128,7 +122,7 @@ class TextWorld(DataWorld):
     def lm_shape(self, unit: Unit) -> tuple[int, int]:
         """(vocabulary size, block size) of a language model trained from scratch on the unit's source
         (256 bytes, or the trained BPE's size); ValueError / ReprsimError for bad source options."""
-        from reprsim.experiments.text_pairs import source_tokenizer
+        from reprsim.data.token_windows import source_tokenizer
 
         opts = text_options(unit.source)
         vocab = 256 if opts.byte_level else int(source_tokenizer(opts).vocab_size)
