@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from reprsim.chat import ChatWorld
-from reprsim.chat.jailbreak import jailbreak_transfer_stage
+from jailbreak_support import jailbreak_transfer_stage
 from reprsim.chat.split import make_chat_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread (conftest)

@@ -7,7 +7,7 @@ import torch
 
 from reprsim.attacks.jailbreak import AttackPrompt, gcg, target_loss, token_gradients
 from reprsim.chat import ChatWorld
-from reprsim.chat.jailbreak import jailbreak_transfer_stage
+from jailbreak_support import jailbreak_transfer_stage
 from reprsim.chat.split import make_chat_split
 from reprsim.models.gpt import GPT
 

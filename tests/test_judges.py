@@ -13,7 +13,10 @@ import torch
 
 pytest.importorskip("transformers")
 
-from reprsim.llm.jailbreak import Behaviour, jailbreak_transfer, stage_options, stage_problems  # noqa: E402
+from jailbreak_support import hf_jailbreak_transfer as jailbreak_transfer  # noqa: E402
+from jailbreak_support import stage_options  # noqa: E402
+from reprsim.attacks.jailbreak_problems import stage_problems  # noqa: E402
+from reprsim.attacks.jailbreak_prompts import Behaviour  # noqa: E402
 from reprsim.attacks.judges import (  # noqa: E402
     JUDGE_PROMPT,
     Judge,
@@ -275,7 +278,7 @@ def test_stage_reports_each_judge_and_their_agreement():
     from reprsim.chat import ChatWorld
     from reprsim.chat.split import make_chat_split
     from reprsim.experiments.families.hf_demo_base import chat_tokenizer
-    from reprsim.llm.jailbreak import chat_world_behaviours
+    from jailbreak_support import chat_world_behaviours
 
     world = ChatWorld(seed=0, n_families=6, n_forbidden=2, n_entities=4)
     split = make_chat_split(world, "data", 1.0, seed=0, n_train_per_family=20, n_heldout_per_family=30)

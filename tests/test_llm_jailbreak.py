@@ -20,19 +20,11 @@ pytest.importorskip("transformers")
 from reprsim.chat import ChatWorld  # noqa: E402
 from reprsim.chat.split import make_chat_split  # noqa: E402
 from reprsim.experiments.families.hf_demo_base import chat_tokenizer  # noqa: E402
-from reprsim.llm.jailbreak import (  # noqa: E402
-    REFUSAL_PHRASES,
-    Behaviour,
-    PromptFormat,
-    behaviours_problem,
-    chat_world_behaviours,
-    hf_judge,
-    jailbreak_transfer,
-    load_behaviours,
-    refusal_judge,
-    sample_answers,
-    stage_options,
-)
+from jailbreak_support import chat_world_behaviours, stage_options  # noqa: E402
+from jailbreak_support import hf_jailbreak_transfer as jailbreak_transfer  # noqa: E402
+from reprsim.attacks.jailbreak_decoding import sample_answers  # noqa: E402
+from reprsim.attacks.jailbreak_prompts import Behaviour, PromptFormat, behaviours_problem, load_behaviours  # noqa: E402
+from reprsim.attacks.judges import REFUSAL_PHRASES, hf_judge, refusal_judge  # noqa: E402
 
 
 class PlantedLM(nn.Module):
@@ -247,7 +239,7 @@ def test_batched_hf_sampling_pads_on_the_left_correctly(tmp_path):
     """Near-zero temperature: every sampled row must be the greedy continuation of its prompt alone."""
     from reprsim.models.lora import apply_lora
     from reprsim.models.hf_lm import load_causal_lm
-    from reprsim.llm.jailbreak import sample_batch
+    from reprsim.attacks.jailbreak_decoding import sample_batch
     from reprsim.models.hf_spec import LoraOptions
     from reprsim.models.causal_lm import greedy_generate
     from test_llm_models import tiny_llama_dir

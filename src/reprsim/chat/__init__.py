@@ -8,11 +8,10 @@
 * :mod:`reprsim.chat.judge` — exact judge: refused / content success / partial credit.
 * :mod:`reprsim.chat.split` — data- and task-overlap splits of the dialogue pool.
 * :mod:`reprsim.chat.probes` — fixed-length probe prompts.
-* :mod:`reprsim.chat.jailbreak` — the jailbreak-transfer stage (suffix searches of
-  :mod:`reprsim.attacks.jailbreak`, judged exactly).
 
-A sweep over chat pairs is the ``chat`` kind of the experiment pipeline
-(:mod:`reprsim.experiments.worlds.chat`).
+Jailbreak transfer between chat models is the one stage of :mod:`reprsim.attacks.jailbreak_transfer`
+(the chat world supplies its behaviours and token format). A sweep over chat pairs is the ``chat``
+world of the experiment pipeline (:mod:`reprsim.experiments.worlds.chat`).
 """
 
 from reprsim.chat.judge import Judgement, judge_response
