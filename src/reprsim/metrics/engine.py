@@ -161,6 +161,13 @@ class _Shared:
         self.gram: torch.Tensor | None = None
 
 
+def _inverse(perm: torch.Tensor) -> torch.Tensor:
+    """π⁻¹ of a permutation tensor π (inv[π[i]] = i)."""
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=perm.device)
+    return inv
+
+
 class _Permutation:
     """One row permutation π of B's layers and what the null needs of it, each computed on first use.
 
@@ -172,8 +179,7 @@ class _Permutation:
     def __init__(self, engine: "SimilarityEngine", perm: Any) -> None:
         self.engine = engine
         self.perm = torch.as_tensor(np.asarray(perm), dtype=torch.long)
-        self.inv = torch.empty_like(self.perm)
-        self.inv[self.perm] = torch.arange(self.perm.numel())
+        self.inv = _inverse(self.perm)
         self._rsa_full: torch.Tensor | None = None
         self._sigma: torch.Tensor | None = None
         self._rsa_sides: dict[str, Side] = {}
@@ -193,8 +199,7 @@ class _Permutation:
     def rsa_side(self, lb: str) -> Side:
         if lb not in self._rsa_sides:
             pt = self.rsa_full()
-            it = torch.empty_like(pt)
-            it[pt] = torch.arange(pt.numel())
+            it = _inverse(pt)
             sb = self.engine.sb[lb]
             self._rsa_sides[lb] = sb.permuted(pt.to(sb.F.device), it.to(sb.F.device))
         return self._rsa_sides[lb]
@@ -295,7 +300,7 @@ class SimilarityEngine:
         return K, float((K * K).sum())
 
     def _rsa_matrix(self, which: str, layer: str) -> torch.Tensor:
-        """The layer's centred RDM ranks as a symmetric (m, m) float64 matrix, zero diagonal."""
+        """The layer's centred RDM ranks as a symmetric (m, m) matrix in ``null_dtype``, zero diagonal."""
         q = self._layer(which, layer)
         if q.rsa_matrix is None:
             r = torch.from_numpy(q.rsa[0])  # type: ignore[index]
