@@ -160,7 +160,6 @@ def run_unit(
         feats = {
             (p.name, side): probe_features(kind, config, trained[side], p, cache_dir) for p in probes for side in SIDES
         }
-        feature_keys = {(p.name, side): feature_key(kind, config, trained[side], p) for p in probes for side in SIDES}
     with timed_stage(timings, "measures", bar):
         rows = [
             {"n_probe_classes": probe.n_classes} | row
@@ -186,7 +185,8 @@ def run_unit(
         if config.measures.paired is not None:  # where the paired stage finds this unit's cached features
             from reprsim.experiments.paired import write_feature_index
 
-            write_feature_index(unit_dir, {p.name: (probe_key(p), len(p)) for p in probes}, feature_keys)
+            keys = {(p.name, side): feature_key(kind, config, trained[side], p) for p in probes for side in SIDES}
+            write_feature_index(unit_dir, {p.name: (probe_key(p), len(p)) for p in probes}, keys)
     bar.close()
     common = (
         unit.describe()

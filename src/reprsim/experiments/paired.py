@@ -6,7 +6,9 @@ and seed, the unit at the highest fraction is compared with the unit at the lowe
 whose inputs are *identical* at both (same content hash of the inputs, in the same order — so rows are
 matched by position): :func:`reprsim.metrics.paired_difference` of each measure at the headline layer,
 one paired bootstrap of the shared inputs per (comparison, measure). A probe set whose inputs change
-with the fraction (e.g. the task design's ``test``, the composition-varying class subsets) is left out.
+with the fraction (e.g. the task design's class subsets ``common``, ``ood_one``, ``ood_all``) is left
+out; the task design's ``test`` is the whole test set at every fraction (only the classes' roles
+change), so it is paired.
 
 Each unit records, in ``units/<id>/paired_features.json``, the content hash of each probe set and the
 feature-cache keys of its two models there; the stage reads the features back from the cache, so unit
