@@ -404,3 +404,38 @@ def test_null_values_match_recomputation_on_every_permutation(dtype, rel):
         for name in names:
             want = [metrics.compute(name, X, Y[p], **_params(name, 5)) for p in P]
             assert null[("X", "Y", name)] == pytest.approx(want, rel=rel, abs=rel / 10), name
+
+
+@pytest.mark.parametrize("dtype, rel", [(np.float64, 1e-10), (np.float32, 1e-6)])
+def test_layer_table_nulls_from_shared_matrices_match_recomputation(dtype, rel):
+    # 2 × 2 layers wide enough (d_a·d_b > 40 n) that linear CKA's null takes the centred-Gram route; rbf_cka,
+    # rsa and cka gather each permuted B layer's n×n matrix once for both A layers, cknna reuses its self terms
+    from reprsim.metrics.calibrate import engine_null
+    from reprsim.metrics.engine import SimilarityEngine
+
+    rng = np.random.default_rng(6)
+    n = 50
+    Z = rng.normal(size=(n, 8))
+    A = {"a1": Z @ rng.normal(size=(8, 64)) + rng.normal(size=(n, 64)), "a2": rng.normal(size=(n, 48))}
+    B = {"b1": Z @ rng.normal(size=(8, 56)) + 2 * rng.normal(size=(n, 56)), "b2": np.tanh(Z @ rng.normal(size=(8, 72)))}
+    A, B = ({k: v.astype(dtype) for k, v in d.items()} for d in (A, B))
+    P = draw_permutations(n, 5, seed=7)
+    names = ["cka", "rbf_cka", "rsa", "cknna", "second_order_cosine"]
+    engine = SimilarityEngine(A, B, names, {"k": 5}, progress=False)
+    assert engine.share_centred_gram and engine.share_rbf and engine.share_rsa
+    null = engine_null(engine, P)
+    for la, X in A.items():
+        for lb, Y in B.items():
+            for name in names:
+                want = [metrics.compute(name, X, Y[p], **_params(name, 5)) for p in P]
+                tol = max(rel, 1e-7) if name == "rbf_cka" else rel  # the shared kernel is formed in float64
+                assert null[(la, lb, name)] == pytest.approx(want, rel=tol, abs=tol / 10), (la, lb, name)
+
+
+def test_narrow_layers_keep_the_cross_product_route_for_linear_ckas_null():
+    from reprsim.metrics.engine import SimilarityEngine
+
+    X = np.random.default_rng(0).normal(size=(200, 10))
+    assert not SimilarityEngine({"X": X}, {"Y": X[:, :8]}, ["cka"], progress=False).share_centred_gram
+    W = np.random.default_rng(1).normal(size=(200, 100))  # 100 · 100 > 40 · 200: the Gram route
+    assert SimilarityEngine({"X": W}, {"Y": W[:, ::-1]}, ["cka"], progress=False).share_centred_gram

@@ -90,14 +90,12 @@ def _calibrated(
     seed: int,
     best: str | None,
 ) -> dict:
-    """Calibration records of ``names`` (``measures.calibrate_names``, default every measure): from the
-    sweep's engine when it computes exactly those, else from an engine of just those measures (its
-    values are the same; the other measures' rows get NaN calibration columns)."""
+    """Calibration records of ``names`` (``measures.calibrate_names``, default every measure), from the
+    sweep's engine restricted to them (its layers' cached work is reused; the other measures' rows get
+    NaN calibration columns)."""
     if engine is None or not names:
         return {}
-    if set(names) != set(engine.names):
-        engine = _engine(spec, names, prepared_a, prepared_b, layers)
-    return calibrate_engine(engine, spec.calibrate, seed=seed, best=best)
+    return calibrate_engine(engine.restricted(names), spec.calibrate, seed=seed, best=best)
 
 
 def _best(records: dict, name: str, col: str) -> float:

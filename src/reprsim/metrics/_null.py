@@ -16,7 +16,7 @@ on (X, Y[π]) to ≈ 1e-12 (tests/test_metrics_calibrate.py checks every measure
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -52,20 +52,28 @@ def _gram_spectrum(M: torch.Tensor, vectors: bool = False) -> tuple[torch.Tensor
 
 
 def permuted_inner(A: torch.Tensor, B: torch.Tensor, perm: torch.Tensor, rows: int = 128) -> float:
-    """Σ_ij A[i, j] · B[perm_i, perm_j] for two (m, m) matrices: ⟨A, P B Pᵀ⟩ without forming
-    B[perm][:, perm], each block's products summed in the matrices' dtype and the block sums in float64.
-    On the CPU it gathers ``rows`` rows of B at a time with ``numpy.take`` (≈ 4× faster than torch's
-    two-step fancy indexing at m = 5,000: the block stays in cache); the sums are added in another
-    order than one flat dot product, so values differ from it by rounding only."""
-    if A.device.type != "cpu":
+    """Σ_ij A[i, j] · B[perm_i, perm_j] for two (m, m) matrices: ⟨A, P B Pᵀ⟩ (:func:`permuted_inners`)."""
+    return permuted_inners([A], B, perm, rows)[0]
+
+
+def permuted_inners(As: Sequence[torch.Tensor], B: torch.Tensor, perm: torch.Tensor, rows: int = 128) -> list[float]:
+    """⟨A, P B Pᵀ⟩ = Σ_ij A[i, j] · B[perm_i, perm_j] for each (m, m) matrix A of ``As``, gathering the
+    permuted B once for all of them (a layer of B against every layer of A) and never whole: each
+    block's products are summed in the matrices' dtype and the block sums in float64. On the CPU it
+    gathers ``rows`` rows of B at a time with ``numpy.take`` (≈ 4× faster than torch's two-step fancy
+    indexing at m = 5,000: the block stays in cache); the sums are added in another order than one flat
+    dot product, so values differ from it by rounding only."""
+    if B.device.type != "cpu":
         p = perm.to(B.device)
-        return float(A.reshape(-1) @ B[p][:, p].reshape(-1))
-    a, b, p = A.numpy(), B.numpy(), perm.numpy()
-    total = 0.0
-    for s in range(0, a.shape[0], rows):
-        block = np.take(np.take(b, p[s : s + rows], axis=0), p, axis=1)
-        total += float(a[s : s + rows].ravel() @ block.ravel())
-    return total
+        G = B[p][:, p].reshape(-1)
+        return [float(A.reshape(-1) @ G) for A in As]
+    a, b, p = [A.numpy() for A in As], B.numpy(), perm.numpy()
+    totals = [0.0] * len(a)
+    for s in range(0, b.shape[0], rows):
+        block = np.take(np.take(b, p[s : s + rows], axis=0), p, axis=1).ravel()
+        for i, ai in enumerate(a):
+            totals[i] += float(ai[s : s + rows].ravel() @ block)
+    return totals
 
 
 def whitened_cross(pair: SidePair) -> torch.Tensor:

@@ -40,7 +40,10 @@ class Side:
             scale_exp = pow2_exponent(F)
             F = scale_pow2(F, scale_exp)
         self.scale_exp = scale_exp
-        self.F = F
+        self._F: torch.Tensor | None = F
+        # a permuted side's rows are another side's rows reordered, gathered only when first used (a
+        # permutation null often needs only the relabelled neighbour lists or the invariant caches)
+        self._rows_of: tuple[Side, torch.Tensor] | None = None
         self.n, self.d = F.shape
         self.groups = groups
         self._centred: torch.Tensor | None = None
@@ -53,10 +56,21 @@ class Side:
         # neighbour lists for the largest k computed so far: (idx (n,k) long, inner products (n,k) f64)
         self.knn: tuple[torch.Tensor, torch.Tensor] | None = None
         self.median_dist: float | None = None
+        # work of measures that depends on this side only, kept for the other pairs it enters (row-dependent:
+        # a permuted or resampled side starts empty), e.g. linear_regression's fold factorisations
+        self.reuse: dict[tuple, object] = {}
+
+    @property
+    def F(self) -> torch.Tensor:
+        """The features (n, d) in the working dtype."""
+        if self._F is None:
+            source, perm = self._rows_of  # type: ignore[misc]
+            self._F = source.F[perm]
+        return self._F
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.F.dtype
+        return self._F.dtype if self._F is not None else self._rows_of[0].dtype  # type: ignore[index]
 
     @property
     def mean64(self) -> torch.Tensor:
@@ -68,6 +82,9 @@ class Side:
     @property
     def centred(self) -> torch.Tensor:
         """Column-centred features in the working dtype, shape (n, d); the mean is taken in float64."""
+        if self._centred is None and self._rows_of is not None and self._rows_of[0]._centred is not None:
+            source, perm = self._rows_of
+            self._centred = source._centred[perm]
         if self._centred is None:
             self._centred = (
                 (self.F.to(torch.float64) - self.mean64).to(self.dtype)
@@ -119,13 +136,15 @@ class Side:
         return self._eig
 
     def permuted(self, perm: torch.Tensor, inv: torch.Tensor) -> "Side":
-        """This side with rows reordered as ``F[perm]``; permutation-invariant caches are reused and
-        neighbour lists are relabelled (new neighbour of i = inv[old neighbour of perm[i]])."""
-        s = Side(self.F[perm], None if self.groups is None else self.groups[perm], scale_exp=self.scale_exp)
+        """This side with rows reordered as ``F[perm]`` (gathered on first use, as is the centred copy);
+        permutation-invariant caches are reused and neighbour lists are relabelled (new neighbour of i =
+        inv[old neighbour of perm[i]])."""
+        s = Side(self.F[:0], None if self.groups is None else self.groups[perm], scale_exp=self.scale_exp)
+        s._F, s._rows_of, s.n = None, (self, perm), self.n
         s._mean64, s._gram_c, s._cov64, s._eig = self._mean64, self._gram_c, self._cov64, self._eig
         s.median_dist = self.median_dist
-        if self._centred is not None:
-            s._centred = self._centred[perm]
+        if hasattr(self, "_rs_constant"):  # degenerate_problem's answer, which no permutation changes
+            s._rs_constant = self._rs_constant
         if self._sq_c is not None:
             s._sq_c = self._sq_c[perm]
         if self._sq_raw is not None:

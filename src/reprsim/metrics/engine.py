@@ -42,6 +42,7 @@ measure at once. Calibrated scores: :mod:`reprsim.metrics.calibrate`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import math
 import warnings
@@ -82,6 +83,10 @@ Prepare = Callable[[Any], Any]
 
 #: Most threads a permutation null runs side by side (:meth:`SimilarityEngine.permuted_values`).
 _MAX_NULL_WORKERS = 4
+
+#: A gathered entry of a permuted n×n matrix costs about this many multiply-adds of a matrix product
+#: (measured on one CPU thread at n = 1,000–5,000: 1.3 ns against 0.03 ns).
+_GATHER_COST = 40
 
 
 def resolve_measures(measures: Any) -> list[str]:
@@ -149,8 +154,9 @@ def _full_cca(pair: SidePair) -> tuple[float, float]:
 
 class _Shared:
     """The per-layer n×n quantities of rbf_cka and rsa (None when not shared, or the error text), and
-    those only permutation nulls use (built on first use): rsa's ranks as a symmetric matrix, and the
-    layer's Gram matrix FFᵀ for second_order_cosine."""
+    those only permutation nulls use (built on first use): rsa's ranks as a symmetric matrix, the
+    layer's Gram matrix FFᵀ for second_order_cosine, its centred Gram X̃X̃ᵀ for linear CKA, and CKNNA's
+    self term."""
 
     def __init__(self) -> None:
         self.rbf: tuple[torch.Tensor, float] | str | None = None
@@ -159,6 +165,8 @@ class _Shared:
         self.rsa_matrix: torch.Tensor | None = None
         self.rbf_null: torch.Tensor | None = None  # the centred kernel in the engine's null_dtype
         self.gram: torch.Tensor | None = None
+        self.centred_gram: tuple[torch.Tensor, float] | None = None  # linear CKA's X̃X̃ᵀ and ‖X̃X̃ᵀ‖²_F
+        self.cknna_self: float | None = None
 
 
 def _inverse(perm: torch.Tensor) -> torch.Tensor:
@@ -183,6 +191,20 @@ class _Permutation:
         self._rsa_full: torch.Tensor | None = None
         self._sigma: torch.Tensor | None = None
         self._rsa_sides: dict[str, Side] = {}
+        self._inners: dict[tuple[str, str], dict[str, float]] = {}
+
+    def inner(self, name: str, la: str, lb: str) -> float:
+        """⟨A_la, P B_lb Pᵀ⟩ of the n×n matrices ``name``'s null uses (:meth:`SimilarityEngine._null_matrix`;
+        P: this permutation, π̃'s σ for rsa), computed for every layer of A at once: B's permuted
+        matrix is gathered once per B layer."""
+        if (name, lb) not in self._inners:
+            e = self.engine
+            layers = [la for la in e.sa if e._null_matrix(name, "a", la) is not None]
+            p = self.rsa_sigma() if name == "rsa" else self.perm
+            B = e._null_matrix(name, "b", lb)
+            values = _null.permuted_inners([e._null_matrix(name, "a", la) for la in layers], B, p)
+            self._inners[(name, lb)] = dict(zip(layers, values))
+        return self._inners[(name, lb)][la]
 
     def rsa_full(self) -> torch.Tensor:
         if self._rsa_full is None:
@@ -265,12 +287,32 @@ class SimilarityEngine:
         gram_bytes = n_layers * self.n**2 * self.null_dtype.itemsize
         if self.null_dtype != torch.float64:
             rbf_bytes += self.share_rbf * n_layers * self.n**2 * self.null_dtype.itemsize  # the kernels' null copy
-        self.share_gram = (
-            "second_order_cosine" in self.names and rbf_bytes + self.share_rsa * rsa_bytes + gram_bytes <= SHARED_BYTES
+        used = rbf_bytes + self.share_rsa * rsa_bytes
+        self.share_gram = "second_order_cosine" in self.names and used + gram_bytes <= SHARED_BYTES
+        used += self.share_gram * gram_bytes
+        # linear CKA's null from each layer's centred Gram where gathering n² entries per B layer costs less
+        # than the pairs' cross products X̃ᵀỸ[π] (a gathered entry costs about _GATHER_COST multiply-adds)
+        cross_cost = sum(a.shape[1] for a in ta.values()) * sum(b.shape[1] for b in tb.values())
+        self.share_centred_gram = (
+            "cka" in self.names and used + gram_bytes <= SHARED_BYTES and cross_cost > _GATHER_COST * self.n * len(tb)
         )
         self._shared: dict[tuple[str, str], _Shared] = {}
         self._ridge: weakref.WeakKeyDictionary[Side, _other.RidgeFolds] = weakref.WeakKeyDictionary()
         self.values: dict[tuple[str, str, str], float] = {}
+
+    def restricted(self, names: Sequence[str]) -> "SimilarityEngine":
+        """This engine for some of its measures, sharing its layers and all their cached work (neighbour
+        lists, decompositions, kernels, ridge folds) and the values computed so far: e.g. to calibrate a
+        few measures of a table without preparing the layers again."""
+        unknown = [name for name in names if name not in self.names]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)} not among this engine's measures ({', '.join(self.names)}).")
+        sub = copy.copy(self)
+        sub.names = list(names)
+        sub.resolved = {name: self.resolved[name] for name in names}
+        sub.values = {key: v for key, v in self.values.items() if key[2] in sub.resolved}
+        sub.warnings = []
+        return sub
 
     # ---- per-layer shared work ---------------------------------------------------------------
     def _layer(self, which: str, layer: str) -> _Shared:
@@ -315,6 +357,36 @@ class SimilarityEngine:
         if q.rbf_null is None:
             q.rbf_null = q.rbf[0].to(self.null_dtype)  # type: ignore[index]
         return q.rbf_null
+
+    def _centred_gram(self, which: str, layer: str) -> tuple[torch.Tensor, float]:
+        """The layer's centred Gram X̃X̃ᵀ (n, n) in the features' dtype and ‖X̃X̃ᵀ‖²_F (linear CKA's nulls:
+        HSIC(X, Y[π]) = ⟨X̃X̃ᵀ, P ỸỸᵀ Pᵀ⟩)."""
+        q = self._layer(which, layer)
+        if q.centred_gram is None:
+            C = (self.sa if which == "a" else self.sb)[layer].centred
+            K = C @ C.T
+            q.centred_gram = (K, float((K * K).sum(dtype=torch.float64)))
+        return q.centred_gram
+
+    def _null_matrix(self, name: str, which: str, layer: str) -> torch.Tensor | None:
+        """The (m, m) matrix of a layer whose permuted inner products give ``name``'s null (rbf_cka: the
+        centred kernel; rsa: the symmetric RDM ranks; cka: the centred Gram), None where the layer's
+        quantity is not shared."""
+        if name == "cka":
+            return self._centred_gram(which, layer)[0]
+        q = self._layer(which, layer)
+        if not isinstance(q.rbf if name == "rbf_cka" else q.rsa, tuple):
+            return None
+        return self._rbf_null(q) if name == "rbf_cka" else self._rsa_matrix(which, layer)
+
+    def _cknna_self(self, which: str, layer: str) -> float:
+        """CKNNA's self term of a layer (:func:`reprsim.metrics.knn.cknna_self`), which B's row
+        permutations leave unchanged."""
+        q = self._layer(which, layer)
+        if q.cknna_self is None:
+            side = (self.sa if which == "a" else self.sb)[layer]
+            q.cknna_self = _knn.cknna_self(SidePair(side, side), side, self.resolved["cknna"]["k"])
+        return q.cknna_self
 
     def _gram(self, which: str, layer: str) -> torch.Tensor:
         """The layer's Gram matrix FFᵀ (n, n) in the features' dtype (second_order_cosine's nulls)."""
@@ -361,7 +433,7 @@ class SimilarityEngine:
             if perm is None:
                 hxy = float(Kx.reshape(-1) @ Ky.reshape(-1))
             else:
-                hxy = _null.permuted_inner(self._rbf_null(x), self._rbf_null(y), perm.perm)
+                hxy = perm.inner("rbf_cka", la, lb)
             return _cka._ratio(hxy, hxx, hyy, what="rbf_cka")
         rx, sx = qx  # type: ignore[misc]
         ry, sy = qy  # type: ignore[misc]
@@ -371,13 +443,16 @@ class SimilarityEngine:
         if perm is None:
             return float(rx @ ry / den)
         # Σ over pairs a < b = half the sum over the symmetric matrices (zero diagonals)
-        Rx, Ry = self._rsa_matrix("a", la), self._rsa_matrix("b", lb)
-        return 0.5 * _null.permuted_inner(Rx, Ry, perm.rsa_sigma()) / den
+        return 0.5 * perm.inner("rsa", la, lb) / den
 
     def _ridge_for(self, side: Side) -> _other.RidgeFolds:
+        """A layer's ridge folds for permutation nulls (the side keeps them too while they are small)."""
         if side not in self._ridge:
             p = self.resolved["linear_regression"]
-            self._ridge[side] = _other.RidgeFolds(side, p["alpha"], p["n_folds"], p["seed"], self.null_dtype)
+            folds = _other.ridge_folds(side, p["alpha"], p["n_folds"], p["seed"])
+            if folds.nbytes > _other.RIDGE_CACHE_BYTES:
+                folds.keep_null_maps_only(self.null_dtype)
+            self._ridge[side] = folds
         return self._ridge[side]
 
     def _uses_library(self, name: str, la: str, lb: str, perm: Any, shared: bool) -> bool:
@@ -415,6 +490,13 @@ class SimilarityEngine:
                     out[name] = self._shared_value(name, la, lb, perm)
                 elif name == "second_order_cosine" and perm is not None and self.share_gram:
                     out[name] = self._soc_permuted(pair, la, lb, perm)
+                elif name == "cka" and perm is not None and self.share_centred_gram:
+                    _, hxx = self._centred_gram("a", la)
+                    _, hyy = self._centred_gram("b", lb)
+                    out[name] = _finite(name, lambda: _cka._ratio(perm.inner("cka", la, lb), hxx, hyy, what="cka"))
+                elif name == "cknna" and perm is not None and shared:
+                    k, skk, sll = self.resolved["cknna"]["k"], self._cknna_self("a", la), self._cknna_self("b", lb)
+                    out[name] = _finite(name, lambda: _knn.cknna_of(pair, k, skk, sll))
                 else:
                     out[name] = self._own_route(name, pair, out, fused, permuted=perm is not None)
             except ValueError as exc:
@@ -452,7 +534,9 @@ class SimilarityEngine:
         if permuted and name == "svcca":
             return _finite(name, lambda: _null.svcca(pair, **self.resolved["svcca"], M=self._whitened(pair, fused)))
         if permuted and name == "linear_regression":  # observed values: the library's, exactly
-            return _finite(name, lambda: self._ridge_for(pair.x).r2(pair.y, fused.get("ridge_folds")))
+            return _finite(
+                name, lambda: self._ridge_for(pair.x).r2_permuted(pair.y, self.null_dtype, fused.get("ridge_folds"))
+            )
         return call_measure(MEASURES[name], pair, self.resolved[name])
 
     def _share_ridge_cross(self, pair: SidePair, fused: dict[str, Any]) -> None:
@@ -462,7 +546,7 @@ class SimilarityEngine:
             return
         ridge = self._ridge_for(pair.x)
         if ridge.error is None:
-            fused["ridge_folds"] = ridge.fold_cross(pair.y)
+            fused["ridge_folds"] = ridge.fold_cross(pair.y, self.null_dtype)
             pair._cross64 = sum(fused["ridge_folds"][1])
 
     @staticmethod

@@ -215,6 +215,67 @@ def _hsic_u_sparse(A: sp.csr_matrix, B: sp.csr_matrix, n: int) -> float:
     return (t1 + A.sum() * B.sum() / ((n - 1) * (n - 2)) - 2.0 * float(colA @ rowB) / (n - 2)) / (n * (n - 3))
 
 
+def _hsic_u_entries(idx: torch.Tensor, a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor) -> float:
+    """:func:`_hsic_u_sparse` of A and B with one sparsity pattern, given as entries: A[i, idx[i, p]] =
+    a[i, p] and B[i, idx[i, p]] = b[i, p] where ``keep[i, p]`` (each row's columns distinct, none = i).
+    numpy only, without building sparse matrices (the engine's permutation null; equal to the sparse
+    route up to the order of the sums)."""
+    n, k = idx.shape
+    keep = keep.cpu().numpy().ravel()
+    rows = np.repeat(np.arange(n), k)[keep]
+    cols = idx.cpu().numpy().ravel()[keep]
+    av, bv = a.cpu().numpy().ravel()[keep], b.cpu().numpy().ravel()[keep]
+    t1 = 0.0
+    if cols.size:  # Σ A∘Bᵀ: entry (i, j) of A meets entry (j, i) of B
+        key = rows * n + cols
+        order = np.argsort(key)
+        sorted_keys = key[order]
+        at = np.minimum(np.searchsorted(sorted_keys, cols * n + rows), cols.size - 1)
+        hit = sorted_keys[at] == cols * n + rows
+        t1 = float(av[hit] @ bv[order[at[hit]]])
+    col_a = np.bincount(cols, weights=av, minlength=n)
+    row_b = np.bincount(rows, weights=bv, minlength=n)
+    return (t1 + av.sum() * bv.sum() / ((n - 1) * (n - 2)) - 2.0 * float(col_a @ row_b) / (n - 2)) / (n * (n - 3))
+
+
+def _csr(vals: torch.Tensor, idx: torch.Tensor, keep: torch.Tensor | None = None) -> sp.csr_matrix:
+    """The sparse (n, n) matrix with entries vals[i, p] at (i, idx[i, p]) (where ``keep``)."""
+    n, k = idx.shape
+    rows, cols, v = np.repeat(np.arange(n), k), idx.cpu().numpy().ravel(), vals.cpu().numpy().ravel()
+    if keep is not None:
+        m = keep.cpu().numpy().ravel()
+        v, rows, cols = v[m], rows[m], cols[m]
+    return sp.csr_matrix((v, (rows, cols)), shape=(n, n))
+
+
+def _mutual(pair: SidePair, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """X's neighbour lists (indices, inner products K_ij), whether each listed neighbour is also a
+    Y-neighbour (the mask M at X's positions), and L_ij at those positions (0 where not mutual)."""
+    ia, va = neighbours(pair, pair.x, k)
+    ib, vb = neighbours(pair, pair.y, k)
+    eq = _matches(ia, ib)  # (n, k, k)
+    return ia, va, eq.any(2), (eq.to(torch.float64) * vb[:, None, :]).sum(2)
+
+
+def cknna_self(pair: SidePair, side: Side, k: int) -> float:
+    """HSIC_u(M_K∘K, M_K∘K) of one side's neighbour kernel, CKNNA's self term for that side (unchanged
+    by a permutation of the side's rows)."""
+    idx, vals = neighbours(pair, side, k)
+    K = _csr(vals, idx)
+    return _hsic_u_sparse(K, K, pair.n)
+
+
+def _cknna_ratio(skl: float, skk: float, sll: float) -> float:
+    if not (skk > 0 and sll > 0):
+        side = "X" if not skk > 0 else "Y"
+        raise ValueError(
+            f"cknna is undefined: the neighbourhood self-similarity of {side} is "
+            f"{min(skk, sll):.3g} (≤ 0); this happens for (near-)constant features. "
+            "Check the features or use another k."
+        )
+    return float(skl / math.sqrt(skk * sll))
+
+
 def cknna(pair: SidePair, k: int = 10) -> float:
     """CKNNA (Huh et al. 2024): CKA restricted to mutual-neighbour pairs, with the unbiased HSIC.
 
@@ -226,34 +287,13 @@ def cknna(pair: SidePair, k: int = 10) -> float:
     plus O(nk²); the masked kernels are sparse (≤ nk entries). Not translation invariant, and not
     symmetric: M∘K is not a symmetric matrix, so the (K̃1)ᵀ(L̃1)-type term of HSIC_u depends on order.
     """
-    n = pair.n
-    ia, va = neighbours(pair, pair.x, k)
-    ib, vb = neighbours(pair, pair.y, k)
-    eq = _matches(ia, ib)  # (n, k, k)
-    both = eq.any(2)  # X-list positions whose neighbour is also a Y-neighbour
-    l_at = (eq.to(torch.float64) * vb[:, None, :]).sum(2)  # L_ij at X-list positions (if mutual)
-    rows = np.repeat(np.arange(n), k)
-    cols_a = ia.cpu().numpy().ravel()
-    cols_b = ib.cpu().numpy().ravel()
-    m = both.cpu().numpy().ravel()
+    ia, va, mutual, l_at = _mutual(pair, k)
+    skl = _hsic_u_sparse(_csr(va, ia, mutual), _csr(l_at, ia, mutual), pair.n)
+    return _cknna_ratio(skl, cknna_self(pair, pair.x, k), cknna_self(pair, pair.y, k))
 
-    def csr(vals: np.ndarray, cols: np.ndarray, keep: np.ndarray | None = None) -> sp.csr_matrix:
-        if keep is not None:
-            vals, r, cols = vals[keep], rows[keep], cols[keep]
-        else:
-            r = rows
-        return sp.csr_matrix((vals, (r, cols)), shape=(n, n))
 
-    va_np, vb_np = va.cpu().numpy().ravel(), vb.cpu().numpy().ravel()
-    skl = _hsic_u_sparse(csr(va_np, cols_a, m), csr(l_at.cpu().numpy().ravel(), cols_a, m), n)
-    Ka, Lb = csr(va_np, cols_a), csr(vb_np, cols_b)
-    skk = _hsic_u_sparse(Ka, Ka, n)
-    sll = _hsic_u_sparse(Lb, Lb, n)
-    if not (skk > 0 and sll > 0):
-        side = "X" if not skk > 0 else "Y"
-        raise ValueError(
-            f"cknna is undefined: the neighbourhood self-similarity of {side} is "
-            f"{min(skk, sll):.3g} (≤ 0); this happens for (near-)constant features. "
-            "Check the features or use another k."
-        )
-    return float(skl / math.sqrt(skk * sll))
+def cknna_of(pair: SidePair, k: int, skk: float, sll: float) -> float:
+    """:func:`cknna` with its self terms given (:func:`cknna_self`, which a row permutation of Y leaves
+    unchanged) and the cross term from :func:`_hsic_u_entries`: the engine's permutation null."""
+    ia, va, mutual, l_at = _mutual(pair, k)
+    return _cknna_ratio(_hsic_u_entries(ia, va, l_at, mutual), skk, sll)

@@ -189,71 +189,131 @@ def rsa(pair: SidePair, max_rows: int = 3000, seed: int = 0) -> float:
     return float(rx @ ry / den)
 
 
-class RidgeFolds:
-    """The X side of :func:`linear_regression`, fitted once and reused for any Y with the same rows.
+#: Largest ridge factorisations (float64 bytes over the folds) a layer keeps for the pairs it enters;
+#: above it each pair refactors (a 5-fold 1,280-wide layer takes 64 MiB).
+RIDGE_CACHE_BYTES = 64 * 2**20
 
-    Holds the seeded folds, each fold's rows X_f and, from the fold's ridge system A = G̃_train + λI,
-    its test-row map H_f = (X_f − x̄_train) A⁻¹, so R² against another Y (another layer, or Y with
-    its rows permuted) costs the cross products X_fᵀY_f and one product H_f C̃_train per fold (no solve). ``error`` is the
-    reason R² is undefined for this X (constant on a training fold), else None.
+
+class RidgeFolds:
+    """The X side of :func:`linear_regression`, fitted once and reused for every Y with the same rows
+    (another layer, or Y with its rows permuted).
+
+    Holds the seeded folds, each fold's rows X_f (float64) and the LU factors of its ridge system
+    A = G̃_train + λI, so R² of another Y costs the cross products X_fᵀY_f and one triangular solve per
+    fold (:meth:`r2`, the library's value exactly). For permutation nulls, :meth:`fold_cross` and
+    :meth:`r2_permuted` use each fold's test-row map H_f = (X_f − x̄_train) A⁻¹ instead (no solve), in a
+    given precision. ``error`` is the reason R² is undefined for this X (constant on a training fold),
+    else None.
     """
 
-    def __init__(
-        self, x: Side, alpha: float = 1e-3, n_folds: int = 5, seed: int = 0, dtype: torch.dtype = torch.float64
-    ) -> None:
+    def __init__(self, x: Side, alpha: float = 1e-3, n_folds: int = 5, seed: int = 0) -> None:
         n = x.n
         X = x.centred.to(torch.float64)
         folds = np.array_split(np.random.default_rng(seed).permutation(n), n_folds)
         self.parts = [torch.as_tensor(f, device=X.device) for f in folds]
-        Xf64 = [X[idx] for idx in self.parts]
-        sums = [Xf.sum(0) for Xf in Xf64]
-        grams = [Xf.T @ Xf for Xf in Xf64]
-        # the per-permutation products run in ``dtype`` (the features' precision: float32 features give
-        # R² to ~1e-6 either way); the ridge systems are solved in float64
-        self.dtype = dtype
-        self.Xf = [Xf.to(dtype) for Xf in Xf64]
+        self.Xf = [X[idx] for idx in self.parts]
+        sums = [Xf.sum(0) for Xf in self.Xf]
+        grams = [Xf.T @ Xf for Xf in self.Xf]
         S_x, G = sum(sums), sum(grams)
         d1 = X.shape[1]
+        self.nbytes = n_folds * d1 * d1 * 8
         eye = torch.eye(d1, dtype=X.dtype, device=X.device)
-        self.folds: list[tuple[torch.Tensor, int, torch.Tensor, Any]] = []
+        self.folds: list[tuple[int, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = []
         self.error: str | None = None
-        for Xf, sx, Gf in zip(Xf64, sums, grams):
+        self._maps: dict[torch.dtype, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for f, (Xf, sx) in enumerate(zip(self.Xf, sums)):
             m = n - Xf.shape[0]
             mx = (S_x - sx) / m
-            Gt = (G - Gf) - m * torch.outer(mx, mx)
+            Gt = (G - grams[f]) - m * torch.outer(mx, mx)
+            grams[f] = None  # type: ignore[call-overload]  # the fold's factors replace its Gram
             lam = alpha * float(torch.trace(Gt)) / d1
             if not lam > 0:
                 self.error = "linear_regression: X is constant on a training fold; R² is undefined."
                 return
-            lu = torch.linalg.lu_factor(Gt + lam * eye)
-            H = torch.linalg.lu_solve(*lu, (Xf - mx).T).T  # A symmetric: (X_f − x̄) A⁻¹ = (A⁻¹ (X_f − x̄)ᵀ)ᵀ
-            self.folds.append((m, mx, H.to(dtype).contiguous()))
+            self.folds.append((m, mx, torch.linalg.lu_factor(Gt + lam * eye)))
 
-    def fold_cross(self, y: Side) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Each fold's rows of Ỹ (in ``dtype``) and cross product X̃_fᵀỸ_f (float64); their sum is X̃ᵀỸ."""
-        Y = y.centred.to(self.dtype)
-        Ys = [Y[idx] for idx in self.parts]
-        return Ys, [(Xf.T @ Yf).to(torch.float64) for Xf, Yf in zip(self.Xf, Ys)]
-
-    def r2(self, y: Side, folds: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> float:
-        """Cross-validated ridge R² of predicting ``y`` (same rows as X) from X (``folds``: its
-        :meth:`fold_cross`, when already computed)."""
+    def r2(self, y: Side) -> float:
+        """Cross-validated ridge R² of predicting ``y`` (same rows as X) from X: W_f = A_f⁻¹ C̃_train."""
         if self.error:
             raise ValueError(self.error)
-        Ys, Cs = folds or self.fold_cross(y)
+        Y = y.centred.to(torch.float64)
+        Ys = [Y[idx] for idx in self.parts]
+        S_y = sum(Yf.sum(0) for Yf in Ys)
+        Cs = [Xf.T @ Yf for Xf, Yf in zip(self.Xf, Ys)]
+        C = sum(Cs)
+        sse = sst = 0.0
+        for (m, mx, lu), Xf, Yf, Cf in zip(self.folds, self.Xf, Ys, Cs):
+            my = (S_y - Yf.sum(0)) / m
+            Ct = (C - Cf) - m * torch.outer(mx, my)
+            W = torch.linalg.lu_solve(*lu, Ct)  # = torch.linalg.solve(A_f, Ct), bit for bit
+            resid = (Yf - my) - (Xf - mx) @ W
+            sse += float((resid**2).sum())
+            sst += float(((Yf - my) ** 2).sum())
+        return _r2(sse, sst)
+
+    def _null_maps(self, dtype: torch.dtype) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each fold's rows X_f and test-row map H_f in ``dtype`` (the features' precision: float32
+        features give null R² to ~1e-6 either way; the systems are solved in float64)."""
+        if dtype not in self._maps:
+            H = [
+                torch.linalg.lu_solve(*lu, (Xf - mx).T).T.to(dtype).contiguous()  # A symmetric: (X_f − x̄) A⁻¹
+                for (_, mx, lu), Xf in zip(self.folds, self.Xf)
+            ]
+            self._maps[dtype] = ([Xf.to(dtype) for Xf in self.Xf], H)
+        return self._maps[dtype]
+
+    def keep_null_maps_only(self, dtype: torch.dtype) -> None:
+        """Form the null maps in ``dtype`` and free the factorisations (:meth:`r2` is then unavailable):
+        for a layer too wide to keep its factors, a permutation null holds n × d1 instead of d1² per fold."""
+        if not self.error:
+            self._null_maps(dtype)
+            self.folds = [(m, mx, None) for m, mx, _ in self.folds]  # type: ignore[misc]
+
+    def fold_cross(self, y: Side, dtype: torch.dtype) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each fold's rows of Ỹ (in ``dtype``) and cross product X̃_fᵀỸ_f (float64); their sum is X̃ᵀỸ."""
+        Xs, _ = self._null_maps(dtype)
+        Y = y.centred.to(dtype)
+        Ys = [Y[idx] for idx in self.parts]
+        return Ys, [(Xf.T @ Yf).to(torch.float64) for Xf, Yf in zip(Xs, Ys)]
+
+    def r2_permuted(
+        self, y: Side, dtype: torch.dtype, folds: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+    ) -> float:
+        """:meth:`r2` from the test-row maps, products in ``dtype`` (``folds``: :meth:`fold_cross` of
+        ``y`` when already computed); equal to :meth:`r2` up to rounding."""
+        if self.error:
+            raise ValueError(self.error)
+        _, H = self._null_maps(dtype)
+        Ys, Cs = folds or self.fold_cross(y, dtype)
         S_y = sum(Yf.sum(0) for Yf in Ys)
         C = sum(Cs)
         sse = sst = 0.0
-        for (m, mx, H), Yf, Cf in zip(self.folds, Ys, Cs):
+        for (m, mx, _), Hf, Yf, Cf in zip(self.folds, H, Ys, Cs):
             my = (S_y - Yf.sum(0)) / m
             Ct = (C - Cf) - m * torch.outer(mx, my)  # centred training cross product X̃ᵀỸ
             Yc = (Yf.to(torch.float64) - my).reshape(-1)
-            resid = Yc - (H @ Ct.to(self.dtype)).reshape(-1).to(torch.float64)
+            resid = Yc - (Hf @ Ct.to(dtype)).reshape(-1).to(torch.float64)
             sse += float(resid @ resid)
             sst += float(Yc @ Yc)
-        if not sst > 0:
-            raise ValueError("linear_regression: Y is constant, so R² is undefined.")
-        return 1.0 - sse / sst
+        return _r2(sse, sst)
+
+
+def _r2(sse: float, sst: float) -> float:
+    if not sst > 0:
+        raise ValueError("linear_regression: Y is constant, so R² is undefined.")
+    return 1.0 - sse / sst
+
+
+def ridge_folds(x: Side, alpha: float, n_folds: int, seed: int) -> RidgeFolds:
+    """X's :class:`RidgeFolds`, kept on the side for the other pairs it enters while its factors take at
+    most :data:`RIDGE_CACHE_BYTES`."""
+    key = ("ridge", alpha, n_folds, seed)
+    if key not in x.reuse:
+        folds = RidgeFolds(x, alpha, n_folds, seed)
+        if folds.nbytes > RIDGE_CACHE_BYTES:
+            return folds
+        x.reuse[key] = folds
+    return x.reuse[key]
 
 
 def linear_regression(pair: SidePair, alpha: float = 1e-3, n_folds: int = 5, seed: int = 0) -> float:
@@ -263,36 +323,7 @@ def linear_regression(pair: SidePair, alpha: float = 1e-3, n_folds: int = 5, see
     W = (X̃ᵀX̃ + λI)⁻¹X̃ᵀỸ is fitted with λ = alpha · tr(X̃ᵀX̃)/d1 (relative, so scale invariant), and
     R² = 1 − Σ_folds ‖Y_test − Ŷ_test‖² / Σ_folds ‖Y_test − ȳ_train‖². Not symmetric.
     Range (−∞, 1]; 1 = Y is an exact linear function of X, ≤ 0 = no better than the mean.
-    Cost O(n·d1·(d1 + d2) + n_folds·d1³), float64. :class:`RidgeFolds` keeps X's part for reuse under
-    row permutations of Y (the engine's null values; equal to this up to rounding, ~1e-15).
+    Cost O(n·d1·(d1 + d2) + n_folds·d1³), float64; X's part (its folds' factorisations,
+    :class:`RidgeFolds`) is kept for every other Y it is compared with.
     """
-    n = pair.n
-    X = pair.x.centred.to(torch.float64)
-    Y = pair.y.centred.to(torch.float64)
-    folds = np.array_split(np.random.default_rng(seed).permutation(n), n_folds)
-    parts = []
-    for f in folds:
-        idx = torch.as_tensor(f, device=X.device)
-        Xf, Yf = X[idx], Y[idx]
-        parts.append((idx, Xf.sum(0), Yf.sum(0), Xf.T @ Xf, Xf.T @ Yf))
-    S_x = sum(p[1] for p in parts)
-    S_y = sum(p[2] for p in parts)
-    G = sum(p[3] for p in parts)
-    C = sum(p[4] for p in parts)
-    d1 = X.shape[1]
-    sse = sst = 0.0
-    for idx, sx, sy, Gf, Cf in parts:
-        m = n - idx.numel()
-        mx, my = (S_x - sx) / m, (S_y - sy) / m
-        Gt = (G - Gf) - m * torch.outer(mx, mx)
-        Ct = (C - Cf) - m * torch.outer(mx, my)
-        lam = alpha * float(torch.trace(Gt)) / d1
-        if not lam > 0:
-            raise ValueError("linear_regression: X is constant on a training fold; R² is undefined.")
-        W = torch.linalg.solve(Gt + lam * torch.eye(d1, dtype=Gt.dtype, device=Gt.device), Ct)
-        resid = (Y[idx] - my) - (X[idx] - mx) @ W
-        sse += float((resid**2).sum())
-        sst += float(((Y[idx] - my) ** 2).sum())
-    if not sst > 0:
-        raise ValueError("linear_regression: Y is constant, so R² is undefined.")
-    return 1.0 - sse / sst
+    return ridge_folds(pair.x, alpha, n_folds, seed).r2(pair.y)
