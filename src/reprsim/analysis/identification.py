@@ -73,22 +73,24 @@ def _cause_rows(g: pd.DataFrame, cause: str) -> tuple[np.ndarray, np.ndarray] | 
     return mask, z
 
 
-def _per_seed(g: pd.DataFrame, cause: str, consequence: str) -> pd.DataFrame:
-    """Per seed: ``first_stage``, ``reduced_form`` and their ratio ``estimate`` for one cause."""
-    found = _cause_rows(g, cause)
-    if found is None:
-        return pd.DataFrame()
-    mask, z = found
-    sub = g[mask].assign(_z=z[mask], _t=pd.to_numeric(g.loc[mask, consequence], errors="coerce"))
-    sub = sub[np.isfinite(sub["_t"])]
+def _per_seed(
+    g: pd.DataFrame, cause: str, rows_of_cause: tuple[np.ndarray, np.ndarray], consequence: str
+) -> pd.DataFrame:
+    """Per seed: ``first_stage``, ``reduced_form`` and their ratio ``estimate`` for one cause (its
+    :func:`_cause_rows`)."""
+    mask, z = rows_of_cause
+    t = pd.to_numeric(g[consequence], errors="coerce").to_numpy(float)[mask]
+    keep = np.isfinite(t)
+    t, z = t[keep], z[mask][keep]
+    y = g["value"].to_numpy(float)[mask][keep]
+    seeds = g["seed"].to_numpy()[mask][keep]
     # the second causes are compared within a data fraction; the data fraction is its own cause
-    strata_col = None if cause == "data_overlap" else "data_fraction"
+    strata = np.zeros(len(t)) if cause == "data_overlap" else g["data_fraction"].to_numpy(float)[mask][keep]
     rows = []
-    for seed, s in sub.groupby("seed", sort=True):
-        strata = np.zeros(len(s)) if strata_col is None else s[strata_col].to_numpy(float)
-        zs = s["_z"].to_numpy(float)
-        first = _within_slope(zs, s["value"].to_numpy(float), strata)
-        reduced = _within_slope(zs, s["_t"].to_numpy(float), strata)
+    for seed in np.unique(seeds):
+        m = seeds == seed
+        first = _within_slope(z[m], y[m], strata[m])
+        reduced = _within_slope(z[m], t[m], strata[m])
         ratio = reduced / first if np.isfinite(first) and first != 0 else float("nan")
         rows.append({"seed": seed, "first_stage": first, "reduced_form": reduced, "estimate": ratio})
     return pd.DataFrame(rows)
@@ -110,15 +112,14 @@ def _t_fields(values: pd.Series, prefix: str = "") -> dict[str, Any]:
     return fields if prefix else fields | {"n_seeds": t["n"], "reason": t["reason"]}
 
 
-def _records(keys: dict[str, Any], g: pd.DataFrame, consequence: str) -> list[dict[str, Any]]:
-    per_cause = {c: _per_seed(g, c, consequence) for c in CAUSES}
+def _records(
+    cell: dict[str, Any], g: pd.DataFrame, causes: dict[str, tuple[np.ndarray, np.ndarray]], consequence: str
+) -> list[dict[str, Any]]:
+    """The records of one cell (``cell``: its keys, probe role and composition) and consequence, for the
+    causes the cell varies (``causes``: each one's :func:`_cause_rows`)."""
+    per_cause = {c: _per_seed(g, c, found, consequence) for c, found in causes.items()}
     per_cause = {c: p for c, p in per_cause.items() if not p.empty}
-    base = {
-        **keys,
-        "probe_role": str(g["probe_role"].iloc[0]),
-        "composition": composition(g),
-        "consequence": consequence,
-    }
+    base = {**cell, "consequence": consequence}
     out = []
     for cause, p in per_cause.items():
         first = _t_fields(p["first_stage"], "first_stage")
@@ -192,8 +193,10 @@ def similarity_transfer(
     rows = []
     for keys, g in iter_cells(data, axes):
         headline = bool(head.loc[g.index].all())
+        cell = {**keys, "probe_role": str(g["probe_role"].iloc[0]), "composition": composition(g)}
+        causes = {c: found for c in CAUSES if (found := _cause_rows(g, c)) is not None}
         for c in consequences:
-            rows += [{**r, "headline_layer": headline} for r in _records(keys, g, c)]
+            rows += [{**r, "headline_layer": headline} for r in _records(cell, g, causes, c)]
     out = pd.DataFrame(rows)
     if out.empty:
         return out

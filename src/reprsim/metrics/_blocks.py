@@ -191,6 +191,15 @@ class _RBFAccumulator:
                 self.rk[J] += _sum64(K, 0)
                 self.rl[J] += _sum64(L, 0)
 
+    def add_whole(self, kx: "_Kernel", ky: "_Kernel") -> None:
+        """Add the only tile (0, 0) from each side's whole kernel, as :meth:`add` would (distance form)."""
+        (K, kk, rk), (L, ll, rl) = kx, ky
+        self.skl += 1.0 * float(_sum64(K * L))
+        self.skk += 1.0 * kk
+        self.sll += 1.0 * ll
+        self.rk[:] += rk
+        self.rl[:] += rl
+
     def hsic(self, n: int) -> tuple[float, float, float]:
         rk, rl = self.rk, self.rl
         if self.fast:  # add back the masked entries (diagonal and copies), K = L = 1 there
@@ -204,6 +213,28 @@ class _RBFAccumulator:
         hxx = skk - 2.0 / n * float(rk @ rk) + sk * sk / n**2
         hyy = sll - 2.0 / n * float(rl @ rl) + sl * sl / n**2
         return hxy, hxx, hyy
+
+
+#: Largest whole RBF kernel (one tile) a side keeps for the other pairs it enters.
+KERNEL_CACHE_BYTES = 16 * 2**20
+
+_Kernel = tuple[torch.Tensor, float, torch.Tensor]  # K, Σ K∘K, row sums of K (float64)
+
+
+def _whole_kernel(side: Side, sigma: float) -> _Kernel:
+    """A side's RBF kernel in the distance form of :func:`_rbf_tile` on its one tile, with its own
+    sums, kept on the side (while it fits :data:`KERNEL_CACHE_BYTES`): bit for bit what the tiled pass
+    forms, without forming it again for every pair the side enters."""
+    key = ("rbf_kernel", sigma)
+    if key in side.reuse:
+        return side.reuse[key]  # type: ignore[return-value]
+    view, sq, _ = _rbf_view(side)
+    whole = slice(0, side.n)
+    K = _rbf_tile(view[whole] @ view[whole].T, sq[whole], sq[whole], True, sigma)
+    out = (K, float(_sum64(K * K)), _sum64(K, 1))
+    if K.numel() * K.element_size() <= KERNEL_CACHE_BYTES:
+        side.reuse[key] = out
+    return out
 
 
 def run_pass(pair: SidePair, knn_k: int | None = None, rbf_sigmas: list[tuple[float, float]] | None = None) -> None:
@@ -227,6 +258,11 @@ def run_pass(pair: SidePair, knn_k: int | None = None, rbf_sigmas: list[tuple[fl
         vy, sqy, rawy = _rbf_view(Y)
         mult = pair.multiplicity()
         accs = {s: _RBFAccumulator(n, s[0], s[1], sqx, sqy, mult, X.dtype) for s in rbf_sigmas}
+        if not sides and b >= n and groups is None and not any(a.fast for a in accs.values()):
+            for s, acc in accs.items():  # one tile, neighbour lists known: each side's kernel, formed once
+                acc.add_whole(_whole_kernel(X, s[0]), _whole_kernel(Y, s[1]))
+                pair.rbf[s] = acc.hsic(n)
+            return
     starts = list(range(0, n, b))
     for i0 in starts:
         for j0 in starts[starts.index(i0) :]:

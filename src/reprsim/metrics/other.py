@@ -88,10 +88,10 @@ def _corr_rdm_upper(F: torch.Tensor, which: str) -> torch.Tensor:
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..m of a 1-D array, ties given their average rank (as scipy.stats.rankdata), float64."""
-    xt = torch.from_numpy(np.ascontiguousarray(x))
-    v, order = torch.sort(xt, stable=True)
-    v, order = v.numpy(), order.numpy()
+    """Ranks 1..m of a 1-D array, ties given their average rank (as scipy.stats.rankdata), float64.
+    The sort need not be stable: tied values all get their group's average rank."""
+    order = np.argsort(x)
+    v = x[order]
     m = v.size
     new = np.empty(m, dtype=bool)
     new[0] = True
