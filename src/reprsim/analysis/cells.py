@@ -138,13 +138,16 @@ def iter_cells(df: pd.DataFrame, axes: list[str]) -> Iterator[tuple[dict[str, An
 def composition(g: pd.DataFrame) -> str:
     """``"varies with the fraction"`` for a task-overlap class subset (role ``common``, ``ood_one``,
     ``ood_all``) or when ``n_probe_classes`` differs between the cell's fractions; else ``"fixed"``."""
-    kinds = set(g["overlap_kind"].astype(str))
-    roles = set(g["probe_role"].astype(str)) if "probe_role" in g else set()
+    kinds = {str(v) for v in g["overlap_kind"].unique()}
+    roles = {str(v) for v in g["probe_role"].unique()} if "probe_role" in g else set()
     if "task" in kinds and roles & set(CLASS_PROBE_ROLES):
         return VARIES
     if "n_probe_classes" in g and "x" in g:
-        per_x = g.assign(_k=pd.to_numeric(g["n_probe_classes"], errors="coerce")).groupby("x")["_k"].first()
-        if per_x.notna().any() and per_x.dropna().nunique() > 1:
+        k = pd.to_numeric(g["n_probe_classes"], errors="coerce").to_numpy(float)
+        x = g["x"].to_numpy()
+        known = ~np.isnan(k) & pd.notna(x)
+        _, first = np.unique(x[known], return_index=True)  # each fraction's first known class count
+        if np.unique(k[known][first]).size > 1:
             return VARIES
     return FIXED
 

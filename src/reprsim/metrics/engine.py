@@ -15,16 +15,24 @@ pair. Per-layer work that the measure functions do not keep is shared here as we
   row permutation B's ranks are relabelled. With a subsample (n > max_rows) rsa's null permutes B's
   rows within the subsample (:func:`reprsim.metrics.other.rsa_null_permutation`), so the relabelling
   is exact there too;
-* ``linear_regression`` (predicting B from A), under row permutations of B: each A layer's
-  :class:`reprsim.metrics.other.RidgeFolds` (each fold's ridge map of its test rows); a pair costs
-  the fold cross products and one product per fold (no solve).
+* ``linear_regression`` (predicting B from A): each A layer's :class:`reprsim.metrics.other.RidgeFolds`
+  (its folds and their factorised ridge systems, kept on the layer's side, so every pair the layer
+  predicts from costs the cross products and triangular solves only); under row permutations of B,
+  each fold's ridge map of its test rows, so a pair costs the fold cross products and one product per
+  fold (no solve).
+
+With ``share_rbf=False`` rbf_cka keeps the library's tiled pass, whose kernel a layer forms once when
+it fits in one tile (:func:`reprsim.metrics._blocks.run_pass`), as the library's own values.
 
 Within a pair, ``mean_cca`` and ``pwcca`` share one SVD and ``procrustes_distance`` is the arccos of
 ``procrustes``, as the library defines it. Under a permutation of B's rows (permutation p-values,
 calibration) only the cross products change: kNN lists are relabelled; rbf_cka and rsa become
-⟨K, PLPᵀ⟩ of the stored kernels / symmetric rank matrices, gathered in row blocks
-(:func:`reprsim.metrics._null.permuted_inner`); second_order_cosine gathers its inner products from
-each layer's Gram matrix; ridge regression's per-fold cross products also give the pair's X̃ᵀỸ, from
+⟨K, PLPᵀ⟩ of the stored kernels / symmetric rank matrices, and linear CKA (where gathering is cheaper
+than the cross products, :data:`_GATHER_COST`) ⟨X̃X̃ᵀ, P ỸỸᵀ Pᵀ⟩ of the centred Grams, each permuted B
+layer gathered once in row blocks for every A layer (:func:`reprsim.metrics._null.permuted_inners`);
+CKNNA keeps its self terms (a permutation does not change them) and sums its cross term from the
+mutual-neighbour entries; second_order_cosine gathers its inner products from each layer's Gram
+matrix; ridge regression's per-fold cross products also give the pair's X̃ᵀỸ, from
 which the whitened cross product is formed once for the CCA family (SVCCA's is its leading block)
 and Procrustes; the spectral measures take their singular values from a symmetric eigenproblem
 (:mod:`reprsim.metrics._null`). These null-only products and matrices are held in the features'
