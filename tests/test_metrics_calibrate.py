@@ -408,7 +408,7 @@ def test_null_values_match_recomputation_on_every_permutation(dtype, rel):
 
 @pytest.mark.parametrize("dtype, rel", [(np.float64, 1e-10), (np.float32, 1e-6)])
 def test_layer_table_nulls_from_shared_matrices_match_recomputation(dtype, rel):
-    # 2 × 2 layers wide enough (d_a·d_b > 40 n) that linear CKA's null takes the centred-Gram route; rbf_cka,
+    # 2 × 2 layers wide enough (Σd_a·Σd_b > n·n_b·(45 + 10·n_a)) that linear CKA's null takes the centred-Gram route; rbf_cka,
     # rsa and cka gather each permuted B layer's n×n matrix once for both A layers, cknna reuses its self terms
     from reprsim.metrics.calibrate import engine_null
     from reprsim.metrics.engine import SimilarityEngine
@@ -437,5 +437,5 @@ def test_narrow_layers_keep_the_cross_product_route_for_linear_ckas_null():
 
     X = np.random.default_rng(0).normal(size=(200, 10))
     assert not SimilarityEngine({"X": X}, {"Y": X[:, :8]}, ["cka"], progress=False).share_centred_gram
-    W = np.random.default_rng(1).normal(size=(200, 100))  # 100 · 100 > 40 · 200: the Gram route
+    W = np.random.default_rng(1).normal(size=(200, 120))  # 120 · 120 > 200 · (45 + 10): the Gram route
     assert SimilarityEngine({"X": W}, {"Y": W[:, ::-1]}, ["cka"], progress=False).share_centred_gram

@@ -75,5 +75,8 @@ def test_restricted_engine_shares_the_layers_and_calibrates_as_a_fresh_engine():
     for key in want:
         for col in ("value", "null_mean", "tau", "calibrated", "p_value"):
             assert got[key][col] == pytest.approx(want[key][col], abs=1e-12), (key, col)
+    # restricted before anything is computed: its layers' shared work (here rsa's ranks) is built on demand
+    early = SimilarityEngine(A, B, list(metrics.MEASURES), {"k": 5}, progress=False).restricted(["cka"])
+    assert early.compute() == {key: v for key, v in full.values.items() if key[2] == "cka"}
     with pytest.raises(ValueError, match="not among"):
         full.restricted(["cka", "no_such_measure"])

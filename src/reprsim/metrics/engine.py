@@ -28,7 +28,7 @@ Within a pair, ``mean_cca`` and ``pwcca`` share one SVD and ``procrustes_distanc
 ``procrustes``, as the library defines it. Under a permutation of B's rows (permutation p-values,
 calibration) only the cross products change: kNN lists are relabelled; rbf_cka and rsa become
 ⟨K, PLPᵀ⟩ of the stored kernels / symmetric rank matrices, and linear CKA (where gathering is cheaper
-than the cross products, :data:`_GATHER_COST`) ⟨X̃X̃ᵀ, P ỸỸᵀ Pᵀ⟩ of the centred Grams, each permuted B
+than the cross products, :data:`_GATHER_COST`, :data:`_INNER_COST`) ⟨X̃X̃ᵀ, P ỸỸᵀ Pᵀ⟩ of the centred Grams, each permuted B
 layer gathered once in row blocks for every A layer (:func:`reprsim.metrics._null.permuted_inners`);
 CKNNA keeps its self terms (a permutation does not change them) and sums its cross term from the
 mutual-neighbour entries; second_order_cosine gathers its inner products from each layer's Gram
@@ -92,9 +92,10 @@ Prepare = Callable[[Any], Any]
 #: Most threads a permutation null runs side by side (:meth:`SimilarityEngine.permuted_values`).
 _MAX_NULL_WORKERS = 4
 
-#: A gathered entry of a permuted n×n matrix costs about this many multiply-adds of a matrix product
-#: (measured on one CPU thread at n = 1,000–5,000: 1.3 ns against 0.03 ns).
-_GATHER_COST = 40
+#: What an entry of a permuted n×n matrix costs to gather, and to add into an inner product with
+#: another such matrix, in multiply-adds of a matrix product (one CPU thread, n = 1,000–5,000: about
+#: 1.3 ns, 0.3 ns and 0.03 ns).
+_GATHER_COST, _INNER_COST = 45, 10
 
 
 def resolve_measures(measures: Any) -> list[str]:
@@ -298,12 +299,11 @@ class SimilarityEngine:
         used = rbf_bytes + self.share_rsa * rsa_bytes
         self.share_gram = "second_order_cosine" in self.names and used + gram_bytes <= SHARED_BYTES
         used += self.share_gram * gram_bytes
-        # linear CKA's null from each layer's centred Gram where gathering n² entries per B layer costs less
-        # than the pairs' cross products X̃ᵀỸ[π] (a gathered entry costs about _GATHER_COST multiply-adds)
+        # linear CKA's null from each layer's centred Gram where gathering n² entries per B layer and one
+        # inner product per pair cost less than the pairs' cross products X̃ᵀỸ[π] (n·d_a·d_b each)
         cross_cost = sum(a.shape[1] for a in ta.values()) * sum(b.shape[1] for b in tb.values())
-        self.share_centred_gram = (
-            "cka" in self.names and used + gram_bytes <= SHARED_BYTES and cross_cost > _GATHER_COST * self.n * len(tb)
-        )
+        gram_cost = self.n * len(tb) * (_GATHER_COST + _INNER_COST * len(ta))
+        self.share_centred_gram = "cka" in self.names and used + gram_bytes <= SHARED_BYTES and cross_cost > gram_cost
         self._shared: dict[tuple[str, str], _Shared] = {}
         self._ridge: weakref.WeakKeyDictionary[Side, _other.RidgeFolds] = weakref.WeakKeyDictionary()
         self.values: dict[tuple[str, str, str], float] = {}
@@ -315,10 +315,9 @@ class SimilarityEngine:
         unknown = [name for name in names if name not in self.names]
         if unknown:
             raise ValueError(f"{', '.join(unknown)} not among this engine's measures ({', '.join(self.names)}).")
-        sub = copy.copy(self)
+        sub = copy.copy(self)  # ``resolved`` stays whole: the shared per-layer work reads its measures' parameters
         sub.names = list(names)
-        sub.resolved = {name: self.resolved[name] for name in names}
-        sub.values = {key: v for key, v in self.values.items() if key[2] in sub.resolved}
+        sub.values = {key: v for key, v in self.values.items() if key[2] in sub.names}
         sub.warnings = []
         return sub
 
