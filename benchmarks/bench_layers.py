@@ -10,13 +10,13 @@ features are those of the default config's MLP shape (784-512-256; ``hidden.0`` 
 weights plus noise, on Gaussian inputs. The old path (one ``compute_all`` per layer pair, as the
 sweep did before the layer-table engine, uncalibrated) is timed in the same run.
 
-Whole run (``--runs R``): ``reprsim run configs/default.yaml`` with ``seeds=[0,1]`` and the data
-design only (the cnn of the task design has no ``hidden.0``), each from an empty cache, one layer and
+Whole run (``--runs R``): ``reprsim run configs/default.yaml`` with ``--seeds S`` seeds (default 2;
+the config has 10) and the data design only (the cnn of the task design has no ``hidden.0``), each from an empty cache, one layer and
 two layers alternating R times; prints each wall time, the machine's load and the ratio of the means.
 
 Target (issue 23): the default config with 4 layer pairs costs ≤ 1.3× the one-layer run. Usage::
 
-    python benchmarks/bench_layers.py [--n 1000] [--threads 2] [--repeat 2] [--runs 0]
+    python benchmarks/bench_layers.py [--n 1000] [--threads 2] [--repeat 2] [--runs 0] [--seeds 2]
 """
 
 from __future__ import annotations
@@ -84,12 +84,13 @@ DATA_DESIGN = (
 )
 
 
-def whole_run(layers: str, root: Path) -> float:
-    """Wall seconds of the reduced default run with ``layers`` from an empty cache under ``root``."""
+def whole_run(layers: str, seeds: int, root: Path) -> float:
+    """Wall seconds of the default's data design with ``seeds`` seeds and ``layers`` from an empty cache
+    under ``root``."""
     out, cache = root / "run", root / "cache"
     shutil.rmtree(root, ignore_errors=True)
     cmd = [sys.executable, "-m", "reprsim.cli", "run", str(REPO / "configs" / "default.yaml"), "--out", str(out)]
-    cmd += ["--cache-dir", str(cache), "--quiet", "seeds=[0,1]", DATA_DESIGN, f"layers={layers}"]
+    cmd += ["--cache-dir", str(cache), "--quiet", f"seeds={list(range(seeds))}", DATA_DESIGN, f"layers={layers}"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
@@ -105,6 +106,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2, help="best of this many runs per stage figure")
     ap.add_argument("--runs", type=int, default=0, help="also time R pairs of whole runs (minutes each)")
+    ap.add_argument("--seeds", type=int, default=2, help="seeds of the whole runs (the default config has 10)")
     args = ap.parse_args()
 
     import torch
@@ -134,7 +136,7 @@ def main() -> int:
             for r in range(args.runs):
                 for layers in walls if r % 2 == 0 else reversed(walls):
                     before = load()
-                    walls[layers].append(whole_run(layers, Path(tmp) / "r"))
+                    walls[layers].append(whole_run(layers, args.seeds, Path(tmp) / "r"))
                     print(f"whole run layers={layers}: {walls[layers][-1]:6.1f} s (load {before} -> {load()})")
         m1, m4 = (statistics.mean(w) for w in walls.values())
         print(
