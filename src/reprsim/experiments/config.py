@@ -341,12 +341,17 @@ class PairedSpec(_Strict):
     @field_validator("measures")
     @classmethod
     def _measures(cls, v: list[str] | None) -> list[str] | None:
-        from reprsim import metrics
+        return _known_measures(v, "measures.paired")
 
-        unknown = [name for name in v or [] if name not in metrics.MEASURES]
-        if unknown:
-            raise ValueError(f"unknown measure(s) {unknown} in measures.paired; valid: {sorted(metrics.MEASURES)}")
-        return v
+
+def _known_measures(names: list[str] | None, where: str) -> list[str] | None:
+    """``names`` when each is a measure, else a ValueError naming the unknown ones and ``where``."""
+    from reprsim import metrics
+
+    unknown = [name for name in names or [] if name not in metrics.MEASURES]
+    if unknown:
+        raise ValueError(f"unknown measure(s) {unknown} in {where}; valid: {sorted(metrics.MEASURES)}")
+    return names
 
 
 def _paired_off(value: Any) -> Any:
@@ -388,12 +393,7 @@ class MeasureSpec(_Strict):
     @field_validator("calibrate_names")
     @classmethod
     def _calibrate_names(cls, v: list[str] | None) -> list[str] | None:
-        from reprsim import metrics
-
-        unknown = [name for name in v or [] if name not in metrics.MEASURES]
-        if unknown:
-            raise ValueError(f"unknown measure(s) {unknown} in calibrate_names; valid: {sorted(metrics.MEASURES)}")
-        return v
+        return _known_measures(v, "calibrate_names")
 
     @field_validator("behavioural")
     @classmethod

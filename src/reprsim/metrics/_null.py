@@ -51,11 +51,6 @@ def _gram_spectrum(M: torch.Tensor, vectors: bool = False) -> tuple[torch.Tensor
         return torch.linalg.eigvalsh(G).clamp_(min=0.0), None, left
 
 
-def permuted_inner(A: torch.Tensor, B: torch.Tensor, perm: torch.Tensor, rows: int = 128) -> float:
-    """Σ_ij A[i, j] · B[perm_i, perm_j] for two (m, m) matrices: ⟨A, P B Pᵀ⟩ (:func:`permuted_inners`)."""
-    return permuted_inners([A], B, perm, rows)[0]
-
-
 def permuted_inners(As: Sequence[torch.Tensor], B: torch.Tensor, perm: torch.Tensor, rows: int = 128) -> list[float]:
     """⟨A, P B Pᵀ⟩ = Σ_ij A[i, j] · B[perm_i, perm_j] for each (m, m) matrix A of ``As``, gathering the
     permuted B once for all of them (a layer of B against every layer of A) and never whole: each

@@ -196,9 +196,14 @@ class SidePair:
 
     def permuted(self, perm: torch.Tensor) -> "SidePair":
         """The pair (X, Y[perm]): X-side caches shared, Y-side caches relabelled, cross caches dropped."""
-        inv = torch.empty_like(perm)
-        inv[perm] = torch.arange(perm.numel(), device=perm.device)
-        return SidePair(self.x, self.y.permuted(perm, inv), self.groups)
+        return SidePair(self.x, self.y.permuted(perm, inverse_permutation(perm)), self.groups)
+
+
+def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
+    """π⁻¹ of a permutation tensor π (inv[π[i]] = i)."""
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=perm.device)
+    return inv
 
 
 def make_pair(X: torch.Tensor, Y: torch.Tensor, groups: np.ndarray | torch.Tensor | None = None) -> SidePair:

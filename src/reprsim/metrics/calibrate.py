@@ -162,12 +162,6 @@ def _alpha(alpha: Any) -> float:
     return a
 
 
-def engine_ceilings(engine: Any) -> dict[tuple[str, str], float]:
-    """``{(layer_a, measure): m(A[layer_a], A[layer_a])}`` — each measure's value for identical inputs
-    (NaN where undefined), from :meth:`SimilarityEngine.ceilings`."""
-    return engine.ceilings()
-
-
 def engine_null(engine: Any, perms: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:
     """``{(layer_a, layer_b, measure): (K,) null values}`` over the rows of ``perms`` (K, n)."""
     if not engine.values:
@@ -250,7 +244,7 @@ def calibrate_engine(
     a = _alpha(alpha)
     perms = draw_permutations(engine.n, n_permutations, seed, permutations)
     null = engine_null(engine, perms)
-    top = engine_ceilings(engine)
+    top = engine.ceilings()
     out = {
         key: calibration_record(v, null[key], top[(key[0], key[2])], MEASURES[key[2]].kind, a)
         for key, v in engine.values.items()
@@ -305,7 +299,7 @@ def aggregate_record(engine: Any, measure: str, agg: str, perms: np.ndarray, alp
         raise ValueError(f"agg must be one of {AGGREGATES}; got {agg!r}.")
     if not engine.values:
         engine.compute()
-    return _aggregate(engine, measure, agg, engine_null(engine, perms), engine_ceilings(engine), alpha)
+    return _aggregate(engine, measure, agg, engine_null(engine, perms), engine.ceilings(), alpha)
 
 
 def _aggregate(
@@ -316,7 +310,7 @@ def _aggregate(
     ceilings: Mapping[tuple[str, str], float],
     alpha: float,
 ) -> dict[str, Any]:
-    """:func:`aggregate_record` from an engine's null (:func:`engine_null`) and :func:`engine_ceilings`."""
+    """:func:`aggregate_record` from an engine's null (:func:`engine_null`) and :meth:`~reprsim.metrics.engine.SimilarityEngine.ceilings`."""
     if agg not in AGGREGATES:
         raise ValueError(f"agg must be one of {AGGREGATES}; got {agg!r}.")
     kind = MEASURES[measure].kind

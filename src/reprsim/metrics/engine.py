@@ -28,8 +28,9 @@ Within a pair, ``mean_cca`` and ``pwcca`` share one SVD and ``procrustes_distanc
 ``procrustes``, as the library defines it. Under a permutation of B's rows (permutation p-values,
 calibration) only the cross products change: kNN lists are relabelled; rbf_cka and rsa become
 ⟨K, PLPᵀ⟩ of the stored kernels / symmetric rank matrices, and linear CKA (where gathering is cheaper
-than the cross products, :data:`_GATHER_COST`, :data:`_INNER_COST`) ⟨X̃X̃ᵀ, P ỸỸᵀ Pᵀ⟩ of the centred Grams, each permuted B
-layer gathered once in row blocks for every A layer (:func:`reprsim.metrics._null.permuted_inners`);
+than the cross products: :data:`_GATHER_COST`, :data:`_INNER_COST`) ⟨X̃X̃ᵀ, P ỸỸᵀ Pᵀ⟩ of the centred
+Grams, each permuted B layer gathered once in row blocks for every A layer
+(:func:`reprsim.metrics._null.permuted_inners`);
 CKNNA keeps its self terms (a permutation does not change them) and sums its cross term from the
 mutual-neighbour entries; second_order_cosine gathers its inner products from each layer's Gram
 matrix; ridge regression's per-fold cross products also give the pair's X̃ᵀỸ, from
@@ -68,7 +69,7 @@ from reprsim.metrics import cca as _cca
 from reprsim.metrics import cka as _cka
 from reprsim.metrics import knn as _knn
 from reprsim.metrics import other as _other
-from reprsim.metrics._pair import Side, SidePair
+from reprsim.metrics._pair import Side, SidePair, inverse_permutation
 from reprsim.metrics._validate import as_features, clamp_rounding, degenerate_problem
 from reprsim.metrics.registry import (
     MEASURES,
@@ -178,13 +179,6 @@ class _Shared:
         self.cknna_self: float | None = None
 
 
-def _inverse(perm: torch.Tensor) -> torch.Tensor:
-    """π⁻¹ of a permutation tensor π (inv[π[i]] = i)."""
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(perm.numel(), device=perm.device)
-    return inv
-
-
 class _Permutation:
     """One row permutation π of B's layers and what the null needs of it, each computed on first use.
 
@@ -196,7 +190,7 @@ class _Permutation:
     def __init__(self, engine: "SimilarityEngine", perm: Any) -> None:
         self.engine = engine
         self.perm = torch.as_tensor(np.asarray(perm), dtype=torch.long)
-        self.inv = _inverse(self.perm)
+        self.inv = inverse_permutation(self.perm)
         self._rsa_full: torch.Tensor | None = None
         self._sigma: torch.Tensor | None = None
         self._rsa_sides: dict[str, Side] = {}
@@ -208,11 +202,10 @@ class _Permutation:
         matrix is gathered once per B layer."""
         if (name, lb) not in self._inners:
             e = self.engine
-            layers = [la for la in e.sa if e._null_matrix(name, "a", la) is not None]
+            mats = {a: M for a in e.sa if (M := e._null_matrix(name, "a", a)) is not None}
             p = self.rsa_sigma() if name == "rsa" else self.perm
-            B = e._null_matrix(name, "b", lb)
-            values = _null.permuted_inners([e._null_matrix(name, "a", la) for la in layers], B, p)
-            self._inners[(name, lb)] = dict(zip(layers, values))
+            values = _null.permuted_inners(list(mats.values()), e._null_matrix(name, "b", lb), p)
+            self._inners[(name, lb)] = dict(zip(mats, values))
         return self._inners[(name, lb)][la]
 
     def rsa_full(self) -> torch.Tensor:
@@ -230,7 +223,7 @@ class _Permutation:
     def rsa_side(self, lb: str) -> Side:
         if lb not in self._rsa_sides:
             pt = self.rsa_full()
-            it = _inverse(pt)
+            it = inverse_permutation(pt)
             sb = self.engine.sb[lb]
             self._rsa_sides[lb] = sb.permuted(pt.to(sb.F.device), it.to(sb.F.device))
         return self._rsa_sides[lb]
