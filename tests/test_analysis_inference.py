@@ -93,6 +93,36 @@ def test_ksg_batch_is_sklearns_estimate(rng: np.random.Generator) -> None:
     np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-12)
 
 
+def _ksg_one_by_one(x: np.ndarray, y: np.ndarray, perm: np.ndarray, k: int = 3) -> float:
+    """The KSG estimate of one permutation, written out: Chebyshev distances, the k-th neighbour's
+    radius (just inside), the counts within it and ψ of the counts (sklearn's formula)."""
+    from scipy.special import digamma
+
+    xs, ex, ys = inference._sklearn_scaled(x, y, 42)
+    xp = xs[perm] + ex
+    n = x.size
+    mi = digamma(n) + digamma(k)
+    nx, ny = np.empty(n), np.empty(n)
+    for i in range(n):
+        dx, dy = np.abs(xp - xp[i]), np.abs(ys - ys[i])
+        d = np.maximum(dx, dy)
+        d[i] = np.inf
+        r = np.nextafter(np.sort(d)[k - 1], 0)
+        nx[i], ny[i] = (dx <= r).sum() - 1.0, (dy <= r).sum() - 1.0
+    return max(mi - digamma(nx + 1).mean() - digamma(ny + 1).mean(), 0.0)
+
+
+def test_ksg_batch_equals_the_estimate_written_out_whatever_the_chunks(rng: np.random.Generator, monkeypatch) -> None:
+    x = np.repeat([0.0, 0.5, 1.0], 6)
+    y = 0.3 * x + rng.normal(0, 0.1, x.size)
+    y[4] = y[5]  # a tie
+    perms = inference.within_group_permutations(np.tile(np.arange(6), 3), 23, seed=4)
+    expected = np.array([_ksg_one_by_one(x, y, p) for p in perms])
+    np.testing.assert_array_equal(inference.ksg_mi_batch(x, y, perms), expected)
+    monkeypatch.setattr(inference, "_KSG_CHUNK_CELLS", 5 * x.size**2)  # chunks of 5: four full, one of 3
+    np.testing.assert_array_equal(inference.ksg_mi_batch(x, y, perms), expected)
+
+
 def test_mi_permutation_p_and_null_by_hand(rng: np.random.Generator) -> None:
     seeds = np.tile(np.arange(4), 4)
     x = np.repeat([0.0, 1 / 3, 2 / 3, 1.0], 4)

@@ -210,6 +210,11 @@ def _sklearn_scaled(x: np.ndarray, y: np.ndarray, random_state: int) -> tuple[np
     return xs, ex, ys
 
 
+#: (b, n, n) entries per chunk of permutations: arrays of 1.6 MB, which stay in cache (measured 2× faster
+#: than chunks of 4e6 at n = 30; the values do not depend on it: each permutation is computed on its own)
+_KSG_CHUNK_CELLS = 200_000
+
+
 def ksg_mi_batch(
     x: object, y: object, perms: np.ndarray | None = None, *, n_neighbors: int = 3, random_state: int = 42
 ) -> np.ndarray:
@@ -225,17 +230,20 @@ def ksg_mi_batch(
     xs, ex, ys = _sklearn_scaled(xa, ya, random_state)
     dy = np.abs(ys[:, None] - ys[None, :])
     const = digamma(n) + digamma(n_neighbors)
+    psi = digamma(np.arange(1, n + 1, dtype=np.float64))  # ψ(m) of every possible count m = 1 … n
+    diagonal = np.arange(n)
     out = np.empty(perms.shape[0])
-    chunk = max(1, int(4e6 // (n * n)))
+    chunk = max(1, int(_KSG_CHUNK_CELLS // (n * n)))
     for start in range(0, perms.shape[0], chunk):
         xb = xs[perms[start : start + chunk]] + ex  # (b, n)
         dx = np.abs(xb[:, :, None] - xb[:, None, :])
         d = np.maximum(dx, dy)
-        d[:, np.arange(n), np.arange(n)] = np.inf
-        radius = np.nextafter(np.partition(d, n_neighbors - 1, axis=-1)[..., n_neighbors - 1], 0)
-        nx = (dx <= radius[..., None]).sum(axis=-1) - 1.0
-        ny = (dy[None] <= radius[..., None]).sum(axis=-1) - 1.0
-        mi = const - digamma(nx + 1).mean(axis=-1) - digamma(ny + 1).mean(axis=-1)
+        d[:, diagonal, diagonal] = np.inf
+        radius = np.nextafter(np.partition(d, n_neighbors - 1, axis=-1)[..., n_neighbors - 1], 0)[..., None]
+        # counts within the radius, the point itself included: sklearn's ψ(n_x + 1) with n_x = count − 1
+        nx = (dx <= radius).sum(axis=-1)
+        ny = (dy <= radius).sum(axis=-1)
+        mi = const - psi[nx - 1].mean(axis=-1) - psi[ny - 1].mean(axis=-1)
         out[start : start + chunk] = np.maximum(mi, 0.0)
     return out
 

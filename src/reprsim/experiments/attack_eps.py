@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from reprsim.errors import ConfigError
+from reprsim.threads import limited_threads
 
 if TYPE_CHECKING:
     from reprsim.experiments.config import ExperimentConfig
@@ -140,7 +140,7 @@ def resolve_attack_eps(
 
     ``units`` must be the whole grid (:func:`~reprsim.experiments.grid.expand`): the reference unit
     of a design does not depend on which units are still to run. Models are trained with
-    ``execution.threads_per_unit`` torch threads, as in a unit, so that the cached weights are the
+    ``execution.threads_per_unit`` torch and BLAS threads, as in a unit, so that the cached weights are the
     ones a unit would train. Raises :class:`ConfigError` listing each design whose target no ε up
     to ``eps_max`` reaches.
     """
@@ -153,9 +153,7 @@ def resolve_attack_eps(
         if unit.overlap_kind in ("data", "task", "combined", "attribute", "factorial"):
             groups.setdefault(_group(unit), []).append(unit)
     records, problems = {}, []
-    previous = torch.get_num_threads()
-    torch.set_num_threads(config.execution.threads_per_unit)
-    try:
+    with limited_threads(config.execution.threads_per_unit):
         for name, members in groups.items():
             old = stored.get(name)
             if (
@@ -170,8 +168,6 @@ def resolve_attack_eps(
                 problems.append(chosen)
             else:
                 records[name] = chosen
-    finally:
-        torch.set_num_threads(previous)
     if problems:
         raise ConfigError(
             f"consequences.{j}: {len(problems)} problem(s) before any attack ran:\n  " + "\n  ".join(problems)

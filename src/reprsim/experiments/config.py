@@ -543,7 +543,7 @@ class JailbreakTransferSpec(_Strict):
 class ExecutionSpec(_Strict):
     executor: Literal["local", "ray"] = "local"
     workers: StrictInt = Field(1, ge=1, description="units run at once (local: worker processes)")
-    threads_per_unit: StrictInt = Field(1, ge=1, description="torch threads inside each unit")
+    threads_per_unit: StrictInt = Field(1, ge=1, description="torch and BLAS (NumPy, SciPy) threads inside each unit")
     address: str | None = Field(None, description="Ray cluster address (e.g. 'auto'); None starts a local instance")
     gpus_per_unit: StrictFloat = Field(0.0, ge=0.0)
     device: str = Field(

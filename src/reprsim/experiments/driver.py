@@ -33,6 +33,7 @@ from reprsim.hashing import content_hash
 from reprsim.experiments.behaviour import behaviour_stage_rows
 from reprsim.experiments.similarity import probe_rows
 from reprsim.experiments.weights import cached_features, cached_model
+from reprsim.threads import limited_threads
 from reprsim.experiments.worlds import ProbeSet, Trained, TrainingPair
 
 if TYPE_CHECKING:
@@ -219,21 +220,21 @@ def execute_unit(
 
     Stages are logged to ``log_path`` and, when ``stage_queue`` (a multiprocessing queue) is given,
     sent to it as log records carrying ``unit_id``, so a driver can show what each worker is doing.
-    The torch thread count is ``execution.threads_per_unit`` for the unit's life, whatever the executor.
+    Torch and the BLAS under NumPy/SciPy run ``execution.threads_per_unit`` threads for the unit's life,
+    whatever the executor (:func:`reprsim.threads.limited_threads`).
     """
     handlers = [h for h in (_file_handler(log_path), _stage_handler(stage_queue, unit.unit_id)) if h is not None]
     root = logging.getLogger("reprsim")
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(logging.INFO)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.execution.threads_per_unit)
     timings: dict[str, float] = {}
     artifacts: dict[str, str] = {}
     t0 = time.perf_counter()
     try:
         unit_dir = log_path.parent if log_path is not None else None
-        rows = run_unit(config, unit, Path(cache_dir), timings, progress, artifacts, unit_dir)
+        with limited_threads(config.execution.threads_per_unit):
+            rows = run_unit(config, unit, Path(cache_dir), timings, progress, artifacts, unit_dir)
         timings["total"] = round(time.perf_counter() - t0, 3)
         return {
             "rows": rows,
@@ -252,7 +253,6 @@ def execute_unit(
             },
         }
     finally:
-        torch.set_num_threads(previous_threads)
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from reprsim import metrics, storage
 from reprsim.analysis.paired import PAIRED_FILE
 from reprsim.results import UNITS_DIR
+from reprsim.threads import limited_threads
 
 if TYPE_CHECKING:
     from reprsim.experiments.config import ExperimentConfig
@@ -213,9 +213,7 @@ def run_paired_stage(config: ExperimentConfig, units: list[Unit], run_dir: Path,
             "paired: %d of %d units have no feature index and are left out", len(units) - len(indexes), len(units)
         )
     rows: list[dict] = []
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, config.execution.workers * config.execution.threads_per_unit))
-    try:
+    with limited_threads(max(1, config.execution.workers * config.execution.threads_per_unit)):
         for comp in comparisons(units, indexes):
             try:
                 rows += comparison_rows(config, comp, cache_dir, measures)
@@ -223,8 +221,6 @@ def run_paired_stage(config: ExperimentConfig, units: list[Unit], run_dir: Path,
                 log.warning(
                     "paired: %s vs %s on %r left out: %s", comp.unit_1.unit_id, comp.unit_2.unit_id, comp.probe_set, exc
                 )
-    finally:
-        torch.set_num_threads(previous)
     path = Path(run_dir) / PAIRED_FILE
     frame = pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
     storage.atomic_write_bytes(path, frame.to_csv(index=False).encode("utf-8"))

@@ -81,6 +81,7 @@ from reprsim.metrics.registry import (
     resolve_params,
     run_measures,
 )
+from reprsim.threads import limited_threads
 
 __all__ = ["SHARED_BYTES", "SimilarityEngine", "prepare_layers", "resolve_measures"]
 
@@ -681,14 +682,11 @@ class SimilarityEngine:
             return
         with ThreadPoolExecutor(workers) as pool:
             while chunk := list(itertools.islice(perms, 4 * workers)):
-                threads = torch.get_num_threads()
-                torch.set_num_threads(1)  # process-wide, like the warnings filter: both restored before a yield
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        results = list(pool.map(self._permuted_one, chunk, itertools.repeat(False)))
-                finally:
-                    torch.set_num_threads(threads)
+                # one torch and BLAS thread per worker; the limits and the warnings filter are process-wide
+                # state, so they are restored before a yield
+                with limited_threads(1), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    results = list(pool.map(self._permuted_one, chunk, itertools.repeat(False)))
                 yield from results
 
     def _permuted_one(self, perm: Any, quiet: bool = True) -> dict[tuple[str, str, str], float]:

@@ -19,6 +19,7 @@ from reprsim.errors import ReprsimError
 from reprsim.training import checkpoint as ckpt
 from reprsim.training.config import TrainConfig
 from reprsim.training.data import IGNORE_INDEX
+from reprsim.threads import limited_threads
 from reprsim.training.parts import (
     EMA,
     TrainResult,
@@ -32,7 +33,6 @@ from reprsim.training.parts import (
     prepare_data,
     rng_state,
     schedule_lr,
-    threads,
 )
 
 __all__ = ["ExtraLoss", "train", "run_training"]
@@ -533,7 +533,7 @@ def train(
         raise TypeError(f"train: model must be a torch.nn.Module, got {type(model).__name__}.")
     dev = pick_device(device)
     devices = [dev.index or 0] if dev.type == "cuda" else []
-    with threads(cfg.num_threads), torch.random.fork_rng(devices=devices):
+    with limited_threads(cfg.num_threads), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return run_training(
             model, dataset, cfg, seed, eval_dataset, checkpoint_dir, progress, dev, callback, extra_loss

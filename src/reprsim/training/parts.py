@@ -62,17 +62,6 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def pick_device(device: str | torch.device | None) -> torch.device:
     if device is not None:
         return torch.device(device)
