@@ -82,3 +82,34 @@ def test_a_unit_runs_with_threads_per_unit_of_torch_and_blas(two_threads, tmp_pa
     assert seen == {"torch": 1, "blas": {1}}
     assert torch.get_num_threads() == 2
     assert blas_threads() == two_threads
+
+
+def test_compare_features_runs_the_blas_on_torchs_thread_count(two_threads, monkeypatch):
+    from reprsim.compare import compare_features
+    import importlib
+
+    calibrate_module = importlib.import_module(
+        "reprsim.metrics.calibrate"
+    )  # the package exports a function of that name
+    from reprsim.metrics.engine import SimilarityEngine
+
+    seen = []
+    compute, engine_null = SimilarityEngine.compute, calibrate_module.engine_null
+
+    def recording_compute(self):
+        seen.append(("compute", torch.get_num_threads(), blas_threads()))
+        return compute(self)
+
+    def recording_null(*args, **kwargs):
+        seen.append(("calibrate", torch.get_num_threads(), blas_threads()))
+        return engine_null(*args, **kwargs)
+
+    monkeypatch.setattr(SimilarityEngine, "compute", recording_compute)
+    monkeypatch.setattr(calibrate_module, "engine_null", recording_null)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 6))
+    torch.set_num_threads(1)  # the caller's setting; the BLAS is at 2 outside
+    compare_features({"l": x}, {"l": x + 0.1 * rng.standard_normal((40, 6))}, measures=["cka", "rsa"], calibrate=3)
+    assert seen and all(t == 1 and b == {1} for _, t, b in seen), seen
+    assert {what for what, _, _ in seen} == {"compute", "calibrate"}
+    assert blas_threads() == two_threads

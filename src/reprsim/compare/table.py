@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from reprsim.threads import limited_threads
+
 __all__ = [
     "BEHAVIOUR_BOOT",
     "DEVICE_ERRORS",
@@ -159,18 +161,21 @@ def measure_device(device: Any) -> torch.device:
 def _run_engine(
     engine: Any, n_permutations: int, n_boot: int, level: float, seed: int, timings: dict[str, float]
 ) -> dict[str, dict]:
-    """The engine's values (+ p-values, intervals); wall seconds of each pass added to ``timings``."""
-    t0 = time.perf_counter()
-    out: dict[str, dict] = {"values": dict(engine.compute())}
-    timings["measures"] = timings.get("measures", 0.0) + time.perf_counter() - t0
-    for key, name, run in (
-        ("p", "permutations", lambda: engine.permutation_pvalues(n_permutations, seed)),
-        ("ci", "bootstrap", lambda: engine.bootstrap_intervals(n_boot, level, seed)),
-    ):
-        if n_permutations if key == "p" else n_boot:
-            t0 = time.perf_counter()
-            out[key] = run()
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+    """The engine's values (+ p-values, intervals); wall seconds of each pass added to ``timings``. The
+    BLAS under NumPy runs torch's thread count, so the values follow the caller's torch setting, not the
+    machine's core count (:mod:`reprsim.threads`)."""
+    with limited_threads(torch.get_num_threads()):
+        t0 = time.perf_counter()
+        out: dict[str, dict] = {"values": dict(engine.compute())}
+        timings["measures"] = timings.get("measures", 0.0) + time.perf_counter() - t0
+        for key, name, run in (
+            ("p", "permutations", lambda: engine.permutation_pvalues(n_permutations, seed)),
+            ("ci", "bootstrap", lambda: engine.bootstrap_intervals(n_boot, level, seed)),
+        ):
+            if n_permutations if key == "p" else n_boot:
+                t0 = time.perf_counter()
+                out[key] = run()
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
     return out
 
 

@@ -36,10 +36,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from reprsim.metrics.engine import SimilarityEngine
 from reprsim.metrics._validate import as_features, check_float, check_int, check_paired_features
 from reprsim.metrics.registry import MEASURES, PAPER_MEASURES, get_measure
+from reprsim.threads import limited_threads
 
 __all__ = [
     "CALIBRATED_COLUMNS",
@@ -269,8 +271,10 @@ def calibrated_columns(
     engine: Any, table: Any, n_permutations: int, seed: int = 0, alpha: float = 0.05
 ) -> dict[str, list[float]]:
     """:data:`CALIBRATED_COLUMNS` for the rows of ``table`` (columns ``layer_a``, ``layer_b``,
-    ``measure``) from :func:`calibrate_engine` (K = ``n_permutations`` seeded by ``seed``)."""
-    recs = calibrate_engine(engine, n_permutations, alpha=alpha, seed=seed)
+    ``measure``) from :func:`calibrate_engine` (K = ``n_permutations`` seeded by ``seed``), with the BLAS
+    on torch's thread count (:mod:`reprsim.threads`)."""
+    with limited_threads(torch.get_num_threads()):
+        recs = calibrate_engine(engine, n_permutations, alpha=alpha, seed=seed)
     keys = list(zip(table["layer_a"], table["layer_b"], table["measure"]))
     return {col: [recs[k][col] for k in keys] for col in CALIBRATED_COLUMNS}
 
